@@ -1,0 +1,43 @@
+//! JetStream stream, consumer and KV bucket names.
+
+/// Starts, results, cancels and signals, consumed by the orchestrator.
+pub const WF_INBOX: &str = "WF_INBOX";
+/// Workflow and step progress, token deltas; read by the gateway (SSE), the ledger, anyone.
+pub const WF_EVENTS: &str = "WF_EVENTS";
+/// Usage events for billing, consumed by the ledger.
+pub const USAGE: &str = "USAGE";
+/// Dead letters: messages given up on, with the reason.
+pub const DLQ: &str = "DLQ";
+/// KV bucket holding each workflow instance's state, keyed by instance id.
+pub const WF_STATE_BUCKET: &str = "WF_STATE";
+
+/// The work-queue stream of one worker kind, e.g. `JOBS_AI`.
+pub fn jobs(kind: &str) -> String {
+    format!("JOBS_{}", kind.to_ascii_uppercase())
+}
+
+/// The durable pull consumer that every replica of a worker kind shares.
+pub fn worker_consumer(kind: &str) -> String {
+    format!("worker-{kind}")
+}
+
+/// The orchestrator's consumer of starts, cancels and signals.
+pub const ORCHESTRATOR_COMMANDS: &str = "orchestrator-commands";
+/// The orchestrator's consumer of job results, apart from starts so a backlog of new work
+/// cannot starve the results that finish work.
+pub const ORCHESTRATOR_RESULTS: &str = "orchestrator-results";
+/// The ledger's consumer of usage events.
+pub const LEDGER_USAGE: &str = "ledger-usage";
+/// The ledger's consumer of workflow events.
+pub const LEDGER_EVENTS: &str = "ledger-events";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_follow_the_design() {
+        assert_eq!(jobs("ai"), "JOBS_AI");
+        assert_eq!(worker_consumer("research"), "worker-research");
+    }
+}
