@@ -1,0 +1,639 @@
+//! Layered configuration: defaults → optional TOML file → `SWITCHYARD_*` environment (`__`
+//! separates nested keys, e.g. `SWITCHYARD_WORKER__CONCURRENCY`) → command-line overrides.
+//!
+//! Every key is checked at start-up and **all** problems are reported at once, each naming
+//! where the value came from and what is expected. Tests pass the environment in as a map
+//! ([`Sources::env`]); nothing here reads process-global state except [`Sources::from_process`].
+
+use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    Figment, Metadata, Profile, Provider,
+    providers::{Format, Serialized, Toml},
+    value::{Dict, Map, Value},
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::Error;
+
+/// Settings shared by every Switchyard process; each uses the part it needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// NATS server URL. Env `SWITCHYARD_NATS_URL`. Default `nats://127.0.0.1:4222`.
+    pub nats_url: String,
+    /// How long to keep retrying the first connection to NATS. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub nats_connect_timeout: Duration,
+    /// PostgreSQL URL for the processes that own a database. Env `DATABASE_URL` (or
+    /// `SWITCHYARD_DATABASE_URL`). No default.
+    pub database_url: Option<String>,
+    /// Address the gateway serves HTTP on. Env `SWITCHYARD_HTTP_ADDR`. Default `127.0.0.1:8080`.
+    pub http_addr: SocketAddr,
+    /// Address of the small `/metrics` + `/healthz` server of worker processes. Port 0 picks a
+    /// free port (logged at start). Env `SWITCHYARD_METRICS_ADDR`. Default `127.0.0.1:0`.
+    pub metrics_addr: SocketAddr,
+    /// `json` (one object per line) or `pretty`. Default `json`.
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info` or `switchyard_runtime=debug,info`. Default `info`.
+    pub log_level: String,
+    /// How long in-flight work may take to finish after SIGTERM before it is handed back.
+    /// Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// The worker loop's settings.
+    pub worker: WorkerSettings,
+}
+
+/// Settings of the worker loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Jobs handled at once by one process. Default 64.
+    pub concurrency: usize,
+    /// Attempts for a job whose retry policy does not say. Default 5.
+    pub max_attempts: u32,
+    /// First retry delay for a job whose retry policy does not say. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub initial_delay: Duration,
+    /// Longest retry delay. Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Growth of the retry delay per attempt. Default 2.0.
+    pub multiplier: f32,
+    /// How long one pull request waits for jobs before asking again. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub pull_expiry: Duration,
+    /// A name for this replica in results, logs and the service registry. Default: a random id.
+    pub worker_id: Option<String>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Pretty,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            nats_connect_timeout: Duration::from_secs(30),
+            database_url: None,
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log_format: LogFormat::Json,
+            log_level: "info".into(),
+            shutdown_grace: Duration::from_secs(30),
+            worker: WorkerSettings::default(),
+        }
+    }
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            concurrency: 64,
+            max_attempts: 5,
+            initial_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(300),
+            multiplier: 2.0,
+            pull_expiry: Duration::from_secs(5),
+            worker_id: None,
+        }
+    }
+}
+
+/// One configuration problem: the key as the user wrote it, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where the value came from, e.g. `SWITCHYARD_NATS_URL` or `nats_url in switchyard.toml`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Where configuration comes from, in increasing precedence.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// A TOML file (optional; a missing file named here is an error).
+    pub file: Option<PathBuf>,
+    /// Environment variables; only `SWITCHYARD_*` and `DATABASE_URL` are read.
+    pub env: BTreeMap<String, String>,
+    /// Overrides from command-line flags, as `(key, value)` with dotted keys.
+    pub overrides: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The process's environment and an optional file.
+    pub fn from_process(file: Option<PathBuf>) -> Self {
+        Sources {
+            file,
+            env: std::env::vars().collect(),
+            overrides: Vec::new(),
+        }
+    }
+
+    /// Adds a command-line override such as `("nats_url", "nats://host:4222")`.
+    pub fn with_override(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.overrides.push((key.to_owned(), value.into()));
+        self
+    }
+}
+
+const ENV_PREFIX: &str = "SWITCHYARD_";
+
+/// Environment variables as a figment provider, so that values parse the way figment parses
+/// them (`64` is a number, `true` a boolean) and errors name the variable.
+struct EnvVars<'a>(&'a BTreeMap<String, String>);
+
+impl Provider for EnvVars<'_> {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment").interpolater(|_, keys| {
+            let key = keys.join("__").to_ascii_uppercase();
+            if key == "DATABASE_URL" {
+                key
+            } else {
+                format!("{ENV_PREFIX}{key}")
+            }
+        })
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (name, value) in self.0 {
+            let key = if name == "DATABASE_URL" {
+                "database_url".to_owned()
+            } else if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
+                rest.to_ascii_lowercase().replace("__", ".")
+            } else {
+                continue;
+            };
+            if key.is_empty() || key.split('.').any(str::is_empty) {
+                continue;
+            }
+            let value: Value = value
+                .parse()
+                .unwrap_or_else(|never: std::convert::Infallible| match never {});
+            merge(
+                &mut dict,
+                figment::util::nest(&key, value)
+                    .into_dict()
+                    .unwrap_or_default(),
+            );
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+fn merge(into: &mut Dict, from: Dict) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(Value::Dict(_, existing)), Value::Dict(_, incoming)) => merge(existing, incoming),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+struct Overrides<'a>(&'a [(String, String)]);
+
+impl Provider for Overrides<'_> {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("command line")
+            .interpolater(|_, keys| format!("--{}", keys.join(".").replace('_', "-")))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (key, value) in self.0 {
+            let value: Value = value
+                .parse()
+                .unwrap_or_else(|never: std::convert::Infallible| match never {});
+            merge(
+                &mut dict,
+                figment::util::nest(key, value)
+                    .into_dict()
+                    .unwrap_or_default(),
+            );
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+impl Config {
+    /// Loads and validates the configuration, reporting every problem at once.
+    pub fn load(sources: &Sources) -> Result<Config, Error> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let mut problems = Vec::new();
+        if let Some(file) = &sources.file {
+            if file.is_file() {
+                figment = figment.merge(Toml::file_exact(file));
+            } else {
+                problems.push(Problem {
+                    key: "config file".into(),
+                    message: format!(
+                        "{} does not exist; pass an existing TOML file or none",
+                        file.display()
+                    ),
+                });
+            }
+        }
+        let figment = figment
+            .merge(EnvVars(&sources.env))
+            .merge(Overrides(&sources.overrides));
+
+        problems.extend(unknown_keys(&figment));
+        let d = Config::default();
+        let config = Config {
+            nats_url: field(&figment, "nats_url", d.nats_url, &mut problems),
+            nats_connect_timeout: duration(&figment, "nats_connect_timeout", &mut problems),
+            database_url: field(&figment, "database_url", d.database_url, &mut problems),
+            http_addr: field(&figment, "http_addr", d.http_addr, &mut problems),
+            metrics_addr: field(&figment, "metrics_addr", d.metrics_addr, &mut problems),
+            log_format: field(&figment, "log_format", d.log_format, &mut problems),
+            log_level: field(&figment, "log_level", d.log_level, &mut problems),
+            shutdown_grace: duration(&figment, "shutdown_grace", &mut problems),
+            worker: WorkerSettings {
+                concurrency: field(
+                    &figment,
+                    "worker.concurrency",
+                    d.worker.concurrency,
+                    &mut problems,
+                ),
+                max_attempts: field(
+                    &figment,
+                    "worker.max_attempts",
+                    d.worker.max_attempts,
+                    &mut problems,
+                ),
+                initial_delay: duration(&figment, "worker.initial_delay", &mut problems),
+                max_delay: duration(&figment, "worker.max_delay", &mut problems),
+                multiplier: field(
+                    &figment,
+                    "worker.multiplier",
+                    d.worker.multiplier,
+                    &mut problems,
+                ),
+                pull_expiry: duration(&figment, "worker.pull_expiry", &mut problems),
+                worker_id: field(
+                    &figment,
+                    "worker.worker_id",
+                    d.worker.worker_id,
+                    &mut problems,
+                ),
+            },
+        };
+        config.check(&figment, &mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Error::Config(problems))
+        }
+    }
+
+    fn check(&self, figment: &Figment, problems: &mut Vec<Problem>) {
+        let mut bad = |key: &str, message: String| {
+            problems.push(Problem {
+                key: source_name(figment, key),
+                message,
+            });
+        };
+        if let Err(reason) = check_nats_url(&self.nats_url) {
+            bad(
+                "nats_url",
+                format!("{reason} ({:?}); expected nats://host:port", self.nats_url),
+            );
+        }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            bad(
+                "database_url",
+                "expected postgres://user@host:port/database".into(),
+            );
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            bad(
+                "log_level",
+                format!("{e}; expected a filter such as `info` or `switchyard=debug,info`"),
+            );
+        }
+        let w = &self.worker;
+        if !(1..=10_000).contains(&w.concurrency) {
+            bad(
+                "worker.concurrency",
+                format!("{} is out of range; expected 1 to 10000", w.concurrency),
+            );
+        }
+        if w.max_attempts == 0 {
+            bad("worker.max_attempts", "must be at least 1".into());
+        }
+        if !(w.multiplier >= 1.0 && w.multiplier.is_finite()) {
+            bad(
+                "worker.multiplier",
+                format!("{} is out of range; expected 1.0 or more", w.multiplier),
+            );
+        }
+        if w.initial_delay > w.max_delay {
+            bad(
+                "worker.initial_delay",
+                "must not exceed worker.max_delay".into(),
+            );
+        }
+        if w.pull_expiry < Duration::from_millis(100) {
+            bad("worker.pull_expiry", "must be at least 100ms".into());
+        }
+    }
+
+    /// The configuration as TOML with secrets (passwords in URLs) redacted.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database_url = shown.database_url.as_deref().map(redact_url);
+        shown.nats_url = redact_url(&shown.nats_url);
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+
+    /// This replica's id: the configured one or a fresh random one.
+    pub fn worker_id(&self) -> String {
+        self.worker
+            .worker_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned())
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                format!("{}{user}:****{}", &url[..scheme_end + 3], &url[at..])
+            } else {
+                url.to_owned()
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn check_nats_url(url: &str) -> Result<(), &'static str> {
+    for server in url.split(',') {
+        let rest = server
+            .trim()
+            .split_once("://")
+            .map(|(scheme, rest)| (scheme, rest))
+            .filter(|(scheme, _)| ["nats", "tls", "ws", "wss"].contains(scheme))
+            .ok_or("not a URL")?
+            .1;
+        let host_port = rest.rsplit('@').next().unwrap_or_default();
+        let host_port = host_port.split('/').next().unwrap_or_default();
+        if host_port.is_empty() {
+            return Err("no host");
+        }
+        if let Some((_, port)) = host_port.rsplit_once(':')
+            && port.parse::<u16>().is_err()
+        {
+            return Err("bad port");
+        }
+    }
+    Ok(())
+}
+
+const KNOWN_KEYS: &[&str] = &[
+    "nats_url",
+    "nats_connect_timeout",
+    "database_url",
+    "http_addr",
+    "metrics_addr",
+    "log_format",
+    "log_level",
+    "shutdown_grace",
+    "worker",
+    "worker.concurrency",
+    "worker.max_attempts",
+    "worker.initial_delay",
+    "worker.max_delay",
+    "worker.multiplier",
+    "worker.pull_expiry",
+    "worker.worker_id",
+];
+
+fn unknown_keys(figment: &Figment) -> Vec<Problem> {
+    let Ok(data) = figment.data() else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    for dict in data.values() {
+        collect_unknown(figment, "", dict, &mut problems);
+    }
+    problems
+}
+
+fn collect_unknown(figment: &Figment, prefix: &str, dict: &Dict, problems: &mut Vec<Problem>) {
+    for (key, value) in dict {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if !KNOWN_KEYS.contains(&path.as_str()) {
+            let hint = KNOWN_KEYS
+                .iter()
+                .filter(|k| k.contains(key.as_str()) || key.contains(*k))
+                .map(|k| format!("; did you mean `{k}`?"))
+                .next()
+                .unwrap_or_default();
+            problems.push(Problem {
+                key: source_name(figment, &path),
+                message: format!("unknown setting{hint}"),
+            });
+        } else if let Value::Dict(_, inner) = value {
+            collect_unknown(figment, &path, inner, problems);
+        }
+    }
+}
+
+/// How the user wrote `key`: the environment variable, flag, or file key it came from.
+fn source_name(figment: &Figment, key: &str) -> String {
+    let Ok(value) = figment.find_value(key) else {
+        return key.to_owned();
+    };
+    match figment.get_metadata(value.tag()) {
+        Some(meta) if meta.name == "default" || meta.name.contains("Serialized") => key.to_owned(),
+        Some(meta) => {
+            let keys: Vec<&str> = key.split('.').collect();
+            let shown = meta.interpolate(&Profile::Default, &keys);
+            match &meta.source {
+                Some(figment::Source::File(path)) => format!("{shown} in {}", path.display()),
+                _ => shown,
+            }
+        }
+        None => key.to_owned(),
+    }
+}
+
+fn field<T: DeserializeOwned>(
+    figment: &Figment,
+    key: &str,
+    fallback: T,
+    problems: &mut Vec<Problem>,
+) -> T {
+    match figment.extract_inner::<T>(key) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.push(Problem {
+                key: source_name(figment, key),
+                message: e.kind.to_string(),
+            });
+            fallback
+        }
+    }
+}
+
+fn duration(figment: &Figment, key: &str, problems: &mut Vec<Problem>) -> Duration {
+    #[derive(Deserialize)]
+    struct D(#[serde(with = "humantime_serde")] Duration);
+    match figment.extract_inner::<D>(key) {
+        Ok(D(d)) => d,
+        Err(e) => {
+            problems.push(Problem {
+                key: source_name(figment, key),
+                message: format!(
+                    "{}; expected a duration such as `30s`, `500ms` or `2m`",
+                    e.kind
+                ),
+            });
+            Duration::ZERO
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Sources {
+        Sources {
+            env: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Sources::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::load(&Sources::default()).expect("defaults load");
+        assert_eq!(config, Config::default());
+        assert_eq!(config.nats_url, "nats://127.0.0.1:4222");
+    }
+
+    #[test]
+    fn environment_overrides_defaults_and_nests_with_double_underscore() {
+        let config = Config::load(&env(&[
+            ("SWITCHYARD_NATS_URL", "nats://10.1.2.3:4333"),
+            ("SWITCHYARD_WORKER__CONCURRENCY", "8"),
+            ("SWITCHYARD_SHUTDOWN_GRACE", "5s"),
+            ("DATABASE_URL", "postgres://app@db/app"),
+            ("HOME", "/ignored"),
+        ]))
+        .expect("loads");
+        assert_eq!(config.nats_url, "nats://10.1.2.3:4333");
+        assert_eq!(config.worker.concurrency, 8);
+        assert_eq!(config.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(
+            config.database_url.as_deref(),
+            Some("postgres://app@db/app")
+        );
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("switchyard.toml");
+        std::fs::write(
+            &file,
+            "nats_url = \"nats://from-file:1\"\nlog_level = \"debug\"\n[worker]\nconcurrency = 3\n",
+        )
+        .expect("write");
+        let mut sources = env(&[("SWITCHYARD_NATS_URL", "nats://from-env:2")]);
+        sources.file = Some(file);
+        let sources = sources.with_override("worker.concurrency", "7");
+        let config = Config::load(&sources).expect("loads");
+        assert_eq!(config.nats_url, "nats://from-env:2");
+        assert_eq!(config.log_level, "debug");
+        assert_eq!(config.worker.concurrency, 7);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_source_and_fix() {
+        let err = Config::load(&env(&[
+            ("SWITCHYARD_NATS_URL", "nats//x"),
+            ("SWITCHYARD_HTTP_ADDR", "localhost"),
+            ("SWITCHYARD_WORKER__CONCURRENCY", "many"),
+            ("SWITCHYARD_SHUTDOWN_GRACE", "soon"),
+            ("SWITCHYARD_NATS_URLL", "nats://a:1"),
+            ("DATABASE_URL", "mysql://x"),
+        ]))
+        .expect_err("invalid");
+        let Error::Config(problems) = err else {
+            panic!("not a config error: {err}")
+        };
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let has = |needle: &str| text.iter().any(|p| p.contains(needle));
+        assert!(
+            has("SWITCHYARD_NATS_URL: not a URL (\"nats//x\"); expected nats://host:port"),
+            "{text:#?}"
+        );
+        assert!(has("SWITCHYARD_HTTP_ADDR:"), "{text:#?}");
+        assert!(has("SWITCHYARD_WORKER__CONCURRENCY:"), "{text:#?}");
+        assert!(
+            has("SWITCHYARD_SHUTDOWN_GRACE:") && has("expected a duration"),
+            "{text:#?}"
+        );
+        assert!(
+            has("SWITCHYARD_NATS_URLL: unknown setting; did you mean `nats_url`?"),
+            "{text:#?}"
+        );
+        assert!(has("DATABASE_URL: expected postgres://"), "{text:#?}");
+        assert_eq!(problems.len(), 6, "{text:#?}");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let sources = Sources {
+            file: Some("/nonexistent/switchyard.toml".into()),
+            ..Sources::default()
+        };
+        assert!(
+            matches!(Config::load(&sources), Err(Error::Config(p)) if p[0].message.contains("does not exist"))
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let config = Config {
+            database_url: Some("postgres://app:hunter2@db:5432/app".into()),
+            nats_url: "nats://u:pw@host:4222".into(),
+            ..Config::default()
+        };
+        let shown = config.redacted_toml();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains(":pw@"),
+            "{shown}"
+        );
+        assert!(shown.contains("postgres://app:****@db:5432/app"), "{shown}");
+    }
+}

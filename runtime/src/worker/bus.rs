@@ -1,0 +1,223 @@
+//! Publishing what the worker loop produces: results, dead letters and usage events, each
+//! with a deterministic message id and the trace headers of the job it came from.
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{self, context::PublishErrorKind},
+};
+use switchyard_proto::{
+    ContentType, DeadLetter, DeadLetterReason, Job, JobError, JobResult, JobStatus, UsageEvent,
+    WorkflowEvent, encode_proto, header, now_ms, subject,
+};
+
+use crate::Error;
+
+/// Headers copied from a job onto everything derived from it.
+const CARRIED: [&str; 4] = [
+    header::CORRELATION_ID,
+    header::TRACEPARENT,
+    header::TRACESTATE,
+    header::TENANT,
+];
+
+#[derive(Debug, Clone)]
+pub(crate) struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    kind: &'static str,
+}
+
+impl Bus {
+    pub(crate) fn new(client: async_nats::Client, kind: &'static str) -> Self {
+        Bus {
+            js: jetstream::new(client.clone()),
+            client,
+            kind,
+        }
+    }
+
+    pub(crate) fn result(
+        &self,
+        job: &Job,
+        status: JobStatus,
+        output: Option<serde_json::Value>,
+        error: Option<JobError>,
+        attempts: u32,
+        worker_id: &str,
+    ) -> JobResult {
+        JobResult {
+            job_id: job.job_id.clone(),
+            tenant: job.tenant.clone(),
+            instance_id: job.instance_id.clone(),
+            step_id: job.step_id.clone(),
+            operation: job.operation.clone(),
+            status: status as i32,
+            output: output
+                .map(|o| serde_json::to_vec(&o).unwrap_or_default())
+                .unwrap_or_default(),
+            error,
+            attempts,
+            worker_id: worker_id.to_owned(),
+            started_at_ms: 0,
+            finished_at_ms: now_ms(),
+            correlation_id: job.correlation_id.clone(),
+        }
+    }
+
+    /// Publishes a job's result to its reply subject (default `wf.result.<instance>`) and
+    /// waits for the PubAck. A reply subject that no stream captures gets a plain publish,
+    /// flushed. A job with neither instance nor reply subject has nowhere to report.
+    pub(crate) async fn publish_result(
+        &self,
+        msg: &jetstream::Message,
+        job: &Job,
+        result: &JobResult,
+    ) -> Result<(), Error> {
+        let destination = if !job.reply_subject.is_empty() {
+            job.reply_subject.clone()
+        } else if !job.instance_id.is_empty() {
+            subject::result(&job.instance_id)
+        } else {
+            tracing::debug!("job has no instance and no reply subject: result not published");
+            return Ok(());
+        };
+        let mut headers = carried_headers(msg);
+        headers.insert(header::MSG_ID, format!("result-{}", job.job_id).as_str());
+        headers.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
+        if !job.tenant.is_empty() {
+            headers.insert(header::TENANT, job.tenant.as_str());
+        }
+        let payload = encode_proto(result);
+        match self
+            .js
+            .publish_with_headers(destination.clone(), headers.clone(), payload.clone().into())
+            .await
+        {
+            Ok(ack) => match ack.await {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
+                    self.client
+                        .publish_with_headers(destination, headers, payload.into())
+                        .await
+                        .map_err(Error::jetstream)?;
+                    self.client.flush().await.map_err(Error::jetstream)
+                }
+                Err(e) => Err(Error::jetstream(e)),
+            },
+            Err(e) => Err(Error::jetstream(e)),
+        }
+    }
+
+    /// Copies the original message to `dlq.<kind>` with why it was given up on.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn dead_letter(
+        &self,
+        msg: &jetstream::Message,
+        reason: DeadLetterReason,
+        error: &str,
+        attempts: u32,
+        stream_seq: u64,
+        job_id: &str,
+        worker_id: &str,
+    ) -> Result<(), Error> {
+        let headers_map = msg
+            .headers
+            .iter()
+            .flat_map(|h| h.iter())
+            .filter_map(|(name, values)| {
+                values
+                    .first()
+                    .map(|v| (name.to_string(), v.as_str().to_owned()))
+            })
+            .collect();
+        let letter = DeadLetter {
+            kind: self.kind.to_owned(),
+            subject: msg.subject.to_string(),
+            payload: msg.payload.to_vec(),
+            headers: headers_map,
+            reason: reason as i32,
+            error: error.to_owned(),
+            attempts,
+            stream_sequence: stream_seq,
+            job_id: job_id.to_owned(),
+            failed_at_ms: now_ms(),
+            worker_id: worker_id.to_owned(),
+        };
+        let mut headers = carried_headers(msg);
+        let stream_name = msg.info().map(|i| i.stream.to_owned()).unwrap_or_default();
+        headers.insert(
+            header::MSG_ID,
+            format!("dlq-{stream_name}-{stream_seq}").as_str(),
+        );
+        headers.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
+        self.js
+            .publish_with_headers(
+                subject::dlq(self.kind),
+                headers,
+                encode_proto(&letter).into(),
+            )
+            .await
+            .map_err(Error::jetstream)?
+            .await
+            .map_err(Error::jetstream)?;
+        Ok(())
+    }
+
+    pub(crate) async fn publish_event(&self, event: &WorkflowEvent) -> Result<(), Error> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::MSG_ID, event.event_id.as_str());
+        headers.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
+        headers.insert(header::TENANT, event.tenant.as_str());
+        let tenant = if event.tenant.is_empty() {
+            "_"
+        } else {
+            event.tenant.as_str()
+        };
+        self.js
+            .publish_with_headers(
+                subject::event(tenant, &event.instance_id, &event.r#type),
+                headers,
+                encode_proto(event).into(),
+            )
+            .await
+            .map_err(Error::jetstream)?
+            .await
+            .map_err(Error::jetstream)?;
+        Ok(())
+    }
+
+    pub(crate) async fn publish_usage(&self, event: &UsageEvent) -> Result<(), Error> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::MSG_ID, event.event_id.as_str());
+        headers.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
+        headers.insert(header::TENANT, event.tenant.as_str());
+        let tenant = if event.tenant.is_empty() {
+            "_"
+        } else {
+            event.tenant.as_str()
+        };
+        self.js
+            .publish_with_headers(
+                subject::usage(tenant, &event.meter),
+                headers,
+                encode_proto(event).into(),
+            )
+            .await
+            .map_err(Error::jetstream)?
+            .await
+            .map_err(Error::jetstream)?;
+        Ok(())
+    }
+}
+
+fn carried_headers(msg: &jetstream::Message) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(incoming) = &msg.headers {
+        for name in CARRIED {
+            if let Some(value) = incoming.get(name) {
+                headers.insert(name, value.as_str());
+            }
+        }
+    }
+    headers
+}

@@ -1,0 +1,915 @@
+//! The worker loop that serves every worker kind.
+//!
+//! Pulls from the kind's durable consumer (shared by all replicas) only as many jobs as it has
+//! free slots; decodes; checks attempts and deadline; runs the [`Handler`] with a cancellation
+//! token while sending `+WPI` progress acks; then settles the message:
+//!
+//! | handler says | the loop does |
+//! |---|---|
+//! | output | publish the result, await its PubAck, then ack |
+//! | retryable error, attempts left | `Nak` with exponential backoff and jitter |
+//! | permanent error, or attempts used up | publish a failed result, copy to the DLQ, `Term` |
+//! | not a job at all | copy to the DLQ with the decode error, `Term`, keep going |
+//! | instance cancelled | publish a cancelled result, ack |
+//! | shutdown grace ran out | `Nak` at once, so another replica takes it |
+//!
+//! It registers the replica as a NATS micro service (`$SRV.PING/INFO/STATS`) whose metadata
+//! lists the kind's operations, with one request/reply endpoint per operation.
+
+mod bus;
+mod cancel;
+mod service;
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use backon::BackoffBuilder as _;
+use futures::StreamExt as _;
+use prometheus::Registry;
+use switchyard_proto::{
+    ContentType, DeadLetterReason, ErrorCode, Job, JobStatus, decode, header, stream, subject,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{Instrument as _, debug, error, info, info_span, warn};
+
+use crate::{
+    Config, Error,
+    config::WorkerSettings,
+    metrics::{Outcome, WorkerMetrics},
+};
+
+pub use service::SERVICE_PREFIX;
+
+/// An operation a worker kind performs, as listed in the service registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationInfo {
+    /// `<kind>.<op>`, e.g. `test.echo`.
+    pub name: &'static str,
+    pub description: &'static str,
+}
+
+/// Why a handler did not produce an output. The worker loop maps each variant to a bus
+/// outcome in one place ([`verdict`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JobFailure {
+    /// Worth another attempt (a timeout, a 429, a 5xx). `retry_after` is a lower bound for
+    /// the delay, e.g. from a `Retry-After` header.
+    #[error("{message}")]
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The input does not fit the operation; retrying cannot help.
+    #[error("field `{field}`: {message}")]
+    InvalidInput { field: String, message: String },
+    /// Retrying cannot help.
+    #[error("{message}")]
+    Permanent { message: String },
+}
+
+impl JobFailure {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        JobFailure::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        JobFailure::Permanent {
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid_input(field: impl Into<String>, message: impl Into<String>) -> Self {
+        JobFailure::InvalidInput {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What a handler knows about the job it runs.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub job_id: String,
+    /// 1 for the first delivery.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// Cancelled when the instance is cancelled or shutdown's grace period ends. The loop also
+    /// drops the handler's future then; the token is for work the handler spawned.
+    pub cancel: CancellationToken,
+    pub worker_id: Arc<str>,
+    bus: bus::Bus,
+    tenant: String,
+    instance_id: String,
+    step_id: String,
+    operation: String,
+    usage_seq: Arc<AtomicU32>,
+}
+
+impl JobContext {
+    /// Publishes a usage event for billing, with an id derived from the job so that a
+    /// redelivered job's events are dropped as duplicates.
+    pub async fn usage(&self, meter: &str, quantity: f64, unit: &str) -> Result<(), Error> {
+        let n = self.usage_seq.fetch_add(1, Ordering::Relaxed);
+        let event = switchyard_proto::UsageEvent {
+            event_id: format!("{}-{meter}-{n}", self.job_id),
+            tenant: self.tenant.clone(),
+            meter: meter.to_owned(),
+            quantity,
+            unit: unit.to_owned(),
+            instance_id: self.instance_id.clone(),
+            step_id: self.step_id.clone(),
+            operation: self.operation.clone(),
+            at_ms: switchyard_proto::now_ms(),
+            attributes: Default::default(),
+        };
+        self.bus.publish_usage(&event).await
+    }
+
+    /// Publishes a progress event `wf.events.<tenant>.<instance>.<event_type>` for whoever
+    /// follows the instance. Jobs without an instance have no one to tell; this does nothing.
+    pub async fn event(&self, event_type: &str, data: serde_json::Value) -> Result<(), Error> {
+        if self.instance_id.is_empty() {
+            return Ok(());
+        }
+        let n = self.usage_seq.fetch_add(1, Ordering::Relaxed);
+        let event = switchyard_proto::WorkflowEvent {
+            event_id: format!("{}-{}-{event_type}-{n}", self.job_id, self.attempt),
+            tenant: self.tenant.clone(),
+            instance_id: self.instance_id.clone(),
+            r#type: event_type.to_owned(),
+            step_id: self.step_id.clone(),
+            data: serde_json::to_vec(&data).unwrap_or_default(),
+            at_ms: switchyard_proto::now_ms(),
+            correlation_id: String::new(),
+        };
+        self.bus.publish_event(&event).await
+    }
+}
+
+/// The product logic of one worker kind.
+pub trait Handler: Send + Sync + 'static {
+    /// The kind, e.g. `ai`: selects the stream `JOBS_AI` and consumer `worker-ai`.
+    fn kind(&self) -> &'static str;
+
+    /// The operations this kind performs.
+    fn operations(&self) -> Vec<OperationInfo>;
+
+    /// Runs one job. Must be idempotent: a job can be delivered more than once.
+    fn handle(
+        &self,
+        ctx: JobContext,
+        job: &Job,
+    ) -> impl Future<Output = Result<serde_json::Value, JobFailure>> + Send;
+}
+
+/// One replica of a worker kind, consuming its kind's jobs.
+#[derive(Debug)]
+pub struct Worker<H> {
+    inner: Arc<Inner<H>>,
+    client: async_nats::Client,
+}
+
+#[derive(Debug)]
+struct Inner<H> {
+    handler: H,
+    kind: &'static str,
+    operations: Vec<OperationInfo>,
+    settings: WorkerSettings,
+    grace: Duration,
+    worker_id: Arc<str>,
+    bus: bus::Bus,
+    metrics: WorkerMetrics,
+    cancels: cancel::Cancels,
+    /// Cancelled when shutdown's grace period is over: running jobs are handed back.
+    hard_stop: CancellationToken,
+}
+
+impl<H: Handler> Worker<H> {
+    /// Builds a replica; its metrics are registered in `registry`.
+    pub fn new(
+        client: async_nats::Client,
+        config: &Config,
+        handler: H,
+        registry: &Registry,
+    ) -> Result<Self, Error> {
+        let kind = handler.kind();
+        let operations = handler.operations();
+        let inner = Inner {
+            kind,
+            operations,
+            handler,
+            settings: config.worker.clone(),
+            grace: config.shutdown_grace,
+            worker_id: Arc::from(config.worker_id()),
+            bus: bus::Bus::new(client.clone(), kind),
+            metrics: WorkerMetrics::register(registry)?,
+            cancels: cancel::Cancels::default(),
+            hard_stop: CancellationToken::new(),
+        };
+        Ok(Worker {
+            inner: Arc::new(inner),
+            client,
+        })
+    }
+
+    /// Consumes jobs until `shutdown` is cancelled, then lets in-flight jobs finish within
+    /// the grace period and hands the rest back.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let inner = self.inner;
+        let kind = inner.kind;
+        let js = jetstream::new(self.client.clone());
+        let stream_name = stream::jobs(kind);
+        let mut jobs_stream =
+            js.get_stream(&stream_name)
+                .await
+                .map_err(|_| Error::NotProvisioned {
+                    what: format!("stream {stream_name}"),
+                })?;
+        let consumer_name = stream::worker_consumer(kind);
+        let consumer: PullConsumer =
+            jobs_stream
+                .get_consumer(&consumer_name)
+                .await
+                .map_err(|_| Error::NotProvisioned {
+                    what: format!("consumer {consumer_name} on {stream_name}"),
+                })?;
+        let ack_wait = consumer.cached_info().config.ack_wait;
+        let stream_info = jobs_stream.info().await.map_err(Error::jetstream)?;
+        debug!(stream = %stream_info.config.name, "jobs stream found");
+
+        let tracker = TaskTracker::new();
+        let slots = Arc::new(Semaphore::new(inner.settings.concurrency));
+        let service = service::start(
+            &self.client,
+            &inner,
+            slots.clone(),
+            &tracker,
+            shutdown.clone(),
+        )
+        .await?;
+        cancel::watch(
+            &self.client,
+            inner.cancels.clone(),
+            &tracker,
+            shutdown.clone(),
+        )
+        .await?;
+        info!(
+            kind,
+            worker_id = %inner.worker_id,
+            concurrency = inner.settings.concurrency,
+            ack_wait_ms = ack_wait.as_millis() as u64,
+            "worker started"
+        );
+
+        let progress_every = (ack_wait / 3).max(Duration::from_millis(100));
+        'pull: loop {
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break 'pull,
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break 'pull,
+                },
+            };
+            let mut permits = vec![first];
+            while let Ok(p) = slots.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            let batch = consumer
+                .batch()
+                .max_messages(permits.len())
+                .expires(inner.settings.pull_expiry)
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(error = %e, "pull request failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break 'pull,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue 'pull,
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => {
+                        // The pull request is still open at the server: whatever it delivers
+                        // until it expires goes straight back.
+                        tracker.spawn(async move {
+                            while let Some(Ok(msg)) = batch.next().await {
+                                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                            }
+                        });
+                        break 'pull;
+                    }
+                    next = batch.next() => match next {
+                        None => break,
+                        Some(Ok(msg)) => {
+                            let Some(permit) = permits.pop() else {
+                                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                                continue;
+                            };
+                            let inner = inner.clone();
+                            tracker.spawn(async move { inner.process(msg, permit, progress_every).await });
+                        }
+                        Some(Err(e)) => {
+                            warn!(error = %e, "pull batch ended with an error");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+
+        let in_flight = inner.settings.concurrency - slots.available_permits();
+        info!(
+            kind,
+            in_flight,
+            grace_ms = inner.grace.as_millis() as u64,
+            "worker stopping"
+        );
+        tracker.close();
+        if tokio::time::timeout(inner.grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(kind, "grace period over: handing back running jobs");
+            inner.hard_stop.cancel();
+            tracker.wait().await;
+        }
+        if let Err(e) = service.stop().await {
+            warn!(error = %e, "cannot deregister the service");
+        }
+        info!(kind, "worker stopped");
+        Ok(())
+    }
+}
+
+/// What to do with a message, decided in one place from what happened.
+#[derive(Debug)]
+enum Verdict {
+    Succeeded(serde_json::Value),
+    Retry {
+        delay: Duration,
+        error: String,
+    },
+    GiveUp {
+        code: ErrorCode,
+        reason: DeadLetterReason,
+        error: String,
+    },
+    Cancelled,
+    HandBack,
+}
+
+/// How a run ended, before attempts are taken into account.
+#[derive(Debug)]
+enum RunEnd {
+    Done(Result<serde_json::Value, JobFailure>),
+    DeadlineExceeded,
+    InstanceCancelled,
+    ShuttingDown,
+}
+
+fn verdict(
+    end: RunEnd,
+    attempt: u32,
+    max_attempts: u32,
+    retry_delay: impl FnOnce() -> Duration,
+) -> Verdict {
+    match end {
+        RunEnd::Done(Ok(output)) => Verdict::Succeeded(output),
+        RunEnd::Done(Err(JobFailure::Retryable {
+            message,
+            retry_after,
+        })) if attempt < max_attempts => {
+            let delay = retry_delay();
+            Verdict::Retry {
+                delay: retry_after.map_or(delay, |r| r.max(delay)),
+                error: message,
+            }
+        }
+        RunEnd::Done(Err(JobFailure::Retryable { message, .. })) => Verdict::GiveUp {
+            code: ErrorCode::RetriesExhausted,
+            reason: DeadLetterReason::RetriesExhausted,
+            error: format!("gave up after {attempt} attempts: {message}"),
+        },
+        RunEnd::Done(Err(failure @ JobFailure::InvalidInput { .. })) => Verdict::GiveUp {
+            code: ErrorCode::InvalidInput,
+            reason: DeadLetterReason::Permanent,
+            error: failure.to_string(),
+        },
+        RunEnd::Done(Err(JobFailure::Permanent { message })) => Verdict::GiveUp {
+            code: ErrorCode::Permanent,
+            reason: DeadLetterReason::Permanent,
+            error: message,
+        },
+        RunEnd::DeadlineExceeded => Verdict::GiveUp {
+            code: ErrorCode::DeadlineExceeded,
+            reason: DeadLetterReason::DeadlineExceeded,
+            error: "deadline exceeded".into(),
+        },
+        RunEnd::InstanceCancelled => Verdict::Cancelled,
+        RunEnd::ShuttingDown => Verdict::HandBack,
+    }
+}
+
+/// The delay before attempt `attempt + 1`: exponential with jitter, from the job's policy or
+/// the worker's defaults.
+fn retry_delay(settings: &WorkerSettings, job: &Job, attempt: u32) -> Duration {
+    let policy = job.retry.clone().unwrap_or_default();
+    let initial = if policy.initial_delay_ms > 0 {
+        Duration::from_millis(policy.initial_delay_ms)
+    } else {
+        settings.initial_delay
+    };
+    let max = if policy.max_delay_ms > 0 {
+        Duration::from_millis(policy.max_delay_ms)
+    } else {
+        settings.max_delay
+    };
+    let factor = if policy.multiplier >= 1.0 {
+        policy.multiplier as f32
+    } else {
+        settings.multiplier
+    };
+    backon::ExponentialBuilder::default()
+        .with_min_delay(initial)
+        .with_max_delay(max.max(initial))
+        .with_factor(factor)
+        .with_jitter()
+        .with_max_times(attempt as usize)
+        .build()
+        .nth(attempt.saturating_sub(1) as usize)
+        .unwrap_or(max)
+}
+
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl<H: Handler> Inner<H> {
+    fn declares(&self, operation: &str) -> Option<&'static str> {
+        self.operations
+            .iter()
+            .find(|o| o.name == operation)
+            .map(|o| o.name)
+    }
+
+    fn max_attempts(&self, job: &Job) -> u32 {
+        job.retry
+            .as_ref()
+            .map(|r| r.max_attempts)
+            .filter(|n| *n > 0)
+            .unwrap_or(self.settings.max_attempts)
+    }
+
+    async fn process(
+        self: Arc<Self>,
+        msg: jetstream::Message,
+        permit: OwnedSemaphorePermit,
+        progress_every: Duration,
+    ) {
+        let started = Instant::now();
+        let gauge = self.metrics.in_flight.with_label_values(&[self.kind]);
+        gauge.inc();
+        let _in_flight = InFlight(&gauge);
+        let (delivered, stream_seq) = match msg.info() {
+            Ok(info) => (
+                u32::try_from(info.delivered.max(1)).unwrap_or(u32::MAX),
+                info.stream_sequence,
+            ),
+            Err(_) => (1, 0),
+        };
+        if delivered > 1 {
+            self.metrics
+                .redeliveries
+                .with_label_values(&[self.kind])
+                .inc();
+        }
+
+        let job = match self.decode(&msg, stream_seq) {
+            Ok(job) => job,
+            Err(reason) => {
+                warn!(subject = %msg.subject, stream_seq, error = %reason, "malformed job: dead-lettering");
+                let outcome = match self
+                    .bus
+                    .dead_letter(
+                        &msg,
+                        DeadLetterReason::Decode,
+                        &reason,
+                        delivered,
+                        stream_seq,
+                        "",
+                        &self.worker_id,
+                    )
+                    .await
+                {
+                    Ok(()) => {
+                        self.metrics
+                            .dead_letters
+                            .with_label_values(&[self.kind, "decode"])
+                            .inc();
+                        settle(&msg, AckKind::Term).await
+                    }
+                    Err(e) => bus_error(&msg, &e).await,
+                };
+                let outcome = if outcome == Outcome::Failed {
+                    Outcome::Malformed
+                } else {
+                    outcome
+                };
+                self.record("unknown", outcome, started);
+                drop(permit);
+                return;
+            }
+        };
+
+        let op_label = self.declares(&job.operation).unwrap_or("unknown");
+        let span = info_span!(
+            "job",
+            job_id = %job.job_id,
+            operation = %job.operation,
+            correlation_id = %job.correlation_id,
+            tenant = %job.tenant,
+            instance_id = %job.instance_id,
+            attempt = delivered,
+            "messaging.destination.name" = %msg.subject,
+        );
+        let outcome = self
+            .run_job(&msg, &job, delivered, stream_seq, progress_every)
+            .instrument(span)
+            .await;
+        self.record(op_label, outcome, started);
+        drop(permit);
+    }
+
+    fn record(&self, operation: &str, outcome: Outcome, started: Instant) {
+        self.metrics
+            .jobs
+            .with_label_values(&[self.kind, operation, outcome.as_str()])
+            .inc();
+        self.metrics
+            .duration
+            .with_label_values(&[self.kind, operation])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn decode(&self, msg: &jetstream::Message, stream_seq: u64) -> Result<Job, String> {
+        let content_type = ContentType::from_header(
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(header::CONTENT_TYPE))
+                .map(|v| v.as_str()),
+        );
+        let mut job: Job = decode(content_type, &msg.payload).map_err(|e| e.to_string())?;
+        let from_subject = subject::operation_of_job(&msg.subject).unwrap_or_default();
+        if job.operation.is_empty() {
+            job.operation = from_subject.to_owned();
+        } else if job.operation != from_subject {
+            return Err(format!(
+                "field `operation`: {:?} does not match the subject {:?}",
+                job.operation,
+                msg.subject.as_str()
+            ));
+        }
+        if !job.input.is_empty() && serde_json::from_slice::<serde_json::Value>(&job.input).is_err()
+        {
+            return Err("field `input`: not a JSON document".into());
+        }
+        if job.job_id.is_empty() {
+            // Deterministic, so a redelivery publishes under the same message ids.
+            job.job_id = format!("{}-{stream_seq}", stream::jobs(self.kind));
+        }
+        Ok(job)
+    }
+
+    async fn run_job(
+        &self,
+        msg: &jetstream::Message,
+        job: &Job,
+        attempt: u32,
+        stream_seq: u64,
+        progress_every: Duration,
+    ) -> Outcome {
+        let max_attempts = self.max_attempts(job);
+        let end = if self.declares(&job.operation).is_none() {
+            RunEnd::Done(Err(JobFailure::Permanent {
+                message: format!(
+                    "unknown operation {:?} for the {} worker",
+                    job.operation, self.kind
+                ),
+            }))
+        } else if attempt > max_attempts {
+            // Earlier deliveries ended without a verdict, e.g. a replica crashed mid-job.
+            RunEnd::Done(Err(JobFailure::Retryable {
+                message: "earlier deliveries did not finish (a replica may have crashed)".into(),
+                retry_after: None,
+            }))
+        } else if job.deadline_ms > 0 && job.deadline_ms <= switchyard_proto::now_ms() {
+            RunEnd::DeadlineExceeded
+        } else {
+            self.run_handler(msg, job, attempt, max_attempts, progress_every)
+                .await
+        };
+        let unknown = self.declares(&job.operation).is_none();
+        let mut verdict = verdict(end, attempt.min(max_attempts), max_attempts, || {
+            retry_delay(&self.settings, job, attempt)
+        });
+        if let (true, Verdict::GiveUp { code, reason, .. }) = (unknown, &mut verdict) {
+            *code = ErrorCode::UnknownOperation;
+            *reason = DeadLetterReason::UnknownOperation;
+        }
+        self.settle_verdict(msg, job, verdict, attempt, stream_seq)
+            .await
+    }
+
+    async fn run_handler(
+        &self,
+        msg: &jetstream::Message,
+        job: &Job,
+        attempt: u32,
+        max_attempts: u32,
+        progress_every: Duration,
+    ) -> RunEnd {
+        let instance = self.cancels.watch(&job.tenant, &job.instance_id);
+        let cancel = CancellationToken::new();
+        let ctx = JobContext {
+            job_id: job.job_id.clone(),
+            attempt,
+            max_attempts,
+            cancel: cancel.clone(),
+            worker_id: self.worker_id.clone(),
+            bus: self.bus.clone(),
+            tenant: job.tenant.clone(),
+            instance_id: job.instance_id.clone(),
+            step_id: job.step_id.clone(),
+            operation: job.operation.clone(),
+            usage_seq: Arc::new(AtomicU32::new(0)),
+        };
+        let deadline = async {
+            if job.deadline_ms > 0 {
+                let left = u64::try_from(job.deadline_ms - switchyard_proto::now_ms()).unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(left)).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let handler = self.handler.handle(ctx, job);
+        tokio::pin!(handler, deadline);
+        let mut progress =
+            tokio::time::interval_at(tokio::time::Instant::now() + progress_every, progress_every);
+        let end = loop {
+            tokio::select! {
+                out = &mut handler => break RunEnd::Done(out),
+                _ = &mut deadline => break RunEnd::DeadlineExceeded,
+                _ = instance.cancelled() => break RunEnd::InstanceCancelled,
+                _ = self.hard_stop.cancelled() => break RunEnd::ShuttingDown,
+                _ = progress.tick() => {
+                    if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                        warn!(error = %e, "cannot send progress ack");
+                    }
+                }
+            }
+        };
+        cancel.cancel();
+        end
+    }
+
+    async fn settle_verdict(
+        &self,
+        msg: &jetstream::Message,
+        job: &Job,
+        verdict: Verdict,
+        attempt: u32,
+        stream_seq: u64,
+    ) -> Outcome {
+        match verdict {
+            Verdict::Succeeded(output) => {
+                let result = self.bus.result(
+                    job,
+                    JobStatus::Succeeded,
+                    Some(output),
+                    None,
+                    attempt,
+                    &self.worker_id,
+                );
+                match self.bus.publish_result(msg, job, &result).await {
+                    Ok(()) => {
+                        debug!("job succeeded");
+                        match msg.double_ack().await {
+                            Ok(()) => Outcome::Succeeded,
+                            Err(e) => {
+                                // The result is durable; a redelivery republishes it under the
+                                // same message id and JetStream drops the copy.
+                                warn!(error = %e, "ack not confirmed");
+                                Outcome::Succeeded
+                            }
+                        }
+                    }
+                    Err(e) => bus_error(msg, &e).await,
+                }
+            }
+            Verdict::Retry { delay, error } => {
+                info!(delay_ms = delay.as_millis() as u64, error = %error, "job failed: retrying later");
+                match msg.ack_with(AckKind::Nak(Some(delay))).await {
+                    Ok(()) => Outcome::Retried,
+                    Err(e) => bus_error(msg, &e).await,
+                }
+            }
+            Verdict::GiveUp {
+                code,
+                reason,
+                error,
+            } => {
+                warn!(code = code.as_str_name(), error = %error, "job failed: dead-lettering");
+                let failed = switchyard_proto::JobError {
+                    code: code as i32,
+                    message: error.clone(),
+                };
+                let result = self.bus.result(
+                    job,
+                    JobStatus::Failed,
+                    None,
+                    Some(failed),
+                    attempt,
+                    &self.worker_id,
+                );
+                let published = async {
+                    self.bus.publish_result(msg, job, &result).await?;
+                    self.bus
+                        .dead_letter(
+                            msg,
+                            reason,
+                            &error,
+                            attempt,
+                            stream_seq,
+                            &job.job_id,
+                            &self.worker_id,
+                        )
+                        .await
+                };
+                match published.await {
+                    Ok(()) => {
+                        let label = reason
+                            .as_str_name()
+                            .trim_start_matches("DEAD_LETTER_REASON_")
+                            .to_ascii_lowercase();
+                        self.metrics
+                            .dead_letters
+                            .with_label_values(&[self.kind, label.as_str()])
+                            .inc();
+                        settle(msg, AckKind::Term).await
+                    }
+                    Err(e) => bus_error(msg, &e).await,
+                }
+            }
+            Verdict::Cancelled => {
+                info!("instance cancelled: job stopped");
+                let failed = switchyard_proto::JobError {
+                    code: ErrorCode::Cancelled as i32,
+                    message: "instance cancelled".into(),
+                };
+                let result = self.bus.result(
+                    job,
+                    JobStatus::Cancelled,
+                    None,
+                    Some(failed),
+                    attempt,
+                    &self.worker_id,
+                );
+                match self.bus.publish_result(msg, job, &result).await {
+                    Ok(()) => match msg.ack_with(AckKind::Ack).await {
+                        Ok(()) => Outcome::Cancelled,
+                        Err(e) => bus_error(msg, &e).await,
+                    },
+                    Err(e) => bus_error(msg, &e).await,
+                }
+            }
+            Verdict::HandBack => {
+                info!("shutting down: job handed back");
+                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                Outcome::HandedBack
+            }
+        }
+    }
+}
+
+async fn settle(msg: &jetstream::Message, kind: AckKind) -> Outcome {
+    match msg.ack_with(kind).await {
+        Ok(()) => Outcome::Failed,
+        Err(e) => bus_error(msg, &e).await,
+    }
+}
+
+/// The bus refused a publish or an ack: leave the job to be redelivered soon (handlers are
+/// idempotent and derived messages carry deterministic ids).
+async fn bus_error(msg: &jetstream::Message, err: &(dyn std::fmt::Display + Sync)) -> Outcome {
+    let err = err.to_string();
+    error!(error = %err, "bus error while settling a job: it will be redelivered");
+    let _ = msg
+        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+        .await;
+    Outcome::BusError
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_proto::RetryPolicy;
+
+    #[test]
+    fn retryable_failures_retry_until_the_last_attempt() {
+        let retry = || RunEnd::Done(Err(JobFailure::retryable("busy")));
+        assert!(matches!(
+            verdict(retry(), 1, 3, || Duration::from_secs(1)),
+            Verdict::Retry { .. }
+        ));
+        assert!(matches!(
+            verdict(retry(), 2, 3, || Duration::from_secs(1)),
+            Verdict::Retry { .. }
+        ));
+        let last = verdict(retry(), 3, 3, || Duration::from_secs(1));
+        assert!(
+            matches!(&last, Verdict::GiveUp { code: ErrorCode::RetriesExhausted, error, .. } if error.contains("after 3 attempts")),
+            "{last:?}"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_a_lower_bound() {
+        let end = RunEnd::Done(Err(JobFailure::Retryable {
+            message: "429".into(),
+            retry_after: Some(Duration::from_secs(9)),
+        }));
+        let Verdict::Retry { delay, .. } = verdict(end, 1, 3, || Duration::from_secs(1)) else {
+            panic!("no retry")
+        };
+        assert_eq!(delay, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn permanent_failures_are_not_retried() {
+        let end = RunEnd::Done(Err(JobFailure::invalid_input("ms", "not a number")));
+        assert!(matches!(
+            verdict(end, 1, 5, || Duration::ZERO),
+            Verdict::GiveUp {
+                code: ErrorCode::InvalidInput,
+                ..
+            }
+        ));
+        let end = RunEnd::Done(Err(JobFailure::permanent("no")));
+        assert!(matches!(
+            verdict(end, 1, 5, || Duration::ZERO),
+            Verdict::GiveUp {
+                code: ErrorCode::Permanent,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn retry_delays_grow_and_stay_within_bounds() {
+        let settings = WorkerSettings::default();
+        let job = Job {
+            retry: Some(RetryPolicy {
+                max_attempts: 10,
+                initial_delay_ms: 100,
+                max_delay_ms: 2_000,
+                multiplier: 2.0,
+            }),
+            ..Job::default()
+        };
+        let delays: Vec<Duration> = (1..=8).map(|a| retry_delay(&settings, &job, a)).collect();
+        // Jitter adds up to the delay itself, so attempt n lies in [100ms·2^(n-1), 2·that].
+        for (i, d) in delays.iter().enumerate() {
+            let base =
+                Duration::from_millis(100 * 2u64.pow(i as u32)).min(Duration::from_millis(2_000));
+            assert!(
+                *d >= base && *d <= base * 2,
+                "attempt {}: {d:?} not in [{base:?}, {:?}]",
+                i + 1,
+                base * 2
+            );
+        }
+        assert!(delays[3] > delays[0]);
+    }
+}

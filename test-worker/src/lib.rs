@@ -1,0 +1,127 @@
+//! The `test` worker kind: `test.echo`, `test.sleep` and `test.fail`, for tests and
+//! benchmarks of the worker loop, the engine and the bus. It is kept apart from the product
+//! workers and does nothing useful on purpose; never route product workflows to it.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchyard_proto::Job;
+use switchyard_runtime::{Handler, JobContext, JobFailure, OperationInfo};
+
+/// The handler of the `test` kind.
+#[derive(Debug, Clone, Default)]
+pub struct TestWorker;
+
+/// `test.sleep` input.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sleep {
+    /// How long to take, in milliseconds.
+    ms: u64,
+}
+
+/// `test.fail` input: fail in `mode` on the first `times` attempts, then succeed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fail {
+    mode: FailMode,
+    /// Attempts that fail before one succeeds; absent means every attempt fails.
+    times: Option<u32>,
+    /// Asked-for lower bound on the retry delay, like an HTTP `Retry-After`.
+    retry_after_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FailMode {
+    Retryable,
+    Permanent,
+    InvalidInput,
+}
+
+fn input<T: serde::de::DeserializeOwned>(job: &Job) -> Result<T, JobFailure> {
+    let bytes: &[u8] = if job.input.is_empty() {
+        b"{}"
+    } else {
+        &job.input
+    };
+    serde_json::from_slice(bytes).map_err(|e| JobFailure::invalid_input("input", e.to_string()))
+}
+
+impl Handler for TestWorker {
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+
+    fn operations(&self) -> Vec<OperationInfo> {
+        vec![
+            OperationInfo {
+                name: "test.echo",
+                description: "returns its input as output",
+            },
+            OperationInfo {
+                name: "test.sleep",
+                description: "waits {ms} milliseconds, then returns {slept_ms}",
+            },
+            OperationInfo {
+                name: "test.fail",
+                description: "fails {times} attempts with {mode}: retryable | permanent | invalid_input, then returns {attempts}",
+            },
+        ]
+    }
+
+    async fn handle(&self, ctx: JobContext, job: &Job) -> Result<Value, JobFailure> {
+        match job.operation.as_str() {
+            "test.echo" => {
+                if job.input.is_empty() {
+                    return Ok(Value::Null);
+                }
+                serde_json::from_slice(&job.input)
+                    .map_err(|e| JobFailure::invalid_input("input", e.to_string()))
+            }
+            "test.sleep" => {
+                let Sleep { ms } = input(job)?;
+                let _ = ctx
+                    .event(
+                        "sleeping",
+                        json!({ "ms": ms, "worker_id": &*ctx.worker_id, "attempt": ctx.attempt }),
+                    )
+                    .await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                    _ = ctx.cancel.cancelled() => return Err(JobFailure::retryable("cancelled while sleeping")),
+                }
+                Ok(json!({ "slept_ms": ms, "worker_id": &*ctx.worker_id }))
+            }
+            "test.fail" => {
+                let Fail {
+                    mode,
+                    times,
+                    retry_after_ms,
+                } = input(job)?;
+                let _ = ctx
+                    .event(
+                        "attempt",
+                        json!({ "attempt": ctx.attempt, "at_ms": switchyard_proto::now_ms() }),
+                    )
+                    .await;
+                if times.is_some_and(|t| ctx.attempt > t) {
+                    return Ok(json!({ "attempts": ctx.attempt }));
+                }
+                let message = format!("failing on purpose (attempt {})", ctx.attempt);
+                Err(match mode {
+                    FailMode::Retryable => JobFailure::Retryable {
+                        message,
+                        retry_after: retry_after_ms.map(Duration::from_millis),
+                    },
+                    FailMode::Permanent => JobFailure::permanent(message),
+                    FailMode::InvalidInput => JobFailure::invalid_input("mode", message),
+                })
+            }
+            other => Err(JobFailure::permanent(format!(
+                "unknown operation {other:?}"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Shared set-up for the worker-loop tests: a real nats-server with the bus provisioned, jobs
+//! published the way the orchestrator publishes them, and readers for results and dead letters.
+#![allow(dead_code)]
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{self, consumer::pull},
+};
+use futures::StreamExt as _;
+use prometheus::Registry;
+use switchyard_bus_config::{ApplyOptions, BusConfig, apply};
+use switchyard_proto::{
+    DeadLetter, Job, JobResult, RetryPolicy, WorkflowEvent, decode, encode_proto, header, stream,
+    subject,
+};
+use switchyard_runtime::{Config, Worker, config::WorkerSettings};
+use switchyard_test_support::NatsServer;
+use switchyard_test_worker::TestWorker;
+use tokio_util::sync::CancellationToken;
+
+pub const TENANT: &str = "acme";
+
+pub struct Bus {
+    pub server: NatsServer,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+}
+
+/// A server with every stream and consumer of the design, the `test` consumer's ack wait set
+/// to `ack_wait` so that redelivery after a crash is quick.
+pub async fn bus(ack_wait: Duration) -> Bus {
+    let server = NatsServer::start().await;
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    apply(&js, &BusConfig::default(), ApplyOptions::default())
+        .await
+        .expect("bus apply");
+    let jobs = js
+        .get_stream(stream::jobs("test"))
+        .await
+        .expect("jobs stream");
+    let consumer = jobs
+        .get_consumer::<pull::Config>(&stream::worker_consumer("test"))
+        .await
+        .expect("consumer");
+    let mut config = consumer.cached_info().config.clone();
+    config.ack_wait = ack_wait;
+    jobs.update_consumer(config).await.expect("update ack wait");
+    Bus { server, client, js }
+}
+
+pub fn config(bus: &Bus, worker_id: &str) -> Config {
+    Config {
+        nats_url: bus.server.url(),
+        shutdown_grace: Duration::from_secs(10),
+        worker: WorkerSettings {
+            concurrency: 8,
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+            pull_expiry: Duration::from_millis(500),
+            worker_id: Some(worker_id.to_owned()),
+            ..WorkerSettings::default()
+        },
+        ..Config::default()
+    }
+}
+
+/// A replica in this process; returns its stop token, metrics and task.
+pub async fn in_process(
+    bus: &Bus,
+    worker_id: &str,
+) -> (
+    CancellationToken,
+    Registry,
+    tokio::task::JoinHandle<Result<(), switchyard_runtime::Error>>,
+) {
+    let registry = Registry::new();
+    let client = bus.server.client().await;
+    let worker =
+        Worker::new(client, &config(bus, worker_id), TestWorker, &registry).expect("worker");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(worker.run(stop.clone()));
+    (stop, registry, task)
+}
+
+/// A replica as its own process (the `switchyard-test-worker` binary).
+pub fn process(bus: &Bus, worker_id: &str) -> Child {
+    process_at(&bus.server.url(), worker_id)
+}
+
+pub fn process_at(url: &str, worker_id: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_switchyard-test-worker"))
+        .env_clear()
+        .env("SWITCHYARD_NATS_URL", url)
+        .env("SWITCHYARD_NATS_CONNECT_TIMEOUT", "5s")
+        .env("SWITCHYARD_WORKER__WORKER_ID", worker_id)
+        .env("SWITCHYARD_WORKER__PULL_EXPIRY", "500ms")
+        .env("SWITCHYARD_SHUTDOWN_GRACE", "20s")
+        .env("SWITCHYARD_LOG_LEVEL", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the test worker binary")
+}
+
+pub fn new_instance() -> String {
+    format!("i-{}", uuid::Uuid::now_v7().simple())
+}
+
+pub fn job(instance: &str, step: &str, operation: &str, input: serde_json::Value) -> Job {
+    Job {
+        job_id: format!("{instance}-{step}-1"),
+        tenant: TENANT.into(),
+        instance_id: instance.into(),
+        step_id: step.into(),
+        operation: operation.into(),
+        input: serde_json::to_vec(&input).expect("json"),
+        correlation_id: format!("corr-{step}"),
+        created_at_ms: switchyard_proto::now_ms(),
+        ..Job::default()
+    }
+}
+
+pub fn with_retry(mut job: Job, max_attempts: u32, initial_delay_ms: u64) -> Job {
+    job.retry = Some(RetryPolicy {
+        max_attempts,
+        initial_delay_ms,
+        max_delay_ms: 10_000,
+        multiplier: 2.0,
+    });
+    job
+}
+
+pub async fn publish(bus: &Bus, job: &Job) {
+    publish_raw(
+        bus,
+        &subject::job(&job.operation),
+        &job.job_id,
+        encode_proto(job),
+    )
+    .await;
+}
+
+pub async fn publish_raw(bus: &Bus, subject_name: &str, msg_id: &str, payload: Vec<u8>) {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::MSG_ID, msg_id);
+    headers.insert(header::CORRELATION_ID, format!("corr-{msg_id}").as_str());
+    bus.js
+        .publish_with_headers(subject_name.to_owned(), headers, payload.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("puback");
+}
+
+/// Follows results of one instance (a plain subscription sees what the stream stores).
+pub async fn results(bus: &Bus, instance: &str) -> async_nats::Subscriber {
+    bus.client
+        .subscribe(subject::result(instance))
+        .await
+        .expect("subscribe")
+}
+
+pub async fn events(bus: &Bus, instance: &str) -> async_nats::Subscriber {
+    bus.client
+        .subscribe(subject::events_of(TENANT, instance))
+        .await
+        .expect("subscribe")
+}
+
+pub async fn next_result(sub: &mut async_nats::Subscriber, within: Duration) -> JobResult {
+    let msg = tokio::time::timeout(within, sub.next())
+        .await
+        .expect("a result in time")
+        .expect("subscription open");
+    decode(switchyard_proto::ContentType::Protobuf, &msg.payload).expect("a job result")
+}
+
+pub async fn next_event(sub: &mut async_nats::Subscriber, within: Duration) -> WorkflowEvent {
+    let msg = tokio::time::timeout(within, sub.next())
+        .await
+        .expect("an event in time")
+        .expect("subscription open");
+    decode(switchyard_proto::ContentType::Protobuf, &msg.payload).expect("an event")
+}
+
+/// Every dead letter stored so far, oldest first.
+pub async fn dead_letters(bus: &Bus) -> Vec<DeadLetter> {
+    let mut dlq = bus.js.get_stream(stream::DLQ).await.expect("dlq stream");
+    let info = dlq.info().await.expect("dlq info").clone();
+    let mut letters = Vec::new();
+    for seq in info.state.first_sequence..=info.state.last_sequence {
+        if info.state.messages == 0 {
+            break;
+        }
+        if let Ok(msg) = dlq.get_raw_message(seq).await {
+            letters.push(
+                decode(switchyard_proto::ContentType::Protobuf, &msg.payload)
+                    .expect("a dead letter"),
+            );
+        }
+    }
+    letters
+}
+
+pub async fn wait_for_dead_letters(bus: &Bus, count: usize, within: Duration) -> Vec<DeadLetter> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let letters = dead_letters(bus).await;
+        if letters.len() >= count || tokio::time::Instant::now() > deadline {
+            return letters;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn consumer_info(bus: &Bus) -> jetstream::consumer::Info {
+    let jobs = bus
+        .js
+        .get_stream(stream::jobs("test"))
+        .await
+        .expect("jobs stream");
+    let mut consumer = jobs
+        .get_consumer::<pull::Config>(&stream::worker_consumer("test"))
+        .await
+        .expect("consumer");
+    consumer.info().await.expect("consumer info").clone()
+}
+
+pub fn counter(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|family| family.name() == name)
+        .flat_map(|family| family.get_metric().iter())
+        .filter(|metric| {
+            labels.iter().all(|(k, v)| {
+                metric
+                    .get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            })
+        })
+        .map(|metric| metric.get_counter().get_value())
+        .sum()
+}
+
+/// Sends a signal to a child process by number, through the system's `kill` command.
+pub fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{sig} failed");
+}
+
+pub fn output_of(child: Child) -> (std::process::ExitStatus, String) {
+    let out = child.wait_with_output().expect("wait for the worker");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, text)
+}

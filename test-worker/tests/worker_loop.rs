@@ -1,0 +1,556 @@
+//! The worker loop against a real nats-server: each test is one promise the loop makes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::StreamExt as _;
+use serde_json::json;
+use switchyard_proto::{
+    ContentType, DeadLetterReason, ErrorCode, JobStatus, decode, encode_proto, stream, subject,
+};
+use switchyard_test_support::{NatsOptions, NatsServer, old_nats_server_binary};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn a_success_is_published_and_acked_once() {
+    let bus = bus(Duration::from_secs(30)).await;
+    let (stop, registry, task) = in_process(&bus, "w1").await;
+    let instance = new_instance();
+    let mut results = results(&bus, &instance).await;
+
+    let echo = job(&instance, "s1", "test.echo", json!({"hello": "world"}));
+    publish(&bus, &echo).await;
+    let result = next_result(&mut results, 10 * SECOND).await;
+    assert_eq!(result.status, JobStatus::Succeeded as i32);
+    assert_eq!(result.job_id, echo.job_id);
+    assert_eq!(result.attempts, 1);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&result.output).unwrap(),
+        json!({"hello": "world"})
+    );
+
+    // Acked: nothing pending, nothing redelivered, the work queue is empty, and no second result.
+    tokio::time::sleep(SECOND).await;
+    let info = consumer_info(&bus).await;
+    assert_eq!(
+        (info.num_ack_pending, info.num_pending, info.num_redelivered),
+        (0, 0, 0)
+    );
+    let jobs = bus
+        .js
+        .get_stream(stream::jobs("test"))
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert_eq!(jobs, 0);
+    assert!(
+        tokio::time::timeout(SECOND, results.next()).await.is_err(),
+        "a second result appeared"
+    );
+    assert_eq!(
+        counter(
+            &registry,
+            "switchyard_jobs_total",
+            &[("operation", "test.echo"), ("outcome", "succeeded")]
+        ),
+        1.0
+    );
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_retryable_failure_is_retried_with_growing_delays_then_succeeds() {
+    let bus = bus(Duration::from_secs(30)).await;
+    let (stop, registry, task) = in_process(&bus, "w1").await;
+    let instance = new_instance();
+    let mut results = results(&bus, &instance).await;
+    let mut events = events(&bus, &instance).await;
+
+    let flaky = with_retry(
+        job(
+            &instance,
+            "s1",
+            "test.fail",
+            json!({"mode": "retryable", "times": 3}),
+        ),
+        5,
+        200,
+    );
+    publish(&bus, &flaky).await;
+    let result = next_result(&mut results, 20 * SECOND).await;
+    assert_eq!(result.status, JobStatus::Succeeded as i32, "{result:?}");
+    assert_eq!(result.attempts, 4);
+
+    let mut attempts_at = Vec::new();
+    for _ in 0..4 {
+        let event = next_event(&mut events, SECOND).await;
+        let data: serde_json::Value = serde_json::from_slice(&event.data).unwrap();
+        attempts_at.push(data["at_ms"].as_i64().unwrap());
+    }
+    let gaps: Vec<i64> = attempts_at.windows(2).map(|w| w[1] - w[0]).collect();
+    // Policy: 200 ms doubling, jitter adds up to 100 %: [200,400), [400,800), [800,1600).
+    assert!(
+        gaps[0] >= 200 && gaps[1] >= 400 && gaps[2] >= 800,
+        "gaps {gaps:?}"
+    );
+    assert!(gaps[0] < gaps[2], "delays did not grow: {gaps:?}");
+    assert_eq!(
+        counter(
+            &registry,
+            "switchyard_jobs_total",
+            &[("outcome", "retried")]
+        ),
+        3.0
+    );
+    assert!(dead_letters(&bus).await.is_empty());
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn exhausted_attempts_leave_a_failed_result_and_a_dead_letter_with_the_original() {
+    let bus = bus(Duration::from_secs(30)).await;
+    let (stop, registry, task) = in_process(&bus, "w1").await;
+    let instance = new_instance();
+    let mut results = results(&bus, &instance).await;
+
+    let doomed = with_retry(
+        job(&instance, "s1", "test.fail", json!({"mode": "retryable"})),
+        3,
+        100,
+    );
+    publish(&bus, &doomed).await;
+    let result = next_result(&mut results, 20 * SECOND).await;
+    assert_eq!(result.status, JobStatus::Failed as i32);
+    let error = result.error.expect("an error");
+    assert_eq!(error.code, ErrorCode::RetriesExhausted as i32);
+    assert!(
+        error.message.contains("after 3 attempts"),
+        "{}",
+        error.message
+    );
+
+    let letters = wait_for_dead_letters(&bus, 1, 5 * SECOND).await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(
+        letter.payload,
+        encode_proto(&doomed),
+        "the original payload, byte for byte"
+    );
+    assert_eq!(letter.reason, DeadLetterReason::RetriesExhausted as i32);
+    assert_eq!(letter.attempts, 3);
+    assert_eq!(letter.subject, subject::job("test.fail"));
+    assert!(
+        letter.error.contains("failing on purpose"),
+        "{}",
+        letter.error
+    );
+    assert_eq!(
+        letter.headers.get("X-Correlation-ID").map(String::as_str),
+        Some(format!("corr-{}", doomed.job_id).as_str())
+    );
+
+    // Terminated: not redelivered again.
+    tokio::time::sleep(SECOND).await;
+    assert_eq!(consumer_info(&bus).await.num_ack_pending, 0);
+    assert_eq!(
+        counter(
+            &registry,
+            "switchyard_dead_letters_total",
+            &[("reason", "retries_exhausted")]
+        ),
+        1.0
+    );
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn permanent_failures_and_unknown_operations_are_not_retried() {
+    let bus = bus(Duration::from_secs(30)).await;
+    let (stop, _registry, task) = in_process(&bus, "w1").await;
+    let instance = new_instance();
+    let mut results = results(&bus, &instance).await;
+
+    publish(
+        &bus,
+        &with_retry(
+            job(&instance, "p", "test.fail", json!({"mode": "permanent"})),
+            5,
+            100,
+        ),
+    )
+    .await;
+    let first = next_result(&mut results, 10 * SECOND).await;
+    assert_eq!(
+        (first.attempts, first.error.unwrap().code),
+        (1, ErrorCode::Permanent as i32)
+    );
+
+    publish(&bus, &job(&instance, "u", "test.nope", json!({}))).await;
+    let second = next_result(&mut results, 10 * SECOND).await;
+    assert_eq!(
+        second.error.unwrap().code,
+        ErrorCode::UnknownOperation as i32
+    );
+
+    publish(
+        &bus,
+        &job(&instance, "bad", "test.sleep", json!({"ms": "soon"})),
+    )
+    .await;
+    let third = next_result(&mut results, 10 * SECOND).await;
+    let error = third.error.unwrap();
+    assert_eq!(error.code, ErrorCode::InvalidInput as i32);
+    assert!(
+        error.message.starts_with("field `input`"),
+        "{}",
+        error.message
+    );
+
+    let letters = wait_for_dead_letters(&bus, 3, 5 * SECOND).await;
+    assert_eq!(letters.len(), 3);
+    assert_eq!(letters[1].reason, DeadLetterReason::UnknownOperation as i32);
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_malformed_message_goes_to_the_dlq_and_the_next_one_is_processed() {
+    let bus = bus(Duration::from_secs(30)).await;
+    let (stop, registry, task) = in_process(&bus, "w1").await;
+    let instance = new_instance();
+    let mut results = results(&bus, &instance).await;
+
+    publish_raw(
+        &bus,
+        &subject::job("test.echo"),
+        "garbage-1",
+        b"\xff\xfe not protobuf".to_vec(),
+    )
+    .await;
+    publish(&bus, &job(&instance, "after", "test.echo", json!({"n": 2}))).await;
+
+    let result = next_result(&mut results, 10 * SECOND).await;
+    assert_eq!(result.step_id, "after");
+    assert_eq!(result.status, JobStatus::Succeeded as i32);
+    let letters = wait_for_dead_letters(&bus, 1, 5 * SECOND).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, DeadLetterReason::Decode as i32);
+    assert_eq!(letters[0].payload, b"\xff\xfe not protobuf");
+    assert!(
+        letters[0].error.contains("not a valid protobuf Job"),
+        "{}",
+        letters[0].error
+    );
+    assert_eq!(
+        counter(
+            &registry,
+            "switchyard_jobs_total",
+            &[("outcome", "malformed")]
+        ),
+        1.0
+    );
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn jobs_in_json_are_accepted_with_the_content_type_header() {
+    let bus = bus(Duration::from_secs(30)).await;
+    let (stop, _registry, task) = in_process(&bus, "w1").await;
+    let instance = new_instance();
+    let mut results = results(&bus, &instance).await;
+
+    let body = json!({"job_id": "j-json", "tenant": TENANT, "instance_id": instance, "input": {"from": "shell"}});
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Content-Type", "application/json");
+    bus.js
+        .publish_with_headers(
+            subject::job("test.echo"),
+            headers,
+            serde_json::to_vec(&body).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let result = next_result(&mut results, 10 * SECOND).await;
+    assert_eq!(
+        result.operation, "test.echo",
+        "operation taken from the subject"
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&result.output).unwrap(),
+        json!({"from": "shell"})
+    );
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn two_replica_processes_share_the_work() {
+    let bus = bus(Duration::from_secs(30)).await;
+    let a = process(&bus, "replica-a");
+    let b = process(&bus, "replica-b");
+    let instance = new_instance();
+    let mut results = results(&bus, &instance).await;
+    // Let both replicas register before the work arrives.
+    wait_for_services(&bus, 2).await;
+
+    for i in 0..40 {
+        publish(
+            &bus,
+            &job(
+                &instance,
+                &format!("s{i}"),
+                "test.sleep",
+                json!({"ms": 100}),
+            ),
+        )
+        .await;
+    }
+    let mut by_worker = std::collections::HashMap::<String, usize>::new();
+    for _ in 0..40 {
+        let result = next_result(&mut results, 20 * SECOND).await;
+        assert_eq!(result.status, JobStatus::Succeeded as i32);
+        *by_worker.entry(result.worker_id).or_default() += 1;
+    }
+    assert_eq!(by_worker.len(), 2, "{by_worker:?}");
+    assert!(
+        by_worker.values().all(|n| *n >= 5),
+        "lopsided: {by_worker:?}"
+    );
+
+    for child in [a, b] {
+        signal(&child, "TERM");
+        let (status, log) = output_of(child);
+        assert!(status.success(), "{log}");
+    }
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_job_has_its_job_completed_by_another() {
+    let bus = bus(Duration::from_secs(2)).await;
+    let victim = process(&bus, "victim");
+    let instance = new_instance();
+    let mut results = results(&bus, &instance).await;
+    let mut events = events(&bus, &instance).await;
+
+    publish(
+        &bus,
+        &job(&instance, "long", "test.sleep", json!({"ms": 3000})),
+    )
+    .await;
+    let started = next_event(&mut events, 10 * SECOND).await;
+    let data: serde_json::Value = serde_json::from_slice(&started.data).unwrap();
+    assert_eq!(data["worker_id"], "victim");
+
+    let survivor = process(&bus, "survivor");
+    signal(&victim, "KILL");
+    let (status, _) = output_of(victim);
+    assert!(!status.success());
+
+    let result = next_result(&mut results, 20 * SECOND).await;
+    assert_eq!(result.status, JobStatus::Succeeded as i32);
+    assert_eq!(result.worker_id, "survivor");
+    assert_eq!(result.attempts, 2);
+
+    signal(&survivor, "TERM");
+    assert!(output_of(survivor).0.success());
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_jobs_finish_before_exit() {
+    let bus = bus(Duration::from_secs(30)).await;
+    let worker = process(&bus, "w1");
+    let instance = new_instance();
+    let mut results = results(&bus, &instance).await;
+    let mut events = events(&bus, &instance).await;
+
+    publish(
+        &bus,
+        &job(&instance, "slow", "test.sleep", json!({"ms": 1500})),
+    )
+    .await;
+    next_event(&mut events, 10 * SECOND).await;
+    let signalled = Instant::now();
+    signal(&worker, "TERM");
+    let result = next_result(&mut results, 10 * SECOND).await;
+    assert_eq!(result.status, JobStatus::Succeeded as i32);
+    assert_eq!(result.attempts, 1);
+
+    let (status, log) = output_of(worker);
+    assert!(status.success(), "{log}");
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(1000),
+        "exited before the job could finish"
+    );
+    let info = consumer_info(&bus).await;
+    assert_eq!((info.num_ack_pending, info.num_redelivered), (0, 0));
+}
+
+#[tokio::test]
+async fn a_cancelled_instance_stops_its_running_job() {
+    let bus = bus(Duration::from_secs(30)).await;
+    let (stop, _registry, task) = in_process(&bus, "w1").await;
+    let instance = new_instance();
+    let mut results = results(&bus, &instance).await;
+    let mut events = events(&bus, &instance).await;
+
+    publish(
+        &bus,
+        &job(&instance, "long", "test.sleep", json!({"ms": 60_000})),
+    )
+    .await;
+    next_event(&mut events, 10 * SECOND).await;
+    bus.client
+        .publish(
+            subject::event(TENANT, &instance, subject::CANCELLED_EVENT),
+            "".into(),
+        )
+        .await
+        .unwrap();
+    let result = next_result(&mut results, 5 * SECOND).await;
+    assert_eq!(result.status, JobStatus::Cancelled as i32);
+    assert!(dead_letters(&bus).await.is_empty());
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_job_past_its_deadline_is_not_run() {
+    let bus = bus(Duration::from_secs(30)).await;
+    let (stop, _registry, task) = in_process(&bus, "w1").await;
+    let instance = new_instance();
+    let mut results = results(&bus, &instance).await;
+
+    let mut late = job(&instance, "late", "test.echo", json!({}));
+    late.deadline_ms = switchyard_proto::now_ms() - 1;
+    publish(&bus, &late).await;
+    let result = next_result(&mut results, 10 * SECOND).await;
+    assert_eq!(
+        result.error.unwrap().code,
+        ErrorCode::DeadlineExceeded as i32
+    );
+    assert_eq!(
+        wait_for_dead_letters(&bus, 1, 5 * SECOND).await[0].reason,
+        DeadLetterReason::DeadlineExceeded as i32
+    );
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// `$SRV.INFO` answers from every replica it names; returns the answers.
+async fn service_infos(bus: &Bus) -> Vec<serde_json::Value> {
+    let inbox = bus.client.new_inbox();
+    let mut replies = bus.client.subscribe(inbox.clone()).await.unwrap();
+    bus.client
+        .publish_with_reply("$SRV.INFO.switchyard-test", inbox, "".into())
+        .await
+        .unwrap();
+    let mut infos = Vec::new();
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(500), replies.next()).await
+    {
+        // Before any replica subscribes, the server answers "no responders" with an empty body.
+        if !msg.payload.is_empty() {
+            infos.push(serde_json::from_slice(&msg.payload).unwrap());
+        }
+    }
+    infos
+}
+
+async fn wait_for_services(bus: &Bus, count: usize) {
+    let deadline = Instant::now() + 15 * SECOND;
+    while service_infos(bus).await.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "{count} replicas did not register"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_replica_is_listed_in_the_service_registry_with_its_operations() {
+    let bus = bus(Duration::from_secs(30)).await;
+    let (stop1, _r1, t1) = in_process(&bus, "w1").await;
+    let (stop2, _r2, t2) = in_process(&bus, "w2").await;
+    wait_for_services(&bus, 2).await;
+
+    let infos = service_infos(&bus).await;
+    let mut ids: Vec<&str> = infos
+        .iter()
+        .map(|i| i["metadata"]["worker_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["w1", "w2"]);
+    for info in &infos {
+        assert_eq!(info["name"], "switchyard-test");
+        assert_eq!(
+            info["metadata"]["operations"],
+            "test.echo,test.sleep,test.fail"
+        );
+        let subjects: Vec<&str> = info["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["subject"].as_str().unwrap())
+            .collect();
+        assert!(subjects.contains(&"svc.test.echo"), "{subjects:?}");
+    }
+
+    // Each operation also answers request/reply.
+    let request = job("", "q", "test.echo", json!({"ping": 1}));
+    let reply = bus
+        .client
+        .request("svc.test.echo", encode_proto(&request).into())
+        .await
+        .unwrap();
+    let result: switchyard_proto::JobResult =
+        decode(ContentType::Protobuf, &reply.payload).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&result.output).unwrap(),
+        json!({"ping": 1})
+    );
+
+    stop1.cancel();
+    stop2.cancel();
+    t1.await.unwrap().unwrap();
+    t2.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_worker_refuses_an_unsupported_server_and_names_the_version_it_needs() {
+    let old = old_nats_server_binary().expect(
+        "an old (2.9) nats-server for this test: deploy/local/test.sh installs Debian's package `nats-server`",
+    );
+    let server = NatsServer::start_with(NatsOptions {
+        binary: Some(old),
+        ..NatsOptions::default()
+    })
+    .await;
+    let child = process_at(&server.url(), "w-old");
+    let (status, log) = output_of(child);
+    assert!(!status.success());
+    assert!(
+        log.contains("is not supported: Switchyard needs nats-server 2.10.0 or newer"),
+        "{log}"
+    );
+}
