@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod header;
 pub mod json;
+pub mod server;
 pub mod stream;
 pub mod subject;
 

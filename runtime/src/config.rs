@@ -392,7 +392,6 @@ fn check_nats_url(url: &str) -> Result<(), &'static str> {
         let rest = server
             .trim()
             .split_once("://")
-            .map(|(scheme, rest)| (scheme, rest))
             .filter(|(scheme, _)| ["nats", "tls", "ws", "wss"].contains(scheme))
             .ok_or("not a URL")?
             .1;

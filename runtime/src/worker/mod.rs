@@ -431,7 +431,7 @@ fn verdict(
 /// The delay before attempt `attempt + 1`: exponential with jitter, from the job's policy or
 /// the worker's defaults.
 fn retry_delay(settings: &WorkerSettings, job: &Job, attempt: u32) -> Duration {
-    let policy = job.retry.clone().unwrap_or_default();
+    let policy = job.retry.unwrap_or_default();
     let initial = if policy.initial_delay_ms > 0 {
         Duration::from_millis(policy.initial_delay_ms)
     } else {

@@ -1,0 +1,753 @@
+//! The typed form of `bus.toml` and the objects it declares, with names from `switchyard-proto`.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use switchyard_proto::{WORKER_KINDS, stream, subject};
+
+use crate::Error;
+
+/// The definitions shipped with the crate (`bus.toml`).
+pub const DEFAULT_TOML: &str = include_str!("../bus.toml");
+
+/// Where [`DEFAULT_TOML`] came from, as named in error messages.
+const DEFAULT_ORIGIN: &str = "bus.toml (built in)";
+
+/// NATS refuses more replicas than this.
+const MAX_REPLICAS: usize = 5;
+
+/// Every stream, KV bucket and durable consumer Switchyard needs, with their settings.
+///
+/// Names and subjects are not configurable: each section maps to fixed names from
+/// [`switchyard_proto::stream`] and [`switchyard_proto::subject`]. See `bus.toml` for the units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// Replicas of every stream and KV bucket; consumers follow their stream. 1 on a single
+    /// server, 3 on a 3-node cluster. [`crate::ApplyOptions::replicas`] overrides it.
+    pub replicas: usize,
+    pub streams: Streams,
+    pub jobs: Jobs,
+    pub consumers: Consumers,
+    pub kv: KvBuckets,
+}
+
+/// The streams that exist once, whatever the worker kinds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Streams {
+    /// `WF_INBOX`: starts, results, cancels and signals for the orchestrator.
+    pub inbox: StreamSettings,
+    /// `WF_EVENTS`: workflow and step progress.
+    pub events: StreamSettings,
+    /// `USAGE`: usage events for the ledger.
+    pub usage: StreamSettings,
+    /// `DLQ`: dead letters.
+    pub dlq: StreamSettings,
+}
+
+/// The template for the per-kind `JOBS_<KIND>` streams and their `worker-<kind>` consumers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jobs {
+    /// Worker kinds; must include every one of [`switchyard_proto::WORKER_KINDS`].
+    pub kinds: Vec<String>,
+    pub stream: StreamSettings,
+    pub consumer: ConsumerSettings,
+}
+
+/// The durable consumers that are not per worker kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consumers {
+    /// `orchestrator-commands` on `WF_INBOX` (starts, cancels, signals).
+    pub orchestrator_commands: ConsumerSettings,
+    /// `orchestrator-results` on `WF_INBOX` (job results).
+    pub orchestrator_results: ConsumerSettings,
+    /// `ledger-usage` on `USAGE`.
+    pub ledger_usage: ConsumerSettings,
+    /// `ledger-events` on `WF_EVENTS`.
+    pub ledger_events: ConsumerSettings,
+}
+
+/// The KV buckets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvBuckets {
+    /// `WF_STATE`: one key per workflow instance.
+    pub state: KvSettings,
+}
+
+/// The declared settings of one stream. Only these are compared with the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    pub retention: Retention,
+    pub storage: Storage,
+    pub discard: Discard,
+    /// Total size limit; `None` (key left out) is unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<ByteSize>,
+    /// Age limit; `None` (key left out) keeps messages until another limit applies.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_age: Option<Duration>,
+    /// Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// Messages kept per subject; `None` (key left out) is unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_msgs_per_subject: Option<i64>,
+}
+
+/// The declared settings of one durable pull consumer. Only these are compared with the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerSettings {
+    pub ack_policy: AckPolicy,
+    pub deliver_policy: DeliverPolicy,
+    /// How long the server waits for an ack before redelivering.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// Deliveries per message; -1 is unlimited.
+    pub max_deliver: i64,
+    /// Messages delivered and not yet acked, across all clients of the consumer.
+    pub max_ack_pending: i64,
+}
+
+/// The declared settings of one KV bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvSettings {
+    /// Values kept per key (1 to 64).
+    pub history: i64,
+    pub storage: Storage,
+}
+
+/// Stream retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retention {
+    Limits,
+    #[serde(alias = "workqueue")]
+    WorkQueue,
+    Interest,
+}
+
+/// Where a stream keeps its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Storage {
+    File,
+    Memory,
+}
+
+/// What a full stream does: drop its oldest messages or refuse new ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discard {
+    Old,
+    New,
+}
+
+/// How a consumer's messages are acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckPolicy {
+    Explicit,
+    All,
+    None,
+}
+
+/// Where a new consumer starts in its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliverPolicy {
+    All,
+    Last,
+    New,
+    LastPerSubject,
+}
+
+/// A size in bytes, written in `bus.toml` as an integer or as `"512MiB"`, `"1GiB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+const UNITS: [(&str, u64); 5] = [
+    ("TiB", 1 << 40),
+    ("GiB", 1 << 30),
+    ("MiB", 1 << 20),
+    ("KiB", 1 << 10),
+    ("B", 1),
+];
+
+impl ByteSize {
+    /// The size as the signed byte count the JetStream API uses.
+    pub fn as_i64(self) -> i64 {
+        i64::try_from(self.0).unwrap_or(i64::MAX)
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let unit = unit.trim();
+        let expected = "expected bytes as an integer or a string like \"512MiB\" or \"1GiB\" \
+                        (units: B, KiB, MiB, GiB, TiB)";
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?}: {expected}"))?;
+        let multiplier = if unit.is_empty() {
+            1
+        } else {
+            UNITS
+                .iter()
+                .find(|(name, _)| *name == unit)
+                .map(|(_, m)| *m)
+                .ok_or_else(|| format!("{text:?}: unknown unit {unit:?}; {expected}"))?
+        };
+        number
+            .checked_mul(multiplier)
+            .filter(|n| i64::try_from(*n).is_ok())
+            .map(ByteSize)
+            .ok_or_else(|| format!("{text:?} is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, multiplier) in UNITS {
+            if self.0 >= multiplier && self.0.is_multiple_of(multiplier) {
+                return write!(f, "{}{name}", self.0 / multiplier);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size: integer bytes or a string like \"1GiB\"")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                ByteSize::parse(&v.to_string()).map_err(E::custom)
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("{v}: a size cannot be negative")))
+                    .and_then(|v| self.visit_u64(v))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// One stream as it should exist on the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamSpec {
+    pub name: String,
+    pub subjects: Vec<String>,
+    pub settings: StreamSettings,
+}
+
+/// One durable pull consumer as it should exist on the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsumerSpec {
+    pub stream: String,
+    pub name: String,
+    /// One or more filter subjects; the server gets `filter_subject` for one and
+    /// `filter_subjects` for several.
+    pub filter_subjects: Vec<String>,
+    pub settings: ConsumerSettings,
+}
+
+/// One KV bucket as it should exist on the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KvSpec {
+    pub bucket: String,
+    pub settings: KvSettings,
+}
+
+impl Default for BusConfig {
+    /// The built-in definitions; they are validated by the crate's tests.
+    fn default() -> Self {
+        match Self::from_toml_str(DEFAULT_TOML) {
+            Ok(config) => config,
+            Err(error) => panic!("the built-in bus.toml is invalid: {error}"),
+        }
+    }
+}
+
+impl BusConfig {
+    /// Reads and validates definitions from a file in the `bus.toml` format.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|error| Error::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates definitions in the `bus.toml` format.
+    pub fn from_toml_str(text: &str) -> Result<Self, Error> {
+        let origin = if text == DEFAULT_TOML {
+            DEFAULT_ORIGIN
+        } else {
+            "bus config"
+        };
+        Self::parse(text, origin)
+    }
+
+    fn parse(text: &str, origin: &str) -> Result<Self, Error> {
+        let config: BusConfig = toml::from_str(text).map_err(|error| Error::Parse {
+            origin: origin.to_owned(),
+            error,
+        })?;
+        let problems = config.problems(None);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Error::Invalid {
+                origin: origin.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Every problem with the definitions, each naming its key and the fix; empty when valid.
+    ///
+    /// `replicas` overrides the file's `replicas` when given.
+    pub(crate) fn problems(&self, replicas: Option<usize>) -> Vec<String> {
+        let mut problems = Vec::new();
+        match replicas {
+            Some(r) if !(1..=MAX_REPLICAS).contains(&r) => problems.push(format!(
+                "replicas override: {r} is out of range; expected 1 to {MAX_REPLICAS}"
+            )),
+            None if !(1..=MAX_REPLICAS).contains(&self.replicas) => problems.push(format!(
+                "replicas: {} is out of range; expected 1 to {MAX_REPLICAS}",
+                self.replicas
+            )),
+            _ => {}
+        }
+
+        if self.jobs.kinds.is_empty() {
+            problems.push("jobs.kinds: must not be empty".to_owned());
+        }
+        for (i, kind) in self.jobs.kinds.iter().enumerate() {
+            if let Err(error) = subject::check_token(kind) {
+                problems.push(format!(
+                    "jobs.kinds: {kind:?} is not a subject token: {error}"
+                ));
+            }
+            if self.jobs.kinds[..i].contains(kind) {
+                problems.push(format!("jobs.kinds: {kind:?} is listed twice"));
+            }
+        }
+        for kind in WORKER_KINDS {
+            if !self.jobs.kinds.iter().any(|k| k == kind) {
+                problems.push(format!(
+                    "jobs.kinds: worker kind {kind:?} is missing; its workers would have no stream"
+                ));
+            }
+        }
+
+        let streams = [
+            ("streams.inbox", &self.streams.inbox),
+            ("streams.events", &self.streams.events),
+            ("streams.usage", &self.streams.usage),
+            ("streams.dlq", &self.streams.dlq),
+            ("jobs.stream", &self.jobs.stream),
+        ];
+        for (key, settings) in streams {
+            stream_problems(key, settings, &mut problems);
+        }
+
+        let consumers = [
+            ("jobs.consumer", &self.jobs.consumer),
+            (
+                "consumers.orchestrator_commands",
+                &self.consumers.orchestrator_commands,
+            ),
+            (
+                "consumers.orchestrator_results",
+                &self.consumers.orchestrator_results,
+            ),
+            ("consumers.ledger_usage", &self.consumers.ledger_usage),
+            ("consumers.ledger_events", &self.consumers.ledger_events),
+        ];
+        for (key, settings) in consumers {
+            consumer_problems(key, settings, &mut problems);
+        }
+
+        let history = self.kv.state.history;
+        if !(1..=64).contains(&history) {
+            problems.push(format!(
+                "kv.state.history: {history} is out of range; expected 1 to 64"
+            ));
+        }
+        problems
+    }
+
+    /// The streams to create, in the order `apply` creates them.
+    pub fn stream_specs(&self) -> Vec<StreamSpec> {
+        let inbox = [
+            subject::ALL_STARTS,
+            subject::ALL_RESULTS,
+            subject::ALL_CANCELS,
+            subject::ALL_SIGNALS,
+        ];
+        let mut specs = vec![StreamSpec {
+            name: stream::WF_INBOX.to_owned(),
+            subjects: inbox.map(str::to_owned).to_vec(),
+            settings: self.streams.inbox.clone(),
+        }];
+        specs.extend(self.jobs.kinds.iter().map(|kind| StreamSpec {
+            name: stream::jobs(kind),
+            subjects: vec![subject::jobs_of(kind)],
+            settings: self.jobs.stream.clone(),
+        }));
+        let others = [
+            (stream::WF_EVENTS, subject::ALL_EVENTS, &self.streams.events),
+            (stream::USAGE, subject::ALL_USAGE, &self.streams.usage),
+            (stream::DLQ, subject::ALL_DLQ, &self.streams.dlq),
+        ];
+        specs.extend(
+            others
+                .into_iter()
+                .map(|(name, subject, settings)| StreamSpec {
+                    name: name.to_owned(),
+                    subjects: vec![subject.to_owned()],
+                    settings: settings.clone(),
+                }),
+        );
+        specs
+    }
+
+    /// The durable consumers to create, after their streams.
+    pub fn consumer_specs(&self) -> Vec<ConsumerSpec> {
+        let mut specs: Vec<ConsumerSpec> = self
+            .jobs
+            .kinds
+            .iter()
+            .map(|kind| ConsumerSpec {
+                stream: stream::jobs(kind),
+                name: stream::worker_consumer(kind),
+                filter_subjects: vec![subject::jobs_of(kind)],
+                settings: self.jobs.consumer.clone(),
+            })
+            .collect();
+        let c = &self.consumers;
+        let others: [(&str, &str, &[&str], &ConsumerSettings); 4] = [
+            (
+                stream::WF_INBOX,
+                stream::ORCHESTRATOR_COMMANDS,
+                &[
+                    subject::ALL_STARTS,
+                    subject::ALL_CANCELS,
+                    subject::ALL_SIGNALS,
+                ],
+                &c.orchestrator_commands,
+            ),
+            (
+                stream::WF_INBOX,
+                stream::ORCHESTRATOR_RESULTS,
+                &[subject::ALL_RESULTS],
+                &c.orchestrator_results,
+            ),
+            (
+                stream::USAGE,
+                stream::LEDGER_USAGE,
+                &[subject::ALL_USAGE],
+                &c.ledger_usage,
+            ),
+            (
+                stream::WF_EVENTS,
+                stream::LEDGER_EVENTS,
+                &[subject::ALL_EVENTS],
+                &c.ledger_events,
+            ),
+        ];
+        specs.extend(
+            others
+                .into_iter()
+                .map(|(stream, name, filters, settings)| ConsumerSpec {
+                    stream: stream.to_owned(),
+                    name: name.to_owned(),
+                    filter_subjects: filters.iter().map(|s| (*s).to_owned()).collect(),
+                    settings: settings.clone(),
+                }),
+        );
+        specs
+    }
+
+    /// The KV buckets to create.
+    pub fn kv_specs(&self) -> Vec<KvSpec> {
+        vec![KvSpec {
+            bucket: stream::WF_STATE_BUCKET.to_owned(),
+            settings: self.kv.state.clone(),
+        }]
+    }
+}
+
+fn stream_problems(key: &str, s: &StreamSettings, problems: &mut Vec<String>) {
+    if s.max_bytes == Some(ByteSize(0)) {
+        problems.push(format!(
+            "{key}.max_bytes: must be above 0; leave it out for unlimited"
+        ));
+    }
+    if s.discard == Discard::New && s.max_bytes.is_none() {
+        problems.push(format!(
+            "{key}.discard: \"new\" needs max_bytes, or the stream never refuses anything"
+        ));
+    }
+    if s.max_age == Some(Duration::ZERO) {
+        problems.push(format!(
+            "{key}.max_age: must be above 0; leave it out for unlimited"
+        ));
+    }
+    if s.duplicate_window.is_zero() {
+        problems.push(format!(
+            "{key}.duplicate_window: must be above 0, e.g. \"2m\""
+        ));
+    }
+    if let Some(max_age) = s.max_age
+        && s.duplicate_window > max_age
+    {
+        problems.push(format!(
+            "{key}.duplicate_window: must not be longer than max_age"
+        ));
+    }
+    if let Some(n) = s.max_msgs_per_subject
+        && n < 1
+    {
+        problems.push(format!(
+            "{key}.max_msgs_per_subject: {n} must be above 0; leave it out for unlimited"
+        ));
+    }
+}
+
+fn consumer_problems(key: &str, c: &ConsumerSettings, problems: &mut Vec<String>) {
+    if c.ack_wait.is_zero() {
+        problems.push(format!("{key}.ack_wait: must be above 0, e.g. \"30s\""));
+    }
+    if c.max_deliver == 0 || c.max_deliver < -1 {
+        problems.push(format!(
+            "{key}.max_deliver: {} is invalid; expected a positive count or -1 for unlimited",
+            c.max_deliver
+        ));
+    }
+    if c.max_ack_pending == 0 || c.max_ack_pending < -1 {
+        problems.push(format!(
+            "{key}.max_ack_pending: {} is invalid; expected a positive count or -1 for unlimited",
+            c.max_ack_pending
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_definitions_parse_and_cover_every_worker_kind() {
+        let config = BusConfig::from_toml_str(DEFAULT_TOML).expect("built-in bus.toml is valid");
+        assert_eq!(config.replicas, 1);
+        for kind in WORKER_KINDS {
+            assert!(
+                config.jobs.kinds.iter().any(|k| k == kind),
+                "kind {kind} missing"
+            );
+        }
+
+        let streams: Vec<String> = config.stream_specs().into_iter().map(|s| s.name).collect();
+        for expected in [
+            stream::WF_INBOX,
+            stream::WF_EVENTS,
+            stream::USAGE,
+            stream::DLQ,
+        ] {
+            assert!(
+                streams.iter().any(|s| s == expected),
+                "stream {expected} missing"
+            );
+        }
+        for kind in WORKER_KINDS {
+            assert!(
+                streams.contains(&stream::jobs(kind)),
+                "stream for {kind} missing"
+            );
+        }
+
+        let consumers = config.consumer_specs();
+        for kind in WORKER_KINDS {
+            let c = consumers
+                .iter()
+                .find(|c| c.name == stream::worker_consumer(kind))
+                .expect("worker consumer");
+            assert_eq!(c.stream, stream::jobs(kind));
+            assert_eq!(c.filter_subjects, vec![subject::jobs_of(kind)]);
+            assert_eq!(c.settings.max_deliver, -1);
+            assert_eq!(c.settings.ack_wait, Duration::from_secs(30));
+        }
+        let commands = consumers
+            .iter()
+            .find(|c| c.name == stream::ORCHESTRATOR_COMMANDS)
+            .expect("orchestrator-commands");
+        assert_eq!(commands.filter_subjects.len(), 3);
+        assert!(
+            !commands
+                .filter_subjects
+                .iter()
+                .any(|s| s == subject::ALL_RESULTS)
+        );
+        assert_eq!(consumers.len(), WORKER_KINDS.len() + 4);
+
+        let inbox = &config.streams.inbox;
+        assert_eq!(inbox.retention, Retention::WorkQueue);
+        assert_eq!(inbox.discard, Discard::New);
+        assert_eq!(inbox.max_bytes, Some(ByteSize(1 << 30)));
+        assert_eq!(inbox.duplicate_window, Duration::from_secs(120));
+        assert_eq!(
+            config.streams.usage.max_age,
+            Some(Duration::from_secs(35 * 86_400))
+        );
+        assert_eq!(config.kv_specs()[0].bucket, stream::WF_STATE_BUCKET);
+        assert_eq!(config.kv.state.history, 1);
+        assert_eq!(BusConfig::default(), config);
+    }
+
+    #[test]
+    fn an_unknown_key_is_rejected_with_its_name_and_line() {
+        let text = DEFAULT_TOML.replace("[streams.dlq]\n", "[streams.dlq]\nmax_agee = \"1d\"\n");
+        let error = BusConfig::from_toml_str(&text)
+            .expect_err("typo must be rejected")
+            .to_string();
+        assert!(error.contains("unknown field `max_agee`"), "{error}");
+        assert!(
+            error.contains("max_age"),
+            "should list the accepted keys: {error}"
+        );
+        assert!(error.contains("line"), "should point at the line: {error}");
+    }
+
+    #[test]
+    fn an_unknown_stream_section_is_rejected() {
+        let text = format!("{DEFAULT_TOML}\n[streams.audit]\nretention = \"limits\"\n");
+        let error = BusConfig::from_toml_str(&text)
+            .expect_err("unknown stream")
+            .to_string();
+        assert!(error.contains("unknown field `audit`"), "{error}");
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let text = DEFAULT_TOML
+            .replace(
+                "kinds = [\"research\", ",
+                "kinds = [\"research\", \"a.b\", ",
+            )
+            .replace("\"test\"]", "\"ai\"]")
+            .replace(
+                "max_deliver = -1\nmax_ack_pending = 10000\n\n# orchestrator-commands",
+                "max_deliver = 0\nmax_ack_pending = 10000\n\n# orchestrator-commands",
+            );
+        let Err(Error::Invalid { problems, .. }) = BusConfig::from_toml_str(&text) else {
+            panic!("expected validation problems");
+        };
+        let all = problems.join("\n");
+        assert!(
+            all.contains("jobs.kinds: \"a.b\" is not a subject token"),
+            "{all}"
+        );
+        assert!(all.contains("jobs.kinds: \"ai\" is listed twice"), "{all}");
+        assert!(
+            all.contains("jobs.kinds: worker kind \"test\" is missing"),
+            "{all}"
+        );
+        assert!(
+            all.contains("jobs.consumer.max_deliver: 0 is invalid"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn discard_new_without_a_size_limit_is_refused() {
+        let text = DEFAULT_TOML.replacen("max_bytes = \"1GiB\"\n", "", 1);
+        let error = BusConfig::from_toml_str(&text)
+            .expect_err("no max_bytes")
+            .to_string();
+        assert!(
+            error.contains("streams.inbox.discard: \"new\" needs max_bytes"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn sizes_are_bytes_or_binary_units() {
+        assert_eq!(ByteSize::parse("1GiB"), Ok(ByteSize(1 << 30)));
+        assert_eq!(ByteSize::parse("512 MiB"), Ok(ByteSize(512 << 20)));
+        assert_eq!(ByteSize::parse("1024"), Ok(ByteSize(1024)));
+        assert!(
+            ByteSize::parse("1GB")
+                .unwrap_err()
+                .contains("unknown unit \"GB\"")
+        );
+        assert!(ByteSize::parse("lots").is_err());
+        assert!(
+            ByteSize::parse("99999999999TiB")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert_eq!(ByteSize(1 << 30).to_string(), "1GiB");
+        assert_eq!(ByteSize(1500).to_string(), "1500B");
+
+        let text = DEFAULT_TOML.replacen("max_bytes = \"1GiB\"", "max_bytes = 2048", 1);
+        let config = BusConfig::from_toml_str(&text).expect("integer size");
+        assert_eq!(config.streams.inbox.max_bytes, Some(ByteSize(2048)));
+        let text = DEFAULT_TOML.replacen("max_bytes = \"1GiB\"", "max_bytes = -1", 1);
+        let error = BusConfig::from_toml_str(&text)
+            .expect_err("negative size")
+            .to_string();
+        assert!(error.contains("cannot be negative"), "{error}");
+    }
+
+    #[test]
+    fn the_effective_config_round_trips_through_toml() {
+        let config = BusConfig::default();
+        let text = toml::to_string(&config).expect("serializes");
+        assert_eq!(BusConfig::from_toml_str(&text).expect("parses"), config);
+    }
+
+    #[test]
+    fn load_names_the_file_it_cannot_read() {
+        let error = BusConfig::load("/nonexistent/bus.toml")
+            .expect_err("missing file")
+            .to_string();
+        assert!(error.contains("/nonexistent/bus.toml"), "{error}");
+    }
+}

@@ -1,0 +1,5 @@
+//! The `switchyard` command: applies and inspects the bus definitions, runs worker replicas,
+//! prints the effective configuration, and runs the local demo. Thin glue over the library
+//! crates; it holds no logic another process would need.
+
+pub mod demo;
