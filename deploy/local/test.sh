@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every test in the workspace against real servers, installing what is missing first:
+# build tools, the pinned nats-server (tests start their own servers from it), Debian's old
+# nats-server (for the unsupported-server tests) and PostgreSQL.
+#
+# Usage: deploy/local/test.sh [cargo test arguments...]
+#   e.g. deploy/local/test.sh -p switchyard-gateway
+#        deploy/local/test.sh -- --nocapture
+set -euo pipefail
+
+# shellcheck source=deploy/local/env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+ensure_rust
+command -v cc >/dev/null 2>&1 || ensure_apt build-essential
+command -v pkg-config >/dev/null 2>&1 || ensure_apt pkg-config
+ensure_nats_server
+ensure_old_nats_server
+ensure_postgres_binaries
+ensure_postgres
+trap stop_started EXIT
+
+cd "$SWITCHYARD_ROOT"
+export SWITCHYARD_NATS_SERVER SWITCHYARD_OLD_NATS_SERVER DATABASE_URL
+
+# Without a package selection, test the whole workspace.
+scope=(--workspace)
+for arg in "$@"; do
+    case "$arg" in
+    --) break ;;
+    -p | --package | --package=* | -p?*) scope=() ;;
+    esac
+done
+
+log cargo test "${scope[@]}" --all-targets "$@"
+cargo test "${scope[@]}" --all-targets "$@"
+log cargo test "${scope[@]}" --doc "$@"
+cargo test "${scope[@]}" --doc "$@"
+log "all tests passed"

@@ -1,0 +1,170 @@
+//! `worker-loop`: no-op jobs through one worker replica, divided by the raw pipelined
+//! JetStream publish rate measured on the same server in the same run.
+
+use std::{
+    collections::VecDeque,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use async_nats::{HeaderMap, jetstream};
+use futures::StreamExt as _;
+use serde::Serialize;
+use switchyard_bus_config::{ApplyOptions, BusConfig, apply};
+use switchyard_proto::{Job, encode_proto, header, subject};
+use switchyard_test_support::{NatsOptions, NatsServer};
+
+/// Publishes kept in flight while pipelining.
+const WINDOW: usize = 512;
+
+/// One run's figures.
+#[derive(Debug, Serialize)]
+pub struct Measurement {
+    pub sync_always: bool,
+    pub raw_publish_per_s: f64,
+    pub jobs: usize,
+    pub worker_jobs_per_s: f64,
+    pub ratio: f64,
+    pub idle_worker_rss_kib: u64,
+}
+
+/// Publishes `payloads` to `subject_of(i)` keeping [`WINDOW`] PubAcks outstanding; returns
+/// the rate in messages per second.
+async fn pipelined(
+    js: &jetstream::Context,
+    count: usize,
+    mut message: impl FnMut(usize) -> (String, String, Vec<u8>),
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut pending = VecDeque::with_capacity(WINDOW);
+    for i in 0..count {
+        let (subject_name, msg_id, payload) = message(i);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::MSG_ID, msg_id.as_str());
+        pending.push_back(
+            js.publish_with_headers(subject_name, headers, payload.into())
+                .await?,
+        );
+        if pending.len() >= WINDOW
+            && let Some(ack) = pending.pop_front()
+        {
+            ack.await?;
+        }
+    }
+    for ack in pending {
+        ack.await?;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Runs the scenario on a fresh server with the given fsync setting.
+pub async fn run(
+    worker_binary: &Path,
+    jobs: usize,
+    sync_always: bool,
+) -> anyhow::Result<Measurement> {
+    let server = NatsServer::start_with(NatsOptions {
+        sync_always,
+        ..NatsOptions::default()
+    })
+    .await;
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    apply(&js, &BusConfig::default(), ApplyOptions::default()).await?;
+
+    // The floor: the same server, a plain stream, the same message size.
+    js.create_stream(jetstream::stream::Config {
+        name: "BENCH_RAW".into(),
+        subjects: vec!["bench.raw.>".into()],
+        ..Default::default()
+    })
+    .await?;
+    let sample = encode_proto(&job(0));
+    let raw = pipelined(&js, jobs, |i| {
+        (
+            format!("bench.raw.{}", i % 16),
+            format!("raw-{i}"),
+            sample.clone(),
+        )
+    })
+    .await?;
+    js.delete_stream("BENCH_RAW").await?;
+
+    // Jobs first, then the worker: the rate is its drain rate, with results published.
+    pipelined(&js, jobs, |i| {
+        (
+            subject::job("test.echo"),
+            format!("bench-{i}"),
+            encode_proto(&job(i)),
+        )
+    })
+    .await?;
+    let mut results = client.subscribe(subject::result("bench")).await?;
+    let mut child = Command::new(worker_binary)
+        .env_clear()
+        .env("SWITCHYARD_NATS_URL", server.url())
+        .env("SWITCHYARD_WORKER__CONCURRENCY", "256")
+        .env("SWITCHYARD_LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", worker_binary.display()))?;
+    let first = tokio::time::timeout(Duration::from_secs(30), results.next())
+        .await
+        .context("no result within 30s")?;
+    anyhow::ensure!(first.is_some(), "result subscription closed");
+    let started = Instant::now();
+    let mut seen = 1;
+    while seen < jobs {
+        match tokio::time::timeout(Duration::from_secs(30), results.next()).await {
+            Ok(Some(_)) => seen += 1,
+            _ => bail!("lost work: {seen} of {jobs} results arrived"),
+        }
+    }
+    let rate = (jobs - 1) as f64 / started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss = rss_kib(child.id());
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    Ok(Measurement {
+        sync_always,
+        raw_publish_per_s: raw,
+        jobs,
+        worker_jobs_per_s: rate,
+        ratio: rate / raw,
+        idle_worker_rss_kib: rss,
+    })
+}
+
+fn job(i: usize) -> Job {
+    Job {
+        job_id: format!("bench-{i}"),
+        tenant: "bench".into(),
+        instance_id: "bench".into(),
+        step_id: format!("s{i}"),
+        operation: "test.echo".into(),
+        input: br#"{"n":1}"#.to_vec(),
+        ..Job::default()
+    }
+}

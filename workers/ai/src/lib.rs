@@ -1,0 +1,1 @@
+//! The AI worker: providers and operations. Arrives with the AI worker issue.

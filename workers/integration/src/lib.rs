@@ -1,0 +1,1 @@
+//! The integration worker. Arrives with the integration worker issue.

@@ -1,0 +1,1 @@
+//! The usage ledger and read models. Arrives with the ledger issue.

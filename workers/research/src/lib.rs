@@ -1,0 +1,1 @@
+//! The research worker (`research.topic`). Arrives with the research worker issue.
