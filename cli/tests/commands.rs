@@ -1,0 +1,129 @@
+//! The `switchyard` command against a real nats-server, as a user runs it.
+
+use std::process::{Command, Output, Stdio};
+
+use switchyard_proto::stream;
+use switchyard_test_support::NatsServer;
+
+fn switchyard(server: &NatsServer, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env_clear()
+        .env("SWITCHYARD_NATS_URL", server.url())
+        .env("SWITCHYARD_NATS_CONNECT_TIMEOUT", "5s")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run switchyard")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+async fn bus_apply_is_idempotent_and_status_shows_every_object() {
+    let server = NatsServer::start().await;
+
+    let first = switchyard(&server, &["bus", "apply"]);
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        text(&first).contains("created") && text(&first).ends_with("changes applied\n"),
+        "{}",
+        text(&first)
+    );
+
+    let second = switchyard(&server, &["bus", "apply"]);
+    assert!(second.status.success(), "{}", text(&second));
+    let second = text(&second);
+    assert!(second.ends_with("no changes\n"), "{second}");
+    assert!(
+        !second.contains("created") && !second.contains("updated"),
+        "{second}"
+    );
+
+    let status = switchyard(&server, &["bus", "status"]);
+    assert!(status.status.success(), "{}", text(&status));
+    let status = text(&status);
+    let mut expected = vec![
+        stream::WF_INBOX.to_owned(),
+        stream::WF_EVENTS.into(),
+        stream::USAGE.into(),
+        stream::DLQ.into(),
+    ];
+    for kind in switchyard_proto::WORKER_KINDS {
+        expected.push(stream::jobs(kind));
+        expected.push(format!(
+            "{}/{}",
+            stream::jobs(kind),
+            stream::worker_consumer(kind)
+        ));
+    }
+    for consumer in [stream::ORCHESTRATOR_COMMANDS, stream::ORCHESTRATOR_RESULTS] {
+        expected.push(format!("{}/{consumer}", stream::WF_INBOX));
+    }
+    expected.push(format!("{}/{}", stream::USAGE, stream::LEDGER_USAGE));
+    expected.push(format!("{}/{}", stream::WF_EVENTS, stream::LEDGER_EVENTS));
+    expected.push(stream::WF_STATE_BUCKET.into());
+    for name in expected {
+        assert!(status.contains(&name), "status lacks {name}:\n{status}");
+    }
+    assert!(!status.contains("missing"), "{status}");
+}
+
+#[tokio::test]
+async fn the_demo_runs_against_worker_processes_and_reports_every_outcome() {
+    let server = NatsServer::start().await;
+    assert!(switchyard(&server, &["bus", "apply"]).status.success());
+    let worker = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["worker", "test"])
+        .env_clear()
+        .env("SWITCHYARD_NATS_URL", server.url())
+        .env("SWITCHYARD_WORKER__WORKER_ID", "demo-replica")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start worker");
+
+    let demo = switchyard(&server, &["demo", "--jobs", "5", "--timeout", "30"]);
+    let report = text(&demo);
+    assert!(demo.status.success(), "{report}");
+    assert!(report.contains("9/9 jobs ended as expected"), "{report}");
+    assert!(
+        report.contains("dead-lettered (decode)") && report.contains("dead-lettered (permanent)"),
+        "{report}"
+    );
+    assert!(report.contains("succeeded after 3 attempt(s)"), "{report}");
+
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(worker.id().to_string())
+        .status();
+    let out = worker.wait_with_output().expect("worker exit");
+    assert!(out.status.success());
+}
+
+#[test]
+fn bad_configuration_is_reported_in_full_with_exit_code_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("config")
+        .env_clear()
+        .env("SWITCHYARD_NATS_URL", "nats//x")
+        .env("SWITCHYARD_WORKER__CONCURRENCY", "0")
+        .output()
+        .expect("run switchyard");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SWITCHYARD_NATS_URL: not a URL (\"nats//x\"); expected nats://host:port"),
+        "{err}"
+    );
+    assert!(
+        err.contains("SWITCHYARD_WORKER__CONCURRENCY: 0 is out of range"),
+        "{err}"
+    );
+}
