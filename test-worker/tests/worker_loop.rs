@@ -246,6 +246,10 @@ async fn a_malformed_message_goes_to_the_dlq_and_the_next_one_is_processed() {
 
     let result = next_result(&mut results, 10 * SECOND).await;
     assert_eq!(result.step_id, "after");
+    assert_eq!(
+        result.correlation_id, "corr-after",
+        "taken from the job body"
+    );
     assert_eq!(result.status, JobStatus::Succeeded as i32);
     let letters = wait_for_dead_letters(&bus, 1, 5 * SECOND).await;
     assert_eq!(letters.len(), 1);
@@ -553,4 +557,109 @@ async fn a_worker_refuses_an_unsupported_server_and_names_the_version_it_needs()
         log.contains("is not supported: Switchyard needs nats-server 2.10.0 or newer"),
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn a_job_that_keeps_crashing_its_replica_ends_in_the_dlq_without_running_again() {
+    let bus = bus(Duration::from_secs(2)).await;
+    let instance = new_instance();
+    let mut results = results(&bus, &instance).await;
+    let mut events = events(&bus, &instance).await;
+
+    // One attempt allowed; the replica running it dies.
+    publish(
+        &bus,
+        &with_retry(
+            job(&instance, "poison", "test.sleep", json!({"ms": 5000})),
+            1,
+            100,
+        ),
+    )
+    .await;
+    let victim = process(&bus, "victim");
+    next_event(&mut events, 10 * SECOND).await;
+    signal(&victim, "KILL");
+    let _ = output_of(victim);
+
+    // The redelivery exceeds the job's attempts: dead-lettered, not run a second time.
+    let next = process(&bus, "next");
+    let result = next_result(&mut results, 20 * SECOND).await;
+    assert_eq!(result.status, JobStatus::Failed as i32);
+    assert_eq!(result.worker_id, "next");
+    let error = result.error.unwrap();
+    assert_eq!(error.code, ErrorCode::RetriesExhausted as i32);
+    assert!(
+        error.message.contains("earlier deliveries did not finish"),
+        "{}",
+        error.message
+    );
+    let letters = wait_for_dead_letters(&bus, 1, 5 * SECOND).await;
+    assert_eq!((letters.len(), letters[0].attempts), (1, 2));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), events.next())
+            .await
+            .is_err(),
+        "the handler ran again"
+    );
+
+    signal(&next, "TERM");
+    assert!(output_of(next).0.success());
+}
+
+#[tokio::test]
+async fn a_worker_on_an_unprovisioned_bus_says_to_apply_it() {
+    let server = NatsServer::start().await;
+    let client = server.client().await;
+    let config = switchyard_runtime::Config {
+        nats_url: server.url(),
+        ..Default::default()
+    };
+    let worker = switchyard_runtime::Worker::new(
+        client,
+        &config,
+        switchyard_test_worker::TestWorker,
+        &prometheus::Registry::new(),
+    )
+    .unwrap();
+    let err = worker
+        .run(tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "stream JOBS_TEST is missing on the NATS server: run `switchyard bus apply` first"
+    );
+}
+
+#[tokio::test]
+async fn a_direct_caller_gets_the_result_on_its_own_reply_subject() {
+    let bus = bus(Duration::from_secs(30)).await;
+    let (stop, _registry, task) = in_process(&bus, "w1").await;
+    let inbox = bus.client.new_inbox();
+    let mut replies = bus.client.subscribe(inbox.clone()).await.unwrap();
+
+    let mut direct = job("", "direct", "test.echo", json!({"direct": true}));
+    direct.job_id = "direct-1".into();
+    direct.reply_subject = inbox;
+    direct.correlation_id = String::new();
+    publish(&bus, &direct).await;
+    let result = next_result(&mut replies, 10 * SECOND).await;
+    assert_eq!(result.job_id, "direct-1");
+    assert_eq!(
+        result.correlation_id, "corr-direct-1",
+        "taken from the X-Correlation-ID header"
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&result.output).unwrap(),
+        json!({"direct": true})
+    );
+    // The ack follows the result.
+    let deadline = Instant::now() + 5 * SECOND;
+    while consumer_info(&bus).await.num_ack_pending > 0 {
+        assert!(Instant::now() < deadline, "the job was never acked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
 }

@@ -1,10 +1,7 @@
 //! Publishing what the worker loop produces: results, dead letters and usage events, each
 //! with a deterministic message id and the trace headers of the job it came from.
 
-use async_nats::{
-    HeaderMap,
-    jetstream::{self, context::PublishErrorKind},
-};
+use async_nats::{HeaderMap, jetstream};
 use switchyard_proto::{
     ContentType, DeadLetter, DeadLetterReason, Job, JobError, JobResult, JobStatus, UsageEvent,
     WorkflowEvent, encode_proto, header, now_ms, subject,
@@ -65,18 +62,25 @@ impl Bus {
     }
 
     /// Publishes a job's result to its reply subject (default `wf.result.<instance>`) and
-    /// waits for the PubAck. A reply subject that no stream captures gets a plain publish,
-    /// flushed. A job with neither instance nor reply subject has nowhere to report.
+    /// waits for the PubAck. A reply subject that no stream captures (a direct caller waiting
+    /// on an inbox) gets a plain publish, flushed: a JetStream publish there would be received
+    /// by the caller and never acknowledged. A job with neither instance nor reply subject has
+    /// nowhere to report.
     pub(crate) async fn publish_result(
         &self,
         msg: &jetstream::Message,
         job: &Job,
         result: &JobResult,
     ) -> Result<(), Error> {
-        let destination = if !job.reply_subject.is_empty() {
-            job.reply_subject.clone()
+        let (destination, stored) = if !job.reply_subject.is_empty() {
+            let stored = self
+                .js
+                .stream_by_subject(job.reply_subject.as_str())
+                .await
+                .is_ok();
+            (job.reply_subject.clone(), stored)
         } else if !job.instance_id.is_empty() {
-            subject::result(&job.instance_id)
+            (subject::result(&job.instance_id), true)
         } else {
             tracing::debug!("job has no instance and no reply subject: result not published");
             return Ok(());
@@ -88,23 +92,20 @@ impl Bus {
             headers.insert(header::TENANT, job.tenant.as_str());
         }
         let payload = encode_proto(result);
-        match self
-            .js
-            .publish_with_headers(destination.clone(), headers.clone(), payload.clone().into())
-            .await
-        {
-            Ok(ack) => match ack.await {
-                Ok(_) => Ok(()),
-                Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
-                    self.client
-                        .publish_with_headers(destination, headers, payload.into())
-                        .await
-                        .map_err(Error::jetstream)?;
-                    self.client.flush().await.map_err(Error::jetstream)
-                }
-                Err(e) => Err(Error::jetstream(e)),
-            },
-            Err(e) => Err(Error::jetstream(e)),
+        if stored {
+            self.js
+                .publish_with_headers(destination, headers, payload.into())
+                .await
+                .map_err(Error::jetstream)?
+                .await
+                .map_err(Error::jetstream)?;
+            Ok(())
+        } else {
+            self.client
+                .publish_with_headers(destination, headers, payload.into())
+                .await
+                .map_err(Error::jetstream)?;
+            self.client.flush().await.map_err(Error::jetstream)
         }
     }
 

@@ -230,12 +230,12 @@ impl<H: Handler> Worker<H> {
         let kind = inner.kind;
         let js = jetstream::new(self.client.clone());
         let stream_name = stream::jobs(kind);
-        let mut jobs_stream =
-            js.get_stream(&stream_name)
-                .await
-                .map_err(|_| Error::NotProvisioned {
-                    what: format!("stream {stream_name}"),
-                })?;
+        let jobs_stream = js
+            .get_stream(&stream_name)
+            .await
+            .map_err(|_| Error::NotProvisioned {
+                what: format!("stream {stream_name}"),
+            })?;
         let consumer_name = stream::worker_consumer(kind);
         let consumer: PullConsumer =
             jobs_stream
@@ -245,8 +245,6 @@ impl<H: Handler> Worker<H> {
                     what: format!("consumer {consumer_name} on {stream_name}"),
                 })?;
         let ack_wait = consumer.cached_info().config.ack_wait;
-        let stream_info = jobs_stream.info().await.map_err(Error::jetstream)?;
-        debug!(stream = %stream_info.config.name, "jobs stream found");
 
         let tracker = TaskTracker::new();
         let slots = Arc::new(Semaphore::new(inner.settings.concurrency));
@@ -474,6 +472,28 @@ impl<H: Handler> Inner<H> {
             .map(|o| o.name)
     }
 
+    fn context(
+        &self,
+        job: &Job,
+        attempt: u32,
+        max_attempts: u32,
+        cancel: CancellationToken,
+    ) -> JobContext {
+        JobContext {
+            job_id: job.job_id.clone(),
+            attempt,
+            max_attempts,
+            cancel,
+            worker_id: self.worker_id.clone(),
+            bus: self.bus.clone(),
+            tenant: job.tenant.clone(),
+            instance_id: job.instance_id.clone(),
+            step_id: job.step_id.clone(),
+            operation: job.operation.clone(),
+            usage_seq: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
     fn max_attempts(&self, job: &Job) -> u32 {
         job.retry
             .as_ref()
@@ -595,6 +615,14 @@ impl<H: Handler> Inner<H> {
         {
             return Err("field `input`: not a JSON document".into());
         }
+        if job.correlation_id.is_empty()
+            && let Some(id) = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(header::CORRELATION_ID))
+        {
+            job.correlation_id = id.as_str().to_owned();
+        }
         if job.job_id.is_empty() {
             // Deterministic, so a redelivery publishes under the same message ids.
             job.job_id = format!("{}-{stream_seq}", stream::jobs(self.kind));
@@ -652,19 +680,7 @@ impl<H: Handler> Inner<H> {
     ) -> RunEnd {
         let instance = self.cancels.watch(&job.tenant, &job.instance_id);
         let cancel = CancellationToken::new();
-        let ctx = JobContext {
-            job_id: job.job_id.clone(),
-            attempt,
-            max_attempts,
-            cancel: cancel.clone(),
-            worker_id: self.worker_id.clone(),
-            bus: self.bus.clone(),
-            tenant: job.tenant.clone(),
-            instance_id: job.instance_id.clone(),
-            step_id: job.step_id.clone(),
-            operation: job.operation.clone(),
-            usage_seq: Arc::new(AtomicU32::new(0)),
-        };
+        let ctx = self.context(job, attempt, max_attempts, cancel.clone());
         let deadline = async {
             if job.deadline_ms > 0 {
                 let left = u64::try_from(job.deadline_ms - switchyard_proto::now_ms()).unwrap_or(0);

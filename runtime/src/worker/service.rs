@@ -13,7 +13,7 @@ use switchyard_proto::{
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{Handler, Inner, JobContext};
+use super::{Handler, Inner};
 use crate::Error;
 
 /// Every worker kind's service is named `switchyard-<kind>`.
@@ -110,19 +110,8 @@ impl<H: Handler> Inner<H> {
             }
         };
         job.operation = operation.to_owned();
-        let ctx = JobContext {
-            job_id: job.job_id.clone(),
-            attempt: 1,
-            max_attempts: 1,
-            cancel: self.hard_stop.child_token(),
-            worker_id: self.worker_id.clone(),
-            bus: self.bus.clone(),
-            tenant: job.tenant.clone(),
-            instance_id: job.instance_id.clone(),
-            step_id: job.step_id.clone(),
-            operation: job.operation.clone(),
-            usage_seq: Default::default(),
-        };
+        // A request is answered once: no redelivery, so one attempt.
+        let ctx = self.context(&job, 1, 1, self.hard_stop.child_token());
         let outcome = self.handler.handle(ctx, &job).await;
         let (status, output, error) = match outcome {
             Ok(output) => (JobStatus::Succeeded, Some(output), None),
