@@ -446,21 +446,40 @@ fn collect_unknown(figment: &Figment, prefix: &str, dict: &Dict, problems: &mut 
         } else {
             format!("{prefix}.{key}")
         };
-        if !KNOWN_KEYS.contains(&path.as_str()) {
-            let hint = KNOWN_KEYS
-                .iter()
-                .filter(|k| k.contains(key.as_str()) || key.contains(*k))
-                .map(|k| format!("; did you mean `{k}`?"))
-                .next()
-                .unwrap_or_default();
-            problems.push(Problem {
-                key: source_name(figment, &path),
-                message: format!("unknown setting{hint}"),
-            });
-        } else if let Value::Dict(_, inner) = value {
-            collect_unknown(figment, &path, inner, problems);
+        if KNOWN_KEYS.contains(&path.as_str()) {
+            if let Value::Dict(_, inner) = value {
+                collect_unknown(figment, &path, inner, problems);
+            }
+            continue;
         }
+        let closest = KNOWN_KEYS
+            .iter()
+            .map(|k| (strsim::levenshtein(k, &path), *k))
+            .min()
+            .filter(|(distance, _)| *distance <= 2)
+            .map(|(_, k)| k);
+        // The environment is shared with scripts and tools that use the same prefix
+        // (SWITCHYARD_CONFIG, SWITCHYARD_HOME…): only a near miss of a real key is an error
+        // there. In a file or on the command line every unknown key is.
+        if from_environment(figment, &path) && closest.is_none() {
+            continue;
+        }
+        let hint = closest
+            .map(|k| format!("; did you mean `{k}`?"))
+            .unwrap_or_default();
+        problems.push(Problem {
+            key: source_name(figment, &path),
+            message: format!("unknown setting{hint}"),
+        });
     }
+}
+
+fn from_environment(figment: &Figment, key: &str) -> bool {
+    figment
+        .find_value(key)
+        .ok()
+        .and_then(|v| figment.get_metadata(v.tag()))
+        .is_some_and(|meta| meta.name == "environment")
 }
 
 /// How the user wrote `key`: the environment variable, flag, or file key it came from.
@@ -470,14 +489,13 @@ fn source_name(figment: &Figment, key: &str) -> String {
     };
     match figment.get_metadata(value.tag()) {
         Some(meta) if meta.name == "default" || meta.name.contains("Serialized") => key.to_owned(),
-        Some(meta) => {
-            let keys: Vec<&str> = key.split('.').collect();
-            let shown = meta.interpolate(&Profile::Default, &keys);
-            match &meta.source {
-                Some(figment::Source::File(path)) => format!("{shown} in {}", path.display()),
-                _ => shown,
+        Some(meta) => match &meta.source {
+            Some(figment::Source::File(path)) => format!("{key} in {}", path.display()),
+            _ => {
+                let keys: Vec<&str> = key.split('.').collect();
+                meta.interpolate(&Profile::Default, &keys)
             }
-        }
+        },
         None => key.to_owned(),
     }
 }
@@ -585,6 +603,9 @@ mod tests {
             ("SWITCHYARD_SHUTDOWN_GRACE", "soon"),
             ("SWITCHYARD_NATS_URLL", "nats://a:1"),
             ("DATABASE_URL", "mysql://x"),
+            // Scripts share the prefix; what is not a near miss of a setting is theirs.
+            ("SWITCHYARD_HOME", "/srv/switchyard"),
+            ("SWITCHYARD_CONFIG", "switchyard.toml"),
         ]))
         .expect_err("invalid");
         let Error::Config(problems) = err else {
@@ -608,6 +629,32 @@ mod tests {
         );
         assert!(has("DATABASE_URL: expected postgres://"), "{text:#?}");
         assert_eq!(problems.len(), 6, "{text:#?}");
+    }
+
+    #[test]
+    fn unknown_keys_in_a_file_are_errors_even_when_far_from_any_setting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("switchyard.toml");
+        std::fs::write(&file, "colour = \"blue\"\n[worker]\nconcurrancy = 3\n").expect("write");
+        let sources = Sources {
+            file: Some(file),
+            ..Sources::default()
+        };
+        let Err(Error::Config(problems)) = Config::load(&sources) else {
+            panic!("accepted")
+        };
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 2, "{text:#?}");
+        assert!(
+            text.iter()
+                .any(|p| p.starts_with("colour in ") && p.ends_with("unknown setting")),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter()
+                .any(|p| p.contains("did you mean `worker.concurrency`?")),
+            "{text:#?}"
+        );
     }
 
     #[test]
