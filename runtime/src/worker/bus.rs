@@ -86,21 +86,17 @@ impl Bus {
             return Ok(());
         };
         let mut headers = carried_headers(msg);
-        headers.insert(header::MSG_ID, format!("result-{}", job.job_id).as_str());
-        headers.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
         if !job.tenant.is_empty() {
             headers.insert(header::TENANT, job.tenant.as_str());
         }
+        let msg_id = format!("result-{}", job.job_id);
         let payload = encode_proto(result);
         if stored {
-            self.js
-                .publish_with_headers(destination, headers, payload.into())
+            self.publish_stored(destination, headers, &msg_id, payload)
                 .await
-                .map_err(Error::jetstream)?
-                .await
-                .map_err(Error::jetstream)?;
-            Ok(())
         } else {
+            headers.insert(header::MSG_ID, msg_id.as_str());
+            headers.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
             self.client
                 .publish_with_headers(destination, headers, payload.into())
                 .await
@@ -144,65 +140,55 @@ impl Bus {
             failed_at_ms: now_ms(),
             worker_id: worker_id.to_owned(),
         };
-        let mut headers = carried_headers(msg);
         let stream_name = msg.info().map(|i| i.stream.to_owned()).unwrap_or_default();
-        headers.insert(
-            header::MSG_ID,
-            format!("dlq-{stream_name}-{stream_seq}").as_str(),
-        );
-        headers.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
-        self.js
-            .publish_with_headers(
-                subject::dlq(self.kind),
-                headers,
-                encode_proto(&letter).into(),
-            )
-            .await
-            .map_err(Error::jetstream)?
-            .await
-            .map_err(Error::jetstream)?;
-        Ok(())
+        let msg_id = format!("dlq-{stream_name}-{stream_seq}");
+        self.publish_stored(
+            subject::dlq(self.kind),
+            carried_headers(msg),
+            &msg_id,
+            encode_proto(&letter),
+        )
+        .await
     }
 
     pub(crate) async fn publish_event(&self, event: &WorkflowEvent) -> Result<(), Error> {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::MSG_ID, event.event_id.as_str());
-        headers.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
-        headers.insert(header::TENANT, event.tenant.as_str());
-        let tenant = if event.tenant.is_empty() {
-            "_"
-        } else {
-            event.tenant.as_str()
-        };
-        self.js
-            .publish_with_headers(
-                subject::event(tenant, &event.instance_id, &event.r#type),
-                headers,
-                encode_proto(event).into(),
-            )
-            .await
-            .map_err(Error::jetstream)?
-            .await
-            .map_err(Error::jetstream)?;
-        Ok(())
+        let subject_name = subject::event(
+            tenant_token(&event.tenant),
+            &event.instance_id,
+            &event.r#type,
+        );
+        self.publish_stored(
+            subject_name,
+            tenant_headers(&event.tenant),
+            &event.event_id,
+            encode_proto(event),
+        )
+        .await
     }
 
     pub(crate) async fn publish_usage(&self, event: &UsageEvent) -> Result<(), Error> {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::MSG_ID, event.event_id.as_str());
+        let subject_name = subject::usage(tenant_token(&event.tenant), &event.meter);
+        self.publish_stored(
+            subject_name,
+            tenant_headers(&event.tenant),
+            &event.event_id,
+            encode_proto(event),
+        )
+        .await
+    }
+
+    /// Publishes a protobuf envelope to a stream under `msg_id` and waits for the PubAck.
+    async fn publish_stored(
+        &self,
+        subject_name: String,
+        mut headers: HeaderMap,
+        msg_id: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), Error> {
+        headers.insert(header::MSG_ID, msg_id);
         headers.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
-        headers.insert(header::TENANT, event.tenant.as_str());
-        let tenant = if event.tenant.is_empty() {
-            "_"
-        } else {
-            event.tenant.as_str()
-        };
         self.js
-            .publish_with_headers(
-                subject::usage(tenant, &event.meter),
-                headers,
-                encode_proto(event).into(),
-            )
+            .publish_with_headers(subject_name, headers, payload.into())
             .await
             .map_err(Error::jetstream)?
             .await
@@ -221,4 +207,15 @@ fn carried_headers(msg: &jetstream::Message) -> HeaderMap {
         }
     }
     headers
+}
+
+fn tenant_headers(tenant: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::TENANT, tenant);
+    headers
+}
+
+/// The subject token for a tenant; messages of jobs without one go under `_`.
+fn tenant_token(tenant: &str) -> &str {
+    if tenant.is_empty() { "_" } else { tenant }
 }
