@@ -663,3 +663,81 @@ async fn a_direct_caller_gets_the_result_on_its_own_reply_subject() {
     stop.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_job_running_when_the_server_dies_completes_after_it_returns() {
+    let mut bus = bus(Duration::from_secs(2)).await;
+    let (stop, registry, task) = in_process(&bus, "w1").await;
+    let instance = new_instance();
+    let mut events = events(&bus, &instance).await;
+
+    publish(
+        &bus,
+        &job(
+            &instance,
+            "through-crash",
+            "test.sleep",
+            json!({"ms": 1000}),
+        ),
+    )
+    .await;
+    next_event(&mut events, 10 * SECOND).await;
+    // The job finishes while the server is down: its result and ack cannot go out.
+    bus.server.kill();
+    tokio::time::sleep(2 * SECOND).await;
+    bus.server.restart().await;
+
+    // A plain subscription misses what is published while its own client reconnects, so the
+    // result is read from the stream that stored it.
+    let inbox = bus.js.get_stream(stream::WF_INBOX).await.unwrap();
+    let deadline = Instant::now() + 30 * SECOND;
+    let stored = loop {
+        if let Ok(msg) = inbox
+            .get_last_raw_message_by_subject(&subject::result(&instance))
+            .await
+        {
+            break msg;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no result stored after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let result: switchyard_proto::JobResult =
+        decode(ContentType::Protobuf, &stored.payload).unwrap();
+    assert_eq!(result.status, JobStatus::Succeeded as i32, "{result:?}");
+    assert_eq!(result.step_id, "through-crash");
+    let deadline = Instant::now() + 10 * SECOND;
+    loop {
+        let info = consumer_info(&bus).await;
+        let queued = bus
+            .js
+            .get_stream(stream::jobs("test"))
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages;
+        if info.num_ack_pending == 0 && queued == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job was never settled: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dead_letters(&bus).await.is_empty());
+    let settled = counter(
+        &registry,
+        "switchyard_jobs_total",
+        &[("outcome", "succeeded")],
+    );
+    assert!(settled >= 1.0, "no success recorded");
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}

@@ -378,6 +378,14 @@ enum Verdict {
 #[derive(Debug)]
 enum RunEnd {
     Done(Result<serde_json::Value, JobFailure>),
+    /// The kind does not perform the job's operation; the handler did not run.
+    UnknownOperation {
+        operation: String,
+        kind: &'static str,
+    },
+    /// Earlier deliveries ended without a verdict (a replica crashed mid-job) and used up the
+    /// job's attempts; the handler did not run again.
+    AttemptsUsedUp,
     DeadlineExceeded,
     InstanceCancelled,
     ShuttingDown,
@@ -415,6 +423,18 @@ fn verdict(
             code: ErrorCode::Permanent,
             reason: DeadLetterReason::Permanent,
             error: message,
+        },
+        RunEnd::UnknownOperation { operation, kind } => Verdict::GiveUp {
+            code: ErrorCode::UnknownOperation,
+            reason: DeadLetterReason::UnknownOperation,
+            error: format!("unknown operation {operation:?} for the {kind} worker"),
+        },
+        RunEnd::AttemptsUsedUp => Verdict::GiveUp {
+            code: ErrorCode::RetriesExhausted,
+            reason: DeadLetterReason::RetriesExhausted,
+            error: format!(
+                "gave up after {max_attempts} attempts: earlier deliveries did not finish (a replica may have crashed)"
+            ),
         },
         RunEnd::DeadlineExceeded => Verdict::GiveUp {
             code: ErrorCode::DeadlineExceeded,
@@ -548,14 +568,9 @@ impl<H: Handler> Inner<H> {
                             .dead_letters
                             .with_label_values(&[self.kind, "decode"])
                             .inc();
-                        settle(&msg, AckKind::Term).await
+                        settle(&msg, AckKind::Term, Outcome::Malformed).await
                     }
                     Err(e) => bus_error(&msg, &e).await,
-                };
-                let outcome = if outcome == Outcome::Failed {
-                    Outcome::Malformed
-                } else {
-                    outcome
                 };
                 self.record("unknown", outcome, started);
                 drop(permit);
@@ -640,32 +655,21 @@ impl<H: Handler> Inner<H> {
     ) -> Outcome {
         let max_attempts = self.max_attempts(job);
         let end = if self.declares(&job.operation).is_none() {
-            RunEnd::Done(Err(JobFailure::Permanent {
-                message: format!(
-                    "unknown operation {:?} for the {} worker",
-                    job.operation, self.kind
-                ),
-            }))
+            RunEnd::UnknownOperation {
+                operation: job.operation.clone(),
+                kind: self.kind,
+            }
         } else if attempt > max_attempts {
-            // Earlier deliveries ended without a verdict, e.g. a replica crashed mid-job.
-            RunEnd::Done(Err(JobFailure::Retryable {
-                message: "earlier deliveries did not finish (a replica may have crashed)".into(),
-                retry_after: None,
-            }))
+            RunEnd::AttemptsUsedUp
         } else if job.deadline_ms > 0 && job.deadline_ms <= switchyard_proto::now_ms() {
             RunEnd::DeadlineExceeded
         } else {
             self.run_handler(msg, job, attempt, max_attempts, progress_every)
                 .await
         };
-        let unknown = self.declares(&job.operation).is_none();
-        let mut verdict = verdict(end, attempt.min(max_attempts), max_attempts, || {
+        let verdict = verdict(end, attempt, max_attempts, || {
             retry_delay(&self.settings, job, attempt)
         });
-        if let (true, Verdict::GiveUp { code, reason, .. }) = (unknown, &mut verdict) {
-            *code = ErrorCode::UnknownOperation;
-            *reason = DeadLetterReason::UnknownOperation;
-        }
         self.settle_verdict(msg, job, verdict, attempt, stream_seq)
             .await
     }
@@ -746,10 +750,7 @@ impl<H: Handler> Inner<H> {
             }
             Verdict::Retry { delay, error } => {
                 info!(delay_ms = delay.as_millis() as u64, error = %error, "job failed: retrying later");
-                match msg.ack_with(AckKind::Nak(Some(delay))).await {
-                    Ok(()) => Outcome::Retried,
-                    Err(e) => bus_error(msg, &e).await,
-                }
+                settle(msg, AckKind::Nak(Some(delay)), Outcome::Retried).await
             }
             Verdict::GiveUp {
                 code,
@@ -793,7 +794,7 @@ impl<H: Handler> Inner<H> {
                             .dead_letters
                             .with_label_values(&[self.kind, label.as_str()])
                             .inc();
-                        settle(msg, AckKind::Term).await
+                        settle(msg, AckKind::Term, Outcome::Failed).await
                     }
                     Err(e) => bus_error(msg, &e).await,
                 }
@@ -813,10 +814,7 @@ impl<H: Handler> Inner<H> {
                     &self.worker_id,
                 );
                 match self.bus.publish_result(msg, job, &result).await {
-                    Ok(()) => match msg.ack_with(AckKind::Ack).await {
-                        Ok(()) => Outcome::Cancelled,
-                        Err(e) => bus_error(msg, &e).await,
-                    },
+                    Ok(()) => settle(msg, AckKind::Ack, Outcome::Cancelled).await,
                     Err(e) => bus_error(msg, &e).await,
                 }
             }
@@ -829,9 +827,10 @@ impl<H: Handler> Inner<H> {
     }
 }
 
-async fn settle(msg: &jetstream::Message, kind: AckKind) -> Outcome {
+/// Acks, naks or terms `msg`; `outcome` is what happened if the server takes it.
+async fn settle(msg: &jetstream::Message, kind: AckKind, outcome: Outcome) -> Outcome {
     match msg.ack_with(kind).await {
-        Ok(()) => Outcome::Failed,
+        Ok(()) => outcome,
         Err(e) => bus_error(msg, &e).await,
     }
 }
@@ -867,6 +866,24 @@ mod tests {
         assert!(
             matches!(&last, Verdict::GiveUp { code: ErrorCode::RetriesExhausted, error, .. } if error.contains("after 3 attempts")),
             "{last:?}"
+        );
+    }
+
+    #[test]
+    fn jobs_that_cannot_run_are_given_up_with_their_own_reason() {
+        let used_up = verdict(RunEnd::AttemptsUsedUp, 4, 3, || Duration::ZERO);
+        assert!(
+            matches!(&used_up, Verdict::GiveUp { code: ErrorCode::RetriesExhausted, error, .. } if error.contains("after 3 attempts")),
+            "{used_up:?}"
+        );
+        let end = RunEnd::UnknownOperation {
+            operation: "test.nope".into(),
+            kind: "test",
+        };
+        let unknown = verdict(end, 1, 3, || Duration::ZERO);
+        assert!(
+            matches!(&unknown, Verdict::GiveUp { code: ErrorCode::UnknownOperation, reason: DeadLetterReason::UnknownOperation, error } if error == "unknown operation \"test.nope\" for the test worker"),
+            "{unknown:?}"
         );
     }
 
