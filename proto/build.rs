@@ -34,6 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("JobResult.status", "job_status"),
         ("JobError.code", "error_code"),
         ("DeadLetter.reason", "dead_letter_reason"),
+        ("Timer.kind", "timer_kind"),
     ] {
         config.field_attribute(
             format!(".switchyard.v1.{field}"),

@@ -66,6 +66,9 @@ pub struct Consumers {
     pub orchestrator_commands: ConsumerSettings,
     /// `orchestrator-results` on `WF_INBOX` (job results).
     pub orchestrator_results: ConsumerSettings,
+    /// `orchestrator-timers` on `WF_INBOX` (step timeouts and SLA deadlines, held back by
+    /// delayed redelivery until they are due).
+    pub orchestrator_timers: ConsumerSettings,
     /// `ledger-usage` on `USAGE`.
     pub ledger_usage: ConsumerSettings,
     /// `ledger-events` on `WF_EVENTS`.
@@ -78,6 +81,8 @@ pub struct Consumers {
 pub struct KvBuckets {
     /// `WF_STATE`: one key per workflow instance.
     pub state: KvSettings,
+    /// `WF_DEFINITIONS`: one key per registered workflow definition version.
+    pub definitions: KvSettings,
 }
 
 /// The declared settings of one stream. Only these are compared with the server.
@@ -404,11 +409,16 @@ impl BusConfig {
             consumer_problems(key, settings, &mut problems);
         }
 
-        let history = self.kv.state.history;
-        if !(1..=64).contains(&history) {
-            problems.push(format!(
-                "kv.state.history: {history} is out of range; expected 1 to 64"
-            ));
+        for (key, kv) in [
+            ("kv.state", &self.kv.state),
+            ("kv.definitions", &self.kv.definitions),
+        ] {
+            let history = kv.history;
+            if !(1..=64).contains(&history) {
+                problems.push(format!(
+                    "{key}.history: {history} is out of range; expected 1 to 64"
+                ));
+            }
         }
         problems
     }
@@ -420,6 +430,7 @@ impl BusConfig {
             subject::ALL_RESULTS,
             subject::ALL_CANCELS,
             subject::ALL_SIGNALS,
+            subject::ALL_TIMERS,
         ];
         let mut specs = vec![StreamSpec {
             name: stream::WF_INBOX.to_owned(),
@@ -462,7 +473,7 @@ impl BusConfig {
             })
             .collect();
         let c = &self.consumers;
-        let others: [(&str, &str, &[&str], &ConsumerSettings); 4] = [
+        let others: [(&str, &str, &[&str], &ConsumerSettings); 5] = [
             (
                 stream::WF_INBOX,
                 stream::ORCHESTRATOR_COMMANDS,
@@ -478,6 +489,12 @@ impl BusConfig {
                 stream::ORCHESTRATOR_RESULTS,
                 &[subject::ALL_RESULTS],
                 &c.orchestrator_results,
+            ),
+            (
+                stream::WF_INBOX,
+                stream::ORCHESTRATOR_TIMERS,
+                &[subject::ALL_TIMERS],
+                &c.orchestrator_timers,
             ),
             (
                 stream::USAGE,
@@ -507,10 +524,16 @@ impl BusConfig {
 
     /// The KV buckets to create.
     pub fn kv_specs(&self) -> Vec<KvSpec> {
-        vec![KvSpec {
-            bucket: stream::WF_STATE_BUCKET.to_owned(),
-            settings: self.kv.state.clone(),
-        }]
+        vec![
+            KvSpec {
+                bucket: stream::WF_STATE_BUCKET.to_owned(),
+                settings: self.kv.state.clone(),
+            },
+            KvSpec {
+                bucket: stream::WF_DEFINITIONS_BUCKET.to_owned(),
+                settings: self.kv.definitions.clone(),
+            },
+        ]
     }
 }
 
@@ -625,7 +648,7 @@ mod tests {
                 .iter()
                 .any(|s| s == subject::ALL_RESULTS)
         );
-        assert_eq!(consumers.len(), WORKER_KINDS.len() + 4);
+        assert_eq!(consumers.len(), WORKER_KINDS.len() + 5);
 
         let inbox = &config.streams.inbox;
         assert_eq!(inbox.retention, Retention::WorkQueue);

@@ -77,6 +77,7 @@ async fn apply_creates_then_converges_then_updates_drift() {
     let cfg = BusConfig::default();
     let streams = cfg.stream_specs().len();
     let consumers = cfg.consumer_specs().len();
+    let buckets = cfg.kv_specs().len();
 
     // Nothing exists yet: status says so rather than failing.
     let before = status(&js, &cfg).await.expect("status of an empty server");
@@ -87,7 +88,11 @@ async fn apply_creates_then_converges_then_updates_drift() {
     let first = apply(&js, &cfg, ApplyOptions::default())
         .await
         .expect("first apply");
-    assert_eq!(first.objects.len(), streams + 1 + consumers, "{first}");
+    assert_eq!(
+        first.objects.len(),
+        streams + buckets + consumers,
+        "{first}"
+    );
     assert!(
         first.objects.iter().all(|o| o.outcome == Outcome::Created),
         "{first}"
@@ -192,7 +197,7 @@ async fn apply_creates_then_converges_then_updates_drift() {
     // Every declared object is there, empty.
     let report = status(&js, &cfg).await.expect("status");
     assert!(!report.any_missing(), "{report}");
-    assert_eq!(report.streams.len(), streams + 1);
+    assert_eq!(report.streams.len(), streams + buckets);
     for s in &report.streams {
         let counts = s.counts.expect("present");
         assert_eq!((counts.messages, counts.bytes), (0, 0), "{}", s.name);
@@ -202,7 +207,7 @@ async fn apply_creates_then_converges_then_updates_drift() {
         .iter()
         .find(|s| s.name == stream::WF_INBOX)
         .expect("inbox");
-    assert_eq!(inbox.counts.expect("present").consumers, 2);
+    assert_eq!(inbox.counts.expect("present").consumers, 3);
     assert_eq!(report.consumers.len(), consumers);
     for c in &report.consumers {
         let counts = c.counts.expect("present");

@@ -96,3 +96,4 @@ enum_by_name!(
     crate::v1::DeadLetterReason,
     "DEAD_LETTER_REASON_"
 );
+enum_by_name!(timer_kind, crate::v1::TimerKind, "TIMER_KIND_");

@@ -6,6 +6,7 @@
 //! it calls [`subject`], [`stream`] and [`header`]. This crate does no I/O.
 
 pub mod codec;
+pub mod event;
 pub mod header;
 pub mod json;
 pub mod server;
@@ -21,7 +22,7 @@ pub mod v1 {
 pub use codec::{ContentType, DecodeError, decode, encode_json, encode_proto};
 pub use v1::{
     CancelWorkflow, DeadLetter, DeadLetterReason, ErrorCode, Job, JobError, JobResult, JobStatus,
-    RetryPolicy, SignalWorkflow, StartWorkflow, UsageEvent, WorkflowEvent,
+    RetryPolicy, SignalWorkflow, StartWorkflow, Timer, TimerKind, UsageEvent, WorkflowEvent,
 };
 
 /// The worker kinds that consume jobs from a `JOBS_<KIND>` stream.

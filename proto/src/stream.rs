@@ -10,6 +10,8 @@ pub const USAGE: &str = "USAGE";
 pub const DLQ: &str = "DLQ";
 /// KV bucket holding each workflow instance's state, keyed by instance id.
 pub const WF_STATE_BUCKET: &str = "WF_STATE";
+/// KV bucket holding registered workflow definitions, one key per version.
+pub const WF_DEFINITIONS_BUCKET: &str = "WF_DEFINITIONS";
 
 /// The work-queue stream of one worker kind, e.g. `JOBS_AI`.
 pub fn jobs(kind: &str) -> String {
@@ -26,6 +28,8 @@ pub const ORCHESTRATOR_COMMANDS: &str = "orchestrator-commands";
 /// The orchestrator's consumer of job results, apart from starts so a backlog of new work
 /// cannot starve the results that finish work.
 pub const ORCHESTRATOR_RESULTS: &str = "orchestrator-results";
+/// The orchestrator's consumer of timers (step timeouts, SLA deadlines).
+pub const ORCHESTRATOR_TIMERS: &str = "orchestrator-timers";
 /// The ledger's consumer of usage events.
 pub const LEDGER_USAGE: &str = "ledger-usage";
 /// The ledger's consumer of workflow events.

@@ -71,6 +71,8 @@ pub const ALL_RESULTS: &str = "wf.result.>";
 pub const ALL_CANCELS: &str = "wf.cancel.>";
 /// `wf.signal.>`
 pub const ALL_SIGNALS: &str = "wf.signal.>";
+/// `wf.timer.>` — the orchestrator's own timers (step timeouts, SLA deadlines).
+pub const ALL_TIMERS: &str = "wf.timer.>";
 /// `wf.events.>`
 pub const ALL_EVENTS: &str = "wf.events.>";
 /// `usage.>`
@@ -79,6 +81,9 @@ pub const ALL_USAGE: &str = "usage.>";
 pub const ALL_DLQ: &str = "dlq.>";
 /// Instance-cancelled events of every tenant, which workers watch to stop running jobs.
 pub const ALL_CANCELLED_EVENTS: &str = "wf.events.*.*.cancelled";
+/// Instance-failed events of every tenant: the other running jobs of a failed instance are
+/// stopped too, since nothing will use their results.
+pub const ALL_FAILED_EVENTS: &str = "wf.events.*.*.failed";
 
 /// `wf.result.<instance>`
 pub fn result(instance: &str) -> String {
@@ -95,13 +100,18 @@ pub fn signal(tenant: &str, instance: &str, name: &str) -> String {
     format!("wf.signal.{tenant}.{instance}.{name}")
 }
 
+/// `wf.timer.<instance>`: a timer the orchestrator set for one of its instances.
+pub fn timer(instance: &str) -> String {
+    format!("wf.timer.{instance}")
+}
+
 /// `wf.events.<tenant>.<instance>.<type>`
 pub fn event(tenant: &str, instance: &str, event_type: &str) -> String {
     format!("wf.events.{tenant}.{instance}.{event_type}")
 }
 
 /// The event type that tells workers an instance was cancelled.
-pub const CANCELLED_EVENT: &str = "cancelled";
+pub const CANCELLED_EVENT: &str = crate::event::CANCELLED;
 
 /// `wf.events.<tenant>.<instance>.>` — everything that happens to one instance.
 pub fn events_of(tenant: &str, instance: &str) -> String {
@@ -152,6 +162,9 @@ pub enum Inbox<'a> {
         instance: &'a str,
         name: &'a str,
     },
+    Timer {
+        instance: &'a str,
+    },
 }
 
 impl fmt::Display for Inbox<'_> {
@@ -165,6 +178,7 @@ impl fmt::Display for Inbox<'_> {
                 instance,
                 name,
             } => f.write_str(&signal(tenant, instance, name)),
+            Inbox::Timer { instance } => f.write_str(&timer(instance)),
         }
     }
 }
@@ -181,6 +195,7 @@ pub fn parse_inbox(subject: &str) -> Option<Inbox<'_>> {
             instance,
             name,
         }),
+        ["wf", "timer", instance] => Some(Inbox::Timer { instance }),
         _ => None,
     }
 }
@@ -238,7 +253,7 @@ mod tests {
     proptest! {
         #[test]
         fn inbox_subjects_round_trip(t in token(), w in token(), i in token(), n in token()) {
-            let cases = [start(&t, &w), result(&i), cancel(&t, &i), signal(&t, &i, &n)];
+            let cases = [start(&t, &w), result(&i), cancel(&t, &i), signal(&t, &i, &n), timer(&i)];
             for subject in cases {
                 let parsed = parse_inbox(&subject).expect("parses");
                 prop_assert_eq!(parsed.to_string(), subject);

@@ -43,6 +43,30 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The worker loop's settings.
     pub worker: WorkerSettings,
+    /// The orchestrator's settings.
+    pub orchestrator: OrchestratorSettings,
+}
+
+/// Settings of the orchestrator (the workflow engine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrchestratorSettings {
+    /// Messages one process handles at once (each instance's messages one at a time).
+    /// Default 256.
+    pub concurrency: usize,
+    /// Names of environment variables that workflow templates may read as `env.NAME`; no other
+    /// variable is visible to a template. Env `SWITCHYARD_ORCHESTRATOR__TEMPLATE_ENV` as a list,
+    /// e.g. `[PUBLIC_BASE_URL, SLACK_CHANNEL]`. Default: none.
+    pub template_env: Vec<String>,
+}
+
+impl Default for OrchestratorSettings {
+    fn default() -> Self {
+        OrchestratorSettings {
+            concurrency: 256,
+            template_env: Vec::new(),
+        }
+    }
 }
 
 /// Settings of the worker loop.
@@ -89,6 +113,7 @@ impl Default for Config {
             log_level: "info".into(),
             shutdown_grace: Duration::from_secs(30),
             worker: WorkerSettings::default(),
+            orchestrator: OrchestratorSettings::default(),
         }
     }
 }
@@ -292,6 +317,20 @@ impl Config {
                     &mut problems,
                 ),
             },
+            orchestrator: OrchestratorSettings {
+                concurrency: field(
+                    &figment,
+                    "orchestrator.concurrency",
+                    d.orchestrator.concurrency,
+                    &mut problems,
+                ),
+                template_env: field(
+                    &figment,
+                    "orchestrator.template_env",
+                    d.orchestrator.template_env,
+                    &mut problems,
+                ),
+            },
         };
         config.check(&figment, &mut problems);
         if problems.is_empty() {
@@ -352,6 +391,25 @@ impl Config {
         }
         if w.pull_expiry < Duration::from_millis(100) {
             bad("worker.pull_expiry", "must be at least 100ms".into());
+        }
+        let o = &self.orchestrator;
+        if !(1..=10_000).contains(&o.concurrency) {
+            bad(
+                "orchestrator.concurrency",
+                format!("{} is out of range; expected 1 to 10000", o.concurrency),
+            );
+        }
+        for name in &o.template_env {
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                bad(
+                    "orchestrator.template_env",
+                    format!(
+                        "{name:?} is not an environment variable name; expected letters, digits and _"
+                    ),
+                );
+            }
         }
     }
 
@@ -426,6 +484,9 @@ const KNOWN_KEYS: &[&str] = &[
     "worker.multiplier",
     "worker.pull_expiry",
     "worker.worker_id",
+    "orchestrator",
+    "orchestrator.concurrency",
+    "orchestrator.template_env",
 ];
 
 fn unknown_keys(figment: &Figment) -> Vec<Problem> {

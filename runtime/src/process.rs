@@ -8,6 +8,8 @@ use tracing::info;
 
 use crate::{Config, Error, Handler, Worker, http, nats};
 
+use std::future::Future;
+
 /// Runs `handler` as a worker replica until `shutdown` is cancelled and in-flight jobs are done.
 pub async fn run_worker<H: Handler>(
     config: Config,
@@ -15,19 +17,39 @@ pub async fn run_worker<H: Handler>(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let kind = handler.kind();
-    let client = nats::connect(&config, &format!("switchyard-{kind}")).await?;
+    let worker_config = config.clone();
+    run_process(
+        &config,
+        &format!("switchyard-{kind}"),
+        |client, registry| async move {
+            let worker = Worker::new(client, &worker_config, handler, &registry)?;
+            worker.run(shutdown).await
+        },
+    )
+    .await
+}
+
+/// The frame of every Switchyard process: connect to NATS as `name`, serve `/metrics` (from the
+/// registry `body` registers its metrics in) and `/healthz`, run `body` to its end, then stop
+/// serving and drain the connection.
+pub async fn run_process<F, Fut, E>(config: &Config, name: &str, body: F) -> Result<(), E>
+where
+    F: FnOnce(async_nats::Client, Registry) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: From<Error>,
+{
+    let client = nats::connect(config, name).await?;
     let registry = Registry::new();
-    let worker = Worker::new(client.clone(), &config, handler, &registry)?;
     let http_stop = CancellationToken::new();
     let addr = http::serve(
         config.metrics_addr,
-        registry,
+        registry.clone(),
         client.clone(),
         http_stop.clone(),
     )
     .await?;
-    info!(kind, metrics_addr = %addr, "serving /metrics and /healthz");
-    let result = worker.run(shutdown).await;
+    info!(process = name, metrics_addr = %addr, "serving /metrics and /healthz");
+    let result = body(client.clone(), registry).await;
     http_stop.cancel();
     if let Err(e) = client.drain().await {
         tracing::warn!(error = %e, "cannot drain the nats connection");

@@ -215,7 +215,7 @@ async fn permanent_failures_and_unknown_operations_are_not_retried() {
     let error = third.error.unwrap();
     assert_eq!(error.code, ErrorCode::InvalidInput as i32);
     assert!(
-        error.message.starts_with("field `input`"),
+        error.message.starts_with("field `ms`: expected integer"),
         "{}",
         error.message
     );

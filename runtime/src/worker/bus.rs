@@ -166,6 +166,43 @@ impl Bus {
         .await
     }
 
+    /// Tells followers of an instance that a job started or will be retried. Best effort: it
+    /// does not wait for the PubAck, so progress reporting never slows a job down; the step's
+    /// result, which the orchestrator records, is what is guaranteed.
+    pub(crate) async fn lifecycle_event(
+        &self,
+        job: &Job,
+        event_type: &str,
+        attempt: u32,
+        data: serde_json::Value,
+    ) {
+        if job.instance_id.is_empty() {
+            return;
+        }
+        let event = WorkflowEvent {
+            event_id: format!("{}.{event_type}.{attempt}", job.job_id),
+            tenant: job.tenant.clone(),
+            instance_id: job.instance_id.clone(),
+            r#type: event_type.to_owned(),
+            step_id: job.step_id.clone(),
+            data: serde_json::to_vec(&data).unwrap_or_default(),
+            at_ms: now_ms(),
+            correlation_id: job.correlation_id.clone(),
+        };
+        let mut headers = tenant_headers(&event.tenant);
+        headers.insert(header::MSG_ID, event.event_id.as_str());
+        headers.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
+        let subject_name =
+            subject::event(tenant_token(&event.tenant), &event.instance_id, event_type);
+        if let Err(e) = self
+            .js
+            .publish_with_headers(subject_name, headers, encode_proto(&event).into())
+            .await
+        {
+            tracing::debug!(error = %e, "cannot publish a lifecycle event");
+        }
+    }
+
     pub(crate) async fn publish_usage(&self, event: &UsageEvent) -> Result<(), Error> {
         let subject_name = subject::usage(tenant_token(&event.tenant), &event.meter);
         self.publish_stored(

@@ -1,5 +1,5 @@
-//! Stopping running jobs of a cancelled instance. The orchestrator announces a cancellation
-//! with a `wf.events.<tenant>.<instance>.cancelled` event; every replica listens on a plain
+//! Stopping running jobs of a cancelled (or failed) instance. The orchestrator announces the
+//! end with a `wf.events.<tenant>.<instance>.cancelled` (or `.failed`) event; every replica listens on a plain
 //! subscription and cancels the jobs of that instance it is running. The map only covers jobs
 //! running in this process, so no other replica needs it.
 
@@ -86,10 +86,15 @@ pub(crate) async fn watch(
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let mut events = client
+    let cancelled = client
         .subscribe(subject::ALL_CANCELLED_EVENTS)
         .await
         .map_err(Error::jetstream)?;
+    let failed = client
+        .subscribe(subject::ALL_FAILED_EVENTS)
+        .await
+        .map_err(Error::jetstream)?;
+    let mut events = futures::stream::select(cancelled, failed);
     tracker.spawn(async move {
         loop {
             tokio::select! {
@@ -106,7 +111,9 @@ pub(crate) async fn watch(
                 },
             }
         }
-        let _ = events.unsubscribe().await;
+        let (mut cancelled, mut failed) = events.into_inner();
+        let _ = cancelled.unsubscribe().await;
+        let _ = failed.unsubscribe().await;
     });
     Ok(())
 }

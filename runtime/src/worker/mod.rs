@@ -34,7 +34,8 @@ use backon::BackoffBuilder as _;
 use futures::StreamExt as _;
 use prometheus::Registry;
 use switchyard_proto::{
-    ContentType, DeadLetterReason, ErrorCode, Job, JobStatus, decode, header, stream, subject,
+    ContentType, DeadLetterReason, ErrorCode, Job, JobStatus, decode, event, header, stream,
+    subject,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -113,6 +114,7 @@ pub struct JobContext {
     instance_id: String,
     step_id: String,
     operation: String,
+    correlation_id: String,
     usage_seq: Arc<AtomicU32>,
 }
 
@@ -151,7 +153,7 @@ impl JobContext {
             step_id: self.step_id.clone(),
             data: serde_json::to_vec(&data).unwrap_or_default(),
             at_ms: switchyard_proto::now_ms(),
-            correlation_id: String::new(),
+            correlation_id: self.correlation_id.clone(),
         };
         self.bus.publish_event(&event).await
     }
@@ -446,6 +448,36 @@ fn verdict(
     }
 }
 
+/// Checks a job's input against its operation's schema in the catalog, so a handler only
+/// ever sees input of the declared shape. Operations the catalog does not list are the
+/// handler's to check.
+fn check_input(job: &Job) -> Result<(), JobFailure> {
+    let Some(spec) = switchyard_catalog::Catalog::builtin().get(&job.operation) else {
+        return Ok(());
+    };
+    let input: serde_json::Value = if job.input.is_empty() {
+        serde_json::Value::Object(serde_json::Map::new())
+    } else {
+        serde_json::from_slice(&job.input)
+            .map_err(|e| JobFailure::invalid_input("input", e.to_string()))?
+    };
+    spec.input.validate(&input).map_err(|errors| {
+        let field = match errors.first() {
+            Some(e) if !e.path.is_empty() => e.path.clone(),
+            _ => "input".to_owned(),
+        };
+        let message = match errors.as_slice() {
+            [only] => only.message.clone(),
+            all => all
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        JobFailure::invalid_input(field, message)
+    })
+}
+
 /// The delay before attempt `attempt + 1`: exponential with jitter, from the job's policy or
 /// the worker's defaults.
 fn retry_delay(settings: &WorkerSettings, job: &Job, attempt: u32) -> Duration {
@@ -510,6 +542,7 @@ impl<H: Handler> Inner<H> {
             instance_id: job.instance_id.clone(),
             step_id: job.step_id.clone(),
             operation: job.operation.clone(),
+            correlation_id: job.correlation_id.clone(),
             usage_seq: Arc::new(AtomicU32::new(0)),
         }
     }
@@ -663,7 +696,22 @@ impl<H: Handler> Inner<H> {
             RunEnd::AttemptsUsedUp
         } else if job.deadline_ms > 0 && job.deadline_ms <= switchyard_proto::now_ms() {
             RunEnd::DeadlineExceeded
+        } else if let Err(failure) = check_input(job) {
+            RunEnd::Done(Err(failure))
         } else {
+            self.bus
+                .lifecycle_event(
+                    job,
+                    event::STEP_STARTED,
+                    attempt,
+                    serde_json::json!({
+                        "attempt": attempt,
+                        "max_attempts": max_attempts,
+                        "worker_id": &*self.worker_id,
+                        "operation": job.operation,
+                    }),
+                )
+                .await;
             self.run_handler(msg, job, attempt, max_attempts, progress_every)
                 .await
         };
@@ -750,6 +798,18 @@ impl<H: Handler> Inner<H> {
             }
             Verdict::Retry { delay, error } => {
                 info!(delay_ms = delay.as_millis() as u64, error = %error, "job failed: retrying later");
+                self.bus
+                    .lifecycle_event(
+                        job,
+                        event::STEP_RETRYING,
+                        attempt,
+                        serde_json::json!({
+                            "attempt": attempt,
+                            "delay_ms": delay.as_millis() as u64,
+                            "error": error,
+                        }),
+                    )
+                    .await;
                 settle(msg, AckKind::Nak(Some(delay)), Outcome::Retried).await
             }
             Verdict::GiveUp {

@@ -15,8 +15,8 @@ use futures::StreamExt as _;
 use prometheus::Registry;
 use switchyard_bus_config::{ApplyOptions, BusConfig, apply};
 use switchyard_proto::{
-    DeadLetter, Job, JobResult, RetryPolicy, WorkflowEvent, decode, encode_proto, header, stream,
-    subject,
+    DeadLetter, Job, JobResult, RetryPolicy, WorkflowEvent, decode, encode_proto, event, header,
+    stream, subject,
 };
 use switchyard_runtime::{Config, Worker, config::WorkerSettings};
 use switchyard_test_support::NatsServer;
@@ -182,12 +182,21 @@ pub async fn next_result(sub: &mut async_nats::Subscriber, within: Duration) -> 
     decode(switchyard_proto::ContentType::Protobuf, &msg.payload).expect("a job result")
 }
 
+/// The next event a handler published, skipping the loop's own `step_started` and
+/// `step_retrying` (the engine's tests check those).
 pub async fn next_event(sub: &mut async_nats::Subscriber, within: Duration) -> WorkflowEvent {
-    let msg = tokio::time::timeout(within, sub.next())
-        .await
-        .expect("an event in time")
-        .expect("subscription open");
-    decode(switchyard_proto::ContentType::Protobuf, &msg.payload).expect("an event")
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, sub.next())
+            .await
+            .expect("an event in time")
+            .expect("subscription open");
+        let event: WorkflowEvent =
+            decode(switchyard_proto::ContentType::Protobuf, &msg.payload).expect("an event");
+        if event.r#type != event::STEP_STARTED && event.r#type != event::STEP_RETRYING {
+            return event;
+        }
+    }
 }
 
 /// Every dead letter stored so far, oldest first.
