@@ -1,2 +1,73 @@
-//! The workflow engine: definitions, templating, DAG scheduling and instance state kept in
-//! JetStream KV. Arrives with the workflow engine issue.
+//! The workflow engine. It consumes `WF_INBOX` (starts, job results, cancels, signals and its
+//! own timers), keeps each instance's state in the `WF_STATE` KV bucket with compare-and-set,
+//! and publishes jobs and events with deterministic ids. Definitions are YAML, checked against
+//! the operation catalog when registered, and stored in the `WF_DEFINITIONS` bucket.
+//!
+//! It runs on JetStream alone: no database, no scheduler process (timers are messages handed
+//! back with a delayed redelivery), no leader (any number of replicas). It never runs an
+//! operation itself; workers do.
+
+pub mod definition;
+pub mod engine;
+pub mod error;
+pub mod instance;
+pub mod metrics;
+pub mod service;
+pub mod store;
+pub mod transition;
+
+use std::collections::BTreeMap;
+
+use switchyard_runtime::{Config, process};
+use tokio_util::sync::CancellationToken;
+
+pub use engine::{Options, Orchestrator};
+pub use error::Error;
+
+/// Reads the allow-listed variables (`orchestrator.template_env`) from `lookup`, so templates
+/// can see them as `env.NAME`. Unset ones are left out.
+pub fn template_env(
+    config: &Config,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> BTreeMap<String, String> {
+    config
+        .orchestrator
+        .template_env
+        .iter()
+        .filter_map(|name| lookup(name).map(|v| (name.clone(), v)))
+        .collect()
+}
+
+/// Runs one orchestrator replica as a process: connect, serve `/metrics` and `/healthz`,
+/// consume until `shutdown`, drain.
+pub async fn run(
+    config: Config,
+    env: BTreeMap<String, String>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let options = Options {
+        concurrency: config.orchestrator.concurrency,
+        env,
+        replica_id: config.worker_id(),
+        grace: config.shutdown_grace,
+    };
+    process::run_process(
+        &config,
+        "switchyard-orchestrator",
+        |client, registry| async move {
+            Orchestrator::new(client, options, &registry)
+                .await?
+                .run(shutdown)
+                .await
+        },
+    )
+    .await
+}
+
+/// The process exit code for an error: 2 for configuration, 1 otherwise.
+pub fn exit_code(err: &Error) -> i32 {
+    match err {
+        Error::Runtime(e) => switchyard_runtime::process::exit_code(e),
+        _ => switchyard_runtime::process::EXIT_FAILURE,
+    }
+}

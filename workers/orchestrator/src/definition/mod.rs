@@ -1,0 +1,385 @@
+//! Workflow definitions: YAML (or JSON) text parsed into typed structs, checked against the
+//! operation catalog, and compiled once, when the definition is registered.
+//!
+//! ```yaml
+//! name: research_to_slack          # a subject token: letters, digits, '-' and '_'
+//! version: 1
+//! description: Research a topic and post a summary to Slack
+//! input:                           # the workflow's input, field by field
+//!   topic: { type: string, required: true, description: What to research }
+//!   channel: { type: string, default: "#research" }
+//! steps:
+//!   - id: research                 # letters, digits and '_' (templates say steps.<id>)
+//!     operation: research.topic    # from the catalog; optional only with wait_for_signal
+//!     input: { topic: "{{ input.topic }}" }
+//!   - id: post
+//!     operation: integration.slack.post_message
+//!     needs: [research]
+//!     input:
+//!       channel: "{{ input.channel }}"
+//!       markdown: "*{{ input.topic }}*\n{{ steps.research.output.summary }}"
+//! output:
+//!   summary: "{{ steps.research.output.summary }}"
+//! ```
+//!
+//! Steps also take `when` (a boolean or an expression, evaluated once when the step is
+//! ready), `for_each` (an expression yielding a list, or a literal list; the step's input is
+//! rendered once per element with `item` and `index` in scope, and its output is the list of
+//! the items' outputs in order), `retry`, `timeout`, `on_error` (`fail` or `continue`) and
+//! `wait_for_signal` (`signal` is then in scope in the step's input; a step with no operation
+//! completes with the signal's payload as its output).
+//!
+//! # Rendering
+//!
+//! A string that is exactly one `{{ expression }}` is evaluated and keeps its JSON type;
+//! any other string containing `{{`, `{%` or `{#` renders to a string; everything else is kept
+//! as written. Undefined values chain (`steps.x.output.y | default('n/a')` works when `x` was
+//! skipped) and become `null`. Templates read `input`, `steps.<id>.output|status|error`,
+//! `item`/`index`, `signal` and `env.<NAME>` (allow-listed names only). There is no
+//! auto-escaping, and no function reads the clock or a random source, so rendering the same
+//! scope twice gives the same value.
+
+mod parse;
+mod shipped;
+mod template;
+mod validate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use minijinja::Environment;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use switchyard_catalog::{Catalog, Schema};
+
+pub use shipped::shipped;
+
+use parse::Path;
+use template::{Condition, Node, StepsUsed};
+
+/// Most elements a `for_each` list may have: each becomes a job.
+pub const MAX_FOR_EACH_ITEMS: usize = 1000;
+
+/// A registered workflow definition. Immutable; the engine shares it in an `Arc`.
+#[derive(Debug)]
+pub struct Definition {
+    pub name: String,
+    pub version: u32,
+    pub description: String,
+    /// The input schema: a closed object of the fields under `input:`.
+    pub input: Schema,
+    /// In declaration order.
+    pub steps: Vec<Step>,
+    /// The text as given.
+    pub source: String,
+    index: HashMap<String, usize>,
+    compiled: Compiled,
+}
+
+/// Templates compiled at registration, by step.
+#[derive(Debug)]
+struct Compiled {
+    env: Environment<'static>,
+    steps: Vec<CompiledStep>,
+    output: Option<Unit<Node>>,
+}
+
+#[derive(Debug, Default)]
+struct CompiledStep {
+    input: Option<Unit<Node>>,
+    when: Option<Unit<Condition>>,
+    for_each: Option<Unit<Node>>,
+}
+
+/// A compiled value and the step results it reads.
+#[derive(Debug)]
+struct Unit<T> {
+    body: T,
+    steps: StepsUsed,
+}
+
+/// One step of a definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub id: String,
+    /// `<kind>.<op>` from the catalog; `None` for a step that only waits for a signal.
+    pub operation: Option<String>,
+    /// Ids of the steps that must finish first.
+    pub needs: Vec<String>,
+    pub retry: Option<Retry>,
+    /// How long one attempt may run.
+    pub timeout: Option<Duration>,
+    pub on_error: OnError,
+    pub wait_for_signal: Option<WaitForSignal>,
+    pub has_when: bool,
+    pub has_for_each: bool,
+}
+
+/// A step's retry policy; unset fields take the worker's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Attempts in all, 1 to 100.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Delay before the second attempt (a humantime string such as `1s`).
+    #[serde(default, with = "humantime_serde")]
+    pub initial_delay: Option<Duration>,
+    /// Longest delay between attempts; at least `initial_delay`.
+    #[serde(default, with = "humantime_serde")]
+    pub max_delay: Option<Duration>,
+    /// Growth of the delay per attempt, at least 1.
+    #[serde(default)]
+    pub multiplier: Option<f64>,
+}
+
+/// What a failed step does to its workflow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The workflow fails.
+    #[default]
+    Fail,
+    /// The step is recorded as failed and the steps that need it still run.
+    Continue,
+}
+
+/// Waiting for a named signal (human approval and the like).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitForSignal {
+    /// The signal's name, a subject token.
+    pub name: String,
+    /// How long to wait before the step fails; forever when absent.
+    #[serde(default, with = "humantime_serde")]
+    pub sla: Option<Duration>,
+}
+
+/// Registration settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValidateOptions {
+    /// Environment variables templates may read as `env.NAME`.
+    pub env_allow: Vec<String>,
+}
+
+/// One reason a definition (or a workflow input) is rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Where, like `steps[2].input.topic` or `steps[1].needs[0]`; empty for the whole text.
+    pub path: String,
+    /// The line in the definition's text, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found; never empty when returned as an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(transparent)]
+#[error("{}", join(.0))]
+pub struct Problems(pub Vec<Problem>);
+
+fn join(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What templates can read while an instance runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// The instance's input, as returned by [`Definition::prepare_input`].
+    pub input: &'a Value,
+    /// `{ "<step id>": { "status": "completed"|…, "output": <json or null>, "error": <string or null> } }`.
+    pub steps: &'a Value,
+    /// Inside `for_each`: the element and its index.
+    pub item: Option<(&'a Value, usize)>,
+    /// The received signal's payload, for a step with `wait_for_signal`.
+    pub signal: Option<&'a Value>,
+    /// Allow-listed environment variables.
+    pub env: &'a BTreeMap<String, String>,
+}
+
+/// A template that could not be rendered for an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct RenderError {
+    /// The templated value, like `steps[1].input.topic` or `steps[1].for_each`.
+    pub path: String,
+    pub message: String,
+}
+
+impl From<template::Failure> for RenderError {
+    fn from(failure: template::Failure) -> RenderError {
+        RenderError {
+            path: failure.name,
+            message: failure.message,
+        }
+    }
+}
+
+impl Definition {
+    /// Parses, checks and compiles a definition, reporting every problem found.
+    pub fn parse(
+        source: &str,
+        catalog: &Catalog,
+        options: &ValidateOptions,
+    ) -> Result<Definition, Problems> {
+        validate::build(source, catalog, options)
+    }
+
+    /// The step called `id`.
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.step_index(id).map(|i| &self.steps[i])
+    }
+
+    /// The position of the step called `id` in [`Definition::steps`].
+    pub fn step_index(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// Checks a start's input: an object (`null` counts as `{}`) of the declared fields, with
+    /// defaults applied. Problem paths start with `input`.
+    pub fn prepare_input(&self, input: Value) -> Result<Value, Problems> {
+        let mut input = match input {
+            Value::Null => Value::Object(serde_json::Map::new()),
+            Value::Object(map) => Value::Object(map),
+            other => {
+                return Err(Problems(vec![Problem {
+                    path: "input".into(),
+                    line: None,
+                    message: format!(
+                        "expected object, got {}",
+                        switchyard_catalog::describe(&other)
+                    ),
+                }]));
+            }
+        };
+        self.input.apply_defaults(&mut input);
+        match self.input.validate(&input) {
+            Ok(()) => Ok(input),
+            Err(errors) => Err(Problems(
+                errors
+                    .into_iter()
+                    .map(|e| Problem {
+                        path: Path::root("input").schema_path(&e.path).to_string(),
+                        line: None,
+                        message: e.message,
+                    })
+                    .collect(),
+            )),
+        }
+    }
+
+    /// Renders the input of step `step` (an index into [`Definition::steps`]); `{}` when the
+    /// step has no `input:`.
+    ///
+    /// # Panics
+    ///
+    /// When `step` is out of range.
+    pub fn render_step_input(&self, step: usize, scope: &Scope<'_>) -> Result<Value, RenderError> {
+        match &self.compiled.steps[step].input {
+            None => Ok(Value::Object(serde_json::Map::new())),
+            Some(unit) => self.render(unit, scope),
+        }
+    }
+
+    /// Evaluates the step's `when` (Jinja truthiness); `true` when it has none.
+    ///
+    /// # Panics
+    ///
+    /// When `step` is out of range.
+    pub fn eval_when(&self, step: usize, scope: &Scope<'_>) -> Result<bool, RenderError> {
+        let Some(unit) = &self.compiled.steps[step].when else {
+            return Ok(true);
+        };
+        match &unit.body {
+            Condition::Always(value) => Ok(*value),
+            Condition::Expr(name) => {
+                let ctx = template::context(scope, &unit.steps);
+                Ok(template::evaluate(&self.compiled.env, name, &ctx)?.is_true())
+            }
+        }
+    }
+
+    /// Evaluates the step's `for_each`: `None` when it has none. `null` (say, the output of a
+    /// skipped step) gives an empty list; anything else that is not a list is an error, as is
+    /// a list longer than [`MAX_FOR_EACH_ITEMS`].
+    ///
+    /// # Panics
+    ///
+    /// When `step` is out of range.
+    pub fn eval_for_each(
+        &self,
+        step: usize,
+        scope: &Scope<'_>,
+    ) -> Result<Option<Vec<Value>>, RenderError> {
+        let Some(unit) = &self.compiled.steps[step].for_each else {
+            return Ok(None);
+        };
+        let path = || Path::root("steps").index(step).key("for_each").to_string();
+        match self.render(unit, scope)? {
+            Value::Null => Ok(Some(Vec::new())),
+            Value::Array(items) if items.len() > MAX_FOR_EACH_ITEMS => Err(RenderError {
+                path: path(),
+                message: format!(
+                    "the list has {} items; at most {MAX_FOR_EACH_ITEMS} are allowed",
+                    items.len()
+                ),
+            }),
+            Value::Array(items) => Ok(Some(items)),
+            other => Err(RenderError {
+                path: path(),
+                message: format!(
+                    "expected a list, got {}",
+                    switchyard_catalog::describe(&other)
+                ),
+            }),
+        }
+    }
+
+    /// Renders the workflow's `output:`; without one, an object of the output of every step
+    /// whose status is `completed`, by step id.
+    pub fn render_output(&self, scope: &Scope<'_>) -> Result<Value, RenderError> {
+        if let Some(unit) = &self.compiled.output {
+            return self.render(unit, scope);
+        }
+        let mut outputs = serde_json::Map::new();
+        for step in &self.steps {
+            if let Some(result) = scope.steps.get(&step.id)
+                && result.get("status").and_then(Value::as_str) == Some("completed")
+            {
+                let output = result.get("output").cloned().unwrap_or(Value::Null);
+                outputs.insert(step.id.clone(), output);
+            }
+        }
+        Ok(Value::Object(outputs))
+    }
+
+    fn render(&self, unit: &Unit<Node>, scope: &Scope<'_>) -> Result<Value, RenderError> {
+        if let Node::Literal(value) = &unit.body {
+            return Ok(value.clone());
+        }
+        let ctx = template::context(scope, &unit.steps);
+        Ok(template::render(&self.compiled.env, &unit.body, &ctx)?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

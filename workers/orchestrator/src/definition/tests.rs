@@ -1,0 +1,476 @@
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use switchyard_catalog::Catalog;
+
+use super::*;
+
+fn definition(source: &str) -> Definition {
+    Definition::parse(source, Catalog::builtin(), &ValidateOptions::default())
+        .unwrap_or_else(|p| panic!("{p}"))
+}
+
+fn shipped_definition(name: &str) -> Definition {
+    let (_, source) = shipped().iter().find(|(n, _)| *n == name).expect("shipped");
+    definition(source)
+}
+
+struct Fixture {
+    input: Value,
+    steps: Value,
+    env: BTreeMap<String, String>,
+}
+
+impl Fixture {
+    fn new(input: Value, steps: Value) -> Fixture {
+        Fixture {
+            input,
+            steps,
+            env: BTreeMap::new(),
+        }
+    }
+
+    fn scope(&self) -> Scope<'_> {
+        Scope {
+            input: &self.input,
+            steps: &self.steps,
+            item: None,
+            signal: None,
+            env: &self.env,
+        }
+    }
+}
+
+fn completed(output: Value) -> Value {
+    json!({"status": "completed", "output": output, "error": null})
+}
+
+const ECHO: &str = r#"
+name: echo
+version: 1
+input:
+  topic: { type: string, required: true }
+  n: { type: integer, default: 3 }
+  tags: { type: array, items: { type: string }, default: [] }
+steps:
+  - id: a
+    operation: test.echo
+    input:
+      whole: "{{ input }}"
+      n: "{{ input.n }}"
+      doubled: "{{ input.n * 2 }}"
+      half: "{{ input.n / 2 }}"
+      text: "n is {{ input.n }}"
+      list: "{{ input.tags + ['x'] }}"
+      missing: "{{ input.nope_is_not_declared_but_checked | default('d') }}"
+      literal: { a: [1, 2.5, true, null, "{not a template}"] }
+      mixed: ["{{ input.n }}", 7]
+  - id: b
+    operation: test.echo
+    needs: [a]
+    when: "{{ steps.a.output.n > 2 }}"
+    input:
+      from_a: "{{ steps.a.output.n }}"
+      skipped: "{{ steps.a.output.nothing.deeper | default('n/a') }}"
+"#;
+
+#[test]
+fn prepare_input_applies_defaults_and_reports_paths() {
+    let def = definition(&ECHO.replace("input.nope_is_not_declared_but_checked", "input.topic"));
+    assert_eq!(
+        def.prepare_input(json!({"topic": "rust"})).unwrap(),
+        json!({"topic": "rust", "n": 3, "tags": []})
+    );
+    let err = def
+        .prepare_input(json!({"n": "x", "extra": 1, "tags": [1]}))
+        .unwrap_err();
+    let got: Vec<String> = err.0.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        vec![
+            "input.topic: missing required field",
+            "input.extra: unknown field; expected one of: n, tags, topic",
+            "input.n: expected integer, got string \"x\"",
+            "input.tags[0]: expected string, got integer 1",
+        ]
+    );
+    assert_eq!(
+        def.prepare_input(json!([1])).unwrap_err().to_string(),
+        "input: expected object, got array"
+    );
+}
+
+#[test]
+fn expressions_keep_their_json_type_and_text_renders_to_strings() {
+    let def = definition(&ECHO.replace("input.nope_is_not_declared_but_checked", "input.topic"));
+    let input = def
+        .prepare_input(json!({"topic": "rust", "tags": ["a"]}))
+        .unwrap();
+    let fixture = Fixture::new(input.clone(), json!({}));
+    let rendered = def.render_step_input(0, &fixture.scope()).unwrap();
+    assert_eq!(
+        rendered,
+        json!({
+            "whole": input,
+            "n": 3,
+            "doubled": 6,
+            "half": 1.5,
+            "text": "n is 3",
+            "list": ["a", "x"],
+            "missing": "rust",
+            "literal": {"a": [1, 2.5, true, null, "{not a template}"]},
+            "mixed": [3, 7],
+        })
+    );
+    assert!(
+        rendered["n"].is_u64() || rendered["n"].is_i64(),
+        "integers stay integers"
+    );
+}
+
+#[test]
+fn undefined_values_chain_and_default_works() {
+    let def = definition(&ECHO.replace("input.nope_is_not_declared_but_checked", "input.topic"));
+    let fixture = Fixture::new(
+        json!({"topic": "t", "n": 3}),
+        json!({"a": {"status": "skipped", "output": null, "error": null}}),
+    );
+    let rendered = def.render_step_input(1, &fixture.scope()).unwrap();
+    assert_eq!(rendered, json!({"from_a": null, "skipped": "n/a"}));
+}
+
+#[test]
+fn when_uses_jinja_truthiness() {
+    let def = definition(&ECHO.replace("input.nope_is_not_declared_but_checked", "input.topic"));
+    let run = |n: i64| {
+        let fixture = Fixture::new(json!({}), json!({"a": completed(json!({"n": n}))}));
+        def.eval_when(1, &fixture.scope()).unwrap()
+    };
+    assert!(run(3));
+    assert!(!run(2));
+    let fixture = Fixture::new(json!({}), json!({}));
+    assert!(def.eval_when(0, &fixture.scope()).unwrap(), "no when: runs");
+}
+
+#[test]
+fn for_each_yields_lists_and_items_are_in_scope() {
+    let def = definition(
+        r##"
+name: fan
+version: 1
+input:
+  things: { type: any }
+steps:
+  - id: each
+    operation: test.echo
+    for_each: input.things
+    input: { value: "{{ item }}", at: "{{ index }}", label: "#{{ index }} {{ item.name | default(item) }}" }
+  - id: literal
+    operation: test.echo
+    for_each: [1, "{{ input.things | length }}"]
+    input: { v: "{{ item }}" }
+"##,
+    );
+    let fixture = Fixture::new(json!({"things": [{"name": "a"}, 2]}), json!({}));
+    let items = def.eval_for_each(0, &fixture.scope()).unwrap().unwrap();
+    assert_eq!(items, vec![json!({"name": "a"}), json!(2)]);
+    let rendered: Vec<Value> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let scope = Scope {
+                item: Some((item, i)),
+                ..fixture.scope()
+            };
+            def.render_step_input(0, &scope).unwrap()
+        })
+        .collect();
+    assert_eq!(
+        rendered,
+        vec![
+            json!({"value": {"name": "a"}, "at": 0, "label": "#0 a"}),
+            json!({"value": 2, "at": 1, "label": "#1 2"}),
+        ]
+    );
+    assert_eq!(
+        def.eval_for_each(1, &fixture.scope()).unwrap(),
+        Some(vec![json!(1), json!(2)])
+    );
+
+    let null = Fixture::new(json!({"things": null}), json!({}));
+    assert_eq!(def.eval_for_each(0, &null.scope()).unwrap(), Some(vec![]));
+    let text = Fixture::new(json!({"things": "abc"}), json!({}));
+    assert_eq!(
+        def.eval_for_each(0, &text.scope()).unwrap_err().to_string(),
+        "steps[0].for_each: expected a list, got string \"abc\""
+    );
+    let many = Fixture::new(
+        json!({"things": vec![0; MAX_FOR_EACH_ITEMS + 1]}),
+        json!({}),
+    );
+    assert!(def.eval_for_each(0, &many.scope()).is_err());
+    let err = def.eval_for_each(1, &null.scope()).unwrap_err();
+    assert_eq!(err.path, "steps[1].for_each[1]");
+    assert_eq!(
+        err.message,
+        "invalid operation: cannot calculate length of value of type none"
+    );
+}
+
+#[test]
+fn keys_with_dots_do_not_collide_with_nested_keys() {
+    let def = definition(
+        "name: d\nversion: 1\nsteps:\n  - id: a\n    operation: test.echo\n    input: { \"x.y\": \"{{ 1 }}\", x: { y: \"{{ 2 }}\" } }\n",
+    );
+    let fixture = Fixture::new(json!({}), json!({}));
+    assert_eq!(
+        def.render_step_input(0, &fixture.scope()).unwrap(),
+        json!({"x.y": 1, "x": {"y": 2}})
+    );
+}
+
+#[test]
+fn render_errors_name_the_template() {
+    let def = definition(
+        "name: e\nversion: 1\ninput:\n  n: { type: any }\nsteps:\n  - id: a\n    operation: test.echo\n    input: { x: \"{{ 10 / input.n }}\" }\n",
+    );
+    let fixture = Fixture::new(json!({"n": 0}), json!({}));
+    let err = def.render_step_input(0, &fixture.scope()).unwrap_err();
+    assert_eq!(err.path, "steps[0].input.x");
+    assert_eq!(err.message, "invalid operation: unable to calculate 10 / 0");
+}
+
+#[test]
+fn runaway_templates_run_out_of_fuel() {
+    let def = definition(
+        "name: e\nversion: 1\nsteps:\n  - id: a\n    operation: test.echo\n    input: { x: \"{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}\" }\n",
+    );
+    let fixture = Fixture::new(json!({}), json!({}));
+    let err = def.render_step_input(0, &fixture.scope()).unwrap_err();
+    assert!(err.message.contains("took too long"), "{err}");
+}
+
+#[test]
+fn output_defaults_to_the_completed_steps_outputs() {
+    let def = definition(&ECHO.replace("input.nope_is_not_declared_but_checked", "input.topic"));
+    let fixture = Fixture::new(
+        json!({}),
+        json!({
+            "a": completed(json!({"n": 1})),
+            "b": {"status": "skipped", "output": null, "error": null},
+        }),
+    );
+    assert_eq!(
+        def.render_output(&fixture.scope()).unwrap(),
+        json!({"a": {"n": 1}})
+    );
+}
+
+#[test]
+fn env_and_signal_are_in_scope_where_allowed() {
+    let source = "name: s\nversion: 1\nsteps:\n  - id: gate\n    operation: test.echo\n    wait_for_signal: { name: approval, sla: 1h }\n    input: { by: \"{{ signal.by }}\", region: \"{{ env.REGION }}\" }\n";
+    let options = ValidateOptions {
+        env_allow: vec!["REGION".into()],
+    };
+    let def = Definition::parse(source, Catalog::builtin(), &options).unwrap();
+    assert_eq!(
+        def.steps[0].wait_for_signal,
+        Some(WaitForSignal {
+            name: "approval".into(),
+            sla: Some(Duration::from_secs(3600))
+        })
+    );
+    let mut fixture = Fixture::new(json!({}), json!({}));
+    fixture.env.insert("REGION".into(), "eu".into());
+    let signal = json!({"by": "ana"});
+    let scope = Scope {
+        signal: Some(&signal),
+        ..fixture.scope()
+    };
+    assert_eq!(
+        def.render_step_input(0, &scope).unwrap(),
+        json!({"by": "ana", "region": "eu"})
+    );
+}
+
+#[test]
+fn steps_are_typed_as_declared() {
+    let def = definition(
+        "name: s\nversion: 1\nsteps:\n  - id: a\n    operation: test.echo\n    retry: { max_attempts: 3, initial_delay: 1s, max_delay: 1m, multiplier: 2 }\n    timeout: 30s\n    on_error: continue\n    when: true\n",
+    );
+    let step = &def.steps[0];
+    assert_eq!(
+        step.retry,
+        Some(Retry {
+            max_attempts: Some(3),
+            initial_delay: Some(Duration::from_secs(1)),
+            max_delay: Some(Duration::from_secs(60)),
+            multiplier: Some(2.0),
+        })
+    );
+    assert_eq!(step.timeout, Some(Duration::from_secs(30)));
+    assert_eq!(step.on_error, OnError::Continue);
+    assert!(step.has_when && !step.has_for_each);
+}
+
+fn research_output() -> Value {
+    json!({
+        "summary": "Rust is fast.",
+        "key_points": ["Zero-cost abstractions", "No GC"],
+        "sources": [
+            {"title": "The Book", "location": "https://doc.rust-lang.org/book/", "snippet": "Rust is…", "score": 1.5},
+            {"title": "Notes", "location": "corpus/notes.md", "snippet": "GC-free", "score": 0.5},
+        ],
+    })
+}
+
+#[test]
+fn research_to_docs_writes_a_markdown_document() {
+    let def = shipped_definition("research_to_docs");
+    let input = def.prepare_input(json!({"topic": "Rust"})).unwrap();
+    assert_eq!(input["destination"], "markdown");
+    let fixture = Fixture::new(input, json!({"research": completed(research_output())}));
+    let write = def.step_index("write_markdown").unwrap();
+    let notion = def.step_index("write_notion").unwrap();
+    assert!(def.eval_when(write, &fixture.scope()).unwrap());
+    assert!(!def.eval_when(notion, &fixture.scope()).unwrap());
+    let rendered = def.render_step_input(write, &fixture.scope()).unwrap();
+    assert_eq!(
+        rendered["markdown"],
+        "Rust is fast.\n\n## Key points\n\n- Zero-cost abstractions\n- No GC\n\n## Sources\n\n\
+         1. [The Book](https://doc.rust-lang.org/book/) — Rust is…\n\
+         2. [Notes](corpus/notes.md) — GC-free\n"
+    );
+    assert_eq!(rendered["title"], "Rust");
+    // the Notion page gets the same body
+    let notion_input = def.render_step_input(notion, &fixture.scope()).unwrap();
+    assert_eq!(notion_input["markdown"], rendered["markdown"]);
+}
+
+#[test]
+fn meeting_to_tasks_maps_priorities_and_lists_created_tasks() {
+    let def = shipped_definition("meeting_to_tasks");
+    let input = def
+        .prepare_input(json!({"transcript": "Ana: ship it", "clickup_list_id": "L1"}))
+        .unwrap();
+    let tasks = json!({"tasks": [
+        {"title": "Ship it", "assignee": "Ana", "priority": "urgent", "source_quote": "ship it"},
+        {"title": "Write notes", "priority": "low", "source_quote": "notes", "due": "2025-03-21"},
+    ]});
+    let steps = json!({
+        "transcribe": completed(json!({"transcript": "Ana: ship it", "segments": [], "duration_seconds": 0})),
+        "speakers": completed(json!({"speakers": [{"name": "Ana", "turns": 1, "talk_time_seconds": 0}], "segments": [], "transcript": "Ana: ship it"})),
+        "summarize": completed(json!({"summary": "We ship.", "key_points": []})),
+        "extract": completed(tasks),
+        "create_tasks": {"status": "failed", "error": "1 of 2 items failed", "output": [{"task_id": "t1", "url": "https://app.clickup.com/t/t1"}, null]},
+    });
+    let fixture = Fixture::new(input, steps);
+    let create = def.step_index("create_tasks").unwrap();
+    let items = def
+        .eval_for_each(create, &fixture.scope())
+        .unwrap()
+        .unwrap();
+    assert_eq!(items.len(), 2);
+    let scope = Scope {
+        item: Some((&items[0], 0)),
+        ..fixture.scope()
+    };
+    let first = def.render_step_input(create, &scope).unwrap();
+    assert_eq!(first["priority"], 1);
+    assert_eq!(first["name"], "Ship it");
+    assert_eq!(first["due_date"], Value::Null);
+    assert_eq!(
+        first["description"],
+        "ship it\n\nAssignee: Ana\nFrom: Meeting"
+    );
+    let post = def
+        .render_step_input(def.step_index("post_summary").unwrap(), &fixture.scope())
+        .unwrap();
+    assert_eq!(
+        post["markdown"],
+        "*Meeting*\n\nWe ship.\n\n*Action items*\n\
+         • <https://app.clickup.com/t/t1|Ship it> — Ana\n\
+         • Write notes (not created)\n"
+    );
+    assert_eq!(
+        def.render_output(&fixture.scope()).unwrap(),
+        json!({"summary": "We ship.", "speakers": ["Ana"], "task_ids": ["t1"]})
+    );
+}
+
+#[test]
+fn linkedin_post_passes_cards_as_context() {
+    let def = shipped_definition("linkedin_post");
+    let input = def
+        .prepare_input(json!({"card_ids": ["c1", "c2"]}))
+        .unwrap();
+    let cards =
+        json!([{"id": "c1", "type": "voice", "title": "Voice", "content": "Plain.", "version": 1}]);
+    let fixture = Fixture::new(
+        input,
+        json!({"cards": completed(json!({"cards": cards, "missing_ids": ["c2"], "partial_result": true}))}),
+    );
+    assert_eq!(
+        def.render_step_input(0, &fixture.scope()).unwrap(),
+        json!({"card_ids": ["c1", "c2"], "allow_partial": false})
+    );
+    assert_eq!(
+        def.render_step_input(1, &fixture.scope()).unwrap(),
+        json!({"template": "linkedin_post", "context": {"cards": cards, "additional_context": ""}})
+    );
+}
+
+/// JSON values without template syntax, integers and floats included.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-1e9f64..1e9).prop_map(Value::from),
+        "[a-z {}%#]{0,8}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map("[a-z]{1,4}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn any_input_definition() -> Definition {
+    definition(
+        "name: p\nversion: 1\ninput:\n  v: { type: any }\nsteps:\n  - id: a\n    operation: test.echo\n    input: { whole: \"{{ input.v }}\", text: \"{{ input.v | tojson }}\" }\n",
+    )
+}
+
+proptest! {
+    /// Whatever JSON flows through `{{ expression }}` comes out unchanged, integers as
+    /// integers; `tojson` renders text that parses back to the same value.
+    #[test]
+    fn values_round_trip_through_expressions(value in json_value()) {
+        let def = any_input_definition();
+        let fixture = Fixture::new(json!({"v": value}), json!({}));
+        let rendered = def.render_step_input(0, &fixture.scope()).unwrap();
+        prop_assert_eq!(&rendered["whole"], &value);
+        let text = rendered["text"].as_str().unwrap();
+        prop_assert_eq!(serde_json::from_str::<Value>(text).unwrap(), value);
+    }
+
+    /// Strings without template syntax are kept exactly, wherever they are.
+    #[test]
+    fn literals_are_kept_as_written(value in json_value()) {
+        let text = value.to_string();
+        prop_assume!(!["{{", "{%", "{#"].iter().any(|t| text.contains(t)));
+        let source = format!(
+            "name: p\nversion: 1\nsteps:\n  - id: a\n    operation: test.echo\n    input: {}\n",
+            serde_json::to_string(&json!({"v": value})).unwrap()
+        );
+        let def = definition(&source);
+        let fixture = Fixture::new(json!({}), json!({}));
+        let rendered = def.render_step_input(0, &fixture.scope()).unwrap();
+        prop_assert_eq!(&rendered["v"], &value);
+    }
+}

@@ -1,0 +1,824 @@
+//! The engine's bus loop: consume `WF_INBOX`, apply each message to its instance's state with
+//! compare-and-set, publish the transition's effects, then ack.
+//!
+//! Messages are routed to a fixed set of shards by instance id, so one process handles an
+//! instance's messages one at a time and keeps its state and revision in memory (the KV read is
+//! a round trip saved on most messages). Other replicas may write the same instance; the
+//! compare-and-set on the revision catches that, and the loser reloads and applies again.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{BuildHasher, RandomState},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{self, AckKind, consumer::PullConsumer, kv},
+};
+use futures::StreamExt as _;
+use prometheus::Registry;
+use switchyard_proto::{
+    CancelWorkflow, ContentType, DeadLetter, DeadLetterReason, JobResult, SignalWorkflow,
+    StartWorkflow, Timer, decode, encode_proto, event, header, now_ms, stream, subject,
+};
+use tokio::sync::mpsc;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    Error,
+    definition::{self, Definition, ValidateOptions},
+    instance::{Effect, Instance, InstanceStatus, StepStatus, timer_id},
+    metrics::Metrics,
+    service,
+    store::Store,
+    transition::{self, Ctx, Decision, Input},
+};
+
+/// Headers copied from an inbox message onto the jobs and events it leads to.
+const CARRIED: [&str; 3] = [
+    header::CORRELATION_ID,
+    header::TRACEPARENT,
+    header::TRACESTATE,
+];
+/// How long a stored outbox may be republished by the next transition: well inside the
+/// streams' two-minute duplicate window, so a republished copy is always dropped.
+const REPUBLISH_WITHIN_MS: i64 = 60_000;
+/// Deliveries of a start whose workflow is unknown before the instance is failed: a definition
+/// registered through another replica reaches this one's memory a moment later.
+const UNKNOWN_WORKFLOW_DELIVERIES: i64 = 4;
+/// Compare-and-set attempts before the message is handed back for later.
+const CAS_ATTEMPTS: usize = 16;
+/// Instances kept in one shard's cache before it is cleared.
+const CACHE_LIMIT: usize = 4096;
+/// The DLQ subject token for messages the orchestrator cannot read.
+pub const DLQ_KIND: &str = "orchestrator";
+
+/// How the orchestrator runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Inbox messages handled at once (the number of shards).
+    pub concurrency: usize,
+    /// The allow-listed environment templates can read as `env.NAME`, with its values.
+    pub env: BTreeMap<String, String>,
+    /// This replica's name in logs and the service registry.
+    pub replica_id: String,
+    /// How long in-flight messages may take after shutdown begins.
+    pub grace: Duration,
+}
+
+/// What every shard and the query service share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) state: kv::Store,
+    pub(crate) definitions: Arc<Store>,
+    pub(crate) metrics: Metrics,
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) replica_id: String,
+}
+
+/// The workflow engine of one process.
+#[derive(Debug)]
+pub struct Orchestrator {
+    shared: Arc<Shared>,
+    options: Options,
+}
+
+impl Orchestrator {
+    /// Connects to the buckets (which `switchyard bus apply` creates) and registers metrics.
+    pub async fn new(
+        client: async_nats::Client,
+        options: Options,
+        registry: &Registry,
+    ) -> Result<Self, Error> {
+        let js = jetstream::new(client.clone());
+        let bucket = |name: &'static str| {
+            let js = js.clone();
+            async move {
+                js.get_key_value(name)
+                    .await
+                    .map_err(|_| Error::NotProvisioned {
+                        what: format!("kv bucket {name}"),
+                    })
+            }
+        };
+        let state = bucket(stream::WF_STATE_BUCKET).await?;
+        let defs_kv = bucket(stream::WF_DEFINITIONS_BUCKET).await?;
+        let definitions = Arc::new(Store::new(
+            defs_kv,
+            ValidateOptions {
+                env_allow: options.env.keys().cloned().collect(),
+            },
+        ));
+        let shared = Arc::new(Shared {
+            client,
+            js,
+            state,
+            definitions,
+            metrics: Metrics::register(registry)?,
+            env: options.env.clone(),
+            replica_id: options.replica_id.clone(),
+        });
+        Ok(Orchestrator { shared, options })
+    }
+
+    /// The definitions this orchestrator resolves starts against.
+    pub fn definitions(&self) -> Arc<Store> {
+        self.shared.definitions.clone()
+    }
+
+    /// Consumes until `shutdown`, then finishes the messages in hand within the grace period.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let shared = self.shared;
+        shared
+            .definitions
+            .register_shipped(definition::shipped())
+            .await?;
+        let watch = shared.definitions.clone().watch(shutdown.clone()).await?;
+
+        let inbox =
+            shared
+                .js
+                .get_stream(stream::WF_INBOX)
+                .await
+                .map_err(|_| Error::NotProvisioned {
+                    what: format!("stream {}", stream::WF_INBOX),
+                })?;
+        let mut consumers = Vec::new();
+        for name in [
+            stream::ORCHESTRATOR_COMMANDS,
+            stream::ORCHESTRATOR_RESULTS,
+            stream::ORCHESTRATOR_TIMERS,
+        ] {
+            let consumer: PullConsumer =
+                inbox
+                    .get_consumer(name)
+                    .await
+                    .map_err(|_| Error::NotProvisioned {
+                        what: format!("consumer {name} on {}", stream::WF_INBOX),
+                    })?;
+            consumers.push((name, consumer));
+        }
+
+        let service = service::start(shared.clone()).await?;
+        let tracker = TaskTracker::new();
+        let shards = self.options.concurrency.max(1);
+        let mut senders = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let (tx, rx) = mpsc::channel::<Delivery>(16);
+            senders.push(tx);
+            let shared = shared.clone();
+            tracker.spawn(shard(shared, rx));
+        }
+        let router = Router {
+            senders: Arc::new(senders),
+            hasher: RandomState::new(),
+        };
+        let pulls = TaskTracker::new();
+        for (name, consumer) in consumers {
+            let shared = shared.clone();
+            let router = router.clone();
+            let stop = shutdown.clone();
+            let batch = shards * 2;
+            pulls.spawn(async move { pull(name, consumer, batch, shared, router, stop).await });
+        }
+        drop(router);
+        pulls.close();
+        info!(
+            replica_id = %shared.replica_id,
+            shards,
+            "orchestrator started"
+        );
+
+        shutdown.cancelled().await;
+        pulls.wait().await;
+        tracker.close();
+        if tokio::time::timeout(self.options.grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("grace period over: unacked messages will be redelivered");
+        }
+        watch.abort();
+        if let Err(e) = service.stop().await {
+            warn!(error = %e, "cannot deregister the service");
+        }
+        info!("orchestrator stopped");
+        Ok(())
+    }
+}
+
+/// A message and what it asks for, decoded.
+struct Delivery {
+    msg: jetstream::Message,
+    work: Work,
+    received: Instant,
+}
+
+enum Work {
+    Start {
+        start: StartWorkflow,
+        instance: String,
+    },
+    Apply {
+        instance: String,
+        /// The tenant the subject names (cancels and signals), checked against the state.
+        tenant: Option<String>,
+        input: Input,
+    },
+}
+
+impl Work {
+    fn instance(&self) -> &str {
+        match self {
+            Work::Start { instance, .. } | Work::Apply { instance, .. } => instance,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Work::Start { .. } => "start",
+            Work::Apply { input, .. } => input.kind(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Router {
+    senders: Arc<Vec<mpsc::Sender<Delivery>>>,
+    hasher: RandomState,
+}
+
+impl Router {
+    async fn route(&self, delivery: Delivery) {
+        let shard = (self.hasher.hash_one(delivery.work.instance()) as usize) % self.senders.len();
+        if self.senders[shard].send(delivery).await.is_err() {
+            debug!("shard closed; the message will be redelivered");
+        }
+    }
+}
+
+async fn pull(
+    name: &'static str,
+    consumer: PullConsumer,
+    batch: usize,
+    shared: Arc<Shared>,
+    router: Router,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .expires(Duration::from_secs(5))
+            .heartbeat(Duration::from_secs(2))
+            .messages()
+            .await;
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(consumer = name, error = %e, "cannot pull");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                n = messages.next() => n,
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    let received = Instant::now();
+                    match read(&msg) {
+                        Ok(work) => {
+                            router
+                                .route(Delivery {
+                                    msg,
+                                    work,
+                                    received,
+                                })
+                                .await;
+                        }
+                        Err(reason) => dead_letter(&shared, msg, &reason).await,
+                    }
+                }
+                Some(Err(e)) => {
+                    warn!(consumer = name, error = %e, "pull stream error");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// Decodes an inbox message into the work it asks for.
+fn read(msg: &jetstream::Message) -> Result<Work, String> {
+    let content_type = ContentType::from_header(
+        msg.headers
+            .as_ref()
+            .and_then(|h| h.get(header::CONTENT_TYPE))
+            .map(|v| v.as_str()),
+    );
+    let subject_name = msg.subject.as_str();
+    let Some(parsed) = subject::parse_inbox(subject_name) else {
+        return Err(format!("{subject_name:?} is not an inbox subject"));
+    };
+    let err = |e: switchyard_proto::DecodeError| e.to_string();
+    Ok(match parsed {
+        subject::Inbox::Start { .. } => {
+            let start =
+                switchyard_proto::codec::decode_start(subject_name, content_type, &msg.payload)
+                    .map_err(err)?;
+            let instance = if start.instance_id.is_empty() {
+                derived_instance_id(msg)
+            } else {
+                start.instance_id.clone()
+            };
+            Work::Start { start, instance }
+        }
+        subject::Inbox::Result { instance } => {
+            let r: JobResult = decode(content_type, &msg.payload).map_err(err)?;
+            if r.instance_id != instance {
+                return Err(format!(
+                    "result names instance {:?} but was sent to {subject_name:?}",
+                    r.instance_id
+                ));
+            }
+            Work::Apply {
+                instance: instance.to_owned(),
+                tenant: None,
+                input: Input::Result(r),
+            }
+        }
+        subject::Inbox::Cancel { tenant, instance } => {
+            let mut c: CancelWorkflow = decode(content_type, &msg.payload).map_err(err)?;
+            c.tenant = tenant.to_owned();
+            c.instance_id = instance.to_owned();
+            Work::Apply {
+                instance: instance.to_owned(),
+                tenant: Some(tenant.to_owned()),
+                input: Input::Cancel(c),
+            }
+        }
+        subject::Inbox::Signal {
+            tenant,
+            instance,
+            name,
+        } => {
+            let mut s: SignalWorkflow = decode(content_type, &msg.payload).map_err(err)?;
+            if !s.payload.is_empty()
+                && serde_json::from_slice::<serde_json::Value>(&s.payload).is_err()
+            {
+                return Err("signal payload is not JSON".into());
+            }
+            s.tenant = tenant.to_owned();
+            s.instance_id = instance.to_owned();
+            s.name = name.to_owned();
+            if s.signal_id.is_empty() {
+                s.signal_id = msg
+                    .info()
+                    .map(|i| format!("seq-{}", i.stream_sequence))
+                    .unwrap_or_default();
+            }
+            Work::Apply {
+                instance: instance.to_owned(),
+                tenant: Some(tenant.to_owned()),
+                input: Input::Signal(s),
+            }
+        }
+        subject::Inbox::Timer { instance } => {
+            let t: Timer = decode(content_type, &msg.payload).map_err(err)?;
+            Work::Apply {
+                instance: instance.to_owned(),
+                tenant: None,
+                input: Input::Timer(t),
+            }
+        }
+    })
+}
+
+/// An instance id for a start that did not bring one: the same for every delivery of the same
+/// message (its `Nats-Msg-Id`, else its place in the stream).
+fn derived_instance_id(msg: &jetstream::Message) -> String {
+    let name = match msg.headers.as_ref().and_then(|h| h.get(header::MSG_ID)) {
+        Some(id) => format!("msg-id:{}", id.as_str()),
+        None => match msg.info() {
+            Ok(info) => format!(
+                "{}:{}:{}",
+                info.stream,
+                info.stream_sequence,
+                info.published.unix_timestamp_nanos()
+            ),
+            Err(_) => uuid::Uuid::new_v4().to_string(),
+        },
+    };
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).to_string()
+}
+
+async fn dead_letter(shared: &Shared, msg: jetstream::Message, reason: &str) {
+    let (stream_name, seq, delivered) = msg
+        .info()
+        .map(|i| (i.stream.to_owned(), i.stream_sequence, i.delivered))
+        .unwrap_or_default();
+    warn!(subject = %msg.subject, seq, reason, "unreadable inbox message: dead-lettered");
+    let headers = msg
+        .headers
+        .iter()
+        .flat_map(|h| h.iter())
+        .filter_map(|(n, v)| v.first().map(|v| (n.to_string(), v.as_str().to_owned())))
+        .collect();
+    let letter = DeadLetter {
+        kind: DLQ_KIND.to_owned(),
+        subject: msg.subject.to_string(),
+        payload: msg.payload.to_vec(),
+        headers,
+        reason: DeadLetterReason::Decode as i32,
+        error: reason.to_owned(),
+        attempts: u32::try_from(delivered).unwrap_or(0),
+        stream_sequence: seq,
+        job_id: String::new(),
+        failed_at_ms: now_ms(),
+        worker_id: shared.replica_id.clone(),
+    };
+    let mut h = HeaderMap::new();
+    let id = format!("dlq-{stream_name}-{seq}");
+    h.insert(header::MSG_ID, id.as_str());
+    h.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
+    let stored = async {
+        shared
+            .js
+            .publish_with_headers(subject::dlq(DLQ_KIND), h, encode_proto(&letter).into())
+            .await?
+            .await
+    }
+    .await;
+    let kind = subject::parse_inbox(msg.subject.as_str()).map_or("unknown", |i| match i {
+        subject::Inbox::Start { .. } => "start",
+        subject::Inbox::Result { .. } => "result",
+        subject::Inbox::Cancel { .. } => "cancel",
+        subject::Inbox::Signal { .. } => "signal",
+        subject::Inbox::Timer { .. } => "timer",
+    });
+    match stored {
+        Ok(_) => {
+            shared
+                .metrics
+                .messages
+                .with_label_values(&[kind, "dead_letter"])
+                .inc();
+            let _ = msg.ack_with(AckKind::Term).await;
+        }
+        Err(e) => {
+            error!(error = %e, "cannot dead-letter; handing the message back");
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+        }
+    }
+}
+
+/// An instance as this process last wrote or read it.
+struct Cached {
+    instance: Instance,
+    revision: u64,
+}
+
+async fn shard(shared: Arc<Shared>, mut rx: mpsc::Receiver<Delivery>) {
+    let mut cache: HashMap<String, Cached> = HashMap::new();
+    while let Some(delivery) = rx.recv().await {
+        let kind = delivery.work.kind();
+        let received = delivery.received;
+        let (outcome, ack) = match handle(&shared, &mut cache, &delivery).await {
+            Ok(done) => done,
+            Err(e) => {
+                warn!(error = %e, instance = delivery.work.instance(), kind, "cannot handle; retrying later");
+                cache.remove(delivery.work.instance());
+                ("retry", AckKind::Nak(Some(Duration::from_secs(1))))
+            }
+        };
+        if let Err(e) = delivery.msg.ack_with(ack).await {
+            warn!(error = %e, "cannot ack");
+        }
+        shared
+            .metrics
+            .messages
+            .with_label_values(&[kind, outcome])
+            .inc();
+        shared
+            .metrics
+            .handle_seconds
+            .with_label_values(&[kind])
+            .observe(received.elapsed().as_secs_f64());
+        if cache.len() > CACHE_LIMIT {
+            cache.clear();
+        }
+    }
+}
+
+type Handled = (&'static str, AckKind);
+
+async fn handle(
+    shared: &Shared,
+    cache: &mut HashMap<String, Cached>,
+    delivery: &Delivery,
+) -> Result<Handled, Error> {
+    let msg = &delivery.msg;
+    let info = msg
+        .info()
+        .map_err(|e| Error::bus("reading message info", e))?;
+    let seq = info.stream_sequence;
+    let delivered = info.delivered;
+    let id = delivery.work.instance().to_owned();
+    let carried = carried_headers(msg);
+    let ctx = Ctx {
+        now_ms: now_ms(),
+        env: &shared.env,
+    };
+
+    for _ in 0..CAS_ATTEMPTS {
+        let (current, from_cache) = match cache.get(&id) {
+            Some(c) => (Some((c.instance.clone(), c.revision)), true),
+            None => (load(shared, &id).await?, false),
+        };
+        if let Some((state, _)) = &current {
+            if state.last_message == seq {
+                // This message was applied but not acked: publish what it led to again.
+                publish(shared, &state.outbox, &carried).await?;
+                return Ok(("redelivered", AckKind::Ack));
+            }
+            if !from_cache {
+                republish_recent(shared, state, &carried, ctx).await?;
+            }
+        }
+
+        let (mut next, revision) = match (&delivery.work, current) {
+            (Work::Start { .. }, Some(_)) => return Ok(("ignored", AckKind::Ack)),
+            (Work::Start { start, instance }, None) => {
+                let found =
+                    shared
+                        .definitions
+                        .resolve(&start.tenant, &start.workflow, start.version);
+                let inst = match found {
+                    Some(entry) => transition::start(&entry.definition, start, instance, ctx),
+                    None if delivered < UNKNOWN_WORKFLOW_DELIVERIES => {
+                        return Ok(("later", AckKind::Nak(Some(Duration::from_millis(500)))));
+                    }
+                    None => {
+                        let what = if start.version == 0 {
+                            format!("no workflow named {:?} is registered", start.workflow)
+                        } else {
+                            format!(
+                                "workflow {:?} has no version {}",
+                                start.workflow, start.version
+                            )
+                        };
+                        transition::start_refused(start, instance, "unknown_workflow", what, ctx)
+                    }
+                };
+                (inst, None)
+            }
+            (Work::Apply { .. }, None) => {
+                return Ok(("ignored", AckKind::Ack));
+            }
+            (Work::Apply { tenant, input, .. }, Some((state, revision))) => {
+                if tenant.as_ref().is_some_and(|t| *t != state.tenant) {
+                    warn!(instance = %id, "a cancel or signal named another tenant's instance; ignored");
+                    return Ok(("ignored", AckKind::Ack));
+                }
+                let Some(def) = shared
+                    .definitions
+                    .exact(&state.tenant, &state.workflow, state.version)
+                    .await?
+                else {
+                    if state.status.is_finished() {
+                        return Ok(("ignored", AckKind::Ack));
+                    }
+                    return Err(Error::Definition(format!(
+                        "instance {id} runs {} version {}, which is not registered",
+                        state.workflow, state.version
+                    )));
+                };
+                match transition::apply(&def, &state, input, ctx) {
+                    Decision::Ignore(reason) => {
+                        if from_cache {
+                            // Another replica may have moved the instance on: look again.
+                            cache.remove(&id);
+                            continue;
+                        }
+                        debug!(instance = %id, reason, "message changes nothing");
+                        return Ok(("ignored", AckKind::Ack));
+                    }
+                    Decision::Later(delay) => {
+                        return Ok(("later", AckKind::Nak(Some(delay))));
+                    }
+                    Decision::Apply(next) => (*next, Some(revision)),
+                }
+            }
+        };
+
+        next.last_message = seq;
+        let bytes = serde_json::to_vec(&next).map_err(|e| Error::bus("encoding state", e))?;
+        let written = match revision {
+            None => shared
+                .state
+                .create(&id, bytes.into())
+                .await
+                .map_err(|e| match e.kind() {
+                    kv::CreateErrorKind::AlreadyExists => None,
+                    _ => Some(Error::bus("creating instance state", e)),
+                }),
+            Some(rev) => shared
+                .state
+                .update(&id, bytes.into(), rev)
+                .await
+                .map_err(|e| match e.kind() {
+                    kv::UpdateErrorKind::WrongLastRevision => None,
+                    _ => Some(Error::bus("updating instance state", e)),
+                }),
+        };
+        let new_revision = match written {
+            Ok(r) => r,
+            Err(None) => {
+                shared.metrics.conflicts.inc();
+                cache.remove(&id);
+                continue;
+            }
+            Err(Some(e)) => return Err(e),
+        };
+        publish(shared, &next.outbox, &carried).await?;
+        record_metrics(shared, &delivery.work, &next);
+        if next.status.is_finished() {
+            cache.remove(&id);
+        } else {
+            cache.insert(
+                id.clone(),
+                Cached {
+                    instance: next,
+                    revision: new_revision,
+                },
+            );
+        }
+        return Ok(("applied", AckKind::Ack));
+    }
+    Ok(("retry", AckKind::Nak(Some(Duration::from_millis(100)))))
+}
+
+async fn load(shared: &Shared, id: &str) -> Result<Option<(Instance, u64)>, Error> {
+    let Some(entry) = shared
+        .state
+        .entry(id)
+        .await
+        .map_err(|e| Error::bus("reading instance state", e))?
+    else {
+        return Ok(None);
+    };
+    if entry.operation != kv::Operation::Put {
+        return Ok(None);
+    }
+    let instance: Instance = serde_json::from_slice(&entry.value)
+        .map_err(|e| Error::bus("decoding instance state", e))?;
+    Ok(Some((instance, entry.revision)))
+}
+
+/// A state read from the bucket may hold effects whose publisher died before publishing them;
+/// publish again those that can still matter (jobs of steps still waiting for them, events,
+/// timers). Only recent ones: older ones were long published or redelivered.
+async fn republish_recent(
+    shared: &Shared,
+    state: &Instance,
+    carried: &HeaderMap,
+    ctx: Ctx<'_>,
+) -> Result<(), Error> {
+    if state.outbox.is_empty() || ctx.now_ms - state.updated_at_ms > REPUBLISH_WITHIN_MS {
+        return Ok(());
+    }
+    let pending: Vec<Effect> = state
+        .outbox
+        .iter()
+        .filter(|e| match e {
+            Effect::Job { job } => state.step(&job.step_id).is_some_and(|s| {
+                s.status == StepStatus::Scheduled
+                    && (s.items.is_empty()
+                        || job
+                            .job_id
+                            .rsplit('.')
+                            .next()
+                            .and_then(|i| i.parse::<usize>().ok())
+                            .and_then(|i| s.items.get(i))
+                            .is_some_and(|i| i.status == StepStatus::Scheduled))
+            }),
+            Effect::Event { .. } | Effect::Timer { .. } => true,
+        })
+        .cloned()
+        .collect();
+    publish(shared, &pending, carried).await
+}
+
+/// Publishes effects pipelined (all sent, then all PubAcks awaited).
+pub(crate) async fn publish(
+    shared: &Shared,
+    effects: &[Effect],
+    carried: &HeaderMap,
+) -> Result<(), Error> {
+    let mut acks = Vec::with_capacity(effects.len());
+    for effect in effects {
+        let mut headers = carried.clone();
+        headers.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
+        let (subject_name, payload) = match effect {
+            Effect::Job { job } => {
+                headers.insert(header::MSG_ID, job.job_id.as_str());
+                headers.insert(header::TENANT, job.tenant.as_str());
+                set_correlation(&mut headers, &job.correlation_id);
+                (subject::job(&job.operation), encode_proto(job))
+            }
+            Effect::Event { event } => {
+                headers.insert(header::MSG_ID, event.event_id.as_str());
+                headers.insert(header::TENANT, event.tenant.as_str());
+                set_correlation(&mut headers, &event.correlation_id);
+                (
+                    subject::event(&event.tenant, &event.instance_id, &event.r#type),
+                    encode_proto(event),
+                )
+            }
+            Effect::Timer { timer } => {
+                headers.insert(header::MSG_ID, timer_id(timer).as_str());
+                headers.insert(header::TENANT, timer.tenant.as_str());
+                (subject::timer(&timer.instance_id), encode_proto(timer))
+            }
+        };
+        let ack = shared
+            .js
+            .publish_with_headers(subject_name, headers, payload.into())
+            .await
+            .map_err(|e| Error::bus("publishing an effect", e))?;
+        acks.push(ack);
+    }
+    for ack in acks {
+        ack.await.map_err(|e| Error::bus("storing an effect", e))?;
+    }
+    Ok(())
+}
+
+fn set_correlation(headers: &mut HeaderMap, correlation_id: &str) {
+    if !correlation_id.is_empty() && headers.get(header::CORRELATION_ID).is_none() {
+        headers.insert(header::CORRELATION_ID, correlation_id);
+    }
+}
+
+fn carried_headers(msg: &jetstream::Message) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(incoming) = &msg.headers {
+        for name in CARRIED {
+            if let Some(value) = incoming.get(name) {
+                headers.insert(name, value.as_str());
+            }
+        }
+    }
+    headers
+}
+
+fn record_metrics(shared: &Shared, work: &Work, next: &Instance) {
+    let m = &shared.metrics;
+    if matches!(work, Work::Start { .. }) {
+        m.started.with_label_values(&[&next.workflow]).inc();
+    }
+    for effect in &next.outbox {
+        let Effect::Event { event: e } = effect else {
+            continue;
+        };
+        if e.r#type == event::SLA_BREACHED {
+            m.sla_breaches.with_label_values(&[&next.workflow]).inc();
+        }
+        if event::TERMINAL.contains(&e.r#type.as_str()) {
+            let status = next.status.as_str();
+            m.finished
+                .with_label_values(&[&next.workflow, status])
+                .inc();
+            if let Some(end) = next.finished_at_ms {
+                m.execution_seconds
+                    .with_label_values(&[&next.workflow, status])
+                    .observe((end - next.started_at_ms).max(0) as f64 / 1000.0);
+            }
+        }
+    }
+    debug_assert!(next.status != InstanceStatus::Running || next.finished_at_ms.is_none());
+}
+
+/// Loads a definition for the query service (any version, deleted or not).
+pub(crate) async fn definition_of(shared: &Shared, state: &Instance) -> Option<Arc<Definition>> {
+    shared
+        .definitions
+        .exact(&state.tenant, &state.workflow, state.version)
+        .await
+        .ok()
+        .flatten()
+}

@@ -1,0 +1,28 @@
+//! The orchestrator's error type.
+
+/// Errors a caller of the orchestrator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Runtime(#[from] switchyard_runtime::Error),
+    #[error("{what} is missing on the NATS server: run `switchyard bus apply` first")]
+    NotProvisioned { what: String },
+    #[error("{action}: {reason}")]
+    Bus {
+        action: &'static str,
+        reason: String,
+    },
+    #[error("workflow definition: {0}")]
+    Definition(String),
+    #[error("metrics registration failed: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+impl Error {
+    pub(crate) fn bus(action: &'static str, err: impl std::fmt::Display) -> Self {
+        Error::Bus {
+            action,
+            reason: err.to_string(),
+        }
+    }
+}

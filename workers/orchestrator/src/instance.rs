@@ -1,0 +1,245 @@
+//! The state of one workflow instance, as stored (JSON) under its id in the `WF_STATE` bucket.
+//!
+//! It records everything a user asks about (each step's status, attempts, timings, output or
+//! error) and the effects of the last transition, so that a redelivered message can publish
+//! them again.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use switchyard_proto::{Job, Timer, WorkflowEvent};
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceStatus {
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl InstanceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Running => "running",
+            InstanceStatus::Completed => "completed",
+            InstanceStatus::Failed => "failed",
+            InstanceStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        self != InstanceStatus::Running
+    }
+}
+
+/// Where a step (or one item of a `for_each` step) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Its `needs` have not all finished.
+    Pending,
+    /// Waiting for a named signal.
+    Waiting,
+    /// Its job (or jobs) are published; a result is awaited.
+    Scheduled,
+    Completed,
+    Failed,
+    /// Its `when` was false.
+    Skipped,
+    /// The instance was cancelled or failed before the step finished.
+    Cancelled,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Waiting => "waiting",
+            StepStatus::Scheduled => "scheduled",
+            StepStatus::Completed => "completed",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Completed
+                | StepStatus::Failed
+                | StepStatus::Skipped
+                | StepStatus::Cancelled
+        )
+    }
+}
+
+/// Why a step or an instance failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The step that failed; `None` when the instance failed before any step ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// A short machine-readable reason: an [`switchyard_proto::ErrorCode`] name in lowercase
+    /// (`permanent`, `retries_exhausted`, `deadline_exceeded`…), or `invalid_input`,
+    /// `template`, `unknown_workflow`.
+    pub code: String,
+    pub message: String,
+}
+
+/// One step of an instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    pub id: String,
+    pub status: StepStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// Deliveries the step's job took (the largest over its items).
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+    /// One entry per `for_each` item, in the list's order; empty for other steps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<ItemState>,
+    /// The payload of the signal a `wait_for_signal` step received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<Value>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sla_breached: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub worker_id: String,
+}
+
+impl StepState {
+    pub fn new(id: &str, operation: Option<&str>) -> Self {
+        StepState {
+            id: id.to_owned(),
+            status: StepStatus::Pending,
+            operation: operation.map(str::to_owned),
+            attempts: 0,
+            scheduled_at_ms: None,
+            started_at_ms: None,
+            finished_at_ms: None,
+            output: None,
+            error: None,
+            items: Vec::new(),
+            signal: None,
+            sla_breached: false,
+            worker_id: String::new(),
+        }
+    }
+}
+
+/// One item of a `for_each` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemState {
+    pub status: StepStatus,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<i64>,
+}
+
+/// A signal that arrived before its step began to wait for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingSignal {
+    pub signal_id: String,
+    pub payload: Value,
+}
+
+/// A message a transition decided to publish. Ids are deterministic, so publishing one twice
+/// is harmless: JetStream drops the copy within its duplicate window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    Job { job: Job },
+    Event { event: WorkflowEvent },
+    Timer { timer: Timer },
+}
+
+/// The whole state of one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub tenant: String,
+    pub workflow: String,
+    /// The definition version the instance runs, fixed at start.
+    pub version: u32,
+    #[serde(default)]
+    pub correlation_id: String,
+    pub status: InstanceStatus,
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    pub started_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<i64>,
+    pub updated_at_ms: i64,
+    /// In the definition's declaration order.
+    pub steps: Vec<StepState>,
+    /// Signals received before their step waited, by signal name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending_signals: BTreeMap<String, PendingSignal>,
+    /// Ids of the signals already applied, so a repeated signal changes nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen_signals: Vec<String>,
+    /// Stream sequence (in `WF_INBOX`) of the message the last transition applied.
+    #[serde(default)]
+    pub last_message: u64,
+    /// What the last transition published.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<Effect>,
+}
+
+impl Instance {
+    pub fn step(&self, id: &str) -> Option<&StepState> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+}
+
+/// The id of the job that runs a step, or item `index` of a `for_each` step.
+///
+/// Steps never re-run at the engine level (the worker loop retries a job under the same id),
+/// so the id needs no attempt number and a republished job is always a duplicate.
+pub fn job_id(instance: &str, step: &str, index: Option<usize>) -> String {
+    match index {
+        Some(i) => format!("{instance}.{step}.{i}"),
+        None => format!("{instance}.{step}"),
+    }
+}
+
+/// The id of an event that happens at most once per instance (or per step).
+pub fn event_id(instance: &str, event_type: &str, step: Option<&str>) -> String {
+    match step {
+        Some(step) => format!("{instance}.{event_type}.{step}"),
+        None => format!("{instance}.{event_type}"),
+    }
+}
+
+/// The `Nats-Msg-Id` of a timer.
+pub fn timer_id(timer: &Timer) -> String {
+    format!(
+        "timer.{}.{}.{}",
+        timer.instance_id, timer.step_id, timer.kind
+    )
+}

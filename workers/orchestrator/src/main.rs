@@ -1,0 +1,29 @@
+//! One orchestrator replica. Configuration: `SWITCHYARD_*` environment and an optional TOML
+//! file given as the first argument.
+
+use std::process::ExitCode;
+
+use switchyard_runtime::{Config, config::Sources, process, shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let sources = Sources::from_process(std::env::args_os().nth(1).map(Into::into));
+    let config = match Config::load(&sources) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchyard-orchestrator: {e}");
+            return ExitCode::from(process::exit_code(&e) as u8);
+        }
+    };
+    telemetry::init(&config);
+    let env = switchyard_orchestrator::template_env(&config, |name| std::env::var(name).ok());
+    let shutdown = shutdown::on_signals();
+    match switchyard_orchestrator::run(config, env, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "orchestrator failed");
+            eprintln!("switchyard-orchestrator: {e}");
+            ExitCode::from(switchyard_orchestrator::exit_code(&e) as u8)
+        }
+    }
+}

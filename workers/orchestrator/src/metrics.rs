@@ -1,0 +1,88 @@
+//! The orchestrator's Prometheus metrics: names and help texts in one place.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+
+/// Metrics of one orchestrator process.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Inbox messages handled, by kind (`start`, `result`, `cancel`, `signal`, `timer`) and
+    /// outcome (`applied`, `ignored`, `later`, `redelivered`, `retry`, `dead_letter`).
+    pub messages: IntCounterVec,
+    /// Time to handle one inbox message, from delivery to ack.
+    pub handle_seconds: HistogramVec,
+    /// Compare-and-set conflicts on an instance's state (another writer got there first).
+    pub conflicts: IntCounter,
+    pub started: IntCounterVec,
+    pub finished: IntCounterVec,
+    /// The product spec's name: start to finish of an instance, by workflow and final status.
+    pub execution_seconds: HistogramVec,
+    pub sla_breaches: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Metrics {
+            messages: IntCounterVec::new(
+                Opts::new(
+                    "switchyard_orchestrator_messages_total",
+                    "Inbox messages handled by the orchestrator, by kind and outcome",
+                ),
+                &["kind", "outcome"],
+            )?,
+            handle_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "switchyard_orchestrator_handle_seconds",
+                    "Time from an inbox message's delivery to its ack",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                ]),
+                &["kind"],
+            )?,
+            conflicts: IntCounter::new(
+                "switchyard_orchestrator_state_conflicts_total",
+                "Compare-and-set conflicts on instance state, each followed by a reload and retry",
+            )?,
+            started: IntCounterVec::new(
+                Opts::new(
+                    "switchyard_workflows_started_total",
+                    "Workflow instances started",
+                ),
+                &["workflow"],
+            )?,
+            finished: IntCounterVec::new(
+                Opts::new(
+                    "switchyard_workflows_finished_total",
+                    "Workflow instances finished, by final status",
+                ),
+                &["workflow", "status"],
+            )?,
+            execution_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "workflow_execution_duration_seconds",
+                    "Time from a workflow instance's start to its end",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0, 1800.0,
+                ]),
+                &["workflow_type", "status"],
+            )?,
+            sla_breaches: IntCounterVec::new(
+                Opts::new(
+                    "switchyard_sla_breaches_total",
+                    "Steps that waited for a signal past their SLA",
+                ),
+                &["workflow"],
+            )?,
+        };
+        registry.register(Box::new(m.messages.clone()))?;
+        registry.register(Box::new(m.handle_seconds.clone()))?;
+        registry.register(Box::new(m.conflicts.clone()))?;
+        registry.register(Box::new(m.started.clone()))?;
+        registry.register(Box::new(m.finished.clone()))?;
+        registry.register(Box::new(m.execution_seconds.clone()))?;
+        registry.register(Box::new(m.sla_breaches.clone()))?;
+        Ok(m)
+    }
+}

@@ -1,0 +1,848 @@
+//! The pure transition function: an instance's state and one message in, the next state and
+//! the effects to publish out. No I/O and no clock: the engine passes the time in, so the same
+//! state and message always give the same answer, which is what makes redelivery and
+//! compare-and-set retries safe.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde_json::{Map, Value, json};
+use switchyard_proto::{
+    CancelWorkflow, ErrorCode, Job, JobResult, JobStatus, RetryPolicy, SignalWorkflow,
+    StartWorkflow, Timer, TimerKind, WorkflowEvent, event,
+};
+
+use crate::{
+    definition::{Definition, OnError, Scope, Step},
+    instance::{
+        Effect, Failure, Instance, InstanceStatus, ItemState, PendingSignal, StepState, StepStatus,
+        event_id, job_id,
+    },
+};
+
+/// How many applied signal ids an instance remembers.
+const SEEN_SIGNALS: usize = 64;
+
+/// What the transition needs from outside: the time and the allow-listed environment.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    pub now_ms: i64,
+    pub env: &'a BTreeMap<String, String>,
+}
+
+/// A message for an existing instance.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Result(JobResult),
+    Cancel(CancelWorkflow),
+    Signal(SignalWorkflow),
+    Timer(Timer),
+}
+
+impl Input {
+    /// Short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Input::Result(_) => "result",
+            Input::Cancel(_) => "cancel",
+            Input::Signal(_) => "signal",
+            Input::Timer(_) => "timer",
+        }
+    }
+}
+
+/// What to do with a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Store this state (its `outbox` holds the effects to publish), then publish, then ack.
+    Apply(Box<Instance>),
+    /// Nothing changes (a duplicate, a stale result, a finished instance); ack.
+    Ignore(&'static str),
+    /// A timer that is not due yet: hand it back for this long.
+    Later(Duration),
+}
+
+/// Creates an instance from a start message. A refused start (bad input) still creates the
+/// instance, failed, so that whoever polls its id sees why.
+pub fn start(def: &Definition, msg: &StartWorkflow, instance_id: &str, ctx: Ctx<'_>) -> Instance {
+    let raw_input = if msg.input.is_empty() {
+        Ok(Value::Object(Map::new()))
+    } else {
+        serde_json::from_slice::<Value>(&msg.input)
+            .map_err(|e| format!("input: not valid JSON: {e}"))
+    };
+    let prepared = raw_input.and_then(|v| def.prepare_input(v.clone()).map_err(|p| p.to_string()));
+    let mut inst = new_instance(msg, instance_id, &def.name, def.version, ctx);
+    inst.steps = def
+        .steps
+        .iter()
+        .map(|s| StepState::new(&s.id, s.operation.as_deref()))
+        .collect();
+    let mut fx = Vec::new();
+    match prepared {
+        Ok(input) => {
+            inst.input = input;
+            let data = json!({ "workflow": def.name, "version": def.version, "input": inst.input });
+            push_event(&mut fx, &inst, event::STARTED, None, data, ctx);
+            advance(def, &mut inst, ctx, &mut fx);
+        }
+        Err(message) => {
+            let failure = Failure {
+                step: None,
+                code: "invalid_input".into(),
+                message,
+            };
+            finish_failed(&mut inst, failure, ctx, &mut fx);
+        }
+    }
+    inst.outbox = fx;
+    inst
+}
+
+/// Creates a failed instance for a start that names no registered workflow (or version), so
+/// that the refusal is visible under the instance id like any other failure.
+pub fn start_refused(
+    msg: &StartWorkflow,
+    instance_id: &str,
+    code: &str,
+    message: String,
+    ctx: Ctx<'_>,
+) -> Instance {
+    let mut inst = new_instance(msg, instance_id, &msg.workflow, msg.version, ctx);
+    inst.input = serde_json::from_slice(&msg.input).unwrap_or(Value::Null);
+    let mut fx = Vec::new();
+    let failure = Failure {
+        step: None,
+        code: code.to_owned(),
+        message,
+    };
+    finish_failed(&mut inst, failure, ctx, &mut fx);
+    inst.outbox = fx;
+    inst
+}
+
+/// A running instance with no steps and no input yet.
+fn new_instance(
+    msg: &StartWorkflow,
+    instance_id: &str,
+    workflow: &str,
+    version: u32,
+    ctx: Ctx<'_>,
+) -> Instance {
+    Instance {
+        id: instance_id.to_owned(),
+        tenant: msg.tenant.clone(),
+        workflow: workflow.to_owned(),
+        version,
+        correlation_id: msg.correlation_id.clone(),
+        status: InstanceStatus::Running,
+        input: Value::Null,
+        output: None,
+        error: None,
+        labels: msg.labels.clone().into_iter().collect(),
+        started_at_ms: ctx.now_ms,
+        finished_at_ms: None,
+        updated_at_ms: ctx.now_ms,
+        steps: Vec::new(),
+        pending_signals: BTreeMap::new(),
+        seen_signals: Vec::new(),
+        last_message: 0,
+        outbox: Vec::new(),
+    }
+}
+
+/// Applies one message to an existing instance.
+pub fn apply(def: &Definition, state: &Instance, input: &Input, ctx: Ctx<'_>) -> Decision {
+    if let Input::Timer(timer) = input
+        && timer.due_at_ms > ctx.now_ms
+    {
+        let wait = u64::try_from(timer.due_at_ms - ctx.now_ms).unwrap_or(0);
+        return Decision::Later(Duration::from_millis(wait));
+    }
+    if state.status.is_finished() {
+        return Decision::Ignore("instance already finished");
+    }
+    let mut inst = state.clone();
+    inst.outbox.clear();
+    let mut fx = Vec::new();
+    let changed = match input {
+        Input::Result(r) => on_result(def, &mut inst, r, ctx, &mut fx),
+        Input::Cancel(c) => on_cancel(&mut inst, c, ctx, &mut fx),
+        Input::Signal(s) => on_signal(def, &mut inst, s, ctx, &mut fx),
+        Input::Timer(t) => on_timer(def, &mut inst, t, ctx, &mut fx),
+    };
+    match changed {
+        Err(reason) => Decision::Ignore(reason),
+        Ok(()) => {
+            if inst.status == InstanceStatus::Running {
+                advance(def, &mut inst, ctx, &mut fx);
+            }
+            inst.updated_at_ms = ctx.now_ms;
+            inst.outbox = fx;
+            Decision::Apply(Box::new(inst))
+        }
+    }
+}
+
+type Applied = Result<(), &'static str>;
+
+fn on_result(
+    def: &Definition,
+    inst: &mut Instance,
+    r: &JobResult,
+    ctx: Ctx<'_>,
+    fx: &mut Vec<Effect>,
+) -> Applied {
+    let Some(index) = def.step_index(&r.step_id) else {
+        return Err("result for a step the definition does not have");
+    };
+    let step = &inst.steps[index];
+    if step.status != StepStatus::Scheduled {
+        return Err("result for a step that is not running");
+    }
+    let item = if step.items.is_empty() {
+        if r.job_id != job_id(&inst.id, &step.id, None) {
+            return Err("result of another job");
+        }
+        None
+    } else {
+        let i = r
+            .job_id
+            .rsplit('.')
+            .next()
+            .and_then(|i| i.parse::<usize>().ok())
+            .filter(|i| *i < step.items.len() && r.job_id == job_id(&inst.id, &step.id, Some(*i)));
+        let Some(i) = i else {
+            return Err("result of another job");
+        };
+        if step.items[i].status != StepStatus::Scheduled {
+            return Err("result for an item that is not running");
+        }
+        Some(i)
+    };
+
+    let outcome = match JobStatus::try_from(r.status) {
+        Ok(JobStatus::Succeeded) => {
+            if r.output.is_empty() {
+                Ok(Value::Null)
+            } else {
+                serde_json::from_slice(&r.output).map_err(|e| Failure {
+                    step: Some(r.step_id.clone()),
+                    code: "invalid_output".into(),
+                    message: format!("the job's output is not JSON: {e}"),
+                })
+            }
+        }
+        _ => Err(Failure {
+            step: Some(r.step_id.clone()),
+            code: r
+                .error
+                .as_ref()
+                .and_then(|e| ErrorCode::try_from(e.code).ok())
+                .map_or("failed", error_code_name)
+                .to_owned(),
+            message: r
+                .error
+                .as_ref()
+                .map_or_else(|| "the job failed".to_owned(), |e| e.message.clone()),
+        }),
+    };
+
+    let step = &mut inst.steps[index];
+    step.attempts = step.attempts.max(r.attempts);
+    if r.started_at_ms > 0 {
+        step.started_at_ms = Some(
+            step.started_at_ms
+                .map_or(r.started_at_ms, |s| s.min(r.started_at_ms)),
+        );
+    }
+    if !r.worker_id.is_empty() {
+        step.worker_id.clone_from(&r.worker_id);
+    }
+    match item {
+        None => match outcome {
+            Ok(output) => complete_step(inst, index, output, ctx, fx),
+            Err(failure) => fail_step(def, inst, index, failure, ctx, fx),
+        },
+        Some(i) => {
+            let it = &mut step.items[i];
+            it.attempts = r.attempts;
+            it.finished_at_ms = Some(ctx.now_ms);
+            match outcome {
+                Ok(output) => {
+                    it.status = StepStatus::Completed;
+                    it.output = Some(output);
+                }
+                Err(failure) => {
+                    it.status = StepStatus::Failed;
+                    it.error = Some(failure.clone());
+                    if def.steps[index].on_error == OnError::Fail {
+                        let failure = Failure {
+                            message: format!("item {i}: {}", failure.message),
+                            ..failure
+                        };
+                        fail_step(def, inst, index, failure, ctx, fx);
+                        return Ok(());
+                    }
+                }
+            }
+            join_items(def, inst, index, ctx, fx);
+        }
+    }
+    Ok(())
+}
+
+/// Finishes a `for_each` step once every item has: its output is the items' outputs in order.
+fn join_items(
+    def: &Definition,
+    inst: &mut Instance,
+    index: usize,
+    ctx: Ctx<'_>,
+    fx: &mut Vec<Effect>,
+) {
+    let step = &inst.steps[index];
+    if !step.items.iter().all(|i| i.status.is_terminal()) {
+        return;
+    }
+    let outputs: Vec<Value> = step
+        .items
+        .iter()
+        .map(|i| i.output.clone().unwrap_or(Value::Null))
+        .collect();
+    let failed: Vec<usize> = step
+        .items
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.status == StepStatus::Failed)
+        .map(|(n, _)| n)
+        .collect();
+    if failed.is_empty() {
+        complete_step(inst, index, Value::Array(outputs), ctx, fx);
+    } else {
+        let first = step.items[failed[0]].error.clone();
+        let total = step.items.len();
+        let step_id = step.id.clone();
+        inst.steps[index].output = Some(Value::Array(outputs));
+        let failure = Failure {
+            step: Some(step_id),
+            code: first
+                .as_ref()
+                .map_or_else(|| "failed".into(), |f| f.code.clone()),
+            message: format!(
+                "{} of {} items failed (first: item {}: {})",
+                failed.len(),
+                total,
+                failed[0],
+                first.map_or_else(String::new, |f| f.message)
+            ),
+        };
+        fail_step(def, inst, index, failure, ctx, fx);
+    }
+}
+
+fn on_cancel(
+    inst: &mut Instance,
+    c: &CancelWorkflow,
+    ctx: Ctx<'_>,
+    fx: &mut Vec<Effect>,
+) -> Applied {
+    inst.status = InstanceStatus::Cancelled;
+    inst.finished_at_ms = Some(ctx.now_ms);
+    inst.error = Some(Failure {
+        step: None,
+        code: "cancelled".into(),
+        message: if c.reason.is_empty() {
+            "cancelled".into()
+        } else {
+            c.reason.clone()
+        },
+    });
+    stop_unfinished(inst, ctx);
+    let data = json!({ "reason": c.reason, "requested_by": c.requested_by });
+    push_event(fx, inst, event::CANCELLED, None, data, ctx);
+    Ok(())
+}
+
+fn on_signal(
+    def: &Definition,
+    inst: &mut Instance,
+    s: &SignalWorkflow,
+    ctx: Ctx<'_>,
+    fx: &mut Vec<Effect>,
+) -> Applied {
+    if !s.signal_id.is_empty() && inst.seen_signals.contains(&s.signal_id) {
+        return Err("signal already applied");
+    }
+    let payload: Value = if s.payload.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&s.payload).unwrap_or(Value::Null)
+    };
+    let waits_for = |st: &Step| {
+        st.wait_for_signal
+            .as_ref()
+            .is_some_and(|w| w.name == s.name)
+    };
+    let waiting = def
+        .steps
+        .iter()
+        .enumerate()
+        .find(|(i, st)| waits_for(st) && inst.steps[*i].status == StepStatus::Waiting)
+        .map(|(i, _)| i);
+    if let Some(index) = waiting {
+        remember_signal(inst, &s.signal_id);
+        deliver_signal(def, inst, index, payload, ctx, fx);
+        return Ok(());
+    }
+    let will_wait = def
+        .steps
+        .iter()
+        .enumerate()
+        .any(|(i, st)| waits_for(st) && inst.steps[i].status == StepStatus::Pending);
+    if !will_wait || inst.pending_signals.contains_key(&s.name) {
+        return Err("no step waits for this signal");
+    }
+    remember_signal(inst, &s.signal_id);
+    inst.pending_signals.insert(
+        s.name.clone(),
+        PendingSignal {
+            signal_id: s.signal_id.clone(),
+            payload,
+        },
+    );
+    Ok(())
+}
+
+fn remember_signal(inst: &mut Instance, signal_id: &str) {
+    if signal_id.is_empty() {
+        return;
+    }
+    inst.seen_signals.push(signal_id.to_owned());
+    if inst.seen_signals.len() > SEEN_SIGNALS {
+        inst.seen_signals.remove(0);
+    }
+}
+
+fn on_timer(
+    def: &Definition,
+    inst: &mut Instance,
+    t: &Timer,
+    ctx: Ctx<'_>,
+    fx: &mut Vec<Effect>,
+) -> Applied {
+    let Some(index) = def.step_index(&t.step_id) else {
+        return Err("timer for a step the definition does not have");
+    };
+    let step = &mut inst.steps[index];
+    match TimerKind::try_from(t.kind) {
+        Ok(TimerKind::StepTimeout) if step.status == StepStatus::Scheduled => {
+            let timeout = def.steps[index].timeout.unwrap_or_default();
+            let failure = Failure {
+                step: Some(step.id.clone()),
+                code: error_code_name(ErrorCode::DeadlineExceeded).to_owned(),
+                message: format!("timed out after {}", humantime::format_duration(timeout)),
+            };
+            for item in step.items.iter_mut().filter(|i| !i.status.is_terminal()) {
+                item.status = StepStatus::Failed;
+                item.error = Some(failure.clone());
+                item.finished_at_ms = Some(ctx.now_ms);
+            }
+            fail_step(def, inst, index, failure, ctx, fx);
+            Ok(())
+        }
+        Ok(TimerKind::Sla) if step.status == StepStatus::Waiting && !step.sla_breached => {
+            step.sla_breached = true;
+            let wait = def.steps[index].wait_for_signal.as_ref();
+            let data = json!({
+                "signal": wait.map(|w| w.name.as_str()),
+                "sla_ms": wait.and_then(|w| w.sla).map(|d| d.as_millis() as u64),
+                "waited_ms": ctx.now_ms - step.scheduled_at_ms.unwrap_or(ctx.now_ms),
+            });
+            let id = step.id.clone();
+            push_event(fx, inst, event::SLA_BREACHED, Some(&id), data, ctx);
+            Ok(())
+        }
+        _ => Err("timer for a step that moved on"),
+    }
+}
+
+/// Moves every step whose `needs` are done: skips it, makes it wait, or schedules its job,
+/// then finishes the instance when nothing is left to do.
+pub(crate) fn advance(def: &Definition, inst: &mut Instance, ctx: Ctx<'_>, fx: &mut Vec<Effect>) {
+    loop {
+        let mut moved = false;
+        for index in 0..def.steps.len() {
+            if inst.status != InstanceStatus::Running {
+                return;
+            }
+            if inst.steps[index].status != StepStatus::Pending || !needs_done(def, inst, index) {
+                continue;
+            }
+            moved = true;
+            start_step(def, inst, index, ctx, fx);
+        }
+        if !moved {
+            break;
+        }
+    }
+    if inst.status == InstanceStatus::Running && inst.steps.iter().all(|s| s.status.is_terminal()) {
+        finish_completed(def, inst, ctx, fx);
+    }
+}
+
+/// A need is done when it completed, was skipped, or failed with `on_error: continue`.
+fn needs_done(def: &Definition, inst: &Instance, index: usize) -> bool {
+    def.steps[index].needs.iter().all(|need| {
+        def.step_index(need)
+            .is_some_and(|n| inst.steps[n].status.is_terminal())
+    })
+}
+
+fn start_step(
+    def: &Definition,
+    inst: &mut Instance,
+    index: usize,
+    ctx: Ctx<'_>,
+    fx: &mut Vec<Effect>,
+) {
+    let spec = &def.steps[index];
+    let steps = steps_view(inst);
+    let scope = Scope {
+        input: &inst.input,
+        steps: &steps,
+        item: None,
+        signal: None,
+        env: ctx.env,
+    };
+    match def.eval_when(index, &scope) {
+        Ok(true) => {}
+        Ok(false) => {
+            let step = &mut inst.steps[index];
+            step.status = StepStatus::Skipped;
+            step.finished_at_ms = Some(ctx.now_ms);
+            push_event(
+                fx,
+                inst,
+                event::STEP_SKIPPED,
+                Some(&spec.id),
+                json!({}),
+                ctx,
+            );
+            return;
+        }
+        Err(e) => {
+            let failure = template_failure(&spec.id, &e);
+            fail_step(def, inst, index, failure, ctx, fx);
+            return;
+        }
+    }
+    if let Some(wait) = &spec.wait_for_signal {
+        let step = &mut inst.steps[index];
+        step.status = StepStatus::Waiting;
+        step.scheduled_at_ms = Some(ctx.now_ms);
+        let data = json!({ "signal": wait.name, "sla_ms": wait.sla.map(|d| d.as_millis() as u64) });
+        push_event(fx, inst, event::STEP_WAITING, Some(&spec.id), data, ctx);
+        if let Some(pending) = inst.pending_signals.remove(&wait.name) {
+            deliver_signal(def, inst, index, pending.payload, ctx, fx);
+        } else if let Some(sla) = wait.sla {
+            push_timer(fx, inst, &spec.id, TimerKind::Sla, ctx.now_ms + millis(sla));
+        }
+        return;
+    }
+    schedule(def, inst, index, None, ctx, fx);
+}
+
+fn deliver_signal(
+    def: &Definition,
+    inst: &mut Instance,
+    index: usize,
+    payload: Value,
+    ctx: Ctx<'_>,
+    fx: &mut Vec<Effect>,
+) {
+    let spec = &def.steps[index];
+    let name = spec.wait_for_signal.as_ref().map(|w| w.name.clone());
+    inst.steps[index].signal = Some(payload.clone());
+    let data = json!({ "signal": name, "payload": payload });
+    push_event(fx, inst, event::STEP_SIGNALLED, Some(&spec.id), data, ctx);
+    if spec.operation.is_some() {
+        schedule(def, inst, index, Some(payload), ctx, fx);
+    } else {
+        complete_step(inst, index, payload, ctx, fx);
+    }
+}
+
+/// Publishes the step's job, or one job per item for `for_each`.
+fn schedule(
+    def: &Definition,
+    inst: &mut Instance,
+    index: usize,
+    signal: Option<Value>,
+    ctx: Ctx<'_>,
+    fx: &mut Vec<Effect>,
+) {
+    let spec = &def.steps[index];
+    let Some(operation) = spec.operation.clone() else {
+        return;
+    };
+    let steps = steps_view(inst);
+    let scope = Scope {
+        input: &inst.input,
+        steps: &steps,
+        item: None,
+        signal: signal.as_ref(),
+        env: ctx.env,
+    };
+    let rendered: Result<Vec<(Option<usize>, Value)>, _> = match def.eval_for_each(index, &scope) {
+        Err(e) => Err(e),
+        Ok(None) => def
+            .render_step_input(index, &scope)
+            .map(|v| vec![(None, v)]),
+        Ok(Some(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let scope = Scope {
+                    item: Some((item, i)),
+                    ..scope
+                };
+                def.render_step_input(index, &scope).map(|v| (Some(i), v))
+            })
+            .collect(),
+    };
+    let inputs = match rendered {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            let failure = template_failure(&spec.id, &e);
+            fail_step(def, inst, index, failure, ctx, fx);
+            return;
+        }
+    };
+    let deadline_ms = spec.timeout.map(|t| ctx.now_ms + millis(t));
+    let for_each = spec.has_for_each;
+    let count = inputs.len();
+    {
+        let step = &mut inst.steps[index];
+        step.status = StepStatus::Scheduled;
+        step.scheduled_at_ms = Some(ctx.now_ms);
+        if for_each {
+            step.items = (0..count)
+                .map(|_| ItemState {
+                    status: StepStatus::Scheduled,
+                    attempts: 0,
+                    output: None,
+                    error: None,
+                    finished_at_ms: None,
+                })
+                .collect();
+        }
+    }
+    let data = if for_each {
+        json!({ "operation": operation, "items": count })
+    } else {
+        json!({ "operation": operation, "job_id": job_id(&inst.id, &spec.id, None) })
+    };
+    push_event(fx, inst, event::STEP_SCHEDULED, Some(&spec.id), data, ctx);
+    if for_each && count == 0 {
+        complete_step(inst, index, Value::Array(Vec::new()), ctx, fx);
+        return;
+    }
+    for (item, input) in inputs {
+        fx.push(Effect::Job {
+            job: Job {
+                job_id: job_id(&inst.id, &spec.id, item),
+                tenant: inst.tenant.clone(),
+                instance_id: inst.id.clone(),
+                step_id: spec.id.clone(),
+                operation: operation.clone(),
+                input: serde_json::to_vec(&input).unwrap_or_default(),
+                retry: spec.retry.as_ref().map(|r| RetryPolicy {
+                    max_attempts: r.max_attempts.unwrap_or(0),
+                    initial_delay_ms: r.initial_delay.map_or(0, |d| millis(d) as u64),
+                    max_delay_ms: r.max_delay.map_or(0, |d| millis(d) as u64),
+                    multiplier: r.multiplier.unwrap_or(0.0),
+                }),
+                deadline_ms: deadline_ms.unwrap_or(0),
+                correlation_id: inst.correlation_id.clone(),
+                reply_subject: String::new(),
+                created_at_ms: ctx.now_ms,
+            },
+        });
+    }
+    if let Some(due) = deadline_ms {
+        push_timer(fx, inst, &spec.id, TimerKind::StepTimeout, due);
+    }
+}
+
+fn complete_step(
+    inst: &mut Instance,
+    index: usize,
+    output: Value,
+    ctx: Ctx<'_>,
+    fx: &mut Vec<Effect>,
+) {
+    let step = &mut inst.steps[index];
+    step.status = StepStatus::Completed;
+    step.finished_at_ms = Some(ctx.now_ms);
+    step.output = Some(output);
+    let data = json!({
+        "operation": step.operation,
+        "attempts": step.attempts,
+        "duration_ms": step.scheduled_at_ms.map(|s| ctx.now_ms - s),
+        "output": step.output,
+    });
+    let id = step.id.clone();
+    push_event(fx, inst, event::STEP_COMPLETED, Some(&id), data, ctx);
+}
+
+/// Records a step failure; with `on_error: fail` the instance fails with it.
+fn fail_step(
+    def: &Definition,
+    inst: &mut Instance,
+    index: usize,
+    failure: Failure,
+    ctx: Ctx<'_>,
+    fx: &mut Vec<Effect>,
+) {
+    let on_error = def.steps[index].on_error;
+    let step = &mut inst.steps[index];
+    step.status = StepStatus::Failed;
+    step.finished_at_ms = Some(ctx.now_ms);
+    step.error = Some(failure.clone());
+    let data = json!({
+        "operation": step.operation,
+        "attempts": step.attempts,
+        "code": failure.code,
+        "message": failure.message,
+        "on_error": match on_error { OnError::Fail => "fail", OnError::Continue => "continue" },
+    });
+    let id = step.id.clone();
+    push_event(fx, inst, event::STEP_FAILED, Some(&id), data, ctx);
+    if on_error == OnError::Fail {
+        finish_failed(inst, failure, ctx, fx);
+    }
+}
+
+fn finish_failed(inst: &mut Instance, failure: Failure, ctx: Ctx<'_>, fx: &mut Vec<Effect>) {
+    inst.status = InstanceStatus::Failed;
+    inst.finished_at_ms = Some(ctx.now_ms);
+    stop_unfinished(inst, ctx);
+    let data = json!({ "step": failure.step, "code": failure.code, "message": failure.message });
+    inst.error = Some(failure);
+    push_event(fx, inst, event::FAILED, None, data, ctx);
+}
+
+fn finish_completed(def: &Definition, inst: &mut Instance, ctx: Ctx<'_>, fx: &mut Vec<Effect>) {
+    let steps = steps_view(inst);
+    let scope = Scope {
+        input: &inst.input,
+        steps: &steps,
+        item: None,
+        signal: None,
+        env: ctx.env,
+    };
+    match def.render_output(&scope) {
+        Ok(output) => {
+            inst.status = InstanceStatus::Completed;
+            inst.finished_at_ms = Some(ctx.now_ms);
+            let data = json!({ "output": output, "duration_ms": ctx.now_ms - inst.started_at_ms });
+            inst.output = Some(output);
+            push_event(fx, inst, event::COMPLETED, None, data, ctx);
+        }
+        Err(e) => {
+            let failure = Failure {
+                step: None,
+                code: "template".into(),
+                message: format!("rendering the output: {}: {}", e.path, e.message),
+            };
+            finish_failed(inst, failure, ctx, fx);
+        }
+    }
+}
+
+/// Marks what had not finished as cancelled (the instance ended around it).
+fn stop_unfinished(inst: &mut Instance, ctx: Ctx<'_>) {
+    for step in inst.steps.iter_mut().filter(|s| !s.status.is_terminal()) {
+        step.status = StepStatus::Cancelled;
+        step.finished_at_ms = Some(ctx.now_ms);
+        for item in step.items.iter_mut().filter(|i| !i.status.is_terminal()) {
+            item.status = StepStatus::Cancelled;
+            item.finished_at_ms = Some(ctx.now_ms);
+        }
+    }
+}
+
+/// The `steps` object templates see: `{ id: { status, output, error } }`.
+fn steps_view(inst: &Instance) -> Value {
+    let mut map = Map::new();
+    for s in &inst.steps {
+        map.insert(
+            s.id.clone(),
+            json!({
+                "status": s.status.as_str(),
+                "output": s.output,
+                "error": s.error.as_ref().map(|e| e.message.as_str()),
+            }),
+        );
+    }
+    Value::Object(map)
+}
+
+fn template_failure(step: &str, e: &crate::definition::RenderError) -> Failure {
+    Failure {
+        step: Some(step.to_owned()),
+        code: "template".into(),
+        message: format!("{}: {}", e.path, e.message),
+    }
+}
+
+fn push_event(
+    fx: &mut Vec<Effect>,
+    inst: &Instance,
+    event_type: &str,
+    step: Option<&str>,
+    data: Value,
+    ctx: Ctx<'_>,
+) {
+    fx.push(Effect::Event {
+        event: WorkflowEvent {
+            event_id: event_id(&inst.id, event_type, step),
+            tenant: inst.tenant.clone(),
+            instance_id: inst.id.clone(),
+            r#type: event_type.to_owned(),
+            step_id: step.unwrap_or_default().to_owned(),
+            data: serde_json::to_vec(&data).unwrap_or_default(),
+            at_ms: ctx.now_ms,
+            correlation_id: inst.correlation_id.clone(),
+        },
+    });
+}
+
+fn push_timer(fx: &mut Vec<Effect>, inst: &Instance, step: &str, kind: TimerKind, due_at_ms: i64) {
+    fx.push(Effect::Timer {
+        timer: Timer {
+            tenant: inst.tenant.clone(),
+            instance_id: inst.id.clone(),
+            step_id: step.to_owned(),
+            kind: kind as i32,
+            due_at_ms,
+        },
+    });
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The lowercase short name of an error code, as in the JSON form of a job result.
+pub fn error_code_name(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Unspecified => "failed",
+        ErrorCode::InvalidInput => "invalid_input",
+        ErrorCode::Permanent => "permanent",
+        ErrorCode::RetriesExhausted => "retries_exhausted",
+        ErrorCode::DeadlineExceeded => "deadline_exceeded",
+        ErrorCode::UnknownOperation => "unknown_operation",
+        ErrorCode::Decode => "decode",
+        ErrorCode::Cancelled => "cancelled",
+    }
+}

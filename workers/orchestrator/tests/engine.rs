@@ -1,0 +1,660 @@
+//! The engine against a real nats-server, with `test` workers doing the work.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use switchyard_orchestrator::service::endpoint;
+use switchyard_proto::{JobResult, JobStatus, decode, event, subject};
+
+const T: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn three_sequential_steps_pass_templated_outputs_along() {
+    let env = env().await;
+    env.register(
+        r#"
+name: greet
+version: 1
+input:
+  name: { type: string, required: true }
+  level: { type: string }
+steps:
+  - id: a
+    operation: test.echo
+    input:
+      greeting: "hello {{ input.name }}"
+      level: "{{ input.level | default('intermediate') }}"
+  - id: b
+    operation: test.echo
+    needs: [a]
+    input:
+      shout: "{{ steps.a.output.greeting | upper }}"
+      parts: "{{ [steps.a.output.level, env.PUBLIC_NAME] }}"
+  - id: c
+    operation: test.sleep
+    needs: [b]
+    input:
+      ms: 10
+output:
+  shout: "{{ steps.b.output.shout }}"
+  parts: "{{ steps.b.output.parts }}"
+  slept: "{{ steps.c.output.slept_ms }}"
+"#,
+    )
+    .await;
+    let (instance, mut events) = env.start("greet", json!({ "name": "ada" })).await;
+    let status = env.finished(&instance, T).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert_eq!(
+        status["output"],
+        json!({ "shout": "HELLO ADA", "parts": ["intermediate", "Switchyard"], "slept": 10 })
+    );
+    for id in ["a", "b", "c"] {
+        assert_eq!(step(&status, id)["status"], "completed");
+        assert_eq!(step(&status, id)["attempts"], 1);
+    }
+    let (done, before) = until_event(&mut events, event::COMPLETED, T).await;
+    assert_eq!(done.correlation_id, format!("corr-{instance}"));
+    let types: Vec<String> = before
+        .iter()
+        .filter(|e| e.r#type.starts_with("step_scheduled") || e.r#type == "step_completed")
+        .map(|e| format!("{}:{}", e.r#type, e.step_id))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "step_scheduled:a",
+            "step_completed:a",
+            "step_scheduled:b",
+            "step_completed:b",
+            "step_scheduled:c",
+            "step_completed:c"
+        ]
+    );
+    assert!(before.iter().any(|e| e.r#type == event::STARTED));
+    assert!(
+        before
+            .iter()
+            .all(|e| e.correlation_id == format!("corr-{instance}"))
+    );
+}
+
+#[tokio::test]
+async fn parallel_branches_run_together_and_join() {
+    let env = env().await;
+    env.register(
+        r#"
+name: fan
+version: 1
+steps:
+  - { id: a, operation: test.echo, input: { x: 1 } }
+  - { id: b, operation: test.sleep, needs: [a], input: { ms: 300 } }
+  - { id: c, operation: test.sleep, needs: [a], input: { ms: 300 } }
+  - id: d
+    operation: test.echo
+    needs: [b, c]
+    input: { total: "{{ steps.b.output.slept_ms + steps.c.output.slept_ms }}" }
+output: "{{ steps.d.output.total }}"
+"#,
+    )
+    .await;
+    let (instance, _) = env.start("fan", json!({})).await;
+    let status = env.finished(&instance, T).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert_eq!(status["output"], 600);
+    let (b, c, d) = (step(&status, "b"), step(&status, "c"), step(&status, "d"));
+    let at = |s: &Value, k: &str| s[k].as_i64().unwrap();
+    // Both branches were scheduled before either finished: they ran side by side.
+    assert!(at(b, "scheduled_at_ms") < at(c, "finished_at_ms"));
+    assert!(at(c, "scheduled_at_ms") < at(b, "finished_at_ms"));
+    // The join waited for both.
+    assert!(at(d, "scheduled_at_ms") >= at(b, "finished_at_ms").max(at(c, "finished_at_ms")));
+}
+
+#[tokio::test]
+async fn a_false_when_skips_the_step_and_its_dependents_still_run() {
+    let env = env().await;
+    env.register(
+        r#"
+name: maybe
+version: 1
+input:
+  notify: { type: boolean, default: false }
+steps:
+  - { id: a, operation: test.echo, input: { v: 1 } }
+  - { id: notify, operation: test.echo, needs: [a], when: "{{ input.notify }}", input: { sent: true } }
+  - id: after
+    operation: test.echo
+    needs: [notify]
+    input: { notified: "{{ steps.notify.status }}" }
+output: "{{ steps.after.output.notified }}"
+"#,
+    )
+    .await;
+    let (instance, _) = env.start("maybe", json!({})).await;
+    let status = env.finished(&instance, T).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert_eq!(step(&status, "notify")["status"], "skipped");
+    assert_eq!(status["output"], "skipped");
+
+    let (instance, _) = env.start("maybe", json!({ "notify": true })).await;
+    let status = env.finished(&instance, T).await;
+    assert_eq!(step(&status, "notify")["status"], "completed");
+    assert_eq!(status["output"], "completed");
+}
+
+#[tokio::test]
+async fn for_each_over_fifty_items_joins_in_order() {
+    let env = env().await;
+    env.register(
+        r#"
+name: each
+version: 1
+input:
+  words: { type: array, items: { type: string }, required: true }
+steps:
+  - id: per_word
+    operation: test.echo
+    for_each: "{{ input.words }}"
+    input: { word: "{{ item | upper }}", index: "{{ index }}" }
+  - id: total
+    operation: test.echo
+    needs: [per_word]
+    input: { count: "{{ steps.per_word.output | length }}" }
+output:
+  words: "{{ steps.per_word.output | map(attribute='word') | list }}"
+  indexes: "{{ steps.per_word.output | map(attribute='index') | list }}"
+  count: "{{ steps.total.output.count }}"
+"#,
+    )
+    .await;
+    let words: Vec<String> = (0..50).map(|i| format!("w{i:02}")).collect();
+    let (instance, _) = env.start("each", json!({ "words": words })).await;
+    let status = env.finished(&instance, T).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    let expected: Vec<String> = words.iter().map(|w| w.to_uppercase()).collect();
+    assert_eq!(status["output"]["words"], json!(expected));
+    assert_eq!(
+        status["output"]["indexes"],
+        json!((0..50).collect::<Vec<_>>())
+    );
+    assert_eq!(status["output"]["count"], 50);
+    assert_eq!(step(&status, "per_word")["items"]["finished"], 50);
+}
+
+#[tokio::test]
+async fn a_retryable_failure_is_retried_then_succeeds() {
+    let env = env().await;
+    env.register(
+        r#"
+name: flaky
+version: 1
+steps:
+  - id: f
+    operation: test.fail
+    input: { mode: retryable, times: 2 }
+    retry: { max_attempts: 4, initial_delay: 100ms, max_delay: 1s, multiplier: 2 }
+output: "{{ steps.f.output.attempts }}"
+"#,
+    )
+    .await;
+    let (instance, mut events) = env.start("flaky", json!({})).await;
+    let status = env.finished(&instance, T).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert_eq!(status["output"], 3);
+    assert_eq!(step(&status, "f")["attempts"], 3);
+    let (_, before) = until_event(&mut events, event::COMPLETED, T).await;
+    let retrying = before
+        .iter()
+        .filter(|e| e.r#type == event::STEP_RETRYING)
+        .count();
+    let started = before
+        .iter()
+        .filter(|e| e.r#type == event::STEP_STARTED)
+        .count();
+    assert_eq!((retrying, started), (2, 3));
+}
+
+#[tokio::test]
+async fn a_permanent_failure_fails_the_instance_naming_the_step_and_reason() {
+    let env = env().await;
+    env.register(
+        r#"
+name: doomed
+version: 1
+steps:
+  - { id: ok, operation: test.echo, input: {} }
+  - { id: boom, operation: test.fail, needs: [ok], input: { mode: permanent } }
+  - { id: never, operation: test.echo, needs: [boom], input: {} }
+"#,
+    )
+    .await;
+    let (instance, mut events) = env.start("doomed", json!({})).await;
+    let status = env.finished(&instance, T).await;
+    assert_eq!(status["status"], "failed", "{status:#}");
+    assert_eq!(status["error"]["step"], "boom");
+    assert_eq!(status["error"]["code"], "permanent");
+    assert!(
+        status["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failing on purpose")
+    );
+    assert_eq!(step(&status, "never")["status"], "cancelled");
+    let (failed, _) = until_event(&mut events, event::FAILED, T).await;
+    assert_eq!(event_data(&failed)["step"], "boom");
+}
+
+#[tokio::test]
+async fn on_error_continue_proceeds_past_a_failed_step() {
+    let env = env().await;
+    env.register(
+        r#"
+name: tolerant
+version: 1
+steps:
+  - { id: boom, operation: test.fail, input: { mode: permanent }, on_error: continue }
+  - id: next
+    operation: test.echo
+    needs: [boom]
+    input: { previous: "{{ steps.boom.status }}", why: "{{ steps.boom.error }}" }
+output: "{{ steps.next.output }}"
+"#,
+    )
+    .await;
+    let (instance, _) = env.start("tolerant", json!({})).await;
+    let status = env.finished(&instance, T).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert_eq!(step(&status, "boom")["status"], "failed");
+    assert_eq!(status["output"]["previous"], "failed");
+    assert!(
+        status["output"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("failing on purpose")
+    );
+}
+
+#[tokio::test]
+async fn cancelling_stops_remaining_steps_and_aborts_the_running_job() {
+    let env = env().await;
+    env.register(
+        r#"
+name: long
+version: 1
+steps:
+  - { id: slow, operation: test.sleep, input: { ms: 10000 } }
+  - { id: after, operation: test.echo, needs: [slow], input: {} }
+"#,
+    )
+    .await;
+    let (instance, mut events) = env.start("long", json!({})).await;
+    let mut results = env
+        .client
+        .subscribe(subject::result(&instance))
+        .await
+        .unwrap();
+    until_event(&mut events, event::STEP_STARTED, T).await;
+    env.cancel(&instance, "changed my mind").await;
+    let status = env.finished(&instance, T).await;
+    assert_eq!(status["status"], "cancelled", "{status:#}");
+    assert_eq!(status["error"]["message"], "changed my mind");
+    assert_eq!(step(&status, "slow")["status"], "cancelled");
+    assert_eq!(step(&status, "after")["status"], "cancelled");
+    // The worker stopped the 10 s sleep and reported it cancelled well before it would end.
+    let msg = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures::StreamExt::next(&mut results),
+    )
+    .await
+    .expect("the aborted job reports")
+    .unwrap();
+    let r: JobResult = decode(switchyard_proto::ContentType::Protobuf, &msg.payload).unwrap();
+    assert_eq!(r.status, JobStatus::Cancelled as i32);
+}
+
+#[tokio::test]
+async fn a_signal_resumes_a_waiting_step_and_an_sla_breach_is_reported() {
+    let mut env = env().await;
+    env.register(
+        r#"
+name: approval
+version: 1
+steps:
+  - { id: draft, operation: test.echo, input: { text: draft } }
+  - id: approve
+    needs: [draft]
+    wait_for_signal: { name: approval, sla: 300ms }
+  - id: publish
+    operation: test.echo
+    needs: [approve]
+    input: { by: "{{ steps.approve.output.by }}", text: "{{ steps.draft.output.text }}" }
+output: "{{ steps.publish.output }}"
+"#,
+    )
+    .await;
+    let (instance, mut events) = env.start("approval", json!({})).await;
+    until_event(&mut events, event::STEP_WAITING, T).await;
+    let (breach, _) = until_event(&mut events, event::SLA_BREACHED, T).await;
+    assert_eq!(breach.step_id, "approve");
+    assert!(event_data(&breach)["waited_ms"].as_i64().unwrap() >= 300);
+    let status = env.status(&instance).await;
+    assert_eq!(status["status"], "running");
+    assert_eq!(step(&status, "approve")["status"], "waiting");
+    assert_eq!(step(&status, "approve")["signal"]["sla_breached"], true);
+
+    env.signal(&instance, "approval", json!({ "by": "ann" }))
+        .await;
+    let status = env.finished(&instance, T).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert_eq!(status["output"], json!({ "by": "ann", "text": "draft" }));
+    assert!(env.counter("switchyard_sla_breaches_total") >= 1.0);
+    env.stops.clear();
+}
+
+#[tokio::test]
+async fn a_step_timeout_fails_the_step() {
+    let env = env().await;
+    env.register(
+        r#"
+name: slowpoke
+version: 1
+steps:
+  - { id: slow, operation: test.sleep, input: { ms: 5000 }, timeout: 300ms }
+"#,
+    )
+    .await;
+    let (instance, _) = env.start("slowpoke", json!({})).await;
+    let status = env.finished(&instance, Duration::from_secs(4)).await;
+    assert_eq!(status["status"], "failed", "{status:#}");
+    assert_eq!(status["error"]["code"], "deadline_exceeded");
+}
+
+#[tokio::test]
+async fn an_instance_runs_the_version_it_started_with() {
+    let env = env().await;
+    let v1 = r#"
+name: versioned
+version: 1
+steps:
+  - { id: wait, wait_for_signal: { name: go } }
+  - { id: v, operation: test.echo, needs: [wait], input: { version: 1 } }
+output: "{{ steps.v.output.version }}"
+"#;
+    env.register(v1).await;
+    let (instance, mut events) = env.start("versioned", json!({})).await;
+    until_event(&mut events, event::STEP_WAITING, T).await;
+    env.register(&v1.replace("version: 1", "version: 2")).await;
+    env.signal(&instance, "go", json!({})).await;
+    let status = env.finished(&instance, T).await;
+    assert_eq!(
+        (status["version"].clone(), status["output"].clone()),
+        (json!(1), json!(1))
+    );
+    let (later, mut events) = env.start("versioned", json!({})).await;
+    until_event(&mut events, event::STEP_WAITING, T).await;
+    let status = env.status(&later).await;
+    assert_eq!(status["version"], 2);
+}
+
+#[tokio::test]
+async fn unknown_workflows_and_bad_input_fail_visibly() {
+    let env = env().await;
+    env.register(
+        r#"
+name: typed
+version: 1
+input:
+  n: { type: integer, required: true }
+steps:
+  - { id: a, operation: test.echo, input: { n: "{{ input.n }}" } }
+"#,
+    )
+    .await;
+    let (instance, _) = env.start("typed", json!({ "n": "three" })).await;
+    let status = env.finished(&instance, T).await;
+    assert_eq!(status["status"], "failed");
+    assert_eq!(status["error"]["code"], "invalid_input");
+    assert!(
+        status["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("input.n"),
+        "{status:#}"
+    );
+
+    let (instance, _) = env.start("nope", json!({})).await;
+    let status = env.finished(&instance, T).await;
+    assert_eq!(status["error"]["code"], "unknown_workflow", "{status:#}");
+
+    // Another tenant cannot see the instance.
+    let other = env
+        .query(
+            endpoint::INSTANCE_GET,
+            json!({ "tenant": "globex", "instance_id": instance }),
+        )
+        .await;
+    assert_eq!(other["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn a_malformed_inbox_message_goes_to_the_dlq_and_the_next_one_runs() {
+    let env = env().await;
+    env.register("name: one\nversion: 1\nsteps:\n  - { id: a, operation: test.echo, input: {} }\n")
+        .await;
+    env.publish(
+        &subject::start(TENANT, "one"),
+        "garbage-1",
+        b"\xff\x00not protobuf".to_vec(),
+    )
+    .await;
+    let (instance, _) = env.start("one", json!({})).await;
+    assert_eq!(env.finished(&instance, T).await["status"], "completed");
+    let mut dlq = env
+        .js
+        .get_stream(switchyard_proto::stream::DLQ)
+        .await
+        .unwrap();
+    let info = dlq.info().await.unwrap().clone();
+    assert_eq!(info.state.messages, 1);
+    let raw = dlq
+        .get_last_raw_message_by_subject(&subject::dlq("orchestrator"))
+        .await
+        .unwrap();
+    let letter: switchyard_proto::DeadLetter =
+        decode(switchyard_proto::ContentType::Protobuf, &raw.payload).unwrap();
+    assert_eq!(letter.payload, b"\xff\x00not protobuf");
+    assert!(letter.error.contains("protobuf"), "{}", letter.error);
+}
+
+#[tokio::test]
+async fn definitions_can_be_validated_listed_fetched_and_deleted() {
+    let env = env().await;
+    let bad = "name: bad\nversion: 1\nsteps:\n  - { id: a, operation: test.nope, input: {} }\n";
+    let reply = env
+        .query(
+            endpoint::DEFINITIONS_VALIDATE,
+            json!({ "tenant": TENANT, "source": bad }),
+        )
+        .await;
+    assert_eq!(reply["valid"], false);
+    assert_eq!(reply["problems"][0]["path"], "steps[0].operation");
+    let reply = env
+        .query(
+            endpoint::DEFINITIONS_PUT,
+            json!({ "tenant": TENANT, "source": bad }),
+        )
+        .await;
+    assert_eq!(reply["error"]["code"], "invalid_definition");
+
+    let good = "name: good\nversion: 1\nsteps:\n  - { id: a, operation: test.echo, input: {} }\n";
+    let put = |src: &str| {
+        env.query(
+            endpoint::DEFINITIONS_PUT,
+            json!({ "tenant": TENANT, "source": src }),
+        )
+    };
+    assert_eq!(put(good).await["created"], true);
+    assert_eq!(put(good).await["created"], false);
+    let changed = good.replace("input: {}", "input: { x: 1 }");
+    assert_eq!(put(&changed).await["error"]["code"], "conflict");
+
+    let list = env
+        .query(endpoint::DEFINITIONS_LIST, json!({ "tenant": TENANT }))
+        .await;
+    let names: Vec<&str> = list["definitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"good"));
+    for shipped in [
+        "research_to_docs",
+        "research_to_slack",
+        "research_pipeline",
+        "meeting_to_tasks",
+        "linkedin_post",
+    ] {
+        assert!(names.contains(&shipped), "{shipped} missing from {names:?}");
+    }
+    let got = env
+        .query(
+            endpoint::DEFINITIONS_GET,
+            json!({ "tenant": TENANT, "name": "good" }),
+        )
+        .await;
+    assert_eq!(got["source"], good);
+    let deleted = env
+        .query(
+            endpoint::DEFINITIONS_DELETE,
+            json!({ "tenant": TENANT, "name": "good" }),
+        )
+        .await;
+    assert_eq!(deleted["deleted"], 1);
+    let got = env
+        .query(
+            endpoint::DEFINITIONS_GET,
+            json!({ "tenant": TENANT, "name": "good" }),
+        )
+        .await;
+    assert_eq!(got["error"]["code"], "not_found");
+    // Other tenants do not see a tenant's definitions.
+    let list = env
+        .query(
+            endpoint::DEFINITIONS_LIST,
+            json!({ "tenant": "globex", "include_deleted": true }),
+        )
+        .await;
+    assert!(
+        list["definitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["name"] != "good")
+    );
+}
+
+const FANOUT: &str = r#"
+name: fanout
+version: 1
+input:
+  n: { type: integer, default: 10 }
+steps:
+  - { id: a, operation: test.echo, input: { x: 1 } }
+  - id: many
+    operation: test.echo
+    needs: [a]
+    for_each: "{{ range(input.n) | list }}"
+    input: { i: "{{ item }}" }
+  - id: tail
+    operation: test.sleep
+    needs: [many]
+    input: { ms: 20 }
+output: "{{ steps.many.output | length }}"
+"#;
+
+#[tokio::test]
+async fn two_orchestrator_replicas_race_on_the_same_instances() {
+    let mut env = bus(Duration::from_secs(30)).await;
+    env.worker("w1").await;
+    env.worker("w2").await;
+    env.orchestrator("o1").await;
+    env.orchestrator("o2").await;
+    env.register(FANOUT).await;
+    let mut instances = Vec::new();
+    for _ in 0..30 {
+        instances.push(env.start("fanout", json!({ "n": 20 })).await.0);
+    }
+    for instance in &instances {
+        let status = env.finished(instance, Duration::from_secs(60)).await;
+        assert_eq!(status["status"], "completed", "{status:#}");
+        assert_eq!(status["output"], 20);
+    }
+    let conflicts = env.counter("switchyard_orchestrator_state_conflicts_total");
+    assert!(
+        conflicts > 0.0,
+        "the compare-and-set conflict path never ran"
+    );
+    let applied = |registry: usize| -> f64 {
+        env.registries[registry]
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "switchyard_orchestrator_messages_total")
+            .flat_map(|f| f.get_metric().to_vec())
+            .filter(|m| m.get_label().iter().any(|l| l.value() == "applied"))
+            .map(|m| m.get_counter().get_value())
+            .sum()
+    };
+    assert!(
+        applied(0) > 0.0 && applied(1) > 0.0,
+        "both replicas did work"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_orchestrator_process_is_replaced_and_every_instance_completes() {
+    let mut env = bus(Duration::from_secs(2)).await;
+    env.worker("w1").await;
+    let url = env.server.url();
+    let mut first = orchestrator_process(&url, "o-first");
+    // Registration needs a running orchestrator.
+    for _ in 0..200 {
+        let reply = env
+            .client
+            .request(
+                switchyard_orchestrator::service::request_subject(endpoint::DEFINITIONS_LIST),
+                serde_json::to_vec(&json!({ "tenant": TENANT }))
+                    .unwrap()
+                    .into(),
+            )
+            .await;
+        if reply.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.register(FANOUT).await;
+    let mut instances = Vec::new();
+    let mut events = Vec::new();
+    for _ in 0..20 {
+        let (i, e) = env.start("fanout", json!({ "n": 5 })).await;
+        instances.push(i);
+        events.push(e);
+    }
+    // Kill it mid-run: once some instance has made progress, before they all finished.
+    until_event(&mut events[0], event::STEP_SCHEDULED, T).await;
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    let mut second = orchestrator_process(&url, "o-second");
+    for instance in &instances {
+        let status = env.finished(instance, Duration::from_secs(60)).await;
+        assert_eq!(status["status"], "completed", "{status:#}");
+        assert_eq!(status["output"], 5);
+    }
+    second.kill().ok();
+    second.wait().ok();
+}
