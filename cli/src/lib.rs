@@ -1,5 +1,7 @@
 //! The `switchyard` command: applies and inspects the bus definitions, runs worker replicas,
-//! prints the effective configuration, and runs the local demo. Thin glue over the library
+//! runs the orchestrator, registers and runs workflows, prints the effective configuration,
+//! and runs the local demo. Thin glue over the library
 //! crates; it holds no logic another process would need.
 
 pub mod demo;
+pub mod workflow;

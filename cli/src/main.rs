@@ -2,6 +2,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use switchyard_bus_config::{ApplyOptions, BusConfig};
 use switchyard_runtime::{Config, config::Sources, nats, process, shutdown, telemetry};
@@ -30,6 +31,16 @@ enum Command {
     Worker {
         #[arg(value_enum)]
         kind: WorkerKind,
+    },
+    /// Run one orchestrator (workflow engine) replica until SIGTERM.
+    Orchestrator,
+    /// Register, validate, run and follow workflows.
+    Workflow {
+        /// The tenant whose definitions and instances to use.
+        #[arg(long, global = true, default_value = "demo")]
+        tenant: String,
+        #[command(subcommand)]
+        command: WorkflowCommand,
     },
     /// Print the effective configuration, secrets redacted.
     Config,
@@ -63,6 +74,48 @@ enum BusCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkflowCommand {
+    /// Register a definition (YAML) for the tenant; registering the same text again is a no-op.
+    Register { file: PathBuf },
+    /// Check a definition against the operation catalog without registering it.
+    Validate { file: PathBuf },
+    /// List the definitions the tenant can run (its own and the shipped ones).
+    List,
+    /// Start an instance, print its events as they happen, then its steps and output.
+    /// Exits 0 when it completed, 1 otherwise.
+    Run {
+        workflow: String,
+        /// The workflow input, a JSON object.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// Seconds to wait for the instance to finish.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Print an instance's status: each step's status, attempts, timings, output or error.
+    Status {
+        instance: String,
+        /// Print the JSON reply instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a running instance.
+    Cancel {
+        instance: String,
+        #[arg(long, default_value = "cancelled from the command line")]
+        reason: String,
+    },
+    /// Send a named signal (e.g. an approval) to an instance.
+    Signal {
+        instance: String,
+        name: String,
+        /// The signal's payload, JSON.
+        #[arg(long, default_value = "{}")]
+        payload: String,
     },
 }
 
@@ -152,6 +205,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Orchestrator => {
+            telemetry::init(&config);
+            let env = switchyard_orchestrator::template_env(&config, |n| std::env::var(n).ok());
+            let stop = shutdown::on_signals();
+            switchyard_orchestrator::run(config, env, stop).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Workflow { tenant, command } => workflow_command(&config, &tenant, command).await,
         Command::Demo { jobs, timeout } => {
             let client = nats::connect(&config, "switchyard-demo").await?;
             let report =
@@ -165,6 +226,121 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+async fn workflow_command(
+    config: &Config,
+    tenant: &str,
+    command: WorkflowCommand,
+) -> anyhow::Result<ExitCode> {
+    use switchyard_cli::workflow;
+    use switchyard_orchestrator::service::endpoint;
+
+    let client = nats::connect(config, "switchyard-cli").await?;
+    match command {
+        WorkflowCommand::Register { file } => {
+            let reply = workflow::register(&client, tenant, &file).await?;
+            let what = if reply["created"] == true {
+                "registered"
+            } else {
+                "already registered"
+            };
+            println!(
+                "{} version {}: {what}",
+                reply["name"].as_str().unwrap_or(""),
+                reply["version"]
+            );
+        }
+        WorkflowCommand::Validate { file } => {
+            let reply = workflow::validate(&client, tenant, &file).await?;
+            if reply["valid"] == true {
+                println!(
+                    "{} version {}: valid",
+                    reply["name"].as_str().unwrap_or(""),
+                    reply["version"]
+                );
+            } else {
+                for p in reply["problems"].as_array().into_iter().flatten() {
+                    let line = p["line"]
+                        .as_u64()
+                        .map(|l| format!(" (line {l})"))
+                        .unwrap_or_default();
+                    println!(
+                        "{}{line}: {}",
+                        p["path"].as_str().unwrap_or(""),
+                        p["message"].as_str().unwrap_or("")
+                    );
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        WorkflowCommand::List => {
+            let reply = workflow::query(
+                &client,
+                endpoint::DEFINITIONS_LIST,
+                serde_json::json!({ "tenant": tenant }),
+            )
+            .await?;
+            for d in reply["definitions"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<20} v{:<3} {:<7} {}",
+                    d["name"].as_str().unwrap_or(""),
+                    d["version"],
+                    d["scope"].as_str().unwrap_or(""),
+                    d["description"].as_str().unwrap_or("")
+                );
+            }
+        }
+        WorkflowCommand::Run {
+            workflow: name,
+            input,
+            timeout,
+        } => {
+            let input: serde_json::Value =
+                serde_json::from_str(&input).context("--input is not JSON")?;
+            let status = workflow::run(
+                &client,
+                tenant,
+                &name,
+                input,
+                std::time::Duration::from_secs(timeout),
+            )
+            .await?;
+            print!("{}", workflow::summary(&status));
+            if status["status"] != "completed" {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        WorkflowCommand::Status { instance, json } => {
+            let status = workflow::query(
+                &client,
+                endpoint::INSTANCE_GET,
+                serde_json::json!({ "tenant": tenant, "instance_id": instance }),
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", workflow::summary(&status));
+            }
+        }
+        WorkflowCommand::Cancel { instance, reason } => {
+            workflow::cancel(&client, tenant, &instance, &reason).await?;
+            println!("cancel sent for {instance}");
+        }
+        WorkflowCommand::Signal {
+            instance,
+            name,
+            payload,
+        } => {
+            let payload: serde_json::Value =
+                serde_json::from_str(&payload).context("--payload is not JSON")?;
+            workflow::signal(&client, tenant, &instance, &name, payload).await?;
+            println!("signal {name} sent to {instance}");
+        }
+    }
+    client.flush().await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_definitions(file: Option<PathBuf>) -> anyhow::Result<BusConfig> {

@@ -73,7 +73,7 @@ switchyard="$SWITCHYARD_ROOT/target/debug/switchyard"
 logs="$SWITCHYARD_HOME/logs"
 mkdir -p "$logs"
 
-log "switchyard bus apply (streams, consumers, KV bucket)"
+log "switchyard bus apply (streams, consumers, KV buckets)"
 "$switchyard" bus apply
 log "switchyard bus apply, again: nothing should change"
 "$switchyard" bus apply | tail -n 1
@@ -85,14 +85,26 @@ for i in $(seq 1 "$replicas"); do
     WORKER_PIDS+=("$!")
 done
 
+log "starting the orchestrator (logs in $logs)"
+SWITCHYARD_WORKER__WORKER_ID="orchestrator-1" "$switchyard" orchestrator >"$logs/orchestrator.log" 2>&1 &
+WORKER_PIDS+=("$!")
+
 log "switchyard demo: jobs published straight onto the bus, followed to their outcomes"
 demo_status=0
 "$switchyard" demo || demo_status=$?
 
+log "switchyard workflow: register workflows/examples/hello.yaml and run it"
+workflow_status=0
+"$switchyard" workflow register workflows/examples/hello.yaml || workflow_status=$?
+if [[ "$workflow_status" -eq 0 ]]; then
+    "$switchyard" workflow list || workflow_status=$?
+    "$switchyard" workflow run hello --input '{"name": "Switchyard"}' --timeout 60 || workflow_status=$?
+fi
+
 log "switchyard bus status"
 "$switchyard" bus status || true
 
-log "stopping the workers with SIGTERM (they finish in-flight jobs first)"
+log "stopping the workers and the orchestrator with SIGTERM (they finish in-flight work first)"
 worker_status=0
 for pid in "${WORKER_PIDS[@]}"; do
     kill -TERM "$pid" 2>/dev/null || true
@@ -102,11 +114,14 @@ for pid in "${WORKER_PIDS[@]}"; do
 done
 WORKER_PIDS=()
 
+if [[ "$workflow_status" -ne 0 ]]; then
+    die "the hello workflow did not complete (exit $workflow_status); logs are in $logs"
+fi
 if [[ "$demo_status" -ne 0 ]]; then
     die "the demo did not end as expected (exit $demo_status); worker logs are in $logs"
 fi
 if [[ "$worker_status" -ne 0 ]]; then
-    die "a worker exited with status $worker_status; see $logs"
+    die "a worker or the orchestrator exited with status $worker_status; see $logs"
 fi
-log "done: every job ended as expected and the workers shut down cleanly"
+log "done: every job and the workflow ended as expected, and every process shut down cleanly"
 

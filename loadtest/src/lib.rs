@@ -3,3 +3,4 @@
 //! else on the machine, and every scenario checks that all the work it sent was done.
 
 pub mod worker_loop;
+pub mod workflows;

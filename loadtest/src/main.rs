@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use switchyard_loadtest::worker_loop;
+use switchyard_loadtest::{worker_loop, workflows};
 
 #[derive(Debug, Parser)]
 #[command(about = "Switchyard benchmarks")]
@@ -25,6 +25,20 @@ enum Scenario {
         worker: PathBuf,
         /// Where to write the JSON results.
         #[arg(long, default_value = "loadtest/results/worker-loop.json")]
+        out: PathBuf,
+    },
+    /// The engine end to end: 1-step workflows/s at full speed and 3-step p50/p99 latency at
+    /// 100 workflows/s, one orchestrator and one test worker process, with the server's default
+    /// fsync and with `sync_interval: always`.
+    Workflows {
+        /// 1-step workflows for the throughput run.
+        #[arg(long, default_value_t = 20_000)]
+        workflows: usize,
+        #[arg(long, default_value = "target/release/switchyard-orchestrator")]
+        orchestrator: PathBuf,
+        #[arg(long, default_value = "target/release/switchyard-test-worker")]
+        worker: PathBuf,
+        #[arg(long, default_value = "loadtest/results/workflows.json")]
         out: PathBuf,
     },
 }
@@ -55,12 +69,48 @@ async fn main() -> anyhow::Result<()> {
                     r.idle_worker_rss_kib as f64 / 1024.0
                 );
             }
-            if let Some(dir) = out.parent() {
-                std::fs::create_dir_all(dir)?;
+            write(&out, &rows)?;
+        }
+        Scenario::Workflows {
+            workflows: n,
+            orchestrator,
+            worker,
+            out,
+        } => {
+            let mut rows = Vec::new();
+            for sync_always in [false, true] {
+                rows.push(workflows::run(&orchestrator, &worker, n, sync_always).await?);
             }
-            std::fs::write(&out, serde_json::to_vec_pretty(&rows)?)?;
-            println!("written to {}", out.display());
+            println!(
+                "{:<22} {:>14} {:>16} {:>10} {:>12} {:>12}",
+                "fsync", "raw publish/s", "1-step wf/s", "3-step/s", "3-step p50", "3-step p99"
+            );
+            for r in &rows {
+                let fsync = if r.sync_always {
+                    "sync_interval: always"
+                } else {
+                    "server default"
+                };
+                println!(
+                    "{fsync:<22} {:>14.0} {:>16.0} {:>10.0} {:>9.2} ms {:>9.2} ms",
+                    r.raw_publish_per_s,
+                    r.one_step_workflows_per_s,
+                    r.three_step_rate_per_s,
+                    r.three_step_p50_ms,
+                    r.three_step_p99_ms
+                );
+            }
+            write(&out, &rows)?;
         }
     }
+    Ok(())
+}
+
+fn write(out: &std::path::Path, rows: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, serde_json::to_vec_pretty(rows)?)?;
+    println!("written to {}", out.display());
     Ok(())
 }

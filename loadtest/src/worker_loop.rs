@@ -32,7 +32,7 @@ pub struct Measurement {
 
 /// Publishes `payloads` to `subject_of(i)` keeping [`WINDOW`] PubAcks outstanding; returns
 /// the rate in messages per second.
-async fn pipelined(
+pub(crate) async fn pipelined(
     js: &jetstream::Context,
     count: usize,
     mut message: impl FnMut(usize) -> (String, String, Vec<u8>),
@@ -59,7 +59,7 @@ async fn pipelined(
     Ok(count as f64 / started.elapsed().as_secs_f64())
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -72,6 +72,30 @@ fn rss_kib(pid: u32) -> u64 {
             })
         })
         .unwrap_or(0)
+}
+
+/// The floor: pipelined publishes of `sample` to a plain stream on the same server.
+pub(crate) async fn raw_publish_rate(
+    js: &jetstream::Context,
+    count: usize,
+    sample: Vec<u8>,
+) -> anyhow::Result<f64> {
+    js.create_stream(jetstream::stream::Config {
+        name: "BENCH_RAW".into(),
+        subjects: vec!["bench.raw.>".into()],
+        ..Default::default()
+    })
+    .await?;
+    let raw = pipelined(js, count, |i| {
+        (
+            format!("bench.raw.{}", i % 16),
+            format!("raw-{i}"),
+            sample.clone(),
+        )
+    })
+    .await?;
+    js.delete_stream("BENCH_RAW").await?;
+    Ok(raw)
 }
 
 /// Runs the scenario on a fresh server with the given fsync setting.
@@ -89,23 +113,7 @@ pub async fn run(
     let js = jetstream::new(client.clone());
     apply(&js, &BusConfig::default(), ApplyOptions::default()).await?;
 
-    // The floor: the same server, a plain stream, the same message size.
-    js.create_stream(jetstream::stream::Config {
-        name: "BENCH_RAW".into(),
-        subjects: vec!["bench.raw.>".into()],
-        ..Default::default()
-    })
-    .await?;
-    let sample = encode_proto(&job(0));
-    let raw = pipelined(&js, jobs, |i| {
-        (
-            format!("bench.raw.{}", i % 16),
-            format!("raw-{i}"),
-            sample.clone(),
-        )
-    })
-    .await?;
-    js.delete_stream("BENCH_RAW").await?;
+    let raw = raw_publish_rate(&js, jobs, encode_proto(&job(0))).await?;
 
     // Jobs first, then the worker: the rate is its drain rate, with results published.
     pipelined(&js, jobs, |i| {

@@ -1,0 +1,264 @@
+//! `switchyard workflow …`: register and validate definitions, start an instance and follow it
+//! to its end, query, cancel and signal — over the bus, through the orchestrator's service
+//! endpoints, as any other service would.
+
+use std::{fmt::Write as _, path::Path, time::Duration};
+
+use anyhow::{Context as _, bail};
+use async_nats::HeaderMap;
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+use switchyard_orchestrator::service::{self, endpoint};
+use switchyard_proto::{
+    CancelWorkflow, ContentType, SignalWorkflow, StartWorkflow, WorkflowEvent, decode,
+    encode_proto, event, header, subject,
+};
+
+/// Sends a query to the orchestrator and returns its JSON reply, or the error it gave.
+pub async fn query(client: &async_nats::Client, name: &str, body: Value) -> anyhow::Result<Value> {
+    let payload = bytes::Bytes::from(serde_json::to_vec(&body)?);
+    // An orchestrator that is starting up answers within a few seconds.
+    let mut waited = Duration::ZERO;
+    let reply = loop {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.request(service::request_subject(name), payload.clone()),
+        )
+        .await
+        .context("the orchestrator did not answer in 10s")?;
+        match reply {
+            Ok(r) => break r,
+            Err(e)
+                if e.kind() == async_nats::RequestErrorKind::NoResponders
+                    && waited < Duration::from_secs(15) =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                waited += Duration::from_millis(250);
+            }
+            Err(e) => {
+                return Err(e).context(
+                    "no orchestrator is running (start one with `switchyard orchestrator`)",
+                );
+            }
+        }
+    };
+    let value: Value =
+        serde_json::from_slice(&reply.payload).context("a reply that is not JSON")?;
+    if let Some(error) = value.get("error") {
+        let mut text = error["message"]
+            .as_str()
+            .unwrap_or("request failed")
+            .to_owned();
+        for p in error["problems"].as_array().into_iter().flatten() {
+            let _ = write!(
+                text,
+                "\n  - {}: {}",
+                p["path"].as_str().unwrap_or(""),
+                p["message"].as_str().unwrap_or("")
+            );
+        }
+        bail!(text);
+    }
+    Ok(value)
+}
+
+/// Registers the definition in `file` for the tenant.
+pub async fn register(
+    client: &async_nats::Client,
+    tenant: &str,
+    file: &Path,
+) -> anyhow::Result<Value> {
+    send_source(client, endpoint::DEFINITIONS_PUT, tenant, file).await
+}
+
+/// Checks the definition in `file` without registering it.
+pub async fn validate(
+    client: &async_nats::Client,
+    tenant: &str,
+    file: &Path,
+) -> anyhow::Result<Value> {
+    send_source(client, endpoint::DEFINITIONS_VALIDATE, tenant, file).await
+}
+
+async fn send_source(
+    client: &async_nats::Client,
+    name: &str,
+    tenant: &str,
+    file: &Path,
+) -> anyhow::Result<Value> {
+    let source =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    query(client, name, json!({ "tenant": tenant, "source": source })).await
+}
+
+/// Publishes a start and prints each event until the instance ends; returns its final status.
+pub async fn run(
+    client: &async_nats::Client,
+    tenant: &str,
+    workflow: &str,
+    input: Value,
+    timeout: Duration,
+) -> anyhow::Result<Value> {
+    if !input.is_object() {
+        bail!("--input must be a JSON object");
+    }
+    let instance = uuid::Uuid::now_v7().to_string();
+    let mut events = client
+        .subscribe(subject::events_of(tenant, &instance))
+        .await?;
+    client.flush().await?;
+    let start = StartWorkflow {
+        tenant: tenant.to_owned(),
+        workflow: workflow.to_owned(),
+        instance_id: instance.clone(),
+        input: serde_json::to_vec(&input)?,
+        correlation_id: format!("cli-{instance}"),
+        requested_at_ms: switchyard_proto::now_ms(),
+        ..StartWorkflow::default()
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(header::MSG_ID, instance.as_str());
+    headers.insert(header::CORRELATION_ID, start.correlation_id.as_str());
+    let js = async_nats::jetstream::new(client.clone());
+    js.publish_with_headers(
+        subject::start(tenant, workflow),
+        headers,
+        encode_proto(&start).into(),
+    )
+    .await?
+    .await
+    .context("the start was not accepted")?;
+    println!("started {workflow} as instance {instance}");
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, events.next()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => bail!("event subscription closed"),
+            Err(_) => bail!(
+                "instance {instance} did not finish within {}s",
+                timeout.as_secs()
+            ),
+        };
+        let Ok(e) = decode::<WorkflowEvent>(ContentType::Protobuf, &msg.payload) else {
+            continue;
+        };
+        println!("  {}", describe(&e));
+        if event::TERMINAL.contains(&e.r#type.as_str()) {
+            break;
+        }
+    }
+    query(
+        client,
+        endpoint::INSTANCE_GET,
+        json!({ "tenant": tenant, "instance_id": instance }),
+    )
+    .await
+}
+
+/// One line per event, for people.
+fn describe(e: &WorkflowEvent) -> String {
+    let data: Value = serde_json::from_slice(&e.data).unwrap_or(Value::Null);
+    let step = if e.step_id.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", e.step_id)
+    };
+    let detail = match e.r#type.as_str() {
+        event::STEP_SCHEDULED => match data["items"].as_u64() {
+            Some(n) => format!("{} × {n}", data["operation"].as_str().unwrap_or("")),
+            None => data["operation"].as_str().unwrap_or("").to_owned(),
+        },
+        event::STEP_STARTED | event::STEP_RETRYING => format!("attempt {}", data["attempt"]),
+        event::STEP_COMPLETED => format!("in {} ms", data["duration_ms"]),
+        event::STEP_FAILED => format!(
+            "{}: {}",
+            data["code"].as_str().unwrap_or(""),
+            data["message"].as_str().unwrap_or("")
+        ),
+        event::FAILED => data["message"].as_str().unwrap_or("").to_owned(),
+        event::COMPLETED => format!("in {} ms", data["duration_ms"]),
+        _ => String::new(),
+    };
+    format!("{:<15}{step} {detail}", e.r#type)
+        .trim_end()
+        .to_owned()
+}
+
+/// A readable summary of an instance status.
+pub fn summary(status: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "instance {} ({} v{}): {}",
+        status["instance_id"].as_str().unwrap_or(""),
+        status["workflow"].as_str().unwrap_or(""),
+        status["version"],
+        status["status"].as_str().unwrap_or("")
+    );
+    for s in status["steps"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {:<14} {:<10} {:<28} attempts {}{}",
+            s["id"].as_str().unwrap_or(""),
+            s["status"].as_str().unwrap_or(""),
+            s["operation"].as_str().unwrap_or("(signal)"),
+            s["attempts"],
+            s["duration_ms"]
+                .as_i64()
+                .map(|d| format!(", {d} ms"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(e) = status.get("error").filter(|e| !e.is_null()) {
+        let _ = writeln!(out, "error: {}", e);
+    }
+    if let Some(o) = status.get("output").filter(|o| !o.is_null()) {
+        let _ = writeln!(
+            out,
+            "output:\n{}",
+            serde_json::to_string_pretty(o).unwrap_or_default()
+        );
+    }
+    out
+}
+
+pub async fn cancel(
+    client: &async_nats::Client,
+    tenant: &str,
+    instance: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let c = CancelWorkflow {
+        reason: reason.to_owned(),
+        requested_by: "cli".into(),
+        ..CancelWorkflow::default()
+    };
+    let js = async_nats::jetstream::new(client.clone());
+    js.publish(subject::cancel(tenant, instance), encode_proto(&c).into())
+        .await?
+        .await?;
+    Ok(())
+}
+
+pub async fn signal(
+    client: &async_nats::Client,
+    tenant: &str,
+    instance: &str,
+    name: &str,
+    payload: Value,
+) -> anyhow::Result<()> {
+    let s = SignalWorkflow {
+        signal_id: uuid::Uuid::now_v7().to_string(),
+        payload: serde_json::to_vec(&payload)?,
+        sent_by: "cli".into(),
+        ..SignalWorkflow::default()
+    };
+    let js = async_nats::jetstream::new(client.clone());
+    js.publish(
+        subject::signal(tenant, instance, name),
+        encode_proto(&s).into(),
+    )
+    .await?
+    .await?;
+    Ok(())
+}
