@@ -542,6 +542,26 @@ async fn definitions_can_be_validated_listed_fetched_and_deleted() {
         )
         .await;
     assert_eq!(got["error"]["code"], "not_found");
+    // The queries are discoverable as a NATS micro service.
+    let info = env
+        .client
+        .request("$SRV.INFO.switchyard-orchestrator", "".into())
+        .await
+        .expect("$SRV.INFO answers");
+    let info: Value = serde_json::from_slice(&info.payload).unwrap();
+    let subjects: Vec<&str> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["subject"].as_str().unwrap())
+        .collect();
+    for name in endpoint::ALL {
+        let wanted = switchyard_orchestrator::service::request_subject(name);
+        assert!(
+            subjects.contains(&wanted.as_str()),
+            "{wanted} not in {subjects:?}"
+        );
+    }
     // Other tenants do not see a tenant's definitions.
     let list = env
         .query(
