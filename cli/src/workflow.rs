@@ -44,7 +44,14 @@ pub async fn query(client: &async_nats::Client, name: &str, body: Value) -> anyh
     };
     let value: Value =
         serde_json::from_slice(&reply.payload).context("a reply that is not JSON")?;
-    if let Some(error) = value.get("error") {
+    // A failed request is marked by the service error header; its body is `{"error": {...}}`.
+    // (A successful reply may have an `error` field of its own: a failed instance's reason.)
+    let failed = reply
+        .headers
+        .as_ref()
+        .is_some_and(|h| h.get(service::ERROR_CODE_HEADER).is_some());
+    if failed {
+        let error = &value["error"];
         let mut text = error["message"]
             .as_str()
             .unwrap_or("request failed")

@@ -62,12 +62,17 @@ async fn bus_apply_is_idempotent_and_status_shows_every_object() {
             stream::worker_consumer(kind)
         ));
     }
-    for consumer in [stream::ORCHESTRATOR_COMMANDS, stream::ORCHESTRATOR_RESULTS] {
+    for consumer in [
+        stream::ORCHESTRATOR_COMMANDS,
+        stream::ORCHESTRATOR_RESULTS,
+        stream::ORCHESTRATOR_TIMERS,
+    ] {
         expected.push(format!("{}/{consumer}", stream::WF_INBOX));
     }
     expected.push(format!("{}/{}", stream::USAGE, stream::LEDGER_USAGE));
     expected.push(format!("{}/{}", stream::WF_EVENTS, stream::LEDGER_EVENTS));
     expected.push(stream::WF_STATE_BUCKET.into());
+    expected.push(stream::WF_DEFINITIONS_BUCKET.into());
     for name in expected {
         assert!(status.contains(&name), "status lacks {name}:\n{status}");
     }
@@ -105,6 +110,99 @@ async fn the_demo_runs_against_worker_processes_and_reports_every_outcome() {
         .status();
     let out = worker.wait_with_output().expect("worker exit");
     assert!(out.status.success());
+}
+
+fn spawn(server: &NatsServer, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env_clear()
+        .env("SWITCHYARD_NATS_URL", server.url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start switchyard")
+}
+
+fn stop(child: std::process::Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let out = child.wait_with_output().expect("exit");
+    assert!(out.status.success(), "{:?}", out.status);
+}
+
+#[tokio::test]
+async fn a_workflow_is_validated_registered_run_and_followed_from_the_command_line() {
+    let server = NatsServer::start().await;
+    assert!(switchyard(&server, &["bus", "apply"]).status.success());
+    let worker = spawn(&server, &["worker", "test"]);
+    let orchestrator = spawn(&server, &["orchestrator"]);
+    let hello = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../workflows/examples/hello.yaml"
+    );
+
+    let broken = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(
+        broken.path(),
+        "name: broken\nversion: 1\nsteps:\n  - id: a\n    operation: test.echo\n    input: { x: 1 }\n  - id: b\n    operation: test.sleep\n    needs: [a]\n    input:\n      ms: \"{{ steps.a.output.x }}\"\n  - id: c\n    operation: test.echo\n    needs: [b, aa]\n    input: { slept: \"{{ steps.b.output.slep_ms }}\" }\n",
+    )
+    .unwrap();
+    let path = broken.path().to_str().unwrap();
+    let invalid = switchyard(&server, &["workflow", "validate", path]);
+    let report = text(&invalid);
+    assert_eq!(invalid.status.code(), Some(1), "{report}");
+    assert!(report.contains("steps[2].needs[1]"), "{report}");
+    assert!(report.contains("\"aa\""), "{report}");
+    assert!(report.contains("slep_ms"), "{report}");
+
+    let valid = switchyard(&server, &["workflow", "validate", hello]);
+    assert!(valid.status.success(), "{}", text(&valid));
+    let registered = switchyard(&server, &["workflow", "register", hello]);
+    assert!(
+        text(&registered).contains("hello version 1: registered"),
+        "{}",
+        text(&registered)
+    );
+    let list = text(&switchyard(&server, &["workflow", "list"]));
+    assert!(
+        list.contains("hello") && list.contains("research_pipeline"),
+        "{list}"
+    );
+
+    let run = switchyard(
+        &server,
+        &[
+            "workflow",
+            "run",
+            "hello",
+            "--input",
+            r#"{"name": "Ada"}"#,
+            "--timeout",
+            "30",
+        ],
+    );
+    let out = text(&run);
+    assert!(run.status.success(), "{out}");
+    assert!(out.contains("step_retrying"), "{out}");
+    assert!(
+        out.contains("HELLO, ADA! (3 words; flaky took 3 attempts"),
+        "{out}"
+    );
+    assert!(out.contains("(hello v1): completed"), "{out}");
+
+    let missing = switchyard(&server, &["workflow", "run", "nope", "--timeout", "30"]);
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    assert!(
+        text(&missing).contains("unknown_workflow"),
+        "{}",
+        text(&missing)
+    );
+
+    stop(orchestrator);
+    stop(worker);
 }
 
 #[test]

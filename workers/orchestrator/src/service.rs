@@ -28,6 +28,11 @@ use crate::{
 
 /// The service name under which every orchestrator replica registers.
 pub const SERVICE_NAME: &str = "switchyard-orchestrator";
+/// The header that marks a failed request, with an HTTP-like status (400, 404, 409, 500).
+pub const ERROR_CODE_HEADER: &str = "Nats-Service-Error-Code";
+/// The header with a failed request's message.
+pub const ERROR_HEADER: &str = "Nats-Service-Error";
+
 /// The endpoint group: `svc.orchestrator.<endpoint>`.
 pub const GROUP: &str = "orchestrator";
 
@@ -153,8 +158,8 @@ pub(crate) async fn start(shared: Arc<Shared>) -> Result<Service, Error> {
                         Ok(v) => (v, HeaderMap::new()),
                         Err(e) => {
                             let mut h = HeaderMap::new();
-                            h.insert("Nats-Service-Error", e.message.as_str());
-                            h.insert("Nats-Service-Error-Code", e.status().to_string().as_str());
+                            h.insert(ERROR_HEADER, e.message.replace(['\r', '\n'], " ").as_str());
+                            h.insert(ERROR_CODE_HEADER, e.status().to_string().as_str());
                             (json!({ "error": e }), h)
                         }
                     };
