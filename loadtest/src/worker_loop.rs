@@ -74,6 +74,21 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// A fresh nats-server with the given fsync setting and every Switchyard object applied.
+pub(crate) async fn provisioned_server(
+    sync_always: bool,
+) -> anyhow::Result<(NatsServer, async_nats::Client, jetstream::Context)> {
+    let server = NatsServer::start_with(NatsOptions {
+        sync_always,
+        ..NatsOptions::default()
+    })
+    .await;
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    apply(&js, &BusConfig::default(), ApplyOptions::default()).await?;
+    Ok((server, client, js))
+}
+
 /// The floor: pipelined publishes of `sample` to a plain stream on the same server.
 pub(crate) async fn raw_publish_rate(
     js: &jetstream::Context,
@@ -104,15 +119,7 @@ pub async fn run(
     jobs: usize,
     sync_always: bool,
 ) -> anyhow::Result<Measurement> {
-    let server = NatsServer::start_with(NatsOptions {
-        sync_always,
-        ..NatsOptions::default()
-    })
-    .await;
-    let client = server.client().await;
-    let js = jetstream::new(client.clone());
-    apply(&js, &BusConfig::default(), ApplyOptions::default()).await?;
-
+    let (server, client, js) = provisioned_server(sync_always).await?;
     let raw = raw_publish_rate(&js, jobs, encode_proto(&job(0))).await?;
 
     // Jobs first, then the worker: the rate is its drain rate, with results published.

@@ -15,14 +15,12 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use async_nats::{HeaderMap, jetstream};
+use async_nats::HeaderMap;
 use futures::StreamExt as _;
 use serde::Serialize;
-use switchyard_bus_config::{ApplyOptions, BusConfig, apply};
 use switchyard_proto::{StartWorkflow, encode_proto, header, subject};
-use switchyard_test_support::{NatsOptions, NatsServer};
 
-use crate::worker_loop::{pipelined, raw_publish_rate, rss_kib};
+use crate::worker_loop::{pipelined, provisioned_server, raw_publish_rate, rss_kib};
 
 const TENANT: &str = "bench";
 
@@ -127,14 +125,7 @@ pub async fn run(
     workflows: usize,
     sync_always: bool,
 ) -> anyhow::Result<Measurement> {
-    let server = NatsServer::start_with(NatsOptions {
-        sync_always,
-        ..NatsOptions::default()
-    })
-    .await;
-    let client = server.client().await;
-    let js = jetstream::new(client.clone());
-    apply(&js, &BusConfig::default(), ApplyOptions::default()).await?;
+    let (server, client, js) = provisioned_server(sync_always).await?;
 
     let raw = raw_publish_rate(&js, workflows, start("one_step", 0).2).await?;
 
