@@ -678,3 +678,107 @@ async fn a_killed_orchestrator_process_is_replaced_and_every_instance_completes(
     second.kill().ok();
     second.wait().ok();
 }
+
+/// Writes an instance's state as a replica would have right before dying: the state stored
+/// with its outbox, nothing of the outbox published, the message not acked.
+async fn state_written_then_crashed(env: &Env, yaml: &str, instance: &str, last_message: u64) {
+    use switchyard_orchestrator::{
+        definition::ValidateOptions,
+        store::{Scope, Store},
+        transition::{self, Ctx},
+    };
+    let defs = env
+        .js
+        .get_key_value(switchyard_proto::stream::WF_DEFINITIONS_BUCKET)
+        .await
+        .unwrap();
+    let store = Store::new(defs, ValidateOptions::default());
+    let (_, def) = store
+        .put(&Scope::Tenant(TENANT.into()), yaml)
+        .await
+        .expect("register");
+    let start = switchyard_proto::StartWorkflow {
+        tenant: TENANT.into(),
+        workflow: def.name.clone(),
+        instance_id: instance.into(),
+        input: b"{}".to_vec(),
+        ..Default::default()
+    };
+    let env_vars = std::collections::BTreeMap::new();
+    let ctx = Ctx {
+        now_ms: switchyard_proto::now_ms(),
+        env: &env_vars,
+    };
+    let mut state = transition::start(&def, &start, instance, ctx);
+    assert!(!state.outbox.is_empty());
+    state.last_message = last_message;
+    let kv = env
+        .js
+        .get_key_value(switchyard_proto::stream::WF_STATE_BUCKET)
+        .await
+        .unwrap();
+    kv.create(instance, serde_json::to_vec(&state).unwrap().into())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_redelivered_message_publishes_what_its_transition_stored() {
+    let mut env = bus(Duration::from_secs(30)).await;
+    env.worker("w1").await;
+    let yaml = "name: crashy\nversion: 1\nsteps:\n  - { id: a, operation: test.echo, input: { v: 7 } }\noutput: \"{{ steps.a.output.v }}\"\n";
+    // The start is in the inbox, unacked; the state it led to is stored; its job never went out.
+    let instance = "crashed-after-write";
+    let start = switchyard_proto::StartWorkflow {
+        tenant: TENANT.into(),
+        workflow: "crashy".into(),
+        instance_id: instance.into(),
+        ..Default::default()
+    };
+    let ack = env
+        .js
+        .publish(
+            subject::start(TENANT, "crashy"),
+            switchyard_proto::encode_proto(&start).into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    state_written_then_crashed(&env, yaml, instance, ack.sequence).await;
+
+    // A new replica gets the start again, sees it applied, and publishes the stored job.
+    env.orchestrator("o-new").await;
+    let status = env.finished(instance, T).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert_eq!(status["output"], 7);
+    assert_eq!(step(&status, "a")["attempts"], 1);
+    assert!(
+        env.counter("switchyard_orchestrator_messages_total") >= 2.0,
+        "the start and the result"
+    );
+}
+
+#[tokio::test]
+async fn the_next_message_publishes_what_a_dead_replica_stored() {
+    let mut env = bus(Duration::from_secs(30)).await;
+    env.worker("w1").await;
+    let yaml = r#"
+name: crashy2
+version: 1
+steps:
+  - { id: a, operation: test.echo, input: { v: 7 } }
+  - { id: gate, wait_for_signal: { name: go } }
+  - { id: b, operation: test.echo, needs: [a, gate], input: { v: "{{ steps.a.output.v }}" } }
+output: "{{ steps.b.output.v }}"
+"#;
+    // The start was acked long ago (another replica), but job `a` never went out; then a
+    // signal arrives before anything else.
+    let instance = "crashed-before-publish";
+    state_written_then_crashed(&env, yaml, instance, 1_000_000).await;
+    env.orchestrator("o-new").await;
+    env.signal(instance, "go", json!({})).await;
+    let status = env.finished(instance, T).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert_eq!(status["output"], 7);
+}
