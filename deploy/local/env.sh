@@ -148,6 +148,33 @@ ensure_nats_server() {
     log "nats-server $NATS_SERVER_VERSION: $bin"
 }
 
+# The nats-py version the Python example (examples/python) is tested with.
+NATS_PY_VERSION="2.16.0"
+
+# Installs nats-py into the same venv as the pinned nats-server (run ensure_nats_server first
+# when SWITCHYARD_NATS_SERVER is not set) and exports SWITCHYARD_PYTHON, the interpreter the
+# tests run the Python example with.
+ensure_nats_py() {
+    local venv="$SWITCHYARD_HOME/venv"
+    if [[ ! -x "$venv/bin/python3" ]]; then
+        command -v python3 >/dev/null 2>&1 || ensure_apt python3
+        python3 -m venv "$venv" >/dev/null 2>&1 || {
+            rm -rf "$venv"
+            ensure_apt python3-venv
+            python3 -m venv "$venv"
+        }
+    fi
+    local have
+    have="$("$venv/bin/python3" -m pip show nats-py 2>/dev/null | sed -n 's/^Version: //p')"
+    if [[ "$have" != "$NATS_PY_VERSION" ]]; then
+        log "pip install nats-py==$NATS_PY_VERSION"
+        "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
+            "nats-py==$NATS_PY_VERSION"
+    fi
+    export SWITCHYARD_PYTHON="$venv/bin/python3"
+    log "nats-py $NATS_PY_VERSION: $SWITCHYARD_PYTHON"
+}
+
 # Installs Debian's nats-server (2.9.10) for the tests that check an unsupported server is
 # refused; exports SWITCHYARD_OLD_NATS_SERVER.
 ensure_old_nats_server() {

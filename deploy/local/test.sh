@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test in the workspace against real servers, installing what is missing first:
 # build tools, the pinned nats-server (tests start their own servers from it), Debian's old
-# nats-server (for the unsupported-server tests) and PostgreSQL.
+# nats-server (for the unsupported-server tests), nats-py (for the Python example's test) and
+# PostgreSQL.
 #
 # Usage: deploy/local/test.sh [cargo test arguments...]
 #   e.g. deploy/local/test.sh -p switchyard-gateway
@@ -15,13 +16,14 @@ ensure_rust
 command -v cc >/dev/null 2>&1 || ensure_apt build-essential
 command -v pkg-config >/dev/null 2>&1 || ensure_apt pkg-config
 ensure_nats_server
+ensure_nats_py
 ensure_old_nats_server
 ensure_postgres_binaries
 ensure_postgres
 trap stop_started EXIT
 
 cd "$SWITCHYARD_ROOT"
-export SWITCHYARD_NATS_SERVER SWITCHYARD_OLD_NATS_SERVER DATABASE_URL
+export SWITCHYARD_NATS_SERVER SWITCHYARD_OLD_NATS_SERVER SWITCHYARD_PYTHON DATABASE_URL
 
 # Without a package selection, test the whole workspace.
 scope=(--workspace)
