@@ -44,6 +44,22 @@ enum Command {
     },
     /// Print the effective configuration, secrets redacted.
     Config,
+    /// Print a development bearer token for the gateway, signed with the configured HS256
+    /// secret (`gateway.auth.secret`). RS256 tokens come from an identity provider instead.
+    Token {
+        /// The tenant the token acts for.
+        #[arg(long)]
+        tenant: String,
+        /// What the token may do: viewer (read), operator (read and run), admin (everything).
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: String,
+        /// Who the token stands for (the `sub` claim).
+        #[arg(long, default_value = "dev")]
+        subject: String,
+        /// How long the token is valid, e.g. `30m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
     /// Publish a mix of test jobs, follow them to their results and dead letters, and print
     /// what happened. Needs a running `test` worker.
     Demo {
@@ -153,6 +169,24 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Config => {
             print!("{}", config.redacted_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            tenant,
+            role,
+            subject,
+            ttl,
+        } => {
+            let role = switchyard_gateway::Role::parse(&role)
+                .with_context(|| format!("unknown role {role:?}"))?;
+            let token = switchyard_gateway::auth::issue_token(
+                &config.gateway.auth,
+                &tenant,
+                &[role],
+                &subject,
+                ttl,
+            )?;
+            println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Bus { command } => {

@@ -45,6 +45,8 @@ pub struct Config {
     pub worker: WorkerSettings,
     /// The orchestrator's settings.
     pub orchestrator: OrchestratorSettings,
+    /// The HTTP gateway's settings.
+    pub gateway: GatewaySettings,
 }
 
 /// Settings of the orchestrator (the workflow engine).
@@ -66,6 +68,95 @@ impl Default for OrchestratorSettings {
             concurrency: 256,
             template_env: Vec::new(),
         }
+    }
+}
+
+/// Settings of the HTTP gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    /// How bearer tokens are checked.
+    pub auth: AuthSettings,
+    /// Largest request body, in bytes; a larger one is answered 413. Default 1048576 (1 MiB).
+    pub body_limit: usize,
+    /// How long one request may take before it is answered 408. `POST /workflows/execute` gets
+    /// its `wait` on top of this. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// The longest `wait` `POST /workflows/execute` honours; a longer one is capped.
+    /// Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            auth: AuthSettings::default(),
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            max_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How the gateway checks `Authorization: Bearer <jwt>`: signature, issuer, audience, expiry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// `hs256` (a shared secret) or `rs256` (a public key). Default `hs256`.
+    pub algorithm: JwtAlgorithm,
+    /// The HS256 key, at least 32 bytes. Env `SWITCHYARD_GATEWAY__AUTH__SECRET`. No default:
+    /// the gateway refuses to start with `hs256` and no secret.
+    pub secret: Option<Secret>,
+    /// A PEM file with the RS256 public key; required with `rs256`. No default.
+    pub public_key_file: Option<PathBuf>,
+    /// The `iss` a token must carry. Default `switchyard`.
+    pub issuer: String,
+    /// The `aud` a token must carry. Default `switchyard-api`.
+    pub audience: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            algorithm: JwtAlgorithm::Hs256,
+            secret: None,
+            public_key_file: None,
+            issuer: "switchyard".into(),
+            audience: "switchyard-api".into(),
+        }
+    }
+}
+
+/// The JWT signature algorithms the gateway accepts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JwtAlgorithm {
+    #[default]
+    Hs256,
+    Rs256,
+}
+
+/// A secret value: shown as `****` by `Debug` and by [`Config::redacted_toml`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the code that needs it (never for logs).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
     }
 }
 
@@ -114,6 +205,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             worker: WorkerSettings::default(),
             orchestrator: OrchestratorSettings::default(),
+            gateway: GatewaySettings::default(),
         }
     }
 }
@@ -331,6 +423,48 @@ impl Config {
                     &mut problems,
                 ),
             },
+            gateway: GatewaySettings {
+                auth: AuthSettings {
+                    algorithm: field(
+                        &figment,
+                        "gateway.auth.algorithm",
+                        d.gateway.auth.algorithm,
+                        &mut problems,
+                    ),
+                    secret: field(
+                        &figment,
+                        "gateway.auth.secret",
+                        d.gateway.auth.secret,
+                        &mut problems,
+                    ),
+                    public_key_file: field(
+                        &figment,
+                        "gateway.auth.public_key_file",
+                        d.gateway.auth.public_key_file,
+                        &mut problems,
+                    ),
+                    issuer: field(
+                        &figment,
+                        "gateway.auth.issuer",
+                        d.gateway.auth.issuer,
+                        &mut problems,
+                    ),
+                    audience: field(
+                        &figment,
+                        "gateway.auth.audience",
+                        d.gateway.auth.audience,
+                        &mut problems,
+                    ),
+                },
+                body_limit: field(
+                    &figment,
+                    "gateway.body_limit",
+                    d.gateway.body_limit,
+                    &mut problems,
+                ),
+                request_timeout: duration(&figment, "gateway.request_timeout", &mut problems),
+                max_wait: duration(&figment, "gateway.max_wait", &mut problems),
+            },
         };
         config.check(&figment, &mut problems);
         if problems.is_empty() {
@@ -411,6 +545,48 @@ impl Config {
                 );
             }
         }
+        let g = &self.gateway;
+        if !(1..=1 << 30).contains(&g.body_limit) {
+            bad(
+                "gateway.body_limit",
+                format!(
+                    "{} is out of range; expected 1 to 1073741824 bytes",
+                    g.body_limit
+                ),
+            );
+        }
+        if g.request_timeout < Duration::from_millis(100) {
+            bad("gateway.request_timeout", "must be at least 100ms".into());
+        }
+        if g.max_wait > Duration::from_secs(3600) {
+            bad("gateway.max_wait", "must be at most 1h".into());
+        }
+        let a = &g.auth;
+        if let Some(secret) = &a.secret
+            && secret.expose().len() < MIN_SECRET_LEN
+        {
+            bad(
+                "gateway.auth.secret",
+                format!(
+                    "too short ({} bytes); an HS256 key needs at least {MIN_SECRET_LEN} random bytes, e.g. `openssl rand -hex 32`",
+                    secret.expose().len()
+                ),
+            );
+        }
+        if a.algorithm == JwtAlgorithm::Rs256 && a.public_key_file.is_none() {
+            bad(
+                "gateway.auth.public_key_file",
+                "required when gateway.auth.algorithm is rs256; expected a PEM file with the public key".into(),
+            );
+        }
+        for (key, value) in [
+            ("gateway.auth.issuer", &a.issuer),
+            ("gateway.auth.audience", &a.audience),
+        ] {
+            if value.is_empty() {
+                bad(key, "must not be empty".into());
+            }
+        }
     }
 
     /// The configuration as TOML with secrets (passwords in URLs) redacted.
@@ -418,6 +594,9 @@ impl Config {
         let mut shown = self.clone();
         shown.database_url = shown.database_url.as_deref().map(redact_url);
         shown.nats_url = redact_url(&shown.nats_url);
+        if shown.gateway.auth.secret.is_some() {
+            shown.gateway.auth.secret = Some(Secret::new("****"));
+        }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
 
@@ -429,6 +608,9 @@ impl Config {
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned())
     }
 }
+
+/// Shortest accepted HS256 key, in bytes (RFC 7518 §3.2: a key as long as the hash).
+pub const MIN_SECRET_LEN: usize = 32;
 
 fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -487,6 +669,16 @@ const KNOWN_KEYS: &[&str] = &[
     "orchestrator",
     "orchestrator.concurrency",
     "orchestrator.template_env",
+    "gateway",
+    "gateway.auth",
+    "gateway.auth.algorithm",
+    "gateway.auth.secret",
+    "gateway.auth.public_key_file",
+    "gateway.auth.issuer",
+    "gateway.auth.audience",
+    "gateway.body_limit",
+    "gateway.request_timeout",
+    "gateway.max_wait",
 ];
 
 fn unknown_keys(figment: &Figment) -> Vec<Problem> {
@@ -742,5 +934,65 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("postgres://app:****@db:5432/app"), "{shown}");
+    }
+
+    #[test]
+    fn the_gateway_secret_is_redacted_and_hidden_from_debug() {
+        let key = "k".repeat(40);
+        let config = Config::load(&env(&[("SWITCHYARD_GATEWAY__AUTH__SECRET", key.as_str())]))
+            .expect("loads");
+        assert_eq!(
+            config.gateway.auth.secret.as_ref().map(Secret::expose),
+            Some(key.as_str())
+        );
+        let shown = config.redacted_toml();
+        assert!(!shown.contains(&key) && shown.contains("****"), "{shown}");
+        assert!(!format!("{config:?}").contains(&key));
+    }
+
+    #[test]
+    fn gateway_settings_have_defaults_and_are_checked() {
+        let g = Config::load(&Sources::default()).expect("defaults").gateway;
+        assert_eq!(g.auth.algorithm, JwtAlgorithm::Hs256);
+        assert_eq!(g.auth.issuer, "switchyard");
+        assert_eq!(g.auth.audience, "switchyard-api");
+        assert_eq!(g.body_limit, 1 << 20);
+        assert_eq!(g.request_timeout, Duration::from_secs(30));
+        assert_eq!(g.max_wait, Duration::from_secs(60));
+
+        let config = Config::load(&env(&[
+            ("SWITCHYARD_GATEWAY__BODY_LIMIT", "4096"),
+            ("SWITCHYARD_GATEWAY__MAX_WAIT", "5s"),
+            ("SWITCHYARD_GATEWAY__AUTH__ALGORITHM", "rs256"),
+            ("SWITCHYARD_GATEWAY__AUTH__PUBLIC_KEY_FILE", "/etc/jwt.pem"),
+        ]))
+        .expect("loads");
+        assert_eq!(config.gateway.body_limit, 4096);
+        assert_eq!(config.gateway.max_wait, Duration::from_secs(5));
+        assert_eq!(config.gateway.auth.algorithm, JwtAlgorithm::Rs256);
+
+        let Err(Error::Config(problems)) = Config::load(&env(&[
+            ("SWITCHYARD_GATEWAY__AUTH__SECRET", "short"),
+            ("SWITCHYARD_GATEWAY__AUTH__ALGORITHM", "rs256"),
+            ("SWITCHYARD_GATEWAY__BODY_LIMIT", "0"),
+            ("SWITCHYARD_GATEWAY__REQUEST_TIMEOUT", "soon"),
+            ("SWITCHYARD_GATEWAY__BODY_LIMT", "1"),
+        ])) else {
+            panic!("accepted")
+        };
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let has = |needle: &str| text.iter().any(|p| p.contains(needle));
+        assert!(
+            has("SWITCHYARD_GATEWAY__AUTH__SECRET: too short"),
+            "{text:#?}"
+        );
+        assert!(has("gateway.auth.public_key_file: required"), "{text:#?}");
+        assert!(
+            has("SWITCHYARD_GATEWAY__BODY_LIMIT: 0 is out of range"),
+            "{text:#?}"
+        );
+        assert!(has("SWITCHYARD_GATEWAY__REQUEST_TIMEOUT:"), "{text:#?}");
+        assert!(has("did you mean `gateway.body_limit`?"), "{text:#?}");
+        assert!(!text.iter().any(|p| p.contains("short\"")), "{text:#?}");
     }
 }

@@ -1,0 +1,98 @@
+//! The gateway's two ways onto the bus: JetStream publishes (starts, cancels, signals), acked
+//! before any 202, and request/reply queries to the orchestrator's service endpoints.
+
+use async_nats::{
+    HeaderMap, RequestErrorKind,
+    jetstream::{self, context::PublishAckFuture, publish::PublishAck},
+};
+use serde::Serialize;
+use serde_json::Value;
+use switchyard_orchestrator::service::{self, ApiError, ERROR_CODE_HEADER};
+
+use crate::Error;
+
+/// A NATS connection and its JetStream context.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+}
+
+impl Bus {
+    pub fn new(client: async_nats::Client) -> Self {
+        let js = jetstream::new(client.clone());
+        Bus { client, js }
+    }
+
+    /// Asks the orchestrator's `endpoint`; its error replies become the matching [`Error`].
+    pub async fn query(
+        &self,
+        endpoint: &str,
+        body: &impl Serialize,
+        headers: HeaderMap,
+    ) -> Result<Value, Error> {
+        let payload =
+            serde_json::to_vec(body).map_err(|e| Error::internal("encoding a query", e))?;
+        let reply = self
+            .client
+            .request_with_headers(service::request_subject(endpoint), headers, payload.into())
+            .await
+            .map_err(|e| match e.kind() {
+                RequestErrorKind::NoResponders => {
+                    Error::unavailable("the workflow engine is not running", e)
+                }
+                RequestErrorKind::TimedOut => {
+                    Error::unavailable("the workflow engine did not answer in time", e)
+                }
+                RequestErrorKind::InvalidSubject | RequestErrorKind::MaxPayloadExceeded => {
+                    Error::internal("querying the workflow engine", e)
+                }
+                RequestErrorKind::Other => Error::unavailable("querying the workflow engine", e),
+            })?;
+        let value: Value = serde_json::from_slice(&reply.payload)
+            .map_err(|e| Error::internal("decoding the workflow engine's reply", e))?;
+        let failed = reply
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(ERROR_CODE_HEADER).is_some());
+        // Only the header marks a failure: a status view has an `error` field of its own.
+        if failed {
+            let api: ApiError = serde_json::from_value(value["error"].clone())
+                .map_err(|e| Error::internal("decoding the workflow engine's error", e))?;
+            return Err(from_api_error(api));
+        }
+        Ok(value)
+    }
+
+    /// Publishes to a stream and waits for the PubAck: only then is the message durable.
+    pub async fn publish(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Vec<u8>,
+    ) -> Result<PublishAck, Error> {
+        let ack: PublishAckFuture = self
+            .js
+            .publish_with_headers(subject, headers, payload.into())
+            .await
+            .map_err(|e| Error::unavailable("publishing to the bus", e))?;
+        ack.await
+            .map_err(|e| Error::unavailable("waiting for the bus to store the message", e))
+    }
+}
+
+fn from_api_error(e: ApiError) -> Error {
+    match (e.status(), e.code.as_str()) {
+        (400, "invalid_definition") => Error::InvalidDefinition {
+            message: e.message,
+            problems: e.problems,
+        },
+        (400, _) => Error::BadRequest(e.message),
+        (404, _) => Error::NotFound(e.message),
+        (409, _) => Error::Conflict(e.message),
+        _ => Error::Internal {
+            action: "the workflow engine failed",
+            reason: e.message,
+        },
+    }
+}

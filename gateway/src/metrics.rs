@@ -1,0 +1,64 @@
+//! Metric names and help texts of the gateway, in one place. Labels come from bounded sets:
+//! the route template (never the raw path), a known method or `other`, the status code, and
+//! fixed authentication-failure reasons.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+/// The gateway's metrics, registered once per [`crate::AppState`].
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub auth_failures: IntCounterVec,
+}
+
+impl HttpMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = HttpMetrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "switchyard_http_requests_total",
+                    "HTTP requests answered, by route template, method and status",
+                ),
+                &["route", "method", "status"],
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "switchyard_http_request_duration_seconds",
+                    "Time from a request's arrival to its response",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0, 60.0,
+                ]),
+                &["route", "method"],
+            )?,
+            auth_failures: IntCounterVec::new(
+                Opts::new(
+                    "switchyard_auth_failures_total",
+                    "Requests refused by authentication (401) or authorization (403), by reason",
+                ),
+                &["reason"],
+            )?,
+        };
+        registry.register(Box::new(metrics.requests.clone()))?;
+        registry.register(Box::new(metrics.duration.clone()))?;
+        registry.register(Box::new(metrics.auth_failures.clone()))?;
+        Ok(metrics)
+    }
+}
+
+/// The `method` label: the standard methods, anything else as `other`.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::PATCH => "PATCH",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}

@@ -1,0 +1,631 @@
+//! The gateway's HTTP API against a real bus, orchestrator and `test` worker.
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::*;
+use serde_json::json;
+use switchyard_gateway::Role;
+
+const GREET: &str = r#"
+name: greet
+version: 1
+input:
+  topic: { type: string, required: true }
+  count: { type: integer, default: 1 }
+steps:
+  - id: echo
+    operation: test.echo
+    input: { topic: "{{ input.topic }}", count: "{{ input.count }}" }
+output:
+  topic: "{{ steps.echo.output.topic }}"
+  count: "{{ steps.echo.output.count }}"
+"#;
+
+const CARDS: &str = r#"
+name: cards_post
+version: 1
+input:
+  card_ids: { type: array, items: { type: string }, required: true }
+  additional_context: { type: string, default: "" }
+steps:
+  - id: echo
+    operation: test.echo
+    input: { card_ids: "{{ input.card_ids }}", context: "{{ input.additional_context }}" }
+output:
+  card_ids: "{{ steps.echo.output.card_ids }}"
+  context: "{{ steps.echo.output.context }}"
+"#;
+
+const SLEEPY: &str = r#"
+name: sleepy
+version: 1
+steps:
+  - { id: slow, operation: test.sleep, input: { ms: 20000 } }
+"#;
+
+const APPROVAL: &str = r#"
+name: approval
+version: 1
+steps:
+  - id: approve
+    wait_for_signal: { name: approval }
+  - id: after
+    operation: test.echo
+    needs: [approve]
+    input: { by: "{{ steps.approve.output.by }}" }
+output:
+  by: "{{ steps.after.output.by }}"
+"#;
+
+#[tokio::test]
+async fn requests_without_a_valid_token_are_refused_and_counted() {
+    let env = env().await;
+    let trigger = "/api/v1/workflows/trigger";
+    let body = json!({ "workflow_name": "greet", "input": { "topic": "x" } });
+
+    let none = env
+        .send(
+            Method::POST,
+            trigger,
+            None,
+            &[
+                ("content-type", "application/json"),
+                ("x-correlation-id", "req-42.a_b"),
+            ],
+            Some(body.to_string()),
+        )
+        .await;
+    none.problem(401);
+    assert!(
+        none.header("www-authenticate").starts_with("Bearer"),
+        "{none:#?}"
+    );
+    assert_eq!(none.header("x-correlation-id"), "req-42.a_b");
+
+    let mut expired = claims(TENANT, &[Role::Admin]);
+    expired.exp = jsonwebtoken_now() - 3600;
+    let reply = env
+        .call(
+            Method::POST,
+            trigger,
+            Some(&sign(&expired)),
+            Some(body.clone()),
+        )
+        .await;
+    reply.problem(401);
+    assert!(reply.header("www-authenticate").contains("invalid_token"));
+
+    let mut audience = claims(TENANT, &[Role::Admin]);
+    audience.aud = "someone-else".into();
+    env.call(
+        Method::POST,
+        trigger,
+        Some(&sign(&audience)),
+        Some(body.clone()),
+    )
+    .await
+    .problem(401);
+
+    let viewer = env.token(TENANT, Role::Viewer);
+    let reply = env
+        .call(Method::POST, trigger, Some(&viewer), Some(body))
+        .await;
+    assert!(
+        reply.problem(403)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("workflows:run"),
+        "{reply:#?}"
+    );
+
+    // A bad correlation id is replaced, not echoed.
+    let reply = env
+        .send(
+            Method::GET,
+            "/api/v1/registry",
+            None,
+            &[("x-correlation-id", "a b")],
+            None,
+        )
+        .await;
+    reply.problem(401);
+    assert_ne!(reply.header("x-correlation-id"), "a b");
+
+    // The operational routes need no token.
+    assert_eq!(
+        env.call(Method::GET, "/health", None, None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        env.call(Method::GET, "/ready", None, None).await.status,
+        StatusCode::OK
+    );
+    let metrics = env.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    for needle in [
+        r#"switchyard_auth_failures_total{reason="missing"} 2"#,
+        r#"switchyard_auth_failures_total{reason="expired"} 1"#,
+        r#"switchyard_auth_failures_total{reason="wrong_audience"} 1"#,
+        r#"switchyard_auth_failures_total{reason="forbidden"} 1"#,
+        r#"switchyard_http_requests_total{method="POST",route="/api/v1/workflows/trigger",status="401"} 3"#,
+        "switchyard_http_request_duration_seconds_bucket",
+    ] {
+        assert!(
+            metrics.text.contains(needle),
+            "no {needle} in\n{}",
+            metrics.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_problem_details_naming_what_is_wrong() {
+    let env = env().await;
+    env.register(GREET).await;
+    let op = env.token(TENANT, Role::Operator);
+    let trigger = "/api/v1/workflows/trigger";
+
+    let reply = env
+        .send(
+            Method::POST,
+            trigger,
+            Some(&op),
+            &[("content-type", "application/json")],
+            Some("{\n  \"workflow_name\": \"greet\",\n  oops\n}".into()),
+        )
+        .await;
+    let body = reply.problem(400);
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("line 3, column 3"), "{reply:#?}");
+
+    let reply = env
+        .call(
+            Method::POST,
+            trigger,
+            Some(&op),
+            Some(json!({ "workflow_name": "greet", "imput": {} })),
+        )
+        .await;
+    assert!(
+        reply.problem(400)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("imput"),
+        "{reply:#?}"
+    );
+
+    let big = json!({ "workflow_name": "greet", "input": { "topic": "x".repeat(BODY_LIMIT) } });
+    env.call(Method::POST, trigger, Some(&op), Some(big))
+        .await
+        .problem(413);
+
+    let reply = env
+        .call(
+            Method::POST,
+            trigger,
+            Some(&op),
+            Some(json!({ "workflow_name": "nope", "input": {} })),
+        )
+        .await;
+    assert!(
+        reply.problem(404)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("\"nope\""),
+        "{reply:#?}"
+    );
+
+    let reply = env
+        .call(
+            Method::POST,
+            trigger,
+            Some(&op),
+            Some(json!({ "workflow_name": "greet", "input": { "count": "three" } })),
+        )
+        .await;
+    let body = reply.problem(422);
+    let paths: Vec<&str> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"input.topic") && paths.contains(&"input.count"),
+        "{body:#}"
+    );
+    // Nothing was started.
+    assert_eq!(env.state_keys().await, 0);
+
+    let reply = env
+        .call(Method::GET, "/api/v1/no/such/route", Some(&op), None)
+        .await;
+    reply.problem(404);
+    let reply = env
+        .call(Method::DELETE, "/api/v1/workflows/trigger", Some(&op), None)
+        .await;
+    reply.problem(405);
+}
+
+#[tokio::test]
+async fn a_triggered_workflow_runs_to_its_output_and_other_tenants_cannot_see_it() {
+    let env = env().await;
+    env.register(GREET).await;
+    let op = env.token(TENANT, Role::Operator);
+    let reply = env
+        .send(
+            Method::POST,
+            "/api/v1/workflows/trigger",
+            Some(&op),
+            &[
+                ("content-type", "application/json"),
+                ("x-correlation-id", "corr-trigger-1"),
+            ],
+            Some(json!({ "workflow_name": "greet", "input": { "topic": "rust" } }).to_string()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:#?}");
+    let id = reply.body["instance_id"].as_str().unwrap().to_owned();
+    let url = format!("/api/v1/workflows/status/{id}");
+    assert_eq!(reply.body["status_url"], url);
+    assert_eq!(reply.header("location"), url);
+
+    let status = env.finished(&id).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert_eq!(status["output"], json!({ "topic": "rust", "count": 1 }));
+    assert_eq!(status["correlation_id"], "corr-trigger-1");
+
+    let viewer = env.token(TENANT, Role::Viewer);
+    let reply = env.call(Method::GET, &url, Some(&viewer), None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["instance_id"], id.as_str());
+
+    let stranger = env.token(OTHER_TENANT, Role::Admin);
+    env.call(Method::GET, &url, Some(&stranger), None)
+        .await
+        .problem(404);
+    env.call(
+        Method::POST,
+        &format!("/api/v1/workflows/instances/{id}/cancel"),
+        Some(&stranger),
+        None,
+    )
+    .await
+    .problem(404);
+    // Another tenant cannot start this tenant's workflow either.
+    env.call(
+        Method::POST,
+        "/api/v1/workflows/trigger",
+        Some(&stranger),
+        Some(json!({ "workflow_name": "greet", "input": { "topic": "x" } })),
+    )
+    .await
+    .problem(404);
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_starts_one_instance() {
+    let env = env().await;
+    env.register(GREET).await;
+    let op = env.token(TENANT, Role::Operator);
+    let trigger = |token: String| {
+        let env = &env;
+        async move {
+            env.send(
+                Method::POST,
+                "/api/v1/workflows/trigger",
+                Some(&token),
+                &[
+                    ("content-type", "application/json"),
+                    ("idempotency-key", "order-7"),
+                ],
+                Some(json!({ "workflow_name": "greet", "input": { "topic": "once" } }).to_string()),
+            )
+            .await
+        }
+    };
+    let first = trigger(op.clone()).await;
+    let second = trigger(op).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:#?}");
+    assert_eq!(second.status, StatusCode::ACCEPTED, "{second:#?}");
+    assert_eq!(first.body["instance_id"], second.body["instance_id"]);
+    let id = first.body["instance_id"].as_str().unwrap();
+    assert_eq!(env.finished(id).await["status"], "completed");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(env.state_keys().await, 1, "only one instance ran");
+
+    // The key is the tenant's own: the same key in another tenant is another instance.
+    let globex = env.token(OTHER_TENANT, Role::Admin);
+    let reply = env
+        .send(
+            Method::PUT,
+            "/api/v1/workflows/definitions/greet",
+            Some(&globex),
+            &[("content-type", "text/plain")],
+            Some(GREET.into()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:#?}");
+    let other = trigger(globex).await;
+    assert_eq!(other.status, StatusCode::ACCEPTED, "{other:#?}");
+    assert_ne!(other.body["instance_id"], first.body["instance_id"]);
+}
+
+#[tokio::test]
+async fn execute_waits_for_the_result_and_merges_extra_fields_into_the_input() {
+    let env = env().await;
+    env.register(GREET).await;
+    env.register(CARDS).await;
+    let op = env.token(TENANT, Role::Operator);
+    let execute = "/api/v1/workflows/execute";
+
+    let reply = env
+        .call(
+            Method::POST,
+            execute,
+            Some(&op),
+            Some(json!({ "workflow_type": "greet", "input": { "topic": "now" }, "wait": 10 })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:#?}");
+    assert_eq!(reply.body["status"], "completed");
+    assert_eq!(reply.body["output"]["topic"], "now");
+
+    let reply = env
+        .call(
+            Method::POST,
+            execute,
+            Some(&op),
+            Some(json!({
+                "workflow_type": "cards_post",
+                "card_ids": ["c1", "c2"],
+                "additional_context": "launch week",
+                "wait": 10
+            })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:#?}");
+    assert_eq!(
+        reply.body["output"],
+        json!({ "card_ids": ["c1", "c2"], "context": "launch week" })
+    );
+
+    // Without wait it answers like trigger.
+    let reply = env
+        .call(
+            Method::POST,
+            execute,
+            Some(&op),
+            Some(json!({ "workflow_type": "greet", "topic": "later" })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:#?}");
+    let id = reply.body["instance_id"].as_str().unwrap();
+    assert_eq!(env.finished(id).await["input"]["topic"], "later");
+
+    let reply = env
+        .call(
+            Method::POST,
+            execute,
+            Some(&op),
+            Some(json!({ "workflow_type": "greet", "topic": "a", "input": { "topic": "b" } })),
+        )
+        .await;
+    assert_eq!(reply.problem(400)["field"], "topic");
+}
+
+#[tokio::test]
+async fn a_running_instance_is_cancelled_and_a_waiting_step_is_signalled() {
+    let env = env().await;
+    env.register(SLEEPY).await;
+    env.register(APPROVAL).await;
+    let op = env.token(TENANT, Role::Operator);
+
+    let id = env.trigger("sleepy", json!({})).await;
+    env.wait_for(&id, "started its step", |s| {
+        s["steps"][0]["status"]
+            .as_str()
+            .is_some_and(|st| st != "pending")
+    })
+    .await;
+    let reply = env
+        .call(
+            Method::POST,
+            &format!("/api/v1/workflows/instances/{id}/cancel"),
+            Some(&op),
+            Some(json!({ "reason": "changed my mind" })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:#?}");
+    let status = env.finished(&id).await;
+    assert_eq!(status["status"], "cancelled", "{status:#}");
+    // Cancelling it again is a conflict.
+    env.call(
+        Method::POST,
+        &format!("/api/v1/workflows/instances/{id}/cancel"),
+        Some(&op),
+        None,
+    )
+    .await
+    .problem(409);
+
+    let id = env.trigger("approval", json!({})).await;
+    env.wait_for(&id, "waited for its signal", |s| {
+        s["steps"][0]["status"] == "waiting"
+    })
+    .await;
+    env.call(
+        Method::POST,
+        &format!("/api/v1/workflows/instances/{id}/signal/not.a.token"),
+        Some(&op),
+        Some(json!({})),
+    )
+    .await
+    .problem(400);
+    let reply = env
+        .call(
+            Method::POST,
+            &format!("/api/v1/workflows/instances/{id}/signal/approval"),
+            Some(&op),
+            Some(json!({ "by": "ann" })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:#?}");
+    let status = env.finished(&id).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert_eq!(status["output"], json!({ "by": "ann" }));
+}
+
+#[tokio::test]
+async fn definitions_are_registered_read_validated_and_deleted() {
+    let env = env().await;
+    let admin = env.token(TENANT, Role::Admin);
+    let viewer = env.token(TENANT, Role::Viewer);
+    let url = "/api/v1/workflows/definitions/greet";
+    let yaml = [("content-type", "application/yaml")];
+
+    let broken = GREET
+        .replace("operation: test.echo", "operation: test.nope")
+        .replace("{{ input.count }}", "{{ input.cuont }}");
+    let reply = env
+        .send(Method::PUT, url, Some(&admin), &yaml, Some(broken.clone()))
+        .await;
+    let body = reply.problem(400);
+    let paths: Vec<&str> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"steps[0].operation"), "{body:#}");
+    assert!(
+        paths.iter().any(|p| p.starts_with("steps[0].input")),
+        "{body:#}"
+    );
+
+    env.send(Method::PUT, url, Some(&viewer), &yaml, Some(GREET.into()))
+        .await
+        .problem(403);
+    env.send(
+        Method::PUT,
+        "/api/v1/workflows/definitions/other",
+        Some(&admin),
+        &yaml,
+        Some(GREET.into()),
+    )
+    .await
+    .problem(400);
+
+    let reply = env
+        .send(Method::PUT, url, Some(&admin), &yaml, Some(GREET.into()))
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:#?}");
+    assert_eq!(reply.body["version"], 1);
+    // As JSON `{source}`, the same text again changes nothing.
+    let reply = env
+        .call(
+            Method::PUT,
+            url,
+            Some(&admin),
+            Some(json!({ "source": GREET })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:#?}");
+
+    let reply = env.call(Method::GET, url, Some(&viewer), None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:#?}");
+    assert_eq!(reply.body["source"], GREET);
+    let reply = env
+        .call(
+            Method::GET,
+            "/api/v1/workflows/definitions",
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert!(
+        reply.body["definitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == "greet"),
+        "{reply:#?}"
+    );
+
+    let validate = "/api/v1/workflows/definitions/validate";
+    let reply = env
+        .send(Method::POST, validate, Some(&viewer), &yaml, Some(broken))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:#?}");
+    assert_eq!(reply.body["valid"], false);
+    assert!(!reply.body["problems"].as_array().unwrap().is_empty());
+    let reply = env
+        .send(
+            Method::POST,
+            validate,
+            Some(&viewer),
+            &yaml,
+            Some(GREET.into()),
+        )
+        .await;
+    assert_eq!(
+        (reply.body["valid"].clone(), reply.body["problems"].clone()),
+        (json!(true), json!([]))
+    );
+
+    let reply = env.call(Method::DELETE, url, Some(&admin), None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:#?}");
+    env.call(Method::GET, url, Some(&viewer), None)
+        .await
+        .problem(404);
+}
+
+#[tokio::test]
+async fn the_registry_lists_the_test_worker_with_its_operations() {
+    let env = env().await;
+    let viewer = env.token(TENANT, Role::Viewer);
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let reply = env
+            .call(Method::GET, "/api/v1/registry", Some(&viewer), None)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:#?}");
+        let services = reply.body["services"].as_array().unwrap();
+        let test = services.iter().find(|s| s["name"] == "switchyard-test");
+        let orchestrator = services
+            .iter()
+            .any(|s| s["name"] == "switchyard-orchestrator");
+        if let Some(test) = test
+            && orchestrator
+        {
+            assert_eq!(test["metadata"]["kind"], "test");
+            assert_eq!(test["metadata"]["worker_id"], "w1");
+            let ops = test["metadata"]["operations"].as_str().unwrap();
+            assert!(
+                ops.contains("test.echo") && ops.contains("test.sleep"),
+                "{test:#}"
+            );
+            assert!(!test["endpoints"].as_array().unwrap().is_empty());
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{reply:#?}");
+    }
+}
+
+#[tokio::test]
+async fn ready_needs_the_inbox_stream() {
+    let server = switchyard_test_support::NatsServer::start().await;
+    let config = config(server.url());
+    let app = gateway(&server, &config).await;
+    let reply = send(&app, Method::GET, "/ready", None, &[], None).await;
+    assert!(
+        reply.problem(503)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("WF_INBOX"),
+        "{reply:#?}"
+    );
+    let reply = send(&app, Method::GET, "/health", None, &[], None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
