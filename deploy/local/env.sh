@@ -165,7 +165,7 @@ ensure_nats_py() {
         }
     fi
     local have
-    have="$("$venv/bin/python3" -m pip show nats-py 2>/dev/null | sed -n 's/^Version: //p')"
+    have="$("$venv/bin/python3" -m pip show nats-py 2>/dev/null | sed -n 's/^Version: //p' || true)"
     if [[ "$have" != "$NATS_PY_VERSION" ]]; then
         log "pip install nats-py==$NATS_PY_VERSION"
         "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
