@@ -30,7 +30,7 @@ use tracing::{debug, error, info, warn};
 use crate::{
     Error,
     definition::{self, Definition, ValidateOptions},
-    instance::{Effect, Instance, InstanceStatus, StepStatus, timer_id},
+    instance::{Effect, Instance, timer_id},
     metrics::Metrics,
     service,
     store::Store,
@@ -705,17 +705,7 @@ async fn republish_recent(
         .outbox
         .iter()
         .filter(|e| match e {
-            Effect::Job { job } => state.step(&job.step_id).is_some_and(|s| {
-                s.status == StepStatus::Scheduled
-                    && (s.items.is_empty()
-                        || job
-                            .job_id
-                            .rsplit('.')
-                            .next()
-                            .and_then(|i| i.parse::<usize>().ok())
-                            .and_then(|i| s.items.get(i))
-                            .is_some_and(|i| i.status == StepStatus::Scheduled))
-            }),
+            Effect::Job { job } => state.awaits(job),
             Effect::Event { .. } | Effect::Timer { .. } => true,
         })
         .cloned()
@@ -810,7 +800,6 @@ fn record_metrics(shared: &Shared, work: &Work, next: &Instance) {
             }
         }
     }
-    debug_assert!(next.status != InstanceStatus::Running || next.finished_at_ms.is_none());
 }
 
 /// Loads a definition for the query service (any version, deleted or not).

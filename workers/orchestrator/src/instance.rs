@@ -215,6 +215,23 @@ impl Instance {
     pub fn step(&self, id: &str) -> Option<&StepState> {
         self.steps.iter().find(|s| s.id == id)
     }
+
+    /// Whether `job` still waits for its result: its step (or its `for_each` item) is
+    /// scheduled. A job that is not may already have run, so it must not be published again.
+    pub fn awaits(&self, job: &Job) -> bool {
+        let Some(step) = self.step(&job.step_id) else {
+            return false;
+        };
+        if step.status != StepStatus::Scheduled {
+            return false;
+        }
+        if step.items.is_empty() {
+            return job.job_id == job_id(&self.id, &step.id, None);
+        }
+        item_of(&job.job_id, &self.id, &step.id)
+            .and_then(|i| step.items.get(i))
+            .is_some_and(|i| i.status == StepStatus::Scheduled)
+    }
 }
 
 /// The id of the job that runs a step, or item `index` of a `for_each` step.
@@ -226,6 +243,12 @@ pub fn job_id(instance: &str, step: &str, index: Option<usize>) -> String {
         Some(i) => format!("{instance}.{step}.{i}"),
         None => format!("{instance}.{step}"),
     }
+}
+
+/// The `for_each` item a job id of [`job_id`] names, when it names one of this step's items.
+pub fn item_of(job_id_text: &str, instance: &str, step: &str) -> Option<usize> {
+    let index: usize = job_id_text.rsplit('.').next()?.parse().ok()?;
+    (job_id(instance, step, Some(index)) == job_id_text).then_some(index)
 }
 
 /// The id of an event that happens at most once per instance (or per step).

@@ -15,7 +15,7 @@ use crate::{
     definition::{Definition, OnError, Scope, Step},
     instance::{
         Effect, Failure, Instance, InstanceStatus, ItemState, PendingSignal, StepState, StepStatus,
-        event_id, job_id,
+        event_id, item_of, job_id,
     },
 };
 
@@ -205,12 +205,7 @@ fn on_result(
         }
         None
     } else {
-        let i = r
-            .job_id
-            .rsplit('.')
-            .next()
-            .and_then(|i| i.parse::<usize>().ok())
-            .filter(|i| *i < step.items.len() && r.job_id == job_id(&inst.id, &step.id, Some(*i)));
+        let i = item_of(&r.job_id, &inst.id, &step.id).filter(|i| *i < step.items.len());
         let Some(i) = i else {
             return Err("result of another job");
         };

@@ -298,6 +298,37 @@ steps:
         .await
         .unwrap();
     until_event(&mut events, event::STEP_STARTED, T).await;
+    // A cancel on another tenant's subject does not reach this tenant's instance.
+    let foreign = switchyard_proto::CancelWorkflow::default();
+    env.publish(
+        &subject::cancel("globex", &instance),
+        "foreign-cancel",
+        switchyard_proto::encode_proto(&foreign),
+    )
+    .await;
+    let cancels = |env: &Env, outcome: &str| {
+        env.registries[0]
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "switchyard_orchestrator_messages_total")
+            .flat_map(|f| f.get_metric().to_vec())
+            .filter(|m| {
+                let labels: Vec<&str> = m.get_label().iter().map(|l| l.value()).collect();
+                labels.contains(&"cancel") && (outcome.is_empty() || labels.contains(&outcome))
+            })
+            .map(|m| m.get_counter().get_value())
+            .sum::<f64>()
+    };
+    let deadline = tokio::time::Instant::now() + T;
+    while cancels(&env, "") < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the foreign cancel was never handled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cancels(&env, "ignored"), 1.0);
+    assert_eq!(env.status(&instance).await["status"], "running");
     env.cancel(&instance, "changed my mind").await;
     let status = env.finished(&instance, T).await;
     assert_eq!(status["status"], "cancelled", "{status:#}");
