@@ -785,7 +785,9 @@ async fn a_redelivered_message_publishes_what_its_transition_stored() {
     assert_eq!(status["output"], 7);
     assert_eq!(step(&status, "a")["attempts"], 1);
     assert!(
-        env.counter("switchyard_orchestrator_messages_total") >= 2.0,
+        env.counter_reaches("switchyard_orchestrator_messages_total", 2.0, T)
+            .await
+            >= 2.0,
         "the start and the result"
     );
 }

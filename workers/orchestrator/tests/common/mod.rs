@@ -293,6 +293,19 @@ impl Env {
         }
     }
 
+    /// Waits until counter `name` reaches `min`: a message is counted after it is acked, which
+    /// is after the state it led to is visible, so a reader can be a moment ahead of the count.
+    pub async fn counter_reaches(&self, name: &str, min: f64, within: Duration) -> f64 {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let value = self.counter(name);
+            if value >= min || tokio::time::Instant::now() >= deadline {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn counter(&self, name: &str) -> f64 {
         self.registries
             .iter()
