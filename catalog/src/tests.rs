@@ -32,12 +32,13 @@ fn builtin_catalog_loads_with_every_operation_under_its_kind() {
         "integration.clickup.update_status",
         "integration.webhook.post",
         "integration.markdown.write",
+        "integration.status",
     ] {
         assert!(names.contains(&expected), "{expected} is declared");
     }
     assert_eq!(
         names.len(),
-        24,
+        25,
         "no undocumented extra operations: {names:?}"
     );
     for op in catalog.operations() {

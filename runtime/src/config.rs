@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::Error;
 
+mod ai;
+pub use ai::{AiProviderKind, AiProviderSettings, AiSettings, LOCAL_PROVIDER};
+
 /// Settings shared by every Switchyard process; each uses the part it needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -47,6 +50,10 @@ pub struct Config {
     pub orchestrator: OrchestratorSettings,
     /// The HTTP gateway's settings.
     pub gateway: GatewaySettings,
+    /// The AI worker's providers (see [`AiSettings`]).
+    pub ai: AiSettings,
+    /// The integration worker's settings.
+    pub integration: IntegrationSettings,
 }
 
 /// Settings of the orchestrator (the workflow engine).
@@ -87,6 +94,9 @@ pub struct GatewaySettings {
     /// Default `60s`.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    /// Requests allowed per route group; a request over its group's rate is answered 429 with
+    /// `Retry-After`.
+    pub rate_limits: RateLimits,
 }
 
 impl Default for GatewaySettings {
@@ -96,6 +106,113 @@ impl Default for GatewaySettings {
             body_limit: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             max_wait: Duration::from_secs(60),
+            rate_limits: RateLimits::default(),
+        }
+    }
+}
+
+/// The rate of each route group, counted per tenant (per user for `research`). Each is
+/// `<n>/<s|m|h>` (e.g. `1000/s`, `10/h`), a burst of up to `n` allowed, or `off`. Env e.g.
+/// `SWITCHYARD_GATEWAY__RATE_LIMITS__START=5000/s`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// Trigger and execute, per tenant. Default `1000/s`.
+    pub start: RateLimit,
+    /// Cancel and signal, per tenant. Default `100/s`.
+    pub control: RateLimit,
+    /// Status, instances, events, definitions and registry reads, per tenant. Default `500/s`.
+    pub read: RateLimit,
+    /// Registering, deleting and validating definitions, per tenant. Default `10/s`.
+    pub definitions: RateLimit,
+    /// Research requests, per user (the product asks for 10 an hour). Default `10/h`.
+    pub research: RateLimit,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            start: RateLimit::per(1000, RatePeriod::Second),
+            control: RateLimit::per(100, RatePeriod::Second),
+            read: RateLimit::per(500, RatePeriod::Second),
+            definitions: RateLimit::per(10, RatePeriod::Second),
+            research: RateLimit::per(10, RatePeriod::Hour),
+        }
+    }
+}
+
+/// `<n>/<period>` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum RateLimit {
+    Off,
+    Every { requests: u32, period: RatePeriod },
+}
+
+/// The period a [`RateLimit`] counts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RatePeriod {
+    Second,
+    Minute,
+    Hour,
+}
+
+impl RatePeriod {
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(match self {
+            RatePeriod::Second => 1,
+            RatePeriod::Minute => 60,
+            RatePeriod::Hour => 3600,
+        })
+    }
+}
+
+impl RateLimit {
+    pub const fn per(requests: u32, period: RatePeriod) -> Self {
+        RateLimit::Every { requests, period }
+    }
+}
+
+impl TryFrom<String> for RateLimit {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let expected = "expected `<n>/s`, `<n>/m`, `<n>/h` (n from 1) or `off`";
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(RateLimit::Off);
+        }
+        let (n, unit) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?}: {expected}"))?;
+        let requests: u32 = n
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{text:?}: {expected}"))?;
+        let period = match unit.trim() {
+            "s" | "sec" | "second" => RatePeriod::Second,
+            "m" | "min" | "minute" => RatePeriod::Minute,
+            "h" | "hour" => RatePeriod::Hour,
+            _ => return Err(format!("{text:?}: {expected}")),
+        };
+        Ok(RateLimit::Every { requests, period })
+    }
+}
+
+impl From<RateLimit> for String {
+    fn from(limit: RateLimit) -> String {
+        match limit {
+            RateLimit::Off => "off".into(),
+            RateLimit::Every { requests, period } => format!(
+                "{requests}/{}",
+                match period {
+                    RatePeriod::Second => "s",
+                    RatePeriod::Minute => "m",
+                    RatePeriod::Hour => "h",
+                }
+            ),
         }
     }
 }
@@ -136,6 +253,312 @@ pub enum JwtAlgorithm {
     #[default]
     Hs256,
     Rs256,
+}
+
+/// Settings of the integration worker: Notion, Slack, ClickUp, signed webhooks and the local
+/// Markdown sink. Each secret can be given inline (`token`, from a file or the environment) or
+/// as a file holding it (`token_file`, e.g. a mounted Kubernetes secret), not both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntegrationSettings {
+    /// How long one call to an external API may take, connection included. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    pub markdown: MarkdownSinkSettings,
+    pub notion: NotionSettings,
+    pub slack: SlackSettings,
+    pub clickup: ClickUpSettings,
+    pub webhook: WebhookSettings,
+}
+
+/// The local Markdown sink, the destination that works offline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarkdownSinkSettings {
+    /// The directory documents are written under; nothing is ever written outside it.
+    /// Created when missing. Env `SWITCHYARD_INTEGRATION__MARKDOWN__OUTPUT_DIR`.
+    /// Default `./.switchyard/out`.
+    pub output_dir: PathBuf,
+}
+
+/// The Notion API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotionSettings {
+    /// An integration token (`ntn_…`/`secret_…`). Env `SWITCHYARD_INTEGRATION__NOTION__TOKEN`.
+    /// No default: `integration.notion.create_page` fails without one.
+    pub token: Option<Secret>,
+    /// A file holding the token instead.
+    pub token_file: Option<PathBuf>,
+    /// The API's base URL. Default `https://api.notion.com`.
+    pub base_url: String,
+    /// The `Notion-Version` header sent with every call. Default `2022-06-28`.
+    pub version: String,
+}
+
+/// The Slack Web API and incoming webhooks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlackSettings {
+    /// A bot token (`xoxb-…`) for `chat.postMessage`.
+    /// Env `SWITCHYARD_INTEGRATION__SLACK__BOT_TOKEN`. No default.
+    pub bot_token: Option<Secret>,
+    /// A file holding the bot token instead.
+    pub bot_token_file: Option<PathBuf>,
+    /// An incoming-webhook URL, used when a job names no channel and no bot token is set
+    /// (the URL is the credential). No default.
+    pub webhook_url: Option<Secret>,
+    /// A file holding the webhook URL instead.
+    pub webhook_url_file: Option<PathBuf>,
+    /// The Web API's base URL. Default `https://slack.com`.
+    pub base_url: String,
+    /// The channel for jobs that name none. No default.
+    pub default_channel: Option<String>,
+}
+
+/// The ClickUp API (v2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickUpSettings {
+    /// A personal API token (`pk_…`). Env `SWITCHYARD_INTEGRATION__CLICKUP__TOKEN`. No default.
+    pub token: Option<Secret>,
+    /// A file holding the token instead.
+    pub token_file: Option<PathBuf>,
+    /// The API's base URL. Default `https://api.clickup.com`.
+    pub base_url: String,
+}
+
+/// Signed outgoing webhooks (`integration.webhook.post`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// The HMAC-SHA256 key, at least 32 bytes. Env
+    /// `SWITCHYARD_INTEGRATION__WEBHOOK__SIGNING_SECRET`. No default: webhooks are refused
+    /// without one, never sent unsigned.
+    pub signing_secret: Option<Secret>,
+    /// A file holding the signing secret instead.
+    pub signing_secret_file: Option<PathBuf>,
+    /// Whether URLs may resolve to loopback, private, link-local or other non-public
+    /// addresses. Default `false`: a workflow input cannot make the worker call into the
+    /// network it runs in.
+    pub allow_private_addresses: bool,
+}
+
+impl Default for IntegrationSettings {
+    fn default() -> Self {
+        IntegrationSettings {
+            request_timeout: Duration::from_secs(30),
+            markdown: MarkdownSinkSettings {
+                output_dir: PathBuf::from("./.switchyard/out"),
+            },
+            notion: NotionSettings::default(),
+            slack: SlackSettings::default(),
+            clickup: ClickUpSettings::default(),
+            webhook: WebhookSettings::default(),
+        }
+    }
+}
+
+impl Default for MarkdownSinkSettings {
+    fn default() -> Self {
+        IntegrationSettings::default().markdown
+    }
+}
+
+impl Default for NotionSettings {
+    fn default() -> Self {
+        NotionSettings {
+            token: None,
+            token_file: None,
+            base_url: "https://api.notion.com".into(),
+            version: "2022-06-28".into(),
+        }
+    }
+}
+
+impl Default for SlackSettings {
+    fn default() -> Self {
+        SlackSettings {
+            bot_token: None,
+            bot_token_file: None,
+            webhook_url: None,
+            webhook_url_file: None,
+            base_url: "https://slack.com".into(),
+            default_channel: None,
+        }
+    }
+}
+
+impl Default for ClickUpSettings {
+    fn default() -> Self {
+        ClickUpSettings {
+            token: None,
+            token_file: None,
+            base_url: "https://api.clickup.com".into(),
+        }
+    }
+}
+
+impl IntegrationSettings {
+    fn load(figment: &Figment, problems: &mut Vec<Problem>) -> Self {
+        let d = IntegrationSettings::default();
+        let f = |key: &str| format!("integration.{key}");
+        // A bad duration is reported once, not again as out of range.
+        let reported = problems.len();
+        let request_timeout = duration(figment, &f("request_timeout"), problems);
+        let request_timeout = if problems.len() > reported {
+            d.request_timeout
+        } else {
+            request_timeout
+        };
+        IntegrationSettings {
+            request_timeout,
+            markdown: MarkdownSinkSettings {
+                output_dir: field(
+                    figment,
+                    &f("markdown.output_dir"),
+                    d.markdown.output_dir,
+                    problems,
+                ),
+            },
+            notion: NotionSettings {
+                token: field(figment, &f("notion.token"), None, problems),
+                token_file: field(figment, &f("notion.token_file"), None, problems),
+                base_url: field(figment, &f("notion.base_url"), d.notion.base_url, problems),
+                version: field(figment, &f("notion.version"), d.notion.version, problems),
+            },
+            slack: SlackSettings {
+                bot_token: field(figment, &f("slack.bot_token"), None, problems),
+                bot_token_file: field(figment, &f("slack.bot_token_file"), None, problems),
+                webhook_url: field(figment, &f("slack.webhook_url"), None, problems),
+                webhook_url_file: field(figment, &f("slack.webhook_url_file"), None, problems),
+                base_url: field(figment, &f("slack.base_url"), d.slack.base_url, problems),
+                default_channel: field(figment, &f("slack.default_channel"), None, problems),
+            },
+            clickup: ClickUpSettings {
+                token: field(figment, &f("clickup.token"), None, problems),
+                token_file: field(figment, &f("clickup.token_file"), None, problems),
+                base_url: field(
+                    figment,
+                    &f("clickup.base_url"),
+                    d.clickup.base_url,
+                    problems,
+                ),
+            },
+            webhook: WebhookSettings {
+                signing_secret: field(figment, &f("webhook.signing_secret"), None, problems),
+                signing_secret_file: field(
+                    figment,
+                    &f("webhook.signing_secret_file"),
+                    None,
+                    problems,
+                ),
+                allow_private_addresses: field(
+                    figment,
+                    &f("webhook.allow_private_addresses"),
+                    false,
+                    problems,
+                ),
+            },
+        }
+    }
+
+    fn check(&self, bad: &mut impl FnMut(&str, String)) {
+        if self.request_timeout < Duration::from_millis(100) {
+            bad(
+                "integration.request_timeout",
+                "must be at least 100ms".into(),
+            );
+        }
+        if self.markdown.output_dir.as_os_str().is_empty() {
+            bad(
+                "integration.markdown.output_dir",
+                "must not be empty; expected a directory such as `./.switchyard/out`".into(),
+            );
+        }
+        for (key, url) in [
+            ("integration.notion.base_url", &self.notion.base_url),
+            ("integration.slack.base_url", &self.slack.base_url),
+            ("integration.clickup.base_url", &self.clickup.base_url),
+        ] {
+            let host = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
+                bad(
+                    key,
+                    format!("not an http(s) URL ({url:?}); expected e.g. https://host"),
+                );
+            }
+        }
+        if self.notion.version.trim().is_empty() {
+            bad(
+                "integration.notion.version",
+                "must not be empty; expected a Notion API version such as `2022-06-28`".into(),
+            );
+        }
+        let pairs = [
+            (
+                "notion.token",
+                self.notion.token.is_some(),
+                self.notion.token_file.is_some(),
+            ),
+            (
+                "slack.bot_token",
+                self.slack.bot_token.is_some(),
+                self.slack.bot_token_file.is_some(),
+            ),
+            (
+                "slack.webhook_url",
+                self.slack.webhook_url.is_some(),
+                self.slack.webhook_url_file.is_some(),
+            ),
+            (
+                "clickup.token",
+                self.clickup.token.is_some(),
+                self.clickup.token_file.is_some(),
+            ),
+            (
+                "webhook.signing_secret",
+                self.webhook.signing_secret.is_some(),
+                self.webhook.signing_secret_file.is_some(),
+            ),
+        ];
+        for (key, inline, file) in pairs {
+            if inline && file {
+                bad(
+                    &format!("integration.{key}_file"),
+                    format!("set either integration.{key} or integration.{key}_file, not both"),
+                );
+            }
+        }
+        if let Some(secret) = &self.webhook.signing_secret
+            && secret.expose().len() < MIN_SECRET_LEN
+        {
+            bad(
+                "integration.webhook.signing_secret",
+                format!(
+                    "too short ({} bytes); an HMAC-SHA256 key needs at least {MIN_SECRET_LEN} random bytes, e.g. `openssl rand -hex 32`",
+                    secret.expose().len()
+                ),
+            );
+        }
+    }
+
+    /// Replaces every secret with `****`.
+    fn redact(&mut self) {
+        for secret in [
+            &mut self.notion.token,
+            &mut self.slack.bot_token,
+            &mut self.slack.webhook_url,
+            &mut self.clickup.token,
+            &mut self.webhook.signing_secret,
+        ] {
+            if secret.is_some() {
+                *secret = Some(Secret::new("****"));
+            }
+        }
+    }
 }
 
 /// A secret value: shown as `****` by `Debug` and by [`Config::redacted_toml`].
@@ -206,6 +629,8 @@ impl Default for Config {
             worker: WorkerSettings::default(),
             orchestrator: OrchestratorSettings::default(),
             gateway: GatewaySettings::default(),
+            ai: AiSettings::default(),
+            integration: IntegrationSettings::default(),
         }
     }
 }
@@ -464,7 +889,36 @@ impl Config {
                 ),
                 request_timeout: duration(&figment, "gateway.request_timeout", &mut problems),
                 max_wait: duration(&figment, "gateway.max_wait", &mut problems),
+                rate_limits: RateLimits {
+                    start: rate(
+                        &figment,
+                        "start",
+                        d.gateway.rate_limits.start,
+                        &mut problems,
+                    ),
+                    control: rate(
+                        &figment,
+                        "control",
+                        d.gateway.rate_limits.control,
+                        &mut problems,
+                    ),
+                    read: rate(&figment, "read", d.gateway.rate_limits.read, &mut problems),
+                    definitions: rate(
+                        &figment,
+                        "definitions",
+                        d.gateway.rate_limits.definitions,
+                        &mut problems,
+                    ),
+                    research: rate(
+                        &figment,
+                        "research",
+                        d.gateway.rate_limits.research,
+                        &mut problems,
+                    ),
+                },
             },
+            integration: IntegrationSettings::load(&figment, &mut problems),
+            ai: AiSettings::load(&figment, &sources.env, &mut problems),
         };
         config.check(&figment, &mut problems);
         if problems.is_empty() {
@@ -545,6 +999,8 @@ impl Config {
                 );
             }
         }
+        self.integration.check(&mut bad);
+        self.ai.check(&mut bad);
         let g = &self.gateway;
         if !(1..=1 << 30).contains(&g.body_limit) {
             bad(
@@ -597,6 +1053,8 @@ impl Config {
         if shown.gateway.auth.secret.is_some() {
             shown.gateway.auth.secret = Some(Secret::new("****"));
         }
+        shown.integration.redact();
+        shown.ai.redact();
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
 
@@ -669,6 +1127,34 @@ const KNOWN_KEYS: &[&str] = &[
     "orchestrator",
     "orchestrator.concurrency",
     "orchestrator.template_env",
+    "integration",
+    "integration.request_timeout",
+    "integration.markdown",
+    "integration.markdown.output_dir",
+    "integration.notion",
+    "integration.notion.token",
+    "integration.notion.token_file",
+    "integration.notion.base_url",
+    "integration.notion.version",
+    "integration.slack",
+    "integration.slack.bot_token",
+    "integration.slack.bot_token_file",
+    "integration.slack.webhook_url",
+    "integration.slack.webhook_url_file",
+    "integration.slack.base_url",
+    "integration.slack.default_channel",
+    "integration.clickup",
+    "integration.clickup.token",
+    "integration.clickup.token_file",
+    "integration.clickup.base_url",
+    "integration.webhook",
+    "integration.webhook.signing_secret",
+    "integration.webhook.signing_secret_file",
+    "integration.webhook.allow_private_addresses",
+    "ai",
+    "ai.default_provider",
+    "ai.providers",
+    "ai.providers.*",
     "gateway",
     "gateway.auth",
     "gateway.auth.algorithm",
@@ -679,6 +1165,12 @@ const KNOWN_KEYS: &[&str] = &[
     "gateway.body_limit",
     "gateway.request_timeout",
     "gateway.max_wait",
+    "gateway.rate_limits",
+    "gateway.rate_limits.start",
+    "gateway.rate_limits.control",
+    "gateway.rate_limits.read",
+    "gateway.rate_limits.definitions",
+    "gateway.rate_limits.research",
 ];
 
 fn unknown_keys(figment: &Figment) -> Vec<Problem> {
@@ -699,15 +1191,22 @@ fn collect_unknown(figment: &Figment, prefix: &str, dict: &Dict, problems: &mut 
         } else {
             format!("{prefix}.{key}")
         };
-        if KNOWN_KEYS.contains(&path.as_str()) {
+        // Provider names under `ai.providers` are free: match them as `*`.
+        let pattern = ai::key_pattern(&path);
+        let known = || {
+            KNOWN_KEYS
+                .iter()
+                .map(|k| (*k).to_owned())
+                .chain(ai::provider_keys())
+        };
+        if known().any(|k| k == pattern) {
             if let Value::Dict(_, inner) = value {
                 collect_unknown(figment, &path, inner, problems);
             }
             continue;
         }
-        let closest = KNOWN_KEYS
-            .iter()
-            .map(|k| (strsim::levenshtein(k, &path), *k))
+        let closest = known()
+            .map(|k| (strsim::levenshtein(&k, &pattern), k))
             .min()
             .filter(|(distance, _)| *distance <= 2)
             .map(|(_, k)| k);
@@ -769,6 +1268,21 @@ fn field<T: DeserializeOwned>(
             fallback
         }
     }
+}
+
+/// `gateway.rate_limits.<group>`.
+fn rate(
+    figment: &Figment,
+    group: &str,
+    fallback: RateLimit,
+    problems: &mut Vec<Problem>,
+) -> RateLimit {
+    field(
+        figment,
+        &format!("gateway.rate_limits.{group}"),
+        fallback,
+        problems,
+    )
 }
 
 fn duration(figment: &Figment, key: &str, problems: &mut Vec<Problem>) -> Duration {
@@ -951,6 +1465,112 @@ mod tests {
     }
 
     #[test]
+    fn integration_settings_have_defaults_are_checked_and_secrets_redacted() {
+        let i = Config::load(&Sources::default())
+            .expect("defaults")
+            .integration;
+        assert_eq!(i.markdown.output_dir, PathBuf::from("./.switchyard/out"));
+        assert_eq!(i.notion.base_url, "https://api.notion.com");
+        assert_eq!(i.notion.version, "2022-06-28");
+        assert_eq!(i.slack.base_url, "https://slack.com");
+        assert_eq!(i.clickup.base_url, "https://api.clickup.com");
+        assert_eq!(i.request_timeout, Duration::from_secs(30));
+        assert!(!i.webhook.allow_private_addresses);
+        assert!(i.notion.token.is_none() && i.webhook.signing_secret.is_none());
+
+        let key = "w".repeat(40);
+        let config = Config::load(&env(&[
+            ("SWITCHYARD_INTEGRATION__NOTION__TOKEN", "ntn_notion_secret"),
+            (
+                "SWITCHYARD_INTEGRATION__SLACK__BOT_TOKEN",
+                "xoxb-slack-secret",
+            ),
+            (
+                "SWITCHYARD_INTEGRATION__SLACK__WEBHOOK_URL",
+                "https://hooks.example/T1/B2/hooksecret",
+            ),
+            (
+                "SWITCHYARD_INTEGRATION__CLICKUP__TOKEN_FILE",
+                "/run/clickup",
+            ),
+            (
+                "SWITCHYARD_INTEGRATION__WEBHOOK__SIGNING_SECRET",
+                key.as_str(),
+            ),
+            (
+                "SWITCHYARD_INTEGRATION__WEBHOOK__ALLOW_PRIVATE_ADDRESSES",
+                "true",
+            ),
+            ("SWITCHYARD_INTEGRATION__MARKDOWN__OUTPUT_DIR", "/srv/docs"),
+            (
+                "SWITCHYARD_INTEGRATION__SLACK__BASE_URL",
+                "http://127.0.0.1:9",
+            ),
+        ]))
+        .expect("loads");
+        let i = &config.integration;
+        assert_eq!(
+            i.notion.token.as_ref().map(Secret::expose),
+            Some("ntn_notion_secret")
+        );
+        assert_eq!(i.clickup.token_file, Some(PathBuf::from("/run/clickup")));
+        assert!(i.webhook.allow_private_addresses);
+        assert_eq!(i.markdown.output_dir, PathBuf::from("/srv/docs"));
+        assert_eq!(i.slack.base_url, "http://127.0.0.1:9");
+        let shown = config.redacted_toml();
+        let debug = format!("{config:?}");
+        for secret in [
+            "ntn_notion_secret",
+            "xoxb-slack-secret",
+            "hooksecret",
+            key.as_str(),
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+
+        let Err(Error::Config(problems)) = Config::load(&env(&[
+            ("SWITCHYARD_INTEGRATION__WEBHOOK__SIGNING_SECRET", "short"),
+            ("SWITCHYARD_INTEGRATION__NOTION__BASE_URL", "api.notion.com"),
+            ("SWITCHYARD_INTEGRATION__NOTION__VERSION", " "),
+            ("SWITCHYARD_INTEGRATION__CLICKUP__TOKEN", "pk_1"),
+            (
+                "SWITCHYARD_INTEGRATION__CLICKUP__TOKEN_FILE",
+                "/run/clickup",
+            ),
+            ("SWITCHYARD_INTEGRATION__REQUEST_TIMEOUT", "soon"),
+            ("SWITCHYARD_INTEGRATION__SLACK__BOT_TOKN", "x"),
+        ])) else {
+            panic!("accepted")
+        };
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let has = |needle: &str| text.iter().any(|p| p.contains(needle));
+        assert!(
+            has("SWITCHYARD_INTEGRATION__WEBHOOK__SIGNING_SECRET: too short"),
+            "{text:#?}"
+        );
+        assert!(
+            has("SWITCHYARD_INTEGRATION__NOTION__BASE_URL: not an http(s) URL"),
+            "{text:#?}"
+        );
+        assert!(
+            has("SWITCHYARD_INTEGRATION__NOTION__VERSION: must not be empty"),
+            "{text:#?}"
+        );
+        assert!(
+            has("set either integration.clickup.token or integration.clickup.token_file"),
+            "{text:#?}"
+        );
+        assert!(has("SWITCHYARD_INTEGRATION__REQUEST_TIMEOUT:"), "{text:#?}");
+        assert!(
+            has("did you mean `integration.slack.bot_token`?"),
+            "{text:#?}"
+        );
+        assert!(!text.iter().any(|p| p.contains("short\"")), "{text:#?}");
+        assert_eq!(problems.len(), 6, "{text:#?}");
+    }
+
+    #[test]
     fn gateway_settings_have_defaults_and_are_checked() {
         let g = Config::load(&Sources::default()).expect("defaults").gateway;
         assert_eq!(g.auth.algorithm, JwtAlgorithm::Hs256);
@@ -965,8 +1585,16 @@ mod tests {
             ("SWITCHYARD_GATEWAY__MAX_WAIT", "5s"),
             ("SWITCHYARD_GATEWAY__AUTH__ALGORITHM", "rs256"),
             ("SWITCHYARD_GATEWAY__AUTH__PUBLIC_KEY_FILE", "/etc/jwt.pem"),
+            ("SWITCHYARD_GATEWAY__RATE_LIMITS__START", "off"),
+            ("SWITCHYARD_GATEWAY__RATE_LIMITS__READ", "30/m"),
         ]))
         .expect("loads");
+        assert_eq!(config.gateway.rate_limits.start, RateLimit::Off);
+        assert_eq!(
+            config.gateway.rate_limits.read,
+            RateLimit::per(30, RatePeriod::Minute)
+        );
+        assert_eq!(g.rate_limits.research, RateLimit::per(10, RatePeriod::Hour));
         assert_eq!(config.gateway.body_limit, 4096);
         assert_eq!(config.gateway.max_wait, Duration::from_secs(5));
         assert_eq!(config.gateway.auth.algorithm, JwtAlgorithm::Rs256);
@@ -977,6 +1605,7 @@ mod tests {
             ("SWITCHYARD_GATEWAY__BODY_LIMIT", "0"),
             ("SWITCHYARD_GATEWAY__REQUEST_TIMEOUT", "soon"),
             ("SWITCHYARD_GATEWAY__BODY_LIMT", "1"),
+            ("SWITCHYARD_GATEWAY__RATE_LIMITS__CONTROL", "0/s"),
         ])) else {
             panic!("accepted")
         };
@@ -993,6 +1622,10 @@ mod tests {
         );
         assert!(has("SWITCHYARD_GATEWAY__REQUEST_TIMEOUT:"), "{text:#?}");
         assert!(has("did you mean `gateway.body_limit`?"), "{text:#?}");
+        assert!(
+            has("SWITCHYARD_GATEWAY__RATE_LIMITS__CONTROL: \"0/s\": expected"),
+            "{text:#?}"
+        );
         assert!(!text.iter().any(|p| p.contains("short\"")), "{text:#?}");
     }
 }

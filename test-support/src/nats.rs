@@ -197,6 +197,10 @@ impl NatsServer {
         if opts.jetstream {
             let _ = writeln!(config, "jetstream {{");
             let _ = writeln!(config, "  store_dir: {:?}", store_dir.display().to_string());
+            // Streams reserve their `max_bytes` against this limit, which otherwise is three
+            // quarters of the disk's free space: a test's few kilobytes must not fail because
+            // the machine's disk is filling up.
+            let _ = writeln!(config, "  max_file_store: 1TB");
             if opts.sync_always {
                 let _ = writeln!(config, "  sync_interval: always");
             }

@@ -122,6 +122,19 @@ impl JobContext {
     /// Publishes a usage event for billing, with an id derived from the job so that a
     /// redelivered job's events are dropped as duplicates.
     pub async fn usage(&self, meter: &str, quantity: f64, unit: &str) -> Result<(), Error> {
+        self.usage_with(meter, quantity, unit, Default::default())
+            .await
+    }
+
+    /// Like [`JobContext::usage`], with attributes for the ledger to break the figure down by
+    /// (e.g. `provider`, `model`). Keep the values to bounded sets.
+    pub async fn usage_with(
+        &self,
+        meter: &str,
+        quantity: f64,
+        unit: &str,
+        attributes: std::collections::HashMap<String, String>,
+    ) -> Result<(), Error> {
         let n = self.usage_seq.fetch_add(1, Ordering::Relaxed);
         let event = switchyard_proto::UsageEvent {
             event_id: format!("{}-{meter}-{n}", self.job_id),
@@ -133,7 +146,7 @@ impl JobContext {
             step_id: self.step_id.clone(),
             operation: self.operation.clone(),
             at_ms: switchyard_proto::now_ms(),
-            attributes: Default::default(),
+            attributes,
         };
         self.bus.publish_usage(&event).await
     }

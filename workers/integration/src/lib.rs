@@ -1,1 +1,430 @@
-//! The integration worker. Arrives with the integration worker issue.
+//! The integration worker: the `integration.*` operations that reach outside Switchyard —
+//! Notion pages from Markdown, Slack messages, ClickUp tasks, signed webhooks, and the local
+//! Markdown sink that works offline.
+//!
+//! Every external effect is recorded by job id in the worker's own Postgres schema
+//! (`integration.effects`): claimed before the call, marked done with its result after. A
+//! redelivered job whose effect is done gets the recorded result without a second call; see
+//! the crate README for the window that remains on APIs without idempotency keys. Rate limits
+//! (429 with `Retry-After`) become delayed retries through the worker loop.
+//! `integration.status` is the one read-only operation: it checks credentials and records
+//! nothing.
+//!
+//! This crate must not hold workflow logic, keep state a second replica would need outside
+//! Postgres, or log a secret.
+
+pub mod clickup;
+pub mod effects;
+mod error;
+mod http;
+pub mod markdown;
+pub mod metrics;
+pub mod notion;
+pub mod sink;
+pub mod slack;
+pub mod status;
+pub mod webhook;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use prometheus::Registry;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use switchyard_proto::Job;
+use switchyard_runtime::{
+    Config, Handler, JobContext, JobFailure, OperationInfo, Worker,
+    config::{IntegrationSettings, Secret},
+    process,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, instrument, warn};
+
+pub use error::Error;
+pub use http::{AddressGuard, is_public};
+
+use effects::{Claim, EffectKey, Effects};
+use metrics::{Metrics, System};
+
+/// The worker kind.
+pub const KIND: &str = "integration";
+
+/// The operations of the kind, as named in the catalog.
+pub mod op {
+    pub const NOTION_CREATE_PAGE: &str = "integration.notion.create_page";
+    pub const SLACK_POST_MESSAGE: &str = "integration.slack.post_message";
+    pub const CLICKUP_CREATE_TASK: &str = "integration.clickup.create_task";
+    pub const CLICKUP_UPDATE_STATUS: &str = "integration.clickup.update_status";
+    pub const WEBHOOK_POST: &str = "integration.webhook.post";
+    pub const MARKDOWN_WRITE: &str = "integration.markdown.write";
+    pub const STATUS: &str = "integration.status";
+}
+
+/// The handler of the `integration` kind; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct IntegrationWorker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    effects: Effects,
+    http: http::Http,
+    notion: notion::Notion,
+    slack: slack::Slack,
+    clickup: clickup::ClickUp,
+    webhook: webhook::Webhook,
+    sink: sink::Sink,
+    status: status::Reuse,
+}
+
+impl IntegrationWorker {
+    /// Builds the handler: reads secret files, builds the HTTP clients, registers the
+    /// `cross_system_*` metrics in `registry`. `pool` must be migrated ([`effects::migrate`]).
+    pub fn build(
+        settings: &IntegrationSettings,
+        pool: PgPool,
+        registry: &Registry,
+    ) -> Result<Self, Error> {
+        let metrics = Metrics::register(registry)?;
+        let guard = AddressGuard {
+            allow_private: settings.webhook.allow_private_addresses,
+        };
+        let http = http::Http::new(settings.request_timeout, guard, metrics)?;
+        // A claim outlives one call with margin; multi-call effects renew it as they go.
+        let lease = settings.request_timeout * 2 + Duration::from_secs(10);
+        let n = &settings.notion;
+        let s = &settings.slack;
+        let inner = Inner {
+            effects: Effects::new(pool, lease),
+            http,
+            notion: notion::Notion::new(
+                n,
+                secret("integration.notion.token_file", &n.token, &n.token_file)?,
+            ),
+            slack: slack::Slack::new(
+                s,
+                secret(
+                    "integration.slack.bot_token_file",
+                    &s.bot_token,
+                    &s.bot_token_file,
+                )?,
+                secret(
+                    "integration.slack.webhook_url_file",
+                    &s.webhook_url,
+                    &s.webhook_url_file,
+                )?,
+            ),
+            clickup: clickup::ClickUp::new(
+                &settings.clickup,
+                secret(
+                    "integration.clickup.token_file",
+                    &settings.clickup.token,
+                    &settings.clickup.token_file,
+                )?,
+            ),
+            webhook: webhook::Webhook::new(secret(
+                "integration.webhook.signing_secret_file",
+                &settings.webhook.signing_secret,
+                &settings.webhook.signing_secret_file,
+            )?),
+            sink: sink::Sink::new(settings.markdown.output_dir.clone()),
+            status: status::Reuse::default(),
+        };
+        Ok(IntegrationWorker {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+/// The secret given inline, or read from its file (surrounding whitespace removed).
+fn secret(
+    key: &'static str,
+    inline: &Option<Secret>,
+    file: &Option<PathBuf>,
+) -> Result<Option<Secret>, Error> {
+    match (inline, file) {
+        (Some(s), _) => Ok(Some(s.clone())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::SecretFile {
+                key,
+                path: path.display().to_string(),
+                source,
+            })?;
+            let text = text.trim();
+            if text.is_empty() {
+                return Err(Error::Config {
+                    key,
+                    message: format!("{} is empty", path.display()),
+                });
+            }
+            Ok(Some(Secret::new(text)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn input<T: DeserializeOwned>(job: &Job) -> Result<T, Error> {
+    let bytes: &[u8] = if job.input.is_empty() {
+        b"{}"
+    } else {
+        &job.input
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "input".to_owned()
+        } else {
+            path
+        };
+        Error::invalid(field, e.into_inner().to_string())
+    })
+}
+
+impl Handler for IntegrationWorker {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn operations(&self) -> Vec<OperationInfo> {
+        vec![
+            OperationInfo {
+                name: op::NOTION_CREATE_PAGE,
+                description: "creates a Notion page from Markdown {parent_id, title, markdown}",
+            },
+            OperationInfo {
+                name: op::SLACK_POST_MESSAGE,
+                description: "posts {markdown | blocks} to a Slack {channel} or webhook",
+            },
+            OperationInfo {
+                name: op::CLICKUP_CREATE_TASK,
+                description: "creates a ClickUp task {list_id, name, description, assignees, due_date, priority, tags}",
+            },
+            OperationInfo {
+                name: op::CLICKUP_UPDATE_STATUS,
+                description: "sets a ClickUp task's {status}",
+            },
+            OperationInfo {
+                name: op::WEBHOOK_POST,
+                description: "POSTs a {payload} to a {url}, signed with HMAC-SHA256",
+            },
+            OperationInfo {
+                name: op::MARKDOWN_WRITE,
+                description: "writes a Markdown document {dir, filename, title, markdown} into the local sink",
+            },
+            OperationInfo {
+                name: op::STATUS,
+                description: "reports which integrations are configured and whether their credentials work (read-only)",
+            },
+        ]
+    }
+
+    async fn handle(&self, ctx: JobContext, job: &Job) -> Result<Value, JobFailure> {
+        self.inner.handle(&ctx.worker_id, ctx.attempt, job).await.map_err(|e| {
+            warn!(job_id = %job.job_id, operation = %job.operation, error = %e, "integration failed");
+            e.failure()
+        })
+    }
+}
+
+impl IntegrationWorker {
+    /// Runs one job as the worker loop would, effect record included, outside the loop (for
+    /// tests and tools); `worker_id` names the claimant in the record.
+    pub async fn run_job(&self, worker_id: &str, job: &Job) -> Result<Value, Error> {
+        self.inner.handle(worker_id, 1, job).await
+    }
+}
+
+impl Inner {
+    #[instrument(skip_all, fields(job_id = %job.job_id, operation = %job.operation))]
+    async fn handle(&self, worker_id: &str, attempt: u32, job: &Job) -> Result<Value, Error> {
+        let http = &self.http;
+        match job.operation.as_str() {
+            op::NOTION_CREATE_PAGE => {
+                let input: notion::CreatePage = input(job)?;
+                self.effect(worker_id, attempt, job, System::Notion, |progress| {
+                    self.notion
+                        .create_page(http, &self.effects, &job.job_id, input, progress)
+                })
+                .await
+            }
+            op::SLACK_POST_MESSAGE => {
+                let input: slack::PostMessage = input(job)?;
+                self.effect(worker_id, attempt, job, System::Slack, |_| {
+                    self.slack.post(http, input)
+                })
+                .await
+            }
+            op::CLICKUP_CREATE_TASK => {
+                let input: clickup::CreateTask = input(job)?;
+                self.effect(worker_id, attempt, job, System::ClickUp, |_| {
+                    self.clickup.create_task(http, input)
+                })
+                .await
+            }
+            op::CLICKUP_UPDATE_STATUS => {
+                let input: clickup::UpdateStatus = input(job)?;
+                self.effect(worker_id, attempt, job, System::ClickUp, |_| {
+                    self.clickup.update_status(http, input)
+                })
+                .await
+            }
+            op::WEBHOOK_POST => {
+                let input: webhook::Post = input(job)?;
+                self.effect(worker_id, attempt, job, System::Webhook, |_| {
+                    self.webhook.post(http, &job.job_id, input)
+                })
+                .await
+            }
+            op::MARKDOWN_WRITE => {
+                let input: sink::WriteInput = input(job)?;
+                self.effect(worker_id, attempt, job, System::Markdown, |_| async {
+                    let started = std::time::Instant::now();
+                    let result = self.sink.write(input).await;
+                    let outcome = match &result {
+                        Ok(_) => "ok",
+                        Err(e) => e.outcome(),
+                    };
+                    http.metrics.observe(
+                        System::Markdown,
+                        outcome,
+                        started.elapsed().as_secs_f64(),
+                    );
+                    result
+                })
+                .await
+            }
+            op::STATUS => {
+                // Read-only: no effect record, so asking costs no database round trip.
+                let _: status::StatusInput = input(job)?;
+                Ok(self.status.get(|| self.check_all()).await)
+            }
+            other => Err(Error::invalid(
+                "operation",
+                format!("{other:?} is not an integration operation"),
+            )),
+        }
+    }
+
+    /// Checks every integration at once; see [`status`].
+    async fn check_all(&self) -> Value {
+        let (notion, slack, clickup, markdown) = tokio::join!(
+            self.notion.check(&self.http),
+            self.slack.check(&self.http),
+            self.clickup.check(&self.http),
+            self.sink.check(),
+        );
+        let checks = [notion, slack, clickup, self.webhook.check(), markdown];
+        status::report(&checks, switchyard_proto::now_ms())
+    }
+
+    /// Performs an effect at most once per job as far as the record can tell: a done effect
+    /// returns its recorded result; otherwise `perform` runs (with what an earlier delivery
+    /// recorded of its progress) and its result is recorded.
+    async fn effect<F, Fut>(
+        &self,
+        worker_id: &str,
+        attempt: u32,
+        job: &Job,
+        system: System,
+        perform: F,
+    ) -> Result<Value, Error>
+    where
+        F: FnOnce(Option<Value>) -> Fut,
+        Fut: Future<Output = Result<Value, Error>>,
+    {
+        let key = EffectKey {
+            job_id: &job.job_id,
+            operation: &job.operation,
+            system,
+            tenant: &job.tenant,
+            instance_id: &job.instance_id,
+            worker_id,
+        };
+        let (progress, uncertain) = match self.effects.claim(&key).await? {
+            Claim::Done(result) => {
+                info!(
+                    system = system.as_str(),
+                    "effect already done: returning the recorded result"
+                );
+                return Ok(result);
+            }
+            Claim::Go {
+                progress,
+                uncertain,
+            } => (progress, uncertain),
+        };
+        if uncertain {
+            warn!(
+                system = system.as_str(),
+                attempt, "an earlier call's outcome is unknown: this attempt may repeat its effect"
+            );
+        }
+        match perform(progress).await {
+            Ok(result) => {
+                self.effects.done(&job.job_id, &result).await?;
+                Ok(result)
+            }
+            Err(e) => {
+                if let Err(store) = self
+                    .effects
+                    .release(&job.job_id, e.maybe_applied(), &e.to_string())
+                    .await
+                {
+                    warn!(error = %store, "cannot release the effect claim; it expires by itself");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Connects to Postgres and brings the `integration` schema up to date.
+pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, Error> {
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(database_url)
+        .await?;
+    effects::migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// Runs one replica of the integration worker until `shutdown` is cancelled: connects to
+/// Postgres (`database_url`, required) and migrates, then consumes `integration` jobs.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let url = config.database_url.clone().ok_or(Error::Config {
+        key: "database_url",
+        message: "required by the integration worker (it records every effect); set DATABASE_URL=postgres://user@host:5432/db".into(),
+    })?;
+    let connections = u32::try_from(config.worker.concurrency.clamp(2, 32)).unwrap_or(8);
+    let pool = connect(&url, connections).await?;
+    let settings = config.integration.clone();
+    let worker_config = config.clone();
+    process::run_process(
+        &config,
+        "switchyard-integration",
+        |client, registry| async move {
+            let handler = IntegrationWorker::build(&settings, pool, &registry)?;
+            info!(
+                output_dir = %settings.markdown.output_dir.display(),
+                "integration worker ready"
+            );
+            Worker::new(client, &worker_config, handler, &registry)?
+                .run(shutdown)
+                .await?;
+            Ok::<(), Error>(())
+        },
+    )
+    .await
+}
+
+/// The process exit code for an error: 2 for configuration, 1 otherwise.
+pub fn exit_code(err: &Error) -> i32 {
+    match err {
+        Error::Runtime(e) => process::exit_code(e),
+        Error::Config { .. } | Error::SecretFile { .. } => process::EXIT_CONFIG,
+        _ => process::EXIT_FAILURE,
+    }
+}

@@ -362,8 +362,9 @@ fn meeting_to_tasks_maps_priorities_and_lists_created_tasks() {
         "transcribe": completed(json!({"transcript": "Ana: ship it", "segments": [], "duration_seconds": 0})),
         "speakers": completed(json!({"speakers": [{"name": "Ana", "turns": 1, "talk_time_seconds": 0}], "segments": [], "transcript": "Ana: ship it"})),
         "summarize": completed(json!({"summary": "We ship.", "key_points": []})),
-        "extract": completed(tasks),
+        "extract": completed(tasks.clone()),
         "create_tasks": {"status": "failed", "error": "1 of 2 items failed", "output": [{"task_id": "t1", "url": "https://app.clickup.com/t/t1"}, null]},
+        "notes": completed(json!({"path": "meetings/Meeting.md", "bytes": 200})),
     });
     let fixture = Fixture::new(input, steps);
     let create = def.step_index("create_tasks").unwrap();
@@ -389,13 +390,25 @@ fn meeting_to_tasks_maps_priorities_and_lists_created_tasks() {
         .unwrap();
     assert_eq!(
         post["markdown"],
-        "*Meeting*\n\nWe ship.\n\n*Action items*\n\
+        "**Meeting**\n\nWe ship.\n\n**Action items**\n\
          • <https://app.clickup.com/t/t1|Ship it> — Ana\n\
          • Write notes (not created)\n"
     );
+    let notes = def
+        .render_step_input(def.step_index("notes").unwrap(), &fixture.scope())
+        .unwrap();
+    assert_eq!(notes["filename"], "Meeting");
+    assert_eq!(
+        notes["markdown"],
+        "We ship.\n\n## Key points\n\n## Action items\n\
+         - [ ] **Ship it** — Ana (urgent) · [ClickUp](https://app.clickup.com/t/t1)\n  > ship it\n\
+         - [ ] **Write notes**, due 2025-03-21 (low)\n  > notes\n\n\
+         ## Speakers\n- Ana: 1 turns, 0 s\n"
+    );
     assert_eq!(
         def.render_output(&fixture.scope()).unwrap(),
-        json!({"summary": "We ship.", "speakers": ["Ana"], "task_ids": ["t1"]})
+        json!({"summary": "We ship.", "speakers": ["Ana"], "tasks": tasks["tasks"],
+               "notes": "meetings/Meeting.md", "task_ids": ["t1"]})
     );
 }
 

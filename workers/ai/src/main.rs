@@ -1,0 +1,33 @@
+//! One replica of the `ai` worker kind. Configuration: `SWITCHYARD_*` environment and an
+//! optional TOML file given as the first argument (see the `[ai]` section).
+
+use std::process::ExitCode;
+
+use switchyard_ai::RunError;
+use switchyard_runtime::{Config, config::Sources, process, shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let sources = Sources::from_process(std::env::args_os().nth(1).map(Into::into));
+    let config = match Config::load(&sources) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchyard-ai: {e}");
+            return ExitCode::from(process::exit_code(&e) as u8);
+        }
+    };
+    telemetry::init(&config);
+    let shutdown = shutdown::on_signals();
+    match switchyard_ai::run(config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "worker failed");
+            eprintln!("switchyard-ai: {e}");
+            let code = match &e {
+                RunError::Runtime(e) => process::exit_code(e),
+                RunError::Ai(_) => process::EXIT_FAILURE,
+            };
+            ExitCode::from(code as u8)
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! The integration worker in the real worker loop on a real nats-server: a 429 with
+//! `Retry-After` becomes a delayed retry, a redelivered job does not call the API again, and
+//! the shipped `research_to_docs` and `research_to_slack` workflows run end to end through the
+//! orchestrator.
+//!
+//! The `research` worker does not exist yet, so these tests run a small test-only handler for
+//! the `research` kind (see [`FakeResearch`]) that derives a summary, key points and sources
+//! from its input.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use async_nats::{HeaderMap, jetstream};
+use common::*;
+use futures::StreamExt as _;
+use prometheus::Registry;
+use serde_json::{Value, json};
+use switchyard_bus_config::{ApplyOptions, BusConfig, apply};
+use switchyard_integration::{IntegrationWorker, op};
+use switchyard_orchestrator::{
+    Options, Orchestrator,
+    service::{self, endpoint},
+};
+use switchyard_proto::{
+    ContentType, Job, JobResult, JobStatus, RetryPolicy, StartWorkflow, decode, encode_proto,
+    header, subject,
+};
+use switchyard_runtime::{
+    Config, Handler, JobContext, JobFailure, OperationInfo, Worker,
+    config::{IntegrationSettings, WorkerSettings},
+};
+use switchyard_test_support::{NatsServer, TestDatabase};
+use tokio_util::sync::CancellationToken;
+
+const TENANT: &str = "acme";
+
+struct Env {
+    server: NatsServer,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stops: Vec<CancellationToken>,
+    _db: Option<TestDatabase>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for s in &self.stops {
+            s.cancel();
+        }
+    }
+}
+
+async fn bus() -> Env {
+    let server = NatsServer::start().await;
+    let client = server.client().await;
+    let js = jetstream::new(client.clone());
+    apply(&js, &BusConfig::default(), ApplyOptions::default())
+        .await
+        .expect("bus apply");
+    Env {
+        server,
+        client,
+        js,
+        stops: Vec::new(),
+        _db: None,
+    }
+}
+
+impl Env {
+    fn config(&self, id: &str) -> Config {
+        Config {
+            nats_url: self.server.url(),
+            worker: WorkerSettings {
+                concurrency: 8,
+                initial_delay: Duration::from_millis(100),
+                max_delay: Duration::from_secs(1),
+                pull_expiry: Duration::from_millis(500),
+                worker_id: Some(id.to_owned()),
+                ..WorkerSettings::default()
+            },
+            ..Config::default()
+        }
+    }
+
+    async fn run<H: Handler>(&mut self, id: &str, handler: H) -> Registry {
+        let registry = Registry::new();
+        let worker = Worker::new(
+            self.server.client().await,
+            &self.config(id),
+            handler,
+            &registry,
+        )
+        .expect("worker");
+        let stop = CancellationToken::new();
+        tokio::spawn(worker.run(stop.clone()));
+        self.stops.push(stop);
+        registry
+    }
+
+    /// An integration worker on its own migrated database; returns the worker loop's registry
+    /// (the handler's `cross_system_*` metrics are in it too).
+    async fn integration(&mut self, settings: &IntegrationSettings) -> Registry {
+        let db = switchyard_test_support::database().await;
+        switchyard_integration::effects::migrate(&db.pool)
+            .await
+            .expect("migrate");
+        let registry = Registry::new();
+        let handler =
+            IntegrationWorker::build(settings, db.pool.clone(), &registry).expect("handler");
+        let worker = Worker::new(
+            self.server.client().await,
+            &self.config("integration-1"),
+            handler,
+            &registry,
+        )
+        .expect("worker");
+        let stop = CancellationToken::new();
+        tokio::spawn(worker.run(stop.clone()));
+        self.stops.push(stop);
+        self._db = Some(db);
+        registry
+    }
+
+    async fn orchestrator(&mut self) {
+        let options = Options {
+            concurrency: 16,
+            env: BTreeMap::new(),
+            replica_id: "o1".into(),
+            grace: Duration::from_secs(5),
+        };
+        let orchestrator = Orchestrator::new(self.server.client().await, options, &Registry::new())
+            .await
+            .expect("orchestrator");
+        let stop = CancellationToken::new();
+        tokio::spawn(orchestrator.run(stop.clone()));
+        self.stops.push(stop);
+        for _ in 0..100 {
+            if self
+                .client
+                .request(
+                    service::request_subject(endpoint::DEFINITIONS_LIST),
+                    json!({ "tenant": TENANT }).to_string().into(),
+                )
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the orchestrator does not answer");
+    }
+
+    async fn publish(&self, subject_name: String, msg_id: &str, payload: Vec<u8>) {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::MSG_ID, msg_id);
+        self.js
+            .publish_with_headers(subject_name, headers, payload.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("puback");
+    }
+
+    /// Starts a workflow and polls its status until it is no longer running.
+    async fn run_workflow(&self, workflow: &str, input: Value) -> Value {
+        let instance = format!("i-{}", uuid::Uuid::now_v7().simple());
+        let start = StartWorkflow {
+            tenant: TENANT.into(),
+            workflow: workflow.into(),
+            instance_id: instance.clone(),
+            input: serde_json::to_vec(&input).unwrap(),
+            correlation_id: format!("corr-{instance}"),
+            requested_at_ms: switchyard_proto::now_ms(),
+            ..StartWorkflow::default()
+        };
+        self.publish(
+            subject::start(TENANT, workflow),
+            &instance,
+            encode_proto(&start),
+        )
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let reply = self
+                .client
+                .request(
+                    service::request_subject(endpoint::INSTANCE_GET),
+                    json!({ "tenant": TENANT, "instance_id": instance })
+                        .to_string()
+                        .into(),
+                )
+                .await
+                .expect("status");
+            let status: Value = serde_json::from_slice(&reply.payload).unwrap();
+            if status["status"].as_str().is_some_and(|s| s != "running") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "still running: {status:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn slack_job(instance: &str, channel: &str) -> Job {
+    let mut job = job(
+        &format!("{instance}-post-1"),
+        op::SLACK_POST_MESSAGE,
+        json!({ "channel": channel, "markdown": "**Hello** from the loop" }),
+    );
+    job.instance_id = instance.into();
+    job.retry = Some(RetryPolicy {
+        max_attempts: 3,
+        initial_delay_ms: 100,
+        max_delay_ms: 1_000,
+        multiplier: 2.0,
+    });
+    job
+}
+
+async fn next_result(sub: &mut async_nats::Subscriber, within: Duration) -> JobResult {
+    let msg = tokio::time::timeout(within, sub.next())
+        .await
+        .expect("a result in time")
+        .expect("subscription open");
+    decode(ContentType::Protobuf, &msg.payload).expect("a job result")
+}
+
+fn jobs_total(registry: &Registry, outcome: &str) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "switchyard_jobs_total")
+        .flat_map(|f| f.get_metric().to_vec())
+        .filter(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == "outcome" && l.value() == outcome)
+        })
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+fn slack_ok() -> Answer {
+    Answer::json(
+        200,
+        json!({ "ok": true, "channel": "C0123", "ts": "1712345678.000200" }),
+    )
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_retried_after_that_delay_then_succeeds() {
+    let slack = Loopback::start(|_, index| {
+        if index == 0 {
+            Answer::json(429, json!({ "ok": false, "error": "ratelimited" }))
+                .with_header("retry-after", "2")
+        } else {
+            slack_ok()
+        }
+    })
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let mut env = bus().await;
+    let registry = env
+        .integration(&settings(&slack.url(), out.path().into()))
+        .await;
+    let instance = format!("i-{}", uuid::Uuid::now_v7().simple());
+    let mut results = env
+        .client
+        .subscribe(subject::result(&instance))
+        .await
+        .unwrap();
+    env.client.flush().await.unwrap();
+    let job = slack_job(&instance, "#research");
+    env.publish(
+        subject::job(&job.operation),
+        &job.job_id,
+        encode_proto(&job),
+    )
+    .await;
+
+    let result = next_result(&mut results, Duration::from_secs(20)).await;
+    assert_eq!(
+        JobStatus::try_from(result.status),
+        Ok(JobStatus::Succeeded),
+        "{result:?}"
+    );
+    assert_eq!(result.attempts, 2);
+    let output: Value = serde_json::from_slice(&result.output).unwrap();
+    assert_eq!(
+        output,
+        json!({ "channel": "C0123", "ts": "1712345678.000200" })
+    );
+    let calls = slack.calls();
+    assert_eq!(calls.len(), 2);
+    let gap = calls[1].at - calls[0].at;
+    eprintln!("retry came {gap:?} after the 429 with Retry-After: 2");
+    // The worker's own backoff would have retried after ~100-200 ms.
+    assert!(gap >= Duration::from_millis(1950), "retried after {gap:?}");
+    assert_eq!(calls_metric(&registry, "slack", "rate_limited"), 1.0);
+    assert_eq!(calls_metric(&registry, "slack", "ok"), 1.0);
+    assert_eq!(jobs_total(&registry, "retried"), 1.0);
+}
+
+#[tokio::test]
+async fn a_redelivered_job_returns_the_recorded_result_without_calling_again() {
+    let slack = Loopback::start(|_, _| slack_ok()).await;
+    let out = tempfile::tempdir().unwrap();
+    let mut env = bus().await;
+    let registry = env
+        .integration(&settings(&slack.url(), out.path().into()))
+        .await;
+    let instance = format!("i-{}", uuid::Uuid::now_v7().simple());
+    let mut results = env
+        .client
+        .subscribe(subject::result(&instance))
+        .await
+        .unwrap();
+    env.client.flush().await.unwrap();
+    let job = slack_job(&instance, "#research");
+    env.publish(
+        subject::job(&job.operation),
+        "delivery-1",
+        encode_proto(&job),
+    )
+    .await;
+    let first = next_result(&mut results, Duration::from_secs(20)).await;
+    assert_eq!(JobStatus::try_from(first.status), Ok(JobStatus::Succeeded));
+
+    // The same job again, as a replica that crashed before its ack would see it.
+    env.publish(
+        subject::job(&job.operation),
+        "delivery-2",
+        encode_proto(&job),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while jobs_total(&registry, "succeeded") < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the second delivery was not handled"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(slack.count(), 1, "the API was called again");
+    assert_eq!(calls_metric(&registry, "slack", "ok"), 1.0);
+}
+
+/// A stand-in for the research worker, for these tests only: derives a summary, key points
+/// and sources from the topic it is given.
+#[derive(Debug, Clone)]
+struct FakeResearch;
+
+impl Handler for FakeResearch {
+    fn kind(&self) -> &'static str {
+        "research"
+    }
+
+    fn operations(&self) -> Vec<OperationInfo> {
+        vec![OperationInfo {
+            name: "research.topic",
+            description: "test stand-in: a summary derived from the topic",
+        }]
+    }
+
+    async fn handle(&self, _ctx: JobContext, job: &Job) -> Result<Value, JobFailure> {
+        let input: Value = serde_json::from_slice(&job.input)
+            .map_err(|e| JobFailure::invalid_input("input", e.to_string()))?;
+        let topic = input["topic"]
+            .as_str()
+            .ok_or_else(|| JobFailure::invalid_input("topic", "missing"))?;
+        let level = input["difficulty"].as_str().unwrap_or("intermediate");
+        let slug: String = topic
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let words: Vec<&str> = topic.split_whitespace().collect();
+        Ok(json!({
+            "summary": format!("{topic}: an {level} overview in {} words.", words.len()),
+            "key_points": words.iter().map(|w| format!("{w} matters")).collect::<Vec<_>>(),
+            "sources": [
+                {
+                    "title": format!("{topic} handbook"),
+                    "location": format!("https://docs.example/{slug}"),
+                    "snippet": format!("All about {topic}."),
+                    "score": 0.9,
+                    "origin": "url",
+                },
+                {
+                    "title": "Local notes",
+                    "location": format!("corpus/{slug}.md"),
+                    "snippet": "Notes.",
+                    "score": 0.5,
+                    "origin": "corpus",
+                },
+            ],
+        }))
+    }
+}
+
+#[tokio::test]
+async fn research_to_docs_writes_the_document_into_the_markdown_sink() {
+    let out = tempfile::tempdir().unwrap();
+    let root = out.path().join("sink");
+    let mut env = bus().await;
+    env.integration(&settings("http://127.0.0.1:9", root.clone()))
+        .await;
+    env.run("research-1", FakeResearch).await;
+    env.orchestrator().await;
+
+    let status = env
+        .run_workflow(
+            "research_to_docs",
+            json!({ "topic": "Rust async runtimes" }),
+        )
+        .await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert_eq!(
+        status["output"]["path"], "research/Rust async runtimes.md",
+        "{status:#}"
+    );
+    assert_eq!(status["output"]["destination"], "markdown");
+    let text = std::fs::read_to_string(root.join("research/Rust async runtimes.md")).unwrap();
+    assert!(
+        text.starts_with(
+            "# Rust async runtimes\n\nRust async runtimes: an intermediate overview in 3 words."
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("## Key points\n\n- Rust matters\n- async matters\n- runtimes matters\n"),
+        "{text}"
+    );
+    assert!(text.contains("1. [Rust async runtimes handbook](https://docs.example/rust-async-runtimes) — All about Rust async runtimes."), "{text}");
+    assert!(
+        text.contains("2. [Local notes](corpus/rust-async-runtimes.md) — Notes."),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn research_to_slack_posts_the_summary_to_the_loopback_slack() {
+    let slack = Loopback::start(|_, _| slack_ok()).await;
+    let out = tempfile::tempdir().unwrap();
+    let mut env = bus().await;
+    env.integration(&settings(&slack.url(), out.path().into()))
+        .await;
+    env.run("research-1", FakeResearch).await;
+    env.orchestrator().await;
+
+    let status = env
+        .run_workflow(
+            "research_to_slack",
+            json!({ "topic": "NATS JetStream", "channel": "#eng" }),
+        )
+        .await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert_eq!(status["output"]["channel"], "C0123");
+    assert_eq!(status["output"]["ts"], "1712345678.000200");
+    let calls = slack.calls();
+    assert_eq!(calls.len(), 1);
+    let body = calls[0].json();
+    assert_eq!(body["channel"], "#eng");
+    let text = body["text"].as_str().unwrap();
+    eprintln!("posted to Slack:\n{text}");
+    assert!(
+        text.contains("NATS JetStream: an intermediate overview in 2 words."),
+        "{text}"
+    );
+    assert!(
+        text.contains("• NATS matters\n• JetStream matters"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1. <https://docs.example/nats-jetstream|NATS JetStream handbook>"),
+        "{text}"
+    );
+}
+
+/// The shipped `meeting_to_tasks` with the real `ai` worker on its `local` provider and this
+/// worker: first with neither a ClickUp list nor a Slack channel (the notes alone), then with
+/// both, against the loopback ClickUp and Slack.
+#[tokio::test]
+async fn meeting_to_tasks_runs_end_to_end_with_the_local_ai_provider() {
+    let api = Loopback::start(|call, n| {
+        if call.path.contains("/list/") {
+            Answer::json(
+                200,
+                json!({ "id": format!("t{n}"), "url": format!("https://app.clickup.com/t/t{n}") }),
+            )
+        } else {
+            slack_ok()
+        }
+    })
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let root = out.path().join("sink");
+    let mut env = bus().await;
+    env.integration(&settings(&api.url(), root.clone())).await;
+    let ai = switchyard_ai::AiWorker::new(
+        &switchyard_runtime::config::AiSettings::default(),
+        &Registry::new(),
+    )
+    .expect("the local provider needs no configuration");
+    env.run("ai-1", ai).await;
+    env.orchestrator().await;
+    let transcript = include_str!("../../ai/samples/meetings/product_sync.vtt");
+
+    let status = env
+        .run_workflow(
+            "meeting_to_tasks",
+            json!({
+                "transcript": transcript,
+                "meeting_title": "Product sync",
+                "meeting_date": "2025-03-12",
+            }),
+        )
+        .await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    let output = &status["output"];
+    assert_eq!(
+        output["speakers"],
+        json!(["Priya Shah", "Tom Becker", "Maria Lopez"])
+    );
+    assert_eq!(output["tasks"].as_array().unwrap().len(), 6, "{output:#}");
+    assert_eq!(output["task_ids"], json!([]));
+    assert_eq!(output["notes"], "meetings/2025-03-12 Product sync.md");
+    let skipped: Vec<&str> = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "skipped")
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, ["create_tasks", "post_summary"]);
+    assert_eq!(
+        api.count(),
+        0,
+        "no ClickUp or Slack call without a list or channel"
+    );
+    let notes = std::fs::read_to_string(root.join("meetings/2025-03-12 Product sync.md")).unwrap();
+    assert!(
+        notes.starts_with("# Product sync (2025-03-12)\n"),
+        "{notes}"
+    );
+    for needle in [
+        "## Action items",
+        "- [ ] **Update the onboarding copy** — Tom Becker, due 2025-03-14",
+        "- [ ] **Fix the payment retry bug** — Maria Lopez (urgent)",
+        "## Speakers",
+        "- Priya Shah: 4 turns, ",
+    ] {
+        assert!(notes.contains(needle), "no {needle:?} in\n{notes}");
+    }
+    // Talk times come from the VTT's timings (26.5 s for Priya Shah).
+    assert!(
+        notes.contains("- Priya Shah: 4 turns, 26 s")
+            || notes.contains("- Priya Shah: 4 turns, 27 s"),
+        "{notes}"
+    );
+
+    // With a list and a channel: one task per action item, and the summary on Slack.
+    let status = env
+        .run_workflow(
+            "meeting_to_tasks",
+            json!({
+                "transcript": transcript,
+                "meeting_title": "Product sync",
+                "meeting_date": "2025-03-12",
+                "clickup_list_id": "901",
+                "channel": "#launch",
+            }),
+        )
+        .await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert_eq!(
+        status["output"]["task_ids"].as_array().unwrap().len(),
+        6,
+        "{status:#}"
+    );
+    let calls = api.calls();
+    let tasks: Vec<Value> = calls
+        .iter()
+        .filter(|c| c.path == "/api/v2/list/901/task")
+        .map(|c| c.json())
+        .collect();
+    assert_eq!(tasks.len(), 6);
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t["name"] == "Fix the payment retry bug" && t["priority"] == 1),
+        "{tasks:#?}"
+    );
+    let posts: Vec<Value> = calls
+        .iter()
+        .filter(|c| c.path.ends_with("chat.postMessage"))
+        .map(|c| c.json())
+        .collect();
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0]["channel"], "#launch");
+    let text =
+        posts[0]["text"].as_str().unwrap_or_default().to_owned() + &posts[0]["blocks"].to_string();
+    assert!(text.contains("Product sync"), "{:#}", posts[0]);
+}
