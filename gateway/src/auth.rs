@@ -4,7 +4,12 @@
 //! `sub`, `tenant`, `roles`, `iss`, `aud`, `exp` and optionally `nbf`. The tenant of every
 //! request comes from the token only.
 
-use std::{fmt, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -137,7 +142,22 @@ impl Caller {
 pub struct Authenticator {
     key: DecodingKey,
     validation: Validation,
+    /// Tokens whose signature and claims were checked, so a client that sends the same token
+    /// on every request pays for the signature check (an RSA verification with RS256) once;
+    /// expiry and not-before are still checked on every use.
+    verified: Arc<Mutex<HashMap<String, Verified>>>,
 }
+
+/// A checked token's caller and validity window (seconds since the epoch).
+#[derive(Debug, Clone)]
+struct Verified {
+    caller: Caller,
+    exp: u64,
+    nbf: Option<u64>,
+}
+
+/// Most verified tokens remembered; the cache starts over when full.
+const VERIFIED_CAPACITY: usize = 10_000;
 
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -201,7 +221,11 @@ impl Authenticator {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = 30;
-        Ok(Authenticator { key, validation })
+        Ok(Authenticator {
+            key,
+            validation,
+            verified: Arc::default(),
+        })
     }
 
     /// Checks an `Authorization` header value. The error's reason is a metric label; the
@@ -215,6 +239,17 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(fail("malformed"))?;
+        let now = jsonwebtoken::get_current_timestamp();
+        let leeway = self.validation.leeway;
+        if let Some(v) = self.cache().get(token) {
+            if v.exp + leeway < now {
+                return Err(fail("expired"));
+            }
+            if v.nbf.is_some_and(|nbf| nbf > now + leeway) {
+                return Err(fail("not_yet_valid"));
+            }
+            return Ok(v.caller.clone());
+        }
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
                 fail(match e.kind() {
@@ -234,11 +269,31 @@ impl Authenticator {
         if switchyard_proto::subject::check_token(&claims.tenant).is_err() {
             return Err(fail("bad_claims"));
         }
-        Ok(Caller {
+        let caller = Caller {
             subject: claims.sub,
             tenant: claims.tenant,
             roles: claims.roles.iter().filter_map(|r| Role::parse(r)).collect(),
-        })
+        };
+        let mut cache = self.cache();
+        if cache.len() >= VERIFIED_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(
+            token.to_owned(),
+            Verified {
+                caller: caller.clone(),
+                exp: claims.exp,
+                nbf: claims.nbf,
+            },
+        );
+        Ok(caller)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Verified>> {
+        // A panic while holding the lock leaves a map that is still consistent.
+        self.verified
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -317,6 +372,35 @@ mod tests {
         assert!(!operator.has(Permission::DefinitionsWrite));
         assert!(caller(vec![Role::Admin]).has(Permission::DefinitionsWrite));
         assert!(!caller(vec![]).has(Permission::WorkflowsRead));
+    }
+
+    #[test]
+    fn a_remembered_token_is_still_refused_once_it_expires() {
+        let s = settings();
+        let auth = Authenticator::from_settings(&s).expect("builds");
+        let now = jsonwebtoken::get_current_timestamp();
+        // Expired 28 s ago: inside the 30 s leeway for two more seconds.
+        let claims = Claims {
+            sub: "ann".into(),
+            tenant: "acme".into(),
+            roles: vec!["viewer".into()],
+            iss: s.issuer.clone(),
+            aud: s.audience.clone(),
+            exp: now - 28,
+            nbf: None,
+            iat: None,
+        };
+        let header = format!(
+            "Bearer {}",
+            sign(&claims, s.secret.as_ref().unwrap().expose().as_bytes()).unwrap()
+        );
+        auth.authenticate(Some(&header)).expect("valid");
+        auth.authenticate(Some(&header)).expect("remembered");
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(matches!(
+            auth.authenticate(Some(&header)),
+            Err(Error::Unauthenticated { reason: "expired" })
+        ));
     }
 
     #[test]

@@ -52,6 +52,12 @@ pub enum Error {
     Timeout,
     #[error("{0}")]
     Conflict(String),
+    /// Over the rate of the route group; come back after `retry_after`.
+    #[error("too many {group} requests; retry in {}s", crate::limits::retry_after_secs(*retry_after))]
+    RateLimited {
+        group: crate::limits::Group,
+        retry_after: std::time::Duration,
+    },
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("unsupported content type {0:?}")]
@@ -130,6 +136,9 @@ impl Error {
             ),
             Error::Timeout => (S::REQUEST_TIMEOUT, "timeout", "Request timeout"),
             Error::Conflict(_) => (S::CONFLICT, "conflict", "Conflict"),
+            Error::RateLimited { .. } => {
+                (S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
+            }
             Error::PayloadTooLarge { .. } => (
                 S::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
@@ -192,7 +201,7 @@ impl Error {
 }
 
 /// An RFC 9457 problem body.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
@@ -210,7 +219,7 @@ pub struct Problem {
 }
 
 /// One failing path of an input or a definition.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub path: String,
     pub message: String,
@@ -234,6 +243,12 @@ impl IntoResponse for Error {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),
+            );
+        }
+        if let Error::RateLimited { retry_after, .. } = &self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::limits::retry_after_secs(*retry_after)),
             );
         }
         response.extensions_mut().insert(problem);

@@ -12,17 +12,23 @@ pub mod auth;
 pub mod bus;
 pub mod definitions;
 pub mod error;
+pub mod events;
+pub mod limits;
+mod meetings;
 pub mod metrics;
 pub mod observe;
+pub mod openapi;
 mod routes;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use axum::Router;
 use prometheus::Registry;
+use switchyard_orchestrator::{definition::ValidateOptions, store::Store};
+use switchyard_proto::stream;
 use switchyard_runtime::{Config, config::GatewaySettings, nats};
-use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{info, warn};
 
 pub use auth::{Authenticator, Caller, Claims, Permission, Role};
 pub use error::Error;
@@ -41,28 +47,60 @@ struct Inner {
     metrics: metrics::HttpMetrics,
     registry: Registry,
     definitions: definitions::DefinitionCache,
+    limits: limits::Limits,
+    /// The registered definitions, followed from `WF_DEFINITIONS`, so that a start is checked
+    /// and pinned to a version without a round trip to the orchestrator; absent when the
+    /// bucket was missing at start-up (then every start asks the orchestrator).
+    mirror: Option<Arc<Store>>,
+    /// Stops following the definitions when the last clone of the state is dropped.
+    _watch: Option<DropGuard>,
 }
 
 impl AppState {
-    /// The state of one gateway: its NATS connection, token checker and metrics (registered in
-    /// `registry`, which `/metrics` serves).
-    pub fn new(
+    /// The state of one gateway: its NATS connection, token checker, rate limits, metrics
+    /// (registered in `registry`, which `/metrics` serves) and its mirror of the definitions.
+    pub async fn new(
         config: &Config,
         client: async_nats::Client,
         auth: Authenticator,
         registry: Registry,
     ) -> Result<AppState, Error> {
         let metrics = metrics::HttpMetrics::register(&registry)?;
+        let bus = bus::Bus::new(client);
+        let env_allow = config.orchestrator.template_env.clone();
+        let (mirror, watch) = match bus.js.get_key_value(stream::WF_DEFINITIONS_BUCKET).await {
+            Ok(kv) => {
+                let store = Arc::new(Store::new(
+                    kv,
+                    ValidateOptions {
+                        env_allow: env_allow.clone(),
+                    },
+                ));
+                let stop = CancellationToken::new();
+                match store.clone().watch(stop.clone()).await {
+                    Ok(_) => (Some(store), Some(stop.drop_guard())),
+                    Err(e) => {
+                        warn!(error = %e, "cannot follow the definitions; every start asks the workflow engine");
+                        (None, None)
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, bucket = stream::WF_DEFINITIONS_BUCKET, "no definitions bucket; every start asks the workflow engine");
+                (None, None)
+            }
+        };
         Ok(AppState {
             inner: Arc::new(Inner {
-                bus: bus::Bus::new(client),
+                bus,
                 auth,
+                limits: limits::Limits::new(&config.gateway.rate_limits),
                 settings: config.gateway.clone(),
                 metrics,
                 registry,
-                definitions: definitions::DefinitionCache::new(
-                    config.orchestrator.template_env.clone(),
-                ),
+                definitions: definitions::DefinitionCache::new(env_allow),
+                mirror,
+                _watch: watch,
             }),
         })
     }
@@ -90,6 +128,14 @@ impl AppState {
     pub(crate) fn definitions(&self) -> &definitions::DefinitionCache {
         &self.inner.definitions
     }
+
+    pub(crate) fn mirror(&self) -> Option<&Store> {
+        self.inner.mirror.as_deref()
+    }
+
+    pub(crate) fn limits(&self) -> &limits::Limits {
+        &self.inner.limits
+    }
 }
 
 /// Every route, with body limit, timeouts, correlation ids, metrics and problem bodies.
@@ -98,12 +144,20 @@ pub fn router(state: AppState) -> Router {
     routes::router(state)
 }
 
+/// Every (method, path template) the router serves, in the order they are declared.
+pub fn route_table() -> Vec<(axum::http::Method, &'static str)> {
+    routes::routes()
+        .into_iter()
+        .map(|r| (r.method, r.path))
+        .collect()
+}
+
 /// Runs the gateway as a process: check the auth settings, connect, serve `config.http_addr`
 /// until `shutdown`, then give in-flight requests `shutdown_grace` to finish and drain.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let auth = Authenticator::from_settings(&config.gateway.auth)?;
     let client = nats::connect(&config, "switchyard-gateway").await?;
-    let state = AppState::new(&config, client.clone(), auth, Registry::new())?;
+    let state = AppState::new(&config, client.clone(), auth, Registry::new()).await?;
     let addr = config.http_addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -2,7 +2,7 @@
 //! the route template (never the raw path), a known method or `other`, the status code, and
 //! fixed authentication-failure reasons.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The gateway's metrics, registered once per [`crate::AppState`].
 #[derive(Debug, Clone)]
@@ -10,6 +10,8 @@ pub struct HttpMetrics {
     pub requests: IntCounterVec,
     pub duration: HistogramVec,
     pub auth_failures: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub event_streams: IntGauge,
 }
 
 impl HttpMetrics {
@@ -40,10 +42,23 @@ impl HttpMetrics {
                 ),
                 &["reason"],
             )?,
+            rate_limited: IntCounterVec::new(
+                Opts::new(
+                    "switchyard_rate_limited_total",
+                    "Requests refused with 429 because their tenant (or user) was over the route group's rate",
+                ),
+                &["group"],
+            )?,
+            event_streams: IntGauge::new(
+                "switchyard_event_streams",
+                "Server-Sent Event streams open now",
+            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.duration.clone()))?;
         registry.register(Box::new(metrics.auth_failures.clone()))?;
+        registry.register(Box::new(metrics.rate_limited.clone()))?;
+        registry.register(Box::new(metrics.event_streams.clone()))?;
         Ok(metrics)
     }
 }

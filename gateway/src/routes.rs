@@ -5,13 +5,13 @@ use std::{collections::BTreeMap, time::Duration};
 
 use async_nats::{HeaderMap as NatsHeaders, connection::State as ConnState};
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::Bytes,
     extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State},
-    http::{HeaderValue, StatusCode, header, request::Parts},
+    http::{HeaderValue, Method, StatusCode, header, request::Parts},
     middleware,
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{MethodFilter, MethodRouter, on},
 };
 use futures::StreamExt as _;
 use prometheus::{Encoder as _, TextEncoder};
@@ -29,12 +29,16 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::{
-    AppState, Caller, Error, Permission,
+    AppState, Caller, Error, Permission, events,
+    limits::Group,
+    meetings,
     observe::{self, CorrelationId},
+    openapi,
 };
 
 /// Namespace of the instance ids derived from a tenant and an `Idempotency-Key`.
-const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x0b7c_43f4_5d0e_4a49_9c55_7f1e_2a6d_c3b1);
+pub(crate) const IDEMPOTENCY_NAMESPACE: Uuid =
+    Uuid::from_u128(0x0b7c_43f4_5d0e_4a49_9c55_7f1e_2a6d_c3b1);
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// The NATS micro-service discovery subject (part of the NATS protocol, not of Switchyard's).
@@ -42,39 +46,201 @@ const SERVICE_INFO_SUBJECT: &str = "$SRV.INFO";
 /// How long `/registry` gathers `$SRV.INFO` answers.
 const REGISTRY_GATHER: Duration = Duration::from_millis(250);
 
+/// How long a route may take to produce its response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    /// `gateway.request_timeout`.
+    Request,
+    /// `gateway.request_timeout` plus `gateway.max_wait`: execute waits for the result.
+    RequestAndWait,
+    /// None: an event stream is open as long as the client wants it.
+    Stream,
+}
+
+/// One route: the single list the router is built from and the OpenAPI document is checked
+/// against.
+pub(crate) struct RouteDef {
+    pub method: Method,
+    pub path: &'static str,
+    pub group: Group,
+    deadline: Deadline,
+    handler: MethodRouter<AppState>,
+}
+
+fn route<H, T>(
+    method: Method,
+    path: &'static str,
+    group: Group,
+    deadline: Deadline,
+    handler: H,
+) -> RouteDef
+where
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone())
+        .unwrap_or_else(|_| panic!("{method} is not a routable method"));
+    RouteDef {
+        method,
+        path,
+        group,
+        deadline,
+        handler: on(filter, handler),
+    }
+}
+
+/// Every route the gateway serves.
+pub(crate) fn routes() -> Vec<RouteDef> {
+    use Deadline::*;
+    use Group::*;
+    use Method as M;
+    vec![
+        route(
+            M::POST,
+            "/api/v1/workflows/trigger",
+            Start,
+            Request,
+            trigger,
+        ),
+        route(
+            M::POST,
+            "/api/v1/workflows/execute",
+            Start,
+            RequestAndWait,
+            execute,
+        ),
+        route(
+            M::GET,
+            "/api/v1/workflows/status/{id}",
+            Read,
+            Request,
+            status,
+        ),
+        route(
+            M::GET,
+            "/api/v1/workflows/instances/{id}",
+            Read,
+            Request,
+            instance,
+        ),
+        route(
+            M::GET,
+            "/api/v1/workflows/instances/{id}/events",
+            Read,
+            Stream,
+            events::stream,
+        ),
+        route(
+            M::POST,
+            "/api/v1/workflows/instances/{id}/cancel",
+            Control,
+            Request,
+            cancel,
+        ),
+        route(
+            M::POST,
+            "/api/v1/workflows/instances/{id}/signal/{name}",
+            Control,
+            Request,
+            signal,
+        ),
+        route(
+            M::GET,
+            "/api/v1/workflows/definitions",
+            Read,
+            Request,
+            list_definitions,
+        ),
+        route(
+            M::POST,
+            "/api/v1/workflows/definitions/validate",
+            Definitions,
+            Request,
+            validate_definition,
+        ),
+        route(
+            M::GET,
+            "/api/v1/workflows/definitions/{name}",
+            Read,
+            Request,
+            get_definition,
+        ),
+        route(
+            M::PUT,
+            "/api/v1/workflows/definitions/{name}",
+            Definitions,
+            Request,
+            put_definition,
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/workflows/definitions/{name}",
+            Definitions,
+            Request,
+            delete_definition,
+        ),
+        route(M::GET, "/api/v1/registry", Read, Request, registry),
+        route(
+            M::POST,
+            "/api/v1/meetings/process",
+            Start,
+            Request,
+            meetings::process,
+        ),
+        route(
+            M::GET,
+            "/api/v1/meetings/{id}/context",
+            Read,
+            Request,
+            meetings::context,
+        ),
+        route(
+            M::POST,
+            "/api/v1/tasks",
+            Control,
+            Request,
+            meetings::create_task,
+        ),
+        route(
+            M::PUT,
+            "/api/v1/tasks/{id}/status",
+            Control,
+            Request,
+            meetings::update_task_status,
+        ),
+        route(
+            M::GET,
+            "/api/v1/integrations/status",
+            Read,
+            Request,
+            meetings::integrations_status,
+        ),
+        route(M::GET, "/health", Open, Request, health),
+        route(M::GET, "/ready", Open, Request, ready),
+        route(M::GET, "/metrics", Open, Request, metrics),
+        route(M::GET, "/openapi.json", Open, Request, openapi::serve),
+    ]
+}
+
 pub(crate) fn router(state: AppState) -> Router {
     let settings = state.settings().clone();
-    let api = Router::new()
-        .route("/workflows/trigger", post(trigger))
-        .route("/workflows/status/{id}", get(status))
-        .route("/workflows/instances/{id}", get(status))
-        .route("/workflows/instances/{id}/cancel", post(cancel))
-        .route("/workflows/instances/{id}/signal/{name}", post(signal))
-        .route("/workflows/definitions", get(list_definitions))
-        .route("/workflows/definitions/validate", post(validate_definition))
-        .route(
-            "/workflows/definitions/{name}",
-            get(get_definition)
-                .put(put_definition)
-                .delete(delete_definition),
-        )
-        .route("/registry", get(registry))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            settings.request_timeout,
-        ));
-    // Waiting for the result is what execute is for: its own timeout leaves room for it.
-    let execute = Router::new()
-        .route("/workflows/execute", post(execute))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            settings.request_timeout + settings.max_wait,
-        ));
-    Router::new()
-        .nest("/api/v1", api.merge(execute))
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+    let mut router = Router::new();
+    for r in routes() {
+        let timeout = match r.deadline {
+            Deadline::Request => Some(settings.request_timeout),
+            Deadline::RequestAndWait => Some(settings.request_timeout + settings.max_wait),
+            Deadline::Stream => None,
+        };
+        let mut handler = r.handler.layer(Extension(r.group));
+        if let Some(t) = timeout {
+            handler = handler.layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                t,
+            ));
+        }
+        router = router.route(r.path, handler);
+    }
+    router
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(settings.body_limit))
         .layer(middleware::from_fn_with_state(
@@ -86,12 +252,12 @@ pub(crate) fn router(state: AppState) -> Router {
 
 /// The authenticated context of an API request.
 pub(crate) struct Ctx {
-    caller: Caller,
-    correlation: String,
+    pub(crate) caller: Caller,
+    pub(crate) correlation: String,
     traceparent: Option<String>,
     tracestate: Option<String>,
     idempotency_key: Option<String>,
-    state: AppState,
+    pub(crate) state: AppState,
 }
 
 impl FromRequestParts<AppState> for Ctx {
@@ -117,6 +283,18 @@ impl FromRequestParts<AppState> for Ctx {
                     .inc();
                 warn!(reason, "authentication failed");
             }
+        })?;
+        let group = parts
+            .extensions
+            .get::<Group>()
+            .copied()
+            .unwrap_or(Group::Read);
+        state.limits().check(group, &caller).inspect_err(|_| {
+            state
+                .metrics()
+                .rate_limited
+                .with_label_values(&[group.as_str()])
+                .inc();
         })?;
         let text = |name: &str| {
             parts
@@ -155,7 +333,7 @@ impl FromRequestParts<AppState> for Ctx {
 }
 
 impl Ctx {
-    fn require(&self, permission: Permission) -> Result<(), Error> {
+    pub(crate) fn require(&self, permission: Permission) -> Result<(), Error> {
         if self.caller.has(permission) {
             return Ok(());
         }
@@ -168,12 +346,12 @@ impl Ctx {
         Err(Error::Forbidden { permission })
     }
 
-    fn tenant(&self) -> &str {
+    pub(crate) fn tenant(&self) -> &str {
         &self.caller.tenant
     }
 
     /// Headers for a query: correlation and trace context.
-    fn query_headers(&self) -> NatsHeaders {
+    pub(crate) fn query_headers(&self) -> NatsHeaders {
         let mut h = NatsHeaders::new();
         h.insert(bus_header::CORRELATION_ID, self.correlation.as_str());
         if let Some(t) = &self.traceparent {
@@ -206,7 +384,7 @@ impl Ctx {
     }
 
     /// A deterministic id from the tenant, `parts` and the `Idempotency-Key`, or a fresh one.
-    fn derived_id(&self, parts: &[&str]) -> String {
+    pub(crate) fn derived_id(&self, parts: &[&str]) -> String {
         match &self.idempotency_key {
             Some(key) => {
                 let mut name = self.tenant().to_owned();
@@ -220,7 +398,7 @@ impl Ctx {
         }
     }
 
-    async fn instance(&self, id: &str) -> Result<Value, Error> {
+    pub(crate) async fn instance(&self, id: &str) -> Result<Value, Error> {
         self.query(
             endpoint::INSTANCE_GET,
             &InstanceGet {
@@ -236,7 +414,7 @@ impl Ctx {
 
 /// A JSON body; malformed JSON is a 400 naming line and column, a wrong field a 400 naming
 /// the field, a body over the limit a 413.
-pub(crate) struct JsonBody<T>(T);
+pub(crate) struct JsonBody<T>(pub(crate) T);
 
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonBody<T> {
     type Rejection = Error;
@@ -347,24 +525,44 @@ fn check_token(field: &str, value: &str) -> Result<(), Error> {
 
 // ---- starting workflows ----
 
-#[derive(Debug, Default, Deserialize)]
+/// Starts a registered workflow.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TriggerRequest {
+pub(crate) struct TriggerRequest {
+    /// The workflow's name.
     workflow_name: String,
+    /// The workflow's input, checked against its input schema.
     #[serde(default)]
+    #[schema(value_type = Object)]
     input: Value,
+    /// A registered version; the latest when absent.
     #[serde(default)]
     version: Option<u32>,
 }
 
-/// A start checked and ready to publish.
-struct PreparedStart {
-    instance_id: String,
-    workflow: String,
-    message: StartWorkflow,
+/// Starts a workflow and, with `wait`, waits for its result.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // the body is read as a map; this documents its shape
+pub(crate) struct ExecuteRequest {
+    /// The workflow's name.
+    workflow_type: String,
+    /// The input; other top-level fields are added to it.
+    #[schema(value_type = Option<Object>)]
+    input: Option<Value>,
+    /// Seconds to wait for the result (capped at `gateway.max_wait`); 0 or absent answers 202 at once.
+    wait: Option<f64>,
+    /// A registered version; the latest when absent.
+    version: Option<u32>,
 }
 
-async fn prepare_start(
+/// A start checked and ready to publish.
+pub(crate) struct PreparedStart {
+    pub(crate) instance_id: String,
+    workflow: String,
+    pub(crate) message: StartWorkflow,
+}
+
+pub(crate) async fn prepare_start(
     ctx: &Ctx,
     workflow: &str,
     workflow_field: &str,
@@ -385,6 +583,58 @@ async fn prepare_start(
             ));
         }
     };
+    let (resolved, def) = resolve_definition(ctx, workflow, version).await?;
+    // The checked input, defaults filled in as the orchestrator would fill them.
+    let input = match def {
+        Some(def) => def
+            .prepare_input(input)
+            .map_err(|problems| Error::InvalidInput {
+                workflow: workflow.to_owned(),
+                problems: problems.0,
+            })?,
+        None => input,
+    };
+    let instance_id = ctx.derived_id(&["start"]);
+    let message = StartWorkflow {
+        tenant: ctx.tenant().to_owned(),
+        workflow: workflow.to_owned(),
+        instance_id: instance_id.clone(),
+        // Pinned to the version the input was checked against.
+        version: resolved,
+        input: serde_json::to_vec(&input).map_err(|e| Error::internal("encoding input", e))?,
+        correlation_id: ctx.correlation.clone(),
+        requested_at_ms: switchyard_proto::now_ms(),
+        labels: Default::default(),
+    };
+    Ok(PreparedStart {
+        instance_id,
+        workflow: workflow.to_owned(),
+        message,
+    })
+}
+
+/// The version a start runs and its parsed definition: from the gateway's mirror of the
+/// definitions when it has the workflow, else from the orchestrator (a definition registered a
+/// moment ago may not have reached the mirror yet; the orchestrator also tells an unknown
+/// workflow apart). The definition is `None` when it does not parse here.
+async fn resolve_definition(
+    ctx: &Ctx,
+    workflow: &str,
+    version: Option<u32>,
+) -> Result<
+    (
+        u32,
+        Option<std::sync::Arc<switchyard_orchestrator::definition::Definition>>,
+    ),
+    Error,
+> {
+    if let Some(entry) = ctx
+        .state
+        .mirror()
+        .and_then(|m| m.resolve(ctx.tenant(), workflow, version.unwrap_or(0)))
+    {
+        return Ok((entry.definition.version, Some(entry.definition)));
+    }
     let reply = ctx
         .query(
             endpoint::DEFINITIONS_GET,
@@ -406,38 +656,15 @@ async fn prepare_start(
         .and_then(|v| u32::try_from(v).ok())
         .ok_or_else(|| Error::internal("reading a definition", "the reply has no version"))?;
     let source = reply["source"].as_str().unwrap_or_default();
-    if let Some(def) = ctx
+    let def = ctx
         .state
         .definitions()
-        .get(ctx.tenant(), workflow, resolved, source)
-    {
-        def.prepare_input(input.clone())
-            .map_err(|problems| Error::InvalidInput {
-                workflow: workflow.to_owned(),
-                problems: problems.0,
-            })?;
-    }
-    let instance_id = ctx.derived_id(&["start"]);
-    let message = StartWorkflow {
-        tenant: ctx.tenant().to_owned(),
-        workflow: workflow.to_owned(),
-        instance_id: instance_id.clone(),
-        // Pinned to the version the input was checked against.
-        version: resolved,
-        input: serde_json::to_vec(&input).map_err(|e| Error::internal("encoding input", e))?,
-        correlation_id: ctx.correlation.clone(),
-        requested_at_ms: switchyard_proto::now_ms(),
-        labels: Default::default(),
-    };
-    Ok(PreparedStart {
-        instance_id,
-        workflow: workflow.to_owned(),
-        message,
-    })
+        .get(ctx.tenant(), workflow, resolved, source);
+    Ok((resolved, def))
 }
 
 /// Publishes the start; `true` when the stream dropped it as a duplicate (same key again).
-async fn publish_start(ctx: &Ctx, start: &PreparedStart) -> Result<bool, Error> {
+pub(crate) async fn publish_start(ctx: &Ctx, start: &PreparedStart) -> Result<bool, Error> {
     let ack = ctx
         .state
         .bus()
@@ -456,7 +683,7 @@ async fn publish_start(ctx: &Ctx, start: &PreparedStart) -> Result<bool, Error> 
     Ok(ack.duplicate)
 }
 
-fn status_url(instance_id: &str) -> String {
+pub(crate) fn status_url(instance_id: &str) -> String {
     format!("/api/v1/workflows/status/{instance_id}")
 }
 
@@ -473,7 +700,22 @@ fn accepted(instance_id: &str) -> Response {
     response
 }
 
-async fn trigger(ctx: Ctx, JsonBody(req): JsonBody<TriggerRequest>) -> Result<Response, Error> {
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/trigger",
+    tag = "workflows",
+    request_body = TriggerRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the same instance instead of starting another")),
+    responses(
+        (status = 202, description = "The start is stored on the bus", body = crate::openapi::Accepted),
+        crate::openapi::StartErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn trigger(
+    ctx: Ctx,
+    JsonBody(req): JsonBody<TriggerRequest>,
+) -> Result<Response, Error> {
     ctx.require(Permission::WorkflowsRun)?;
     let start = prepare_start(
         &ctx,
@@ -488,7 +730,20 @@ async fn trigger(ctx: Ctx, JsonBody(req): JsonBody<TriggerRequest>) -> Result<Re
 }
 
 /// `{workflow_type, input?, wait?, version?, ...}`: other top-level fields join the input.
-async fn execute(
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/execute",
+    tag = "workflows",
+    request_body(content = ExecuteRequest, description = "`workflow_type`, optional `input`, `wait` and `version`; any other top-level field (e.g. `card_ids`, `additional_context`) joins the input"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the same instance")),
+    responses(
+        (status = 200, description = "The instance finished within `wait`", body = crate::openapi::InstanceStatus),
+        (status = 202, description = "Started; still running after `wait`", body = crate::openapi::Accepted),
+        crate::openapi::StartErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn execute(
     ctx: Ctx,
     JsonBody(mut body): JsonBody<Map<String, Value>>,
 ) -> Result<Response, Error> {
@@ -590,19 +845,59 @@ fn is_terminal(status: &Value) -> bool {
 
 // ---- instances ----
 
-async fn status(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Value>, Error> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/status/{id}",
+    tag = "workflows",
+    params(("id" = String, Path, description = "The instance id")),
+    responses(
+        (status = 200, description = "The instance", body = crate::openapi::InstanceStatus),
+        crate::openapi::ReadErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn status(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Value>, Error> {
     ctx.require(Permission::WorkflowsRead)?;
     ctx.instance(&id).await.map(Json)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/instances/{id}",
+    tag = "workflows",
+    params(("id" = String, Path, description = "The instance id")),
+    responses(
+        (status = 200, description = "The instance", body = crate::openapi::InstanceStatus),
+        crate::openapi::ReadErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn instance(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Value>, Error> {
+    ctx.require(Permission::WorkflowsRead)?;
+    ctx.instance(&id).await.map(Json)
+}
+
+/// Why an instance is cancelled.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CancelRequest {
+pub(crate) struct CancelRequest {
     #[serde(default)]
     reason: Option<String>,
 }
 
-async fn cancel(
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/instances/{id}/cancel",
+    tag = "workflows",
+    params(("id" = String, Path, description = "The instance id")),
+    request_body(content = Option<CancelRequest>, description = "An optional reason"),
+    responses(
+        (status = 202, description = "The cancel is stored on the bus", body = crate::openapi::Accepted),
+        crate::openapi::ControlErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn cancel(
     ctx: Ctx,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CancelRequest>,
@@ -633,7 +928,23 @@ async fn cancel(
     Ok(accepted(&id))
 }
 
-async fn signal(
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/instances/{id}/signal/{name}",
+    tag = "workflows",
+    params(
+        ("id" = String, Path, description = "The instance id"),
+        ("name" = String, Path, description = "The signal a step waits for"),
+        ("Idempotency-Key" = Option<String>, Header, description = "The same key again delivers the signal once")
+    ),
+    request_body(content = Option<Object>, description = "The signal's payload, any JSON object"),
+    responses(
+        (status = 202, description = "The signal is stored on the bus", body = crate::openapi::SignalAccepted),
+        crate::openapi::ControlErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn signal(
     ctx: Ctx,
     Path((id, name)): Path<(String, String)>,
     JsonBody(payload): JsonBody<Value>,
@@ -696,7 +1007,18 @@ fn query_of<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, Error> {
         .map_err(|e| Error::field("query", e.body_text()))
 }
 
-async fn list_definitions(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Value>, Error> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/definitions",
+    tag = "definitions",
+    params(("include_deleted" = Option<bool>, Query, description = "Also list deleted versions")),
+    responses(
+        (status = 200, description = "`{definitions: [{name, version, scope, description, deleted, registered_at_ms}]}`", body = Object),
+        crate::openapi::ReadErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list_definitions(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Value>, Error> {
     ctx.require(Permission::WorkflowsRead)?;
     let q: ListQuery = query_of(&uri)?;
     ctx.query(
@@ -710,15 +1032,39 @@ async fn list_definitions(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Value>,
     .map(Json)
 }
 
-async fn get_definition(
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/definitions/{name}",
+    tag = "definitions",
+    params(
+        ("name" = String, Path, description = "The workflow name"),
+        ("version" = Option<u32>, Query, description = "A version; the latest when absent")
+    ),
+    responses(
+        (status = 200, description = "The definition: `{name, version, scope, source, …}`", body = Object),
+        crate::openapi::ReadErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn get_definition(
     ctx: Ctx,
     Path(name): Path<String>,
     uri: axum::http::Uri,
 ) -> Result<Json<Value>, Error> {
     ctx.require(Permission::WorkflowsRead)?;
-    let q: VersionQuery = query_of(&uri)?;
+    definition_query(&ctx, endpoint::DEFINITIONS_GET, name, &uri).await
+}
+
+/// Asks the engine's `endpoint_name` about the definition `name` (`?version=N` optional).
+async fn definition_query(
+    ctx: &Ctx,
+    endpoint_name: &str,
+    name: String,
+    uri: &axum::http::Uri,
+) -> Result<Json<Value>, Error> {
+    let q: VersionQuery = query_of(uri)?;
     ctx.query(
-        endpoint::DEFINITIONS_GET,
+        endpoint_name,
         &DefinitionRef {
             tenant: ctx.tenant().to_owned(),
             name,
@@ -729,26 +1075,43 @@ async fn get_definition(
     .map(Json)
 }
 
-async fn delete_definition(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/workflows/definitions/{name}",
+    tag = "definitions",
+    params(
+        ("name" = String, Path, description = "The workflow name"),
+        ("version" = Option<u32>, Query, description = "One version; every version when absent")
+    ),
+    responses(
+        (status = 200, description = "What was deleted; running instances keep their version", body = Object),
+        crate::openapi::DefinitionWriteErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn delete_definition(
     ctx: Ctx,
     Path(name): Path<String>,
     uri: axum::http::Uri,
 ) -> Result<Json<Value>, Error> {
     ctx.require(Permission::DefinitionsWrite)?;
-    let q: VersionQuery = query_of(&uri)?;
-    ctx.query(
-        endpoint::DEFINITIONS_DELETE,
-        &DefinitionRef {
-            tenant: ctx.tenant().to_owned(),
-            name,
-            version: q.version,
-        },
-    )
-    .await
-    .map(Json)
+    definition_query(&ctx, endpoint::DEFINITIONS_DELETE, name, &uri).await
 }
 
-async fn put_definition(
+#[utoipa::path(
+    put,
+    path = "/api/v1/workflows/definitions/{name}",
+    tag = "definitions",
+    params(("name" = String, Path, description = "The workflow name; must match `name` in the definition")),
+    request_body(content = String, description = "The definition as YAML (`application/yaml`, `text/yaml`, `text/plain`), or JSON `{\"source\": \"…\"}`", content_type = "application/yaml"),
+    responses(
+        (status = 201, description = "A new version was registered", body = Object),
+        (status = 200, description = "The same version with the same text was registered already", body = Object),
+        crate::openapi::DefinitionWriteErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn put_definition(
     ctx: Ctx,
     Path(name): Path<String>,
     State(state): State<AppState>,
@@ -794,7 +1157,18 @@ async fn put_definition(
     }
 }
 
-async fn validate_definition(
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/definitions/validate",
+    tag = "definitions",
+    request_body(content = String, description = "The definition as YAML, or JSON `{\"source\": \"…\"}`", content_type = "application/yaml"),
+    responses(
+        (status = 200, description = "`{valid, problems: [{path, line, message}]}`: every problem with its path", body = Object),
+        crate::openapi::DefinitionWriteErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn validate_definition(
     ctx: Ctx,
     State(state): State<AppState>,
     req: Request,
@@ -818,7 +1192,17 @@ async fn validate_definition(
 
 // ---- registry ----
 
-async fn registry(ctx: Ctx) -> Result<Json<Value>, Error> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/registry",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Live services from `$SRV.INFO`: `{services: [{name, id, version, description, metadata, endpoints}]}`", body = Object),
+        crate::openapi::AuthErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn registry(ctx: Ctx) -> Result<Json<Value>, Error> {
     ctx.require(Permission::RegistryRead)?;
     let client = &ctx.state.bus().client;
     let inbox = client.new_inbox();
@@ -865,11 +1249,26 @@ async fn registry(ctx: Ctx) -> Result<Json<Value>, Error> {
 
 // ---- operations ----
 
-async fn health() -> Json<Value> {
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses((status = 200, description = "The process is up", body = Object))
+)]
+pub(crate) async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn ready(State(state): State<AppState>) -> Result<Json<Value>, Error> {
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Connected to NATS and the streams exist", body = Object),
+        (status = 503, description = "Not ready, and why", body = crate::error::Problem, content_type = "application/problem+json")
+    )
+)]
+pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Value>, Error> {
     let bus = state.bus();
     if bus.client.connection_state() != ConnState::Connected {
         return Err(Error::NotReady("not connected to NATS".into()));
@@ -884,7 +1283,13 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, Error> {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Result<Response, Error> {
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain"))
+)]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, Error> {
     let mut body = Vec::new();
     TextEncoder::new()
         .encode(&state.registry().gather(), &mut body)

@@ -76,19 +76,27 @@ pub fn config(url: String) -> Config {
 /// The gateway's router over `server`, with its own metrics registry.
 pub async fn gateway(server: &NatsServer, config: &Config) -> Router {
     let auth = Authenticator::from_settings(&config.gateway.auth).expect("auth");
-    let state = AppState::new(config, server.client().await, auth, Registry::new()).expect("state");
+    let state = AppState::new(config, server.client().await, auth, Registry::new())
+        .await
+        .expect("state");
     switchyard_gateway::router(state)
 }
 
 /// A bus with an orchestrator and a `test` worker running, and the gateway in front.
 pub async fn env() -> Env {
+    env_with(|_| {}).await
+}
+
+/// [`env`] with the configuration changed by `adjust` first.
+pub async fn env_with(adjust: impl FnOnce(&mut Config)) -> Env {
     let server = NatsServer::start().await;
     let client = server.client().await;
     let js = jetstream::new(client.clone());
     apply(&js, &BusConfig::default(), ApplyOptions::default())
         .await
         .expect("bus apply");
-    let config = config(server.url());
+    let mut config = config(server.url());
+    adjust(&mut config);
     let mut stops = Vec::new();
 
     let worker =

@@ -1,0 +1,207 @@
+//! Rate limits per route group, counted per tenant (per user for research), with the GCRA
+//! limiter of `governor`. A request over its group's rate is answered 429 with `Retry-After`.
+//!
+//! Each replica counts on its own: with N gateways behind a balancer a tenant gets up to N
+//! times the configured rate. The limits protect the bus and the workers from one tenant's
+//! burst; billing-grade quotas come from the usage ledger instead.
+
+use std::{fmt, num::NonZeroU32, time::Duration};
+
+use governor::{
+    Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+    state::keyed::DefaultKeyedStateStore,
+};
+use switchyard_runtime::config::{RateLimit, RateLimits, RatePeriod};
+
+use crate::{Caller, Error};
+
+/// Keys tracked per group before idle ones are forgotten.
+const PRUNE_ABOVE: usize = 10_000;
+
+/// Which limit a route counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Group {
+    /// Trigger and execute.
+    Start,
+    /// Cancel and signal.
+    Control,
+    /// Status, instances, events, definitions reads, registry.
+    Read,
+    /// Registering, deleting, validating definitions.
+    Definitions,
+    /// Research requests, counted per user.
+    Research,
+    /// Health, readiness, metrics and the OpenAPI document: no token, no limit.
+    Open,
+}
+
+impl Group {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Group::Start => "start",
+            Group::Control => "control",
+            Group::Read => "read",
+            Group::Definitions => "definitions",
+            Group::Research => "research",
+            Group::Open => "open",
+        }
+    }
+
+    /// The key a request is counted under: the user for research (the product's "10 an hour
+    /// per user"), the tenant otherwise.
+    fn key(self, caller: &Caller) -> String {
+        match self {
+            Group::Research => format!("{}\n{}", caller.tenant, caller.subject),
+            _ => caller.tenant.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+
+/// One limiter per limited group.
+#[derive(Debug)]
+pub struct Limits {
+    clock: DefaultClock,
+    start: Option<Keyed>,
+    control: Option<Keyed>,
+    read: Option<Keyed>,
+    definitions: Option<Keyed>,
+    research: Option<Keyed>,
+}
+
+impl Limits {
+    pub fn new(settings: &RateLimits) -> Self {
+        let clock = DefaultClock::default();
+        let make = |limit: RateLimit| {
+            quota(limit).map(|q| RateLimiter::dashmap_with_clock(q, clock.clone()))
+        };
+        Limits {
+            start: make(settings.start),
+            control: make(settings.control),
+            read: make(settings.read),
+            definitions: make(settings.definitions),
+            research: make(settings.research),
+            clock,
+        }
+    }
+
+    /// Counts one request of `caller` against `group`; an error says when to come back.
+    pub fn check(&self, group: Group, caller: &Caller) -> Result<(), Error> {
+        let limiter = match group {
+            Group::Start => &self.start,
+            Group::Control => &self.control,
+            Group::Read => &self.read,
+            Group::Definitions => &self.definitions,
+            Group::Research => &self.research,
+            Group::Open => &None,
+        };
+        let Some(limiter) = limiter else {
+            return Ok(());
+        };
+        if limiter.len() > PRUNE_ABOVE {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&group.key(caller)).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            Error::RateLimited {
+                group,
+                retry_after: wait,
+            }
+        })
+    }
+}
+
+/// The GCRA quota of a limit: `n` per period, a burst of up to `n`.
+fn quota(limit: RateLimit) -> Option<Quota> {
+    let RateLimit::Every { requests, period } = limit else {
+        return None;
+    };
+    let n = NonZeroU32::new(requests)?;
+    Some(match period {
+        RatePeriod::Second => Quota::per_second(n),
+        RatePeriod::Minute => Quota::per_minute(n),
+        RatePeriod::Hour => Quota::per_hour(n),
+    })
+}
+
+/// `Retry-After` in whole seconds, rounded up and at least 1, so a client that waits that
+/// long is let through.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Role;
+
+    fn caller(tenant: &str, subject: &str) -> Caller {
+        Caller {
+            tenant: tenant.into(),
+            subject: subject.into(),
+            roles: vec![Role::Operator],
+        }
+    }
+
+    #[test]
+    fn a_burst_over_the_rate_is_refused_per_tenant_with_a_retry_time() {
+        let limits = Limits::new(&RateLimits {
+            start: RateLimit::per(3, RatePeriod::Minute),
+            ..RateLimits::default()
+        });
+        let a = caller("a", "u1");
+        for _ in 0..3 {
+            limits.check(Group::Start, &a).expect("within the burst");
+        }
+        match limits.check(Group::Start, &a) {
+            Err(Error::RateLimited { group, retry_after }) => {
+                assert_eq!(group, Group::Start);
+                // One request in 20 s is the steady rate of 3/min.
+                assert!(retry_after <= Duration::from_secs(20), "{retry_after:?}");
+                assert!(retry_after >= Duration::from_secs(19), "{retry_after:?}");
+            }
+            other => panic!("expected 429, got {other:?}"),
+        }
+        limits
+            .check(Group::Start, &caller("b", "u1"))
+            .expect("another tenant has its own budget");
+        limits
+            .check(Group::Read, &a)
+            .expect("another group has its own budget");
+    }
+
+    #[test]
+    fn research_counts_per_user_and_off_means_unlimited() {
+        let limits = Limits::new(&RateLimits {
+            research: RateLimit::per(1, RatePeriod::Hour),
+            read: RateLimit::Off,
+            ..RateLimits::default()
+        });
+        limits
+            .check(Group::Research, &caller("a", "u1"))
+            .expect("first");
+        assert!(limits.check(Group::Research, &caller("a", "u1")).is_err());
+        limits
+            .check(Group::Research, &caller("a", "u2"))
+            .expect("another user of the same tenant");
+        for _ in 0..10_000 {
+            limits.check(Group::Read, &caller("a", "u1")).expect("off");
+        }
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_secs(Duration::from_millis(2001)), 3);
+    }
+}

@@ -1,0 +1,865 @@
+//! The meeting and task routes: process a meeting with the `meeting_to_tasks` workflow and read
+//! what came of it, create and update ClickUp tasks, and report which integrations work.
+//!
+//! Meetings are workflow starts like `trigger`, with the instance id derived from the tenant
+//! and the meeting id, so processing the same meeting again returns the same instance. Tasks
+//! and the integration report are request/reply calls to the integration worker's service
+//! endpoints (`svc.integration.<op>`): the body is checked against the operation's catalog
+//! schema first, and a create carries a job id derived from the `Idempotency-Key`, so the
+//! worker's effect record turns a retried request into the first request's answer instead of
+//! a second task.
+
+use async_nats::{RequestErrorKind, service::NATS_SERVICE_ERROR_CODE};
+use axum::{
+    Json,
+    extract::Path,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use switchyard_catalog::{Catalog, SchemaError};
+use switchyard_proto::{
+    ContentType, ErrorCode, Job, JobResult, JobStatus, decode, encode_proto, header as bus_header,
+    now_ms, subject,
+};
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::{
+    Error, Permission,
+    error::{FieldError, Problem},
+    routes::{Ctx, IDEMPOTENCY_NAMESPACE, JsonBody, prepare_start, publish_start, status_url},
+};
+
+/// The workflow `POST /meetings/process` starts; a tenant's own definition of that name wins
+/// over the shipped one, as for any start.
+pub(crate) const MEETING_WORKFLOW: &str = "meeting_to_tasks";
+/// The worker kind whose service endpoints the task and status routes call.
+const INTEGRATION_KIND: &str = "integration";
+/// Catalog names of the operations called here.
+pub(crate) const CREATE_TASK: &str = "integration.clickup.create_task";
+pub(crate) const UPDATE_STATUS: &str = "integration.clickup.update_status";
+pub(crate) const STATUS: &str = "integration.status";
+/// Longest meeting id, like an `Idempotency-Key`.
+const MAX_MEETING_ID_LEN: usize = 255;
+/// The step ids of `meeting_to_tasks` whose outputs make up a meeting's context.
+const SPEAKERS_STEP: &str = "speakers";
+const SUMMARY_STEP: &str = "summarize";
+const EXTRACT_STEP: &str = "extract";
+const CREATE_TASKS_STEP: &str = "create_tasks";
+
+// ---- meetings ----
+
+/// A meeting to process: a transcript (or a recording's URL) and where its tasks go.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProcessMeeting {
+    /// Your id for the meeting: 1–255 letters, digits and `-_.:~@` (it goes into the context
+    /// URL's path unescaped). Processing the same id again
+    /// returns the same instance; the first request's input is the one processed. A new id
+    /// is made when absent (from the `Idempotency-Key` when one is given).
+    meeting_id: Option<String>,
+    /// The meeting's title.
+    title: Option<String>,
+    /// The meeting's date (ISO 8601), to resolve relative due dates.
+    date: Option<String>,
+    /// The transcript: WebVTT, SRT, `Name: text` lines or JSON segments. Give this or `audio_url`.
+    transcript: Option<String>,
+    /// An http(s) URL of the recording to transcribe. Give this or `transcript`.
+    audio_url: Option<String>,
+    /// The transcript's format: `auto` (default), `vtt`, `srt`, `lines` or `json`.
+    format: Option<String>,
+    /// The spoken language (ISO 639-1), a hint for transcription.
+    language: Option<String>,
+    /// The Slack channel for the summary (the workflow's default when absent).
+    channel: Option<String>,
+    /// The ClickUp list to create the tasks in.
+    list_id: Option<String>,
+}
+
+/// A meeting whose processing is stored on the bus.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct MeetingAccepted {
+    pub meeting_id: String,
+    pub instance_id: String,
+    /// The workflow instance's status.
+    pub status_url: String,
+    /// The meeting's summary, speakers and tasks as they become known.
+    pub context_url: String,
+}
+
+/// The instance that processes `meeting_id` for `tenant`: the same uuid v5 scheme as an
+/// `Idempotency-Key`, under its own prefix so a meeting id never collides with a key.
+fn meeting_instance(tenant: &str, meeting_id: &str) -> String {
+    let name = format!("{tenant}\nmeeting\n{meeting_id}");
+    Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()).to_string()
+}
+
+fn context_url(meeting_id: &str) -> String {
+    format!("/api/v1/meetings/{meeting_id}/context")
+}
+
+/// A meeting id is limited to characters that need no escaping in a URL path, so the
+/// `context_url` built from it works as given.
+fn check_meeting_id(field: &str, id: &str) -> Result<(), Error> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_.:~@".contains(c);
+    if !id.is_empty() && id.len() <= MAX_MEETING_ID_LEN && id.chars().all(safe) {
+        Ok(())
+    } else {
+        Err(Error::field(
+            field,
+            format!("expected 1 to {MAX_MEETING_ID_LEN} letters, digits and `-_.:~@`"),
+        ))
+    }
+}
+
+/// The workflow input for a request: the body's names mapped onto `meeting_to_tasks`' input,
+/// absent fields left out so the workflow's defaults apply.
+fn workflow_input(req: ProcessMeeting) -> Result<Value, Error> {
+    let title = req
+        .title
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| Error::field("title", "missing; give the meeting's title"))?;
+    let has = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+    match (has(&req.transcript), has(&req.audio_url)) {
+        (true, true) => {
+            return Err(Error::field(
+                "audio_url",
+                "give `transcript` or `audio_url`, not both",
+            ));
+        }
+        (false, false) => {
+            return Err(Error::field(
+                "transcript",
+                "missing; give the transcript, or a recording's URL in `audio_url`",
+            ));
+        }
+        _ => {}
+    }
+    let mut input = Map::new();
+    for (name, value) in [
+        ("meeting_title", Some(title)),
+        ("meeting_date", req.date),
+        ("transcript", req.transcript),
+        ("audio_url", req.audio_url),
+        ("format", req.format),
+        ("language", req.language),
+        ("channel", req.channel),
+        ("clickup_list_id", req.list_id),
+    ] {
+        if let Some(v) = value {
+            input.insert(name.to_owned(), Value::String(v));
+        }
+    }
+    Ok(Value::Object(input))
+}
+
+/// The workflow input's names, as the request body spells them.
+const BODY_NAMES: [(&str, &str); 8] = [
+    ("meeting_title", "title"),
+    ("meeting_date", "date"),
+    ("transcript", "transcript"),
+    ("audio_url", "audio_url"),
+    ("format", "format"),
+    ("language", "language"),
+    ("channel", "channel"),
+    ("clickup_list_id", "list_id"),
+];
+
+/// An input-schema failure with its paths renamed from the workflow's input
+/// (`input.clickup_list_id`) to the body field the client sent (`list_id`).
+fn body_names(e: Error) -> Error {
+    match e {
+        Error::InvalidInput {
+            workflow,
+            mut problems,
+        } => {
+            for p in &mut problems {
+                let Some(rest) = p.path.strip_prefix("input.") else {
+                    continue;
+                };
+                let (head, tail) = rest.split_at(rest.find(['.', '[']).unwrap_or(rest.len()));
+                if let Some((_, body)) = BODY_NAMES.iter().find(|(input, _)| *input == head) {
+                    p.path = format!("{body}{tail}");
+                }
+            }
+            Error::InvalidInput { workflow, problems }
+        }
+        other => other,
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/meetings/process",
+    tag = "meetings",
+    request_body = ProcessMeeting,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Without a `meeting_id`, the same key again returns the same meeting")),
+    responses(
+        (status = 202, description = "The processing is stored on the bus; follow `context_url`", body = MeetingAccepted),
+        crate::openapi::StartErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn process(
+    ctx: Ctx,
+    JsonBody(req): JsonBody<ProcessMeeting>,
+) -> Result<Response, Error> {
+    ctx.require(Permission::WorkflowsRun)?;
+    let meeting_id = match &req.meeting_id {
+        Some(id) => {
+            check_meeting_id("meeting_id", id)?;
+            id.clone()
+        }
+        None => ctx.derived_id(&["meeting"]),
+    };
+    let input = workflow_input(req)?;
+    let mut start = prepare_start(&ctx, MEETING_WORKFLOW, "workflow", None, input)
+        .await
+        .map_err(body_names)?;
+    // The meeting decides the instance, so the start's message id (the instance id) makes a
+    // repeat within the duplicate window a no-op, and the orchestrator ignores a start for an
+    // instance it already has after that.
+    let instance_id = meeting_instance(ctx.tenant(), &meeting_id);
+    start.instance_id.clone_from(&instance_id);
+    start.message.instance_id.clone_from(&instance_id);
+    publish_start(&ctx, &start).await?;
+    let accepted = MeetingAccepted {
+        context_url: context_url(&meeting_id),
+        status_url: status_url(&instance_id),
+        meeting_id,
+        instance_id,
+    };
+    let mut response = (StatusCode::ACCEPTED, Json(&accepted)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&accepted.context_url) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/meetings/{id}/context",
+    tag = "meetings",
+    params(("id" = String, Path, description = "The meeting id")),
+    responses(
+        (status = 200, description = "`{meeting_id, instance_id, status, title, date, summary, key_points, speakers, tasks, task_ids, steps, error, …}`: what the processing has produced so far", body = Object),
+        crate::openapi::ReadErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn context(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Value>, Error> {
+    ctx.require(Permission::WorkflowsRead)?;
+    check_meeting_id("id", &id)?;
+    let instance_id = meeting_instance(ctx.tenant(), &id);
+    let status = ctx.instance(&instance_id).await?;
+    // An instance id is only derived for meetings, but a tenant definition could be renamed:
+    // whatever is not a meeting's instance is not a meeting.
+    if status["workflow"] != MEETING_WORKFLOW {
+        return Err(Error::NotFound(format!("no meeting {id:?}")));
+    }
+    Ok(Json(meeting_context(&id, &status)))
+}
+
+/// A meeting's context from its instance's status: the workflow's output where it has one,
+/// else what its steps have produced so far, so a client sees the summary before the Slack
+/// post is done.
+fn meeting_context(meeting_id: &str, status: &Value) -> Value {
+    let step_output = |id: &str| -> Option<&Value> {
+        status["steps"]
+            .as_array()?
+            .iter()
+            .find(|s| s["id"] == id)
+            .and_then(|s| s.get("output"))
+            .filter(|o| !o.is_null())
+    };
+    let output = &status["output"];
+    let pick = |from_output: &str, step: &str, field: &str| -> Value {
+        output
+            .get(from_output)
+            .filter(|v| !v.is_null())
+            .or_else(|| step_output(step).and_then(|o| o.get(field)))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let summary = pick("summary", SUMMARY_STEP, "summary");
+    let key_points = step_output(SUMMARY_STEP)
+        .and_then(|o| o.get("key_points"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let speakers = step_output(SPEAKERS_STEP)
+        .and_then(|o| o.get("speakers"))
+        .cloned()
+        .or_else(|| output.get("speakers").cloned())
+        .unwrap_or(Value::Null);
+    // Each extracted action item, with the ClickUp task made of it once there is one.
+    let created = step_output(CREATE_TASKS_STEP).and_then(Value::as_array);
+    let tasks = step_output(EXTRACT_STEP)
+        .and_then(|o| o.get("tasks"))
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let mut task = item.clone();
+                    if let (Some(obj), Some(made)) = (
+                        task.as_object_mut(),
+                        created.and_then(|c| c.get(i)).filter(|m| !m.is_null()),
+                    ) {
+                        obj.insert("task_id".into(), made["task_id"].clone());
+                        obj.insert("url".into(), made["url"].clone());
+                    }
+                    task
+                })
+                .collect::<Vec<_>>()
+        })
+        .map(Value::Array)
+        .unwrap_or(Value::Null);
+    let steps: Vec<Value> = status["steps"]
+        .as_array()
+        .map(|steps| {
+            steps
+                .iter()
+                .map(|s| json!({ "id": s["id"], "status": s["status"] }))
+                .collect()
+        })
+        .unwrap_or_default();
+    let instance_id = status["instance_id"].as_str().unwrap_or_default();
+    json!({
+        "meeting_id": meeting_id,
+        "instance_id": instance_id,
+        "status": status["status"],
+        "title": status["input"]["meeting_title"],
+        "date": status["input"]["meeting_date"],
+        "summary": summary,
+        "key_points": key_points,
+        "speakers": speakers,
+        "tasks": tasks,
+        "task_ids": output.get("task_ids").cloned().unwrap_or(Value::Null),
+        "output": output,
+        "error": status["error"],
+        "steps": steps,
+        "started_at_ms": status["started_at_ms"],
+        "finished_at_ms": status["finished_at_ms"],
+        "status_url": status_url(instance_id),
+    })
+}
+
+// ---- tasks and integrations: calls to the integration worker ----
+
+/// Why a call to the integration worker did not produce its output. Kept here rather than in
+/// [`crate::Error`] because these answers carry the worker's own reason to the client (a 502
+/// says what ClickUp refused), which the gateway's 5xx never do; the one mapping to HTTP is
+/// [`WorkerError::problem`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WorkerError {
+    /// The request failed before reaching the worker, as any other request would.
+    #[error(transparent)]
+    Gateway(#[from] Error),
+    /// The input does not fit the operation (checked here, or by the worker).
+    #[error("the input of {operation} is invalid")]
+    InvalidInput {
+        operation: &'static str,
+        problems: Vec<SchemaError>,
+    },
+    /// The external system refused, or the worker cannot do it as configured: retrying the
+    /// same request will not help. `message` is the worker's, with the API's reason.
+    #[error("{0}")]
+    Refused(String),
+    /// Worth retrying later: a rate limit, an outage, another delivery of the same job in
+    /// flight, or no answer in time.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after_secs: Option<u64>,
+    },
+    /// Nobody serves the operation.
+    #[error("the integration worker is not running")]
+    NotRunning,
+}
+
+impl WorkerError {
+    fn problem(&self) -> Problem {
+        let (status, kind, title) = match self {
+            WorkerError::Gateway(e) => return e.problem(),
+            WorkerError::InvalidInput { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-input",
+                "Invalid operation input",
+            ),
+            WorkerError::Refused(_) => (
+                StatusCode::BAD_GATEWAY,
+                "integration-refused",
+                "The integration refused the request",
+            ),
+            WorkerError::Unavailable { .. } | WorkerError::NotRunning => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+            ),
+        };
+        let errors: Vec<FieldError> = match self {
+            WorkerError::InvalidInput { problems, .. } => problems
+                .iter()
+                .map(|p| FieldError {
+                    path: if p.path.is_empty() {
+                        "body".to_owned()
+                    } else {
+                        p.path.clone()
+                    },
+                    message: p.message.clone(),
+                    line: None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Problem {
+            kind: format!("urn:switchyard:problem:{kind}"),
+            title,
+            status: status.as_u16(),
+            detail: self.to_string(),
+            field: errors.first().map(|e| e.path.clone()),
+            errors,
+            correlation_id: String::new(),
+            internal: None,
+        }
+    }
+}
+
+impl IntoResponse for WorkerError {
+    fn into_response(self) -> Response {
+        if let WorkerError::Gateway(e) = self {
+            return e.into_response();
+        }
+        let problem = self.problem();
+        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut response = status.into_response();
+        if let WorkerError::Unavailable {
+            retry_after_secs: Some(secs),
+            ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+        }
+        // The observe layer renders the body with the correlation id.
+        response.extensions_mut().insert(problem);
+        response
+    }
+}
+
+/// The request/reply subject of an integration operation: `svc.integration.<op>`.
+fn service_subject(operation: &str) -> String {
+    let suffix = operation
+        .strip_prefix(INTEGRATION_KIND)
+        .and_then(|s| s.strip_prefix('.'))
+        .unwrap_or(operation);
+    format!("{}.{suffix}", subject::service_group(INTEGRATION_KIND))
+}
+
+/// Checks `input` against the operation's catalog schema, then asks the integration worker
+/// to run it as job `job_id` and returns its output.
+async fn call_worker(
+    ctx: &Ctx,
+    operation: &'static str,
+    job_id: String,
+    input: Value,
+) -> Result<Value, WorkerError> {
+    let spec = Catalog::builtin().get(operation).ok_or_else(|| {
+        Error::internal(
+            "calling the integration worker",
+            format!("{operation} is not in the catalog"),
+        )
+    })?;
+    spec.input
+        .validate(&input)
+        .map_err(|problems| WorkerError::InvalidInput {
+            operation,
+            problems,
+        })?;
+    // Leave a moment of the request's own deadline for the answer, so a slow call ends in a
+    // problem that says what to do rather than in a bare 408.
+    let timeout = ctx
+        .state
+        .settings()
+        .request_timeout
+        .saturating_sub(std::time::Duration::from_secs(1))
+        .max(std::time::Duration::from_secs(1));
+    let now = now_ms();
+    let job = Job {
+        job_id: job_id.clone(),
+        tenant: ctx.tenant().to_owned(),
+        operation: operation.to_owned(),
+        input: serde_json::to_vec(&input).map_err(|e| Error::internal("encoding a job", e))?,
+        deadline_ms: now + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2),
+        correlation_id: ctx.correlation.clone(),
+        created_at_ms: now,
+        ..Job::default()
+    };
+    let mut headers = ctx.query_headers();
+    headers.insert(bus_header::CONTENT_TYPE, bus_header::PROTOBUF);
+    headers.insert(bus_header::TENANT, ctx.tenant());
+    let request = async_nats::Request::new()
+        .payload(encode_proto(&job).into())
+        .headers(headers)
+        .timeout(Some(timeout));
+    let reply = ctx
+        .state
+        .bus()
+        .client
+        .send_request(service_subject(operation), request)
+        .await
+        .map_err(|e| match e.kind() {
+            RequestErrorKind::NoResponders => WorkerError::NotRunning,
+            RequestErrorKind::TimedOut => WorkerError::Unavailable {
+                message: "the integration worker did not answer in time; the effect may still \
+                          happen: retry with the same Idempotency-Key"
+                    .into(),
+                retry_after_secs: None,
+            },
+            RequestErrorKind::InvalidSubject | RequestErrorKind::MaxPayloadExceeded => {
+                Error::internal("calling the integration worker", e).into()
+            }
+            RequestErrorKind::Other => {
+                Error::unavailable("calling the integration worker", e).into()
+            }
+        })?;
+    if let Some(code) = reply
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(NATS_SERVICE_ERROR_CODE))
+    {
+        return Err(Error::internal(
+            "calling the integration worker",
+            format!("the worker refused the request (service error {code})"),
+        )
+        .into());
+    }
+    let result: JobResult = decode(ContentType::Protobuf, &reply.payload)
+        .map_err(|e| Error::internal("decoding the integration worker's answer", e))?;
+    job_output(operation, &job_id, result)
+}
+
+/// The output of a finished job, or its failure as a [`WorkerError`].
+fn job_output(
+    operation: &'static str,
+    job_id: &str,
+    result: JobResult,
+) -> Result<Value, WorkerError> {
+    if JobStatus::try_from(result.status) == Ok(JobStatus::Succeeded) {
+        return serde_json::from_slice(&result.output)
+            .map_err(|e| Error::internal("decoding the integration worker's output", e).into());
+    }
+    let (code, message) = result
+        .error
+        .map(|e| {
+            (
+                ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+                e.message,
+            )
+        })
+        .unwrap_or((ErrorCode::Unspecified, String::new()));
+    warn!(job_id, operation, code = code.as_str_name(), error = %message, "integration call failed");
+    Err(match code {
+        ErrorCode::InvalidInput => {
+            let (path, message) = split_field(&message);
+            WorkerError::InvalidInput {
+                operation,
+                problems: vec![SchemaError { path, message }],
+            }
+        }
+        ErrorCode::Permanent => WorkerError::Refused(message),
+        ErrorCode::RetriesExhausted | ErrorCode::DeadlineExceeded | ErrorCode::Cancelled => {
+            WorkerError::Unavailable {
+                retry_after_secs: retry_hint(&message),
+                message,
+            }
+        }
+        ErrorCode::Unspecified | ErrorCode::UnknownOperation | ErrorCode::Decode => {
+            Error::internal("the integration worker failed", message).into()
+        }
+    })
+}
+
+/// `field `x`: why` (how an invalid-input failure reads) as `("x", "why")`.
+fn split_field(message: &str) -> (String, String) {
+    message
+        .strip_prefix("field `")
+        .and_then(|rest| rest.split_once("`: "))
+        .map(|(field, why)| (field.to_owned(), why.to_owned()))
+        .unwrap_or_else(|| (String::new(), message.to_owned()))
+}
+
+/// The delay a retryable failure names, as whole seconds (at least 1). The request/reply
+/// answer carries only the failure's message, in which the integration worker writes a known
+/// delay as `(retry after <seconds>s)`.
+fn retry_hint(message: &str) -> Option<u64> {
+    let (_, rest) = message.split_once("retry after ")?;
+    let secs: f64 = rest.split_once('s')?.0.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| (secs.ceil() as u64).max(1))
+}
+
+/// A ClickUp task to create; see `integration.clickup.create_task` in the catalog.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // the body is checked against the catalog schema; this documents its shape
+pub(crate) struct CreateTaskRequest {
+    /// The ClickUp list to create the task in.
+    list_id: String,
+    /// The task name.
+    name: String,
+    /// The description (Markdown).
+    description: Option<String>,
+    /// ClickUp user ids (digits).
+    assignees: Option<Vec<String>>,
+    /// ISO 8601: `2025-03-21` or `2025-03-21T17:00:00Z`.
+    due_date: Option<String>,
+    /// 1 urgent, 2 high, 3 normal, 4 low.
+    priority: Option<u8>,
+    /// Tag names.
+    tags: Option<Vec<String>>,
+}
+
+/// A task's new status.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // the body is checked against the catalog schema; this documents its shape
+pub(crate) struct TaskStatusRequest {
+    /// A status of the task's list, e.g. `in progress` or `complete`.
+    status: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks",
+    tag = "integrations",
+    request_body = CreateTaskRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first task instead of creating another")),
+    responses(
+        (status = 201, description = "`{task_id, url}` of the new ClickUp task", body = Object),
+        crate::openapi::TaskErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create_task(
+    ctx: Ctx,
+    JsonBody(body): JsonBody<Map<String, Value>>,
+) -> Result<Response, WorkerError> {
+    ctx.require(Permission::WorkflowsRun)?;
+    let job_id = ctx.derived_id(&["job", CREATE_TASK]);
+    let output = call_worker(&ctx, CREATE_TASK, job_id, Value::Object(body)).await?;
+    Ok((StatusCode::CREATED, Json(output)).into_response())
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/tasks/{id}/status",
+    tag = "integrations",
+    params(
+        ("id" = String, Path, description = "The ClickUp task id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first answer")
+    ),
+    request_body = TaskStatusRequest,
+    responses(
+        (status = 200, description = "`{task_id, status}` as ClickUp reports them", body = Object),
+        crate::openapi::TaskErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn update_task_status(
+    ctx: Ctx,
+    Path(id): Path<String>,
+    JsonBody(mut body): JsonBody<Map<String, Value>>,
+) -> Result<Response, WorkerError> {
+    ctx.require(Permission::WorkflowsRun)?;
+    if body.contains_key("task_id") {
+        return Err(
+            Error::field("task_id", "the task id comes from the path; leave it out").into(),
+        );
+    }
+    body.insert("task_id".into(), Value::String(id.clone()));
+    let job_id = ctx.derived_id(&["job", UPDATE_STATUS, &id]);
+    let output = call_worker(&ctx, UPDATE_STATUS, job_id, Value::Object(body))
+        .await
+        .map_err(|e| match e {
+            // The id is the path's; name it as the client wrote it.
+            WorkerError::InvalidInput {
+                operation,
+                mut problems,
+            } => {
+                for p in &mut problems {
+                    if p.path == "task_id" {
+                        p.path = "id".into();
+                    }
+                }
+                WorkerError::InvalidInput {
+                    operation,
+                    problems,
+                }
+            }
+            other => other,
+        })?;
+    Ok((StatusCode::OK, Json(output)).into_response())
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/integrations/status",
+    tag = "integrations",
+    responses(
+        (status = 200, description = "`{integrations: [{name, configured, ok, detail}], checked_at_ms}` for notion, slack, clickup, webhook and markdown; `ok` is null when it cannot be checked without an effect. Never contains a secret", body = Object),
+        crate::openapi::AuthErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn integrations_status(ctx: Ctx) -> Result<Json<Value>, WorkerError> {
+    ctx.require(Permission::WorkflowsRead)?;
+    // Read-only: a fresh job id each time, since there is no effect to deduplicate.
+    let job_id = Uuid::now_v7().to_string();
+    call_worker(&ctx, STATUS, job_id, json!({})).await.map(Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_called_operations_are_in_the_catalog_and_map_to_the_worker_subjects() {
+        for op in [CREATE_TASK, UPDATE_STATUS, STATUS] {
+            assert!(Catalog::builtin().get(op).is_some(), "{op}");
+        }
+        assert_eq!(
+            service_subject(CREATE_TASK),
+            "svc.integration.clickup.create_task"
+        );
+        assert_eq!(service_subject(STATUS), "svc.integration.status");
+    }
+
+    #[test]
+    fn worker_failures_become_problems_with_their_status_and_reason() {
+        let failed = |code: ErrorCode, message: &str| JobResult {
+            status: JobStatus::Failed as i32,
+            error: Some(switchyard_proto::JobError {
+                code: code as i32,
+                message: message.into(),
+            }),
+            ..JobResult::default()
+        };
+        let e = job_output(
+            CREATE_TASK,
+            "j",
+            failed(
+                ErrorCode::InvalidInput,
+                "field `assignees`: \"ada\" is not a ClickUp user id",
+            ),
+        )
+        .unwrap_err();
+        let p = e.problem();
+        assert_eq!((p.status, p.field.as_deref()), (422, Some("assignees")));
+
+        let e = job_output(
+            CREATE_TASK,
+            "j",
+            failed(
+                ErrorCode::Permanent,
+                "ClickUp refused the call (401): Token invalid (OAUTH_025)",
+            ),
+        )
+        .unwrap_err();
+        let p = e.problem();
+        assert_eq!(p.status, 502);
+        assert!(p.detail.contains("Token invalid (OAUTH_025)"), "{p:?}");
+
+        let e = job_output(
+            CREATE_TASK,
+            "j",
+            failed(
+                ErrorCode::RetriesExhausted,
+                "ClickUp rate limited the call (retry after 2.5s)",
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WorkerError::Unavailable {
+                    retry_after_secs: Some(3),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+
+        let e = job_output(
+            CREATE_TASK,
+            "j",
+            failed(
+                ErrorCode::RetriesExhausted,
+                "ClickUp is unavailable: HTTP 502",
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WorkerError::Unavailable {
+                    retry_after_secs: None,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            WorkerError::NotRunning.problem().detail,
+            "the integration worker is not running"
+        );
+    }
+
+    #[test]
+    fn a_meeting_maps_onto_the_workflow_input_and_needs_a_title_and_one_source() {
+        let req = ProcessMeeting {
+            title: Some("Weekly".into()),
+            transcript: Some("Ann: hi".into()),
+            list_id: Some("L1".into()),
+            date: Some("2025-03-14".into()),
+            ..ProcessMeeting::default()
+        };
+        assert_eq!(
+            workflow_input(req).unwrap(),
+            json!({"meeting_title": "Weekly", "transcript": "Ann: hi", "clickup_list_id": "L1", "meeting_date": "2025-03-14"})
+        );
+        let missing_title = ProcessMeeting {
+            transcript: Some("x".into()),
+            ..ProcessMeeting::default()
+        };
+        assert!(
+            matches!(workflow_input(missing_title), Err(Error::InvalidField { field, .. }) if field == "title")
+        );
+        let both = ProcessMeeting {
+            title: Some("t".into()),
+            transcript: Some("x".into()),
+            audio_url: Some("https://example.com/a.mp3".into()),
+            ..ProcessMeeting::default()
+        };
+        assert!(
+            matches!(workflow_input(both), Err(Error::InvalidField { field, .. }) if field == "audio_url")
+        );
+        assert!(check_meeting_id("meeting_id", "weekly-2025-03-14").is_ok());
+        for bad in ["", "a/b", "a b", "x?y"] {
+            assert!(check_meeting_id("meeting_id", bad).is_err(), "{bad:?}");
+        }
+        // The same meeting of the same tenant is the same instance; another tenant's is not.
+        assert_eq!(
+            meeting_instance("acme", "m-1"),
+            meeting_instance("acme", "m-1")
+        );
+        assert_ne!(
+            meeting_instance("acme", "m-1"),
+            meeting_instance("globex", "m-1")
+        );
+    }
+}
