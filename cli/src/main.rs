@@ -34,6 +34,8 @@ enum Command {
     },
     /// Run one orchestrator (workflow engine) replica until SIGTERM.
     Orchestrator,
+    /// Run one HTTP gateway replica on `http_addr` until SIGTERM.
+    Gateway,
     /// Register, validate, run and follow workflows.
     Workflow {
         /// The tenant whose definitions and instances to use.
@@ -140,6 +142,12 @@ enum WorkflowCommand {
 enum WorkerKind {
     /// echo, sleep and fail: for tests, benchmarks and the demo.
     Test,
+    /// Notion, Slack, ClickUp, signed webhooks and the local Markdown sink; needs
+    /// `DATABASE_URL` (effect records).
+    Integration,
+    /// LLM and speech providers (`[ai]` settings); the default `local` provider needs no
+    /// key and no network.
+    Ai,
 }
 
 #[tokio::main]
@@ -233,9 +241,19 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             telemetry::init(&config);
             let stop = shutdown::on_signals();
             match kind {
+                // Boxed: both futures hold the whole `Config`, which is large.
                 WorkerKind::Test => {
-                    process::run_worker(config, switchyard_test_worker::TestWorker, stop).await?
+                    Box::pin(process::run_worker(
+                        config,
+                        switchyard_test_worker::TestWorker,
+                        stop,
+                    ))
+                    .await?
                 }
+                WorkerKind::Integration => {
+                    Box::pin(switchyard_integration::run(config, stop)).await?
+                }
+                WorkerKind::Ai => Box::pin(switchyard_ai::run(config, stop)).await?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -244,6 +262,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let env = switchyard_orchestrator::template_env(&config, |n| std::env::var(n).ok());
             let stop = shutdown::on_signals();
             switchyard_orchestrator::run(config, env, stop).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gateway => {
+            telemetry::init(&config);
+            let stop = shutdown::on_signals();
+            switchyard_gateway::run(config, stop).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Workflow { tenant, command } => workflow_command(&config, &tenant, command).await,

@@ -53,6 +53,7 @@ else
 fi
 
 ensure_rust
+command -v curl >/dev/null 2>&1 || ensure_apt curl
 command -v cc >/dev/null 2>&1 || ensure_apt build-essential
 command -v pkg-config >/dev/null 2>&1 || ensure_apt pkg-config
 start_nats
@@ -85,6 +86,13 @@ for i in $(seq 1 "$replicas"); do
     WORKER_PIDS+=("$!")
 done
 
+export SWITCHYARD_INTEGRATION__MARKDOWN__OUTPUT_DIR="$SWITCHYARD_HOME/out"
+log "starting the ai worker (local provider: no key, no network) and the integration worker (Markdown sink in $SWITCHYARD_INTEGRATION__MARKDOWN__OUTPUT_DIR)"
+SWITCHYARD_WORKER__WORKER_ID="ai-1" "$switchyard" worker ai >"$logs/ai.log" 2>&1 &
+WORKER_PIDS+=("$!")
+SWITCHYARD_WORKER__WORKER_ID="integration-1" "$switchyard" worker integration >"$logs/integration.log" 2>&1 &
+WORKER_PIDS+=("$!")
+
 log "starting the orchestrator (logs in $logs)"
 SWITCHYARD_WORKER__WORKER_ID="orchestrator-1" "$switchyard" orchestrator >"$logs/orchestrator.log" 2>&1 &
 WORKER_PIDS+=("$!")
@@ -101,10 +109,84 @@ if [[ "$workflow_status" -eq 0 ]]; then
     "$switchyard" workflow run hello --input '{"name": "Switchyard"}' --timeout 60 || workflow_status=$?
 fi
 
+# --- the same over HTTP, through the gateway ---
+
+# A development signing key for this run, unless one is configured.
+if [[ -z "${SWITCHYARD_GATEWAY__AUTH__SECRET:-}" ]]; then
+    SWITCHYARD_GATEWAY__AUTH__SECRET="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+    export SWITCHYARD_GATEWAY__AUTH__SECRET
+fi
+http_port="${SWITCHYARD_GATEWAY_PORT:-8380}"
+if port_open "$http_port"; then
+    die "port $http_port is taken; choose another with SWITCHYARD_GATEWAY_PORT"
+fi
+export SWITCHYARD_HTTP_ADDR="127.0.0.1:$http_port"
+base="http://$SWITCHYARD_HTTP_ADDR"
+log "starting the gateway on $base (logs in $logs)"
+"$switchyard" gateway >"$logs/gateway.log" 2>&1 &
+WORKER_PIDS+=("$!")
+http_status=0
+for _ in $(seq 1 100); do
+    if curl -sf "$base/ready" >/dev/null 2>&1; then break; fi
+    sleep 0.2
+done
+if ! curl -sf "$base/ready" >/dev/null; then
+    http_status=1
+    warn "the gateway did not become ready; see $logs/gateway.log"
+else
+    token="$("$switchyard" token --tenant demo --role operator)"
+    log "POST $base/api/v1/workflows/execute (hello, wait up to 30 s)"
+    result="$(curl -sS -X POST "$base/api/v1/workflows/execute" \
+        -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+        -d '{"workflow_type": "hello", "name": "HTTP", "wait": 30}')" || http_status=$?
+    printf '%s\n' "$result" | head -c 600
+    printf '\n'
+    instance="$(printf '%s' "$result" | sed -n 's/.*"instance_id":"\([^"]*\)".*/\1/p')"
+    if [[ "$result" != *'"status":"completed"'* || -z "$instance" ]]; then
+        http_status=1
+        warn "execute did not return a completed instance"
+    else
+        log "GET $base/api/v1/workflows/instances/$instance/events (Server-Sent Events)"
+        events="$(curl -sSN --max-time 20 "$base/api/v1/workflows/instances/$instance/events" \
+            -H "Authorization: Bearer $token" | grep '^event:' | sed 's/^event: */  /')" || http_status=$?
+        printf '%s\n' "$events"
+        [[ "$events" == *completed* ]] || {
+            http_status=1
+            warn "the event stream did not end with completed"
+        }
+    fi
+
+    sample="workers/ai/samples/meetings/product_sync.vtt"
+    log "POST $base/api/v1/workflows/execute (meeting_to_tasks on $sample: local AI provider, Markdown sink)"
+    body="$(python3 -c 'import json, sys
+print(json.dumps({"workflow_type": "meeting_to_tasks", "wait": 60,
+    "transcript": open(sys.argv[1]).read(), "meeting_title": "Product sync", "meeting_date": "2025-03-12"}))' "$sample")"
+    meeting="$(curl -sS -X POST "$base/api/v1/workflows/execute" \
+        -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d "$body")" || http_status=$?
+    notes="$(printf '%s' "$meeting" | python3 -c 'import json, sys
+s = json.load(sys.stdin)
+if s.get("status") != "completed":
+    sys.exit("meeting_to_tasks: " + json.dumps(s)[:800])
+o = s["output"]
+print("  speakers:", ", ".join(o["speakers"]))
+print("  tasks:")
+for t in o["tasks"]:
+    print("   -", t["title"], "|", t.get("assignee") or "unassigned", "|", t.get("due") or "no date", "|", t["priority"])
+print(o["notes"])')" || http_status=1
+    if [[ "$http_status" -eq 0 ]]; then
+        printf '%s\n' "$notes" | sed '$d'
+        notes_file="$SWITCHYARD_INTEGRATION__MARKDOWN__OUTPUT_DIR/$(printf '%s\n' "$notes" | tail -n 1)"
+        log "the meeting notes, $notes_file:"
+        sed 's/^/  | /' "$notes_file" | head -n 40
+    else
+        warn "meeting_to_tasks did not complete over HTTP"
+    fi
+fi
+
 log "switchyard bus status"
 "$switchyard" bus status || true
 
-log "stopping the workers and the orchestrator with SIGTERM (they finish in-flight work first)"
+log "stopping the gateway, the workers and the orchestrator with SIGTERM (they finish in-flight work first)"
 worker_status=0
 for pid in "${WORKER_PIDS[@]}"; do
     kill -TERM "$pid" 2>/dev/null || true
@@ -114,6 +196,9 @@ for pid in "${WORKER_PIDS[@]}"; do
 done
 WORKER_PIDS=()
 
+if [[ "$http_status" -ne 0 ]]; then
+    die "the workflow over HTTP did not complete (exit $http_status); logs are in $logs"
+fi
 if [[ "$workflow_status" -ne 0 ]]; then
     die "the hello workflow did not complete (exit $workflow_status); logs are in $logs"
 fi
@@ -123,5 +208,5 @@ fi
 if [[ "$worker_status" -ne 0 ]]; then
     die "a worker or the orchestrator exited with status $worker_status; see $logs"
 fi
-log "done: every job and the workflow ended as expected, and every process shut down cleanly"
+log "done: every job and the workflow (over the bus and over HTTP) ended as expected, and every process shut down cleanly"
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use switchyard_loadtest::{worker_loop, workflows};
+use switchyard_loadtest::{gateway, worker_loop, workflows};
 
 #[derive(Debug, Parser)]
 #[command(about = "Switchyard benchmarks")]
@@ -39,6 +39,21 @@ enum Scenario {
         #[arg(long, default_value = "target/release/switchyard-test-worker")]
         worker: PathBuf,
         #[arg(long, default_value = "loadtest/results/workflows.json")]
+        out: PathBuf,
+    },
+    /// The gateway's front door: accepted `POST /workflows/trigger` per second and their
+    /// p50/p99 latency over keep-alive connections against one gateway process, beside the
+    /// JetStream publish rate (pipelined, and at the same concurrency) of the same server.
+    Gateway {
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Seconds of measured load, after a 2 s warm-up.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value = "target/release/switchyard-gateway")]
+        gateway: PathBuf,
+        #[arg(long, default_value = "loadtest/results/gateway.json")]
         out: PathBuf,
     },
 }
@@ -101,6 +116,44 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             write(&out, &rows)?;
+        }
+        Scenario::Gateway {
+            connections,
+            seconds,
+            gateway: binary,
+            out,
+        } => {
+            let r = gateway::run(
+                &binary,
+                connections,
+                std::time::Duration::from_secs(seconds),
+            )
+            .await?;
+            println!(
+                "{:>11} {:>14} {:>16} {:>11} {:>9} {:>9} {:>12} {:>13} {:>15}",
+                "connections",
+                "raw pipelined",
+                "raw at same conc",
+                "triggers/s",
+                "p50",
+                "p99",
+                "CPU/trigger",
+                "idle RSS MiB",
+                "peak RSS MiB"
+            );
+            println!(
+                "{:>11} {:>14.0} {:>16.0} {:>11.0} {:>6.2} ms {:>6.2} ms {:>9.1} µs {:>13.1} {:>15.1}",
+                r.connections,
+                r.raw_pipelined_publish_per_s,
+                r.raw_concurrent_publish_per_s,
+                r.triggers_per_s,
+                r.p50_ms,
+                r.p99_ms,
+                r.gateway_cpu_us_per_trigger,
+                r.gateway_idle_rss_kib as f64 / 1024.0,
+                r.gateway_peak_rss_kib as f64 / 1024.0
+            );
+            write(&out, &[r])?;
         }
     }
     Ok(())

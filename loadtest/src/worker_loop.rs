@@ -59,6 +59,11 @@ pub(crate) async fn pipelined(
     Ok(count as f64 / started.elapsed().as_secs_f64())
 }
 
+/// The `p` quantile (0 to 1) of `sorted` (ascending, not empty).
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
 pub(crate) fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()

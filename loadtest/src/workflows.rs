@@ -20,7 +20,7 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use switchyard_proto::{StartWorkflow, encode_proto, header, subject};
 
-use crate::worker_loop::{pipelined, provisioned_server, raw_publish_rate, rss_kib};
+use crate::worker_loop::{percentile, pipelined, provisioned_server, raw_publish_rate, rss_kib};
 
 const TENANT: &str = "bench";
 
@@ -50,7 +50,8 @@ pub struct Measurement {
     pub orchestrator_rss_kib: u64,
 }
 
-struct Processes(Vec<Child>);
+/// Child processes, stopped with SIGTERM (and waited for) when dropped.
+pub(crate) struct Processes(pub(crate) Vec<Child>);
 
 impl Drop for Processes {
     fn drop(&mut self) {
@@ -64,7 +65,9 @@ impl Drop for Processes {
     }
 }
 
-fn spawn(binary: &Path, url: &str, extra: &[(&str, &str)]) -> anyhow::Result<Child> {
+/// Starts a Switchyard binary with a clean environment: `url` as its NATS, warnings only,
+/// and `extra` settings.
+pub(crate) fn spawn(binary: &Path, url: &str, extra: &[(&str, &str)]) -> anyhow::Result<Child> {
     let mut cmd = Command::new(binary);
     cmd.env_clear()
         .env("SWITCHYARD_NATS_URL", url)
@@ -194,7 +197,7 @@ pub async fn run(
     }
     let rate = count as f64 / rate_started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let pct = |p: f64| percentile(&latencies, p);
     Ok(Measurement {
         sync_always,
         raw_publish_per_s: raw,

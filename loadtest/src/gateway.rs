@@ -1,0 +1,333 @@
+//! `gateway`: accepted triggers per second and their latency through one gateway process, with
+//! `C` HTTP/1.1 connections each sending `POST /api/v1/workflows/trigger` back to back, beside
+//! two JetStream publish rates of the same server in the same run:
+//!
+//! - pipelined: one client keeping 512 publishes in flight (the bus's own ceiling);
+//! - concurrent: `C` tasks each publishing and awaiting the PubAck before the next (what a
+//!   gateway that answers only after the ack can reach at that concurrency).
+//!
+//! The gateway checks each trigger's token, rate limit and input against the definition (from
+//! its mirror of `WF_DEFINITIONS`), publishes the start and waits for the PubAck. No
+//! orchestrator runs: the starts stay on `WF_INBOX`, and their count there is checked against
+//! the 202s received, so nothing accepted went missing.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::bail;
+use async_nats::{HeaderMap, jetstream};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use switchyard_gateway::Role;
+use switchyard_orchestrator::{
+    definition::ValidateOptions,
+    store::{Scope, Store},
+};
+use switchyard_proto::{StartWorkflow, encode_proto, header, stream};
+use switchyard_runtime::config::{AuthSettings, Secret};
+use tokio::net::TcpStream;
+
+use crate::{
+    worker_loop::{percentile, provisioned_server, raw_publish_rate, rss_kib},
+    workflows::{Processes, spawn},
+};
+
+const TENANT: &str = "bench";
+const SECRET: &str = "loadtest-secret-loadtest-secret-0123456789";
+const WORKFLOW: &str = r#"name: bench_trigger
+version: 1
+input:
+  topic: { type: string, required: true }
+  depth: { type: integer, default: 1 }
+steps:
+  - { id: a, operation: test.echo, input: { topic: "{{ input.topic }}" } }
+"#;
+
+/// One run's figures.
+#[derive(Debug, Serialize)]
+pub struct Measurement {
+    pub connections: usize,
+    pub duration_s: f64,
+    pub raw_pipelined_publish_per_s: f64,
+    pub raw_concurrent_publish_per_s: f64,
+    pub accepted: u64,
+    pub triggers_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub ratio_to_concurrent_publish: f64,
+    /// Gateway CPU time (user + system) per accepted trigger during the measured run: a cost
+    /// that does not depend on what else the machine is doing.
+    pub gateway_cpu_us_per_trigger: f64,
+    pub gateway_idle_rss_kib: u64,
+    pub gateway_peak_rss_kib: u64,
+    pub stored_starts: u64,
+}
+
+/// Runs the scenario against `gateway` (the binary) for `duration` after a short warm-up.
+pub async fn run(
+    gateway: &Path,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<Measurement> {
+    let (server, client, js) = provisioned_server(false).await?;
+    let sample = start_message(0);
+    let raw_pipelined = raw_publish_rate(&js, 50_000, sample.clone()).await?;
+    let raw_concurrent = concurrent_publish_rate(&js, connections, 50_000, sample).await?;
+
+    // The definition goes straight into the bucket the gateway mirrors.
+    let kv = js.get_key_value(stream::WF_DEFINITIONS_BUCKET).await?;
+    Store::new(kv, ValidateOptions::default())
+        .put(&Scope::Tenant(TENANT.into()), WORKFLOW)
+        .await
+        .map_err(|e| anyhow::anyhow!("registering the benchmark workflow: {e}"))?;
+
+    let addr: SocketAddr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?
+    };
+    let child = spawn(
+        gateway,
+        &server.url(),
+        &[
+            ("SWITCHYARD_HTTP_ADDR", &addr.to_string()),
+            ("SWITCHYARD_GATEWAY__AUTH__SECRET", SECRET),
+            // Counted as in production, at a rate this benchmark cannot reach.
+            ("SWITCHYARD_GATEWAY__RATE_LIMITS__START", "10000000/s"),
+        ],
+    )?;
+    let pid = child.id();
+    let _gateway = Processes(vec![child]);
+    wait_ready(addr).await?;
+    let idle_rss = rss_kib(pid);
+
+    let settings = AuthSettings {
+        secret: Some(Secret::new(SECRET)),
+        ..AuthSettings::default()
+    };
+    let token = switchyard_gateway::auth::issue_token(
+        &settings,
+        TENANT,
+        &[Role::Operator],
+        "loadtest",
+        Duration::from_secs(3600),
+    )?;
+    let request = Arc::new(TriggerRequest {
+        authorization: format!("Bearer {token}"),
+        body: Bytes::from(
+            serde_json::json!({
+                "workflow_name": "bench_trigger",
+                "input": { "topic": "load", "depth": 2 }
+            })
+            .to_string(),
+        ),
+    });
+
+    // Warm-up, then the measured run.
+    load(addr, &request, connections, Duration::from_secs(2)).await?;
+    let before = inbox_count(&js).await?;
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let cpu_before = cpu_ticks(pid);
+    let started = Instant::now();
+    let mut latencies = load(addr, &request, connections, duration).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu_ticks_used = cpu_ticks(pid).saturating_sub(cpu_before);
+    sampler.abort();
+    let stored = inbox_count(&js).await? - before;
+    let accepted = latencies.len() as u64;
+    if stored != accepted {
+        bail!("{accepted} triggers were accepted but {stored} starts are on the bus");
+    }
+    drop(client);
+
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| percentile(&latencies, p);
+    let triggers_per_s = accepted as f64 / elapsed;
+    Ok(Measurement {
+        connections,
+        duration_s: elapsed,
+        raw_pipelined_publish_per_s: raw_pipelined,
+        raw_concurrent_publish_per_s: raw_concurrent,
+        accepted,
+        triggers_per_s,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        max_ms: latencies.last().copied().unwrap_or(0.0),
+        ratio_to_concurrent_publish: triggers_per_s / raw_concurrent,
+        gateway_cpu_us_per_trigger: cpu_ticks_used as f64 * 1e6 / USER_HZ / accepted as f64,
+        gateway_idle_rss_kib: idle_rss,
+        gateway_peak_rss_kib: peak.load(std::sync::atomic::Ordering::Relaxed),
+        stored_starts: stored,
+    })
+}
+
+/// The unit of the CPU times in `/proc/<pid>/stat` on Linux.
+const USER_HZ: f64 = 100.0;
+
+/// User plus system CPU time of a process so far, in `USER_HZ` ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // The command name (field 2) may hold spaces; the fields after its `)` are plain.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+struct TriggerRequest {
+    authorization: String,
+    body: Bytes,
+}
+
+fn start_message(i: usize) -> Vec<u8> {
+    encode_proto(&StartWorkflow {
+        tenant: TENANT.into(),
+        workflow: "bench_trigger".into(),
+        instance_id: format!("raw-{i}"),
+        input: br#"{"topic":"load","depth":2}"#.to_vec(),
+        ..StartWorkflow::default()
+    })
+}
+
+/// `tasks` publishers, each awaiting its PubAck before the next publish.
+async fn concurrent_publish_rate(
+    js: &jetstream::Context,
+    tasks: usize,
+    count: usize,
+    sample: Vec<u8>,
+) -> anyhow::Result<f64> {
+    js.create_stream(jetstream::stream::Config {
+        name: "BENCH_CONCURRENT".into(),
+        subjects: vec!["bench.concurrent.>".into()],
+        ..Default::default()
+    })
+    .await?;
+    let per_task = count / tasks;
+    let sample = Bytes::from(sample);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let js = js.clone();
+        let sample = sample.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..per_task {
+                let mut headers = HeaderMap::new();
+                headers.insert(header::MSG_ID, format!("conc-{t}-{i}").as_str());
+                js.publish_with_headers(
+                    format!("bench.concurrent.{}", i % 16),
+                    headers,
+                    sample.clone(),
+                )
+                .await?
+                .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    let rate = (per_task * tasks) as f64 / started.elapsed().as_secs_f64();
+    js.delete_stream("BENCH_CONCURRENT").await?;
+    Ok(rate)
+}
+
+async fn inbox_count(js: &jetstream::Context) -> anyhow::Result<u64> {
+    let mut inbox = js.get_stream(stream::WF_INBOX).await?;
+    let info = inbox.info().await?;
+    Ok(info.state.messages)
+}
+
+async fn wait_ready(addr: SocketAddr) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        if let Ok(stream) = TcpStream::connect(addr).await {
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let req = Request::get("/ready")
+                .header("host", addr.to_string())
+                .body(Full::new(Bytes::new()))?;
+            if let Ok(r) = sender.send_request(req).await
+                && r.status() == StatusCode::OK
+            {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the gateway never became ready")
+}
+
+/// `connections` keep-alive connections sending triggers back to back for `duration`; the
+/// latency of every 202 in milliseconds. Any other answer stops the run.
+async fn load(
+    addr: SocketAddr,
+    request: &Arc<TriggerRequest>,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<Vec<f64>> {
+    let deadline = Instant::now() + duration;
+    let mut handles = Vec::new();
+    for _ in 0..connections {
+        let request = request.clone();
+        handles.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let host = addr.to_string();
+            let mut latencies = Vec::with_capacity(64 * 1024);
+            while Instant::now() < deadline {
+                let req = Request::post("/api/v1/workflows/trigger")
+                    .header("host", host.as_str())
+                    .header("authorization", request.authorization.as_str())
+                    .header("content-type", "application/json")
+                    .body(Full::new(request.body.clone()))?;
+                let sent = Instant::now();
+                let response = sender.send_request(req).await?;
+                let status = response.status();
+                let body = response.into_body().collect().await?.to_bytes();
+                if status != StatusCode::ACCEPTED {
+                    bail!(
+                        "trigger answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await??);
+    }
+    Ok(all)
+}
