@@ -1,18 +1,16 @@
 //! What every HTTP integration shares: the client, metrics around each call, the mapping of
 //! HTTP statuses to [`Error`] (429 → rate limited with `Retry-After`, 5xx → unavailable, other
-//! 4xx → rejected with the API's message), and the address guard for URLs that come from
-//! job input.
+//! 4xx → rejected with the API's message), and the check of URLs that come from job input
+//! (the shared [`AddressGuard`] of the runtime).
 
-use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    sync::Arc,
-    time::{Duration, Instant, SystemTime},
-};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::{
     RequestBuilder, StatusCode, Url,
     header::{HeaderMap, RETRY_AFTER},
 };
+
+use switchyard_runtime::net::{self, AddressGuard};
 
 use crate::{
     Error,
@@ -38,7 +36,7 @@ pub(crate) struct Reply {
 pub(crate) struct Http {
     /// For the configured APIs (their base URLs are trusted configuration).
     pub client: reqwest::Client,
-    /// For URLs from job input: no redirects, and names resolved through [`GuardedResolver`].
+    /// For URLs from job input: no redirects, and names resolved through the guard.
     pub guarded: reqwest::Client,
     pub guard: AddressGuard,
     pub metrics: Metrics,
@@ -53,12 +51,10 @@ impl Http {
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .build()
             .map_err(Error::Client)?;
-        let guarded = reqwest::Client::builder()
+        let guarded = net::guarded_client(&guard, 0)
             .user_agent(user_agent)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(GuardedResolver(guard)))
             .build()
             .map_err(Error::Client)?;
         Ok(Http {
@@ -235,130 +231,22 @@ pub(crate) fn check_id(field: &str, id: &str) -> Result<(), Error> {
     }
 }
 
-/// Which addresses URLs from job input may reach.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AddressGuard {
-    /// Loopback, private, link-local and other non-public addresses too.
-    pub allow_private: bool,
-}
-
-impl AddressGuard {
-    /// Checks a URL from job input: http(s) only, and every address its host resolves to
-    /// allowed. The client resolves the name again through [`GuardedResolver`], so a name
-    /// that changes its answer in between is caught there.
+impl Http {
+    /// Checks a URL from job input against the address guard: http(s) only, and every
+    /// address its host resolves to allowed. The guarded client resolves the name again
+    /// through the guard, so a name that changes its answer in between is caught there.
     pub async fn check_url(&self, field: &str, raw: &str) -> Result<Url, Error> {
-        let url = Url::parse(raw)
-            .map_err(|e| Error::invalid(field, format!("not a URL ({e}); expected http(s)://…")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(Error::invalid(
+        self.guard.check_url(raw).await.map_err(|e| match e {
+            net::Error::InvalidUrl { reason, .. } => Error::invalid(field, reason),
+            net::Error::Blocked { .. } => Error::invalid(
                 field,
-                format!(
-                    "scheme `{}` is not allowed; expected http or https",
-                    url.scheme()
-                ),
-            ));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(Error::invalid(
-                field,
-                "credentials in the URL are not allowed",
-            ));
-        }
-        let port = url.port_or_known_default().unwrap_or(443);
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| Error::invalid(field, "the URL has no host"))?;
-        // IPv6 literals come bracketed.
-        let literal = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::net::lookup_host((host, port))
-                .await
-                .map_err(|e| Error::Unavailable {
-                    system: System::Webhook,
-                    message: format!("cannot resolve {host}: {e}"),
-                    maybe_applied: false,
-                })?
-                .collect(),
-        };
-        if let Some(bad) = addrs.iter().find(|a| !self.allows(a.ip())) {
-            return Err(Error::invalid(
-                field,
-                format!(
-                    "{} resolves to {}, a non-public address; set integration.webhook.allow_private_addresses to allow it",
-                    url.host_str().unwrap_or_default(),
-                    bad.ip()
-                ),
-            ));
-        }
-        Ok(url)
-    }
-
-    pub fn allows(&self, ip: IpAddr) -> bool {
-        self.allow_private || is_public(ip)
-    }
-}
-
-/// Whether `ip` is a globally reachable unicast address (not loopback, private, link-local,
-/// shared, documentation, benchmarking, multicast, reserved or unspecified).
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_v4(v4);
-            }
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-                || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64: may reach private IPv4
-                || s[..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible
-        }
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
-    !(ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_documentation()
-        || ip.is_multicast()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // shared address space 100.64/10
-        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
-        || (a == 198 && (18..20).contains(&b)) // benchmarking
-        || a >= 240)
-}
-
-/// Resolves names for the guarded client and refuses any answer with a disallowed address,
-/// so a name cannot pass [`AddressGuard::check_url`] and then point elsewhere.
-#[derive(Debug)]
-struct GuardedResolver(AddressGuard);
-
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let guard = self.0;
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some(bad) = addrs.iter().find(|a| !guard.allows(a.ip())) {
-                let e = std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    format!("{host} resolves to the non-public address {}", bad.ip()),
-                );
-                return Err(e.into());
-            }
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+                format!("{e}; set integration.webhook.allow_private_addresses to allow it"),
+            ),
+            net::Error::Resolve { .. } => Error::Unavailable {
+                system: System::Webhook,
+                message: e.to_string(),
+                maybe_applied: false,
+            },
         })
     }
 }
@@ -388,34 +276,15 @@ mod tests {
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
 
-    #[test]
-    fn only_public_addresses_pass_by_default() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(!is_public(private.parse().unwrap()), "{private}");
-        }
-        for public in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
-        }
-    }
-
     #[tokio::test]
     async fn urls_are_checked_for_scheme_and_address() {
-        let strict = AddressGuard {
-            allow_private: false,
-        };
+        let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
+        let strict = Http::new(
+            Duration::from_secs(1),
+            AddressGuard::public_only(),
+            metrics.clone(),
+        )
+        .unwrap();
         for (url, needle) in [
             ("file:///etc/passwd", "scheme `file`"),
             ("ftp://example.com/x", "scheme `ftp`"),
@@ -430,9 +299,7 @@ mod tests {
             assert!(err.to_string().contains(needle), "{url}: {err}");
             assert!(matches!(err, Error::InvalidInput { .. }), "{url}: {err:?}");
         }
-        let open = AddressGuard {
-            allow_private: true,
-        };
+        let open = Http::new(Duration::from_secs(1), AddressGuard::allow_all(), metrics).unwrap();
         assert!(
             open.check_url("url", "http://127.0.0.1:8080/hook")
                 .await

@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
 pub use error::Error;
-pub use http::{AddressGuard, is_public};
+pub use switchyard_runtime::net::{AddressGuard, is_public};
 
 use effects::{Claim, EffectKey, Effects};
 use metrics::{Metrics, System};
@@ -87,8 +87,10 @@ impl IntegrationWorker {
         registry: &Registry,
     ) -> Result<Self, Error> {
         let metrics = Metrics::register(registry)?;
-        let guard = AddressGuard {
-            allow_private: settings.webhook.allow_private_addresses,
+        let guard = if settings.webhook.allow_private_addresses {
+            AddressGuard::allow_all()
+        } else {
+            AddressGuard::public_only()
         };
         let http = http::Http::new(settings.request_timeout, guard, metrics)?;
         // A claim outlives one call with margin; multi-call effects renew it as they go.

@@ -112,7 +112,7 @@ impl Slack {
 
         if let Some(url) = input.webhook_url.filter(|u| !u.trim().is_empty()) {
             // A URL from job input: checked like any outgoing webhook.
-            let url = http.guard.check_url("webhook_url", &url).await?;
+            let url = http.check_url("webhook_url", &url).await?;
             return self
                 .post_webhook(http, &http.guarded, url, text, blocks, channel)
                 .await;

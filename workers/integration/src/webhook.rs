@@ -7,7 +7,7 @@
 //! too, so a receiver can refuse old captured requests. See the crate README for a
 //! verification snippet.
 //!
-//! The URL comes from job input, so it is checked ([`crate::http::AddressGuard`]): http(s)
+//! The URL comes from job input, so it is checked ([`crate::AddressGuard`]): http(s)
 //! only, no non-public addresses unless configured, no redirects followed.
 
 use hmac::{Hmac, Mac as _};
@@ -74,7 +74,7 @@ impl Webhook {
             what: "Webhook signing",
             key: "integration.webhook.signing_secret (or signing_secret_file)",
         })?;
-        let url = http.guard.check_url("url", input.url.trim()).await?;
+        let url = http.check_url("url", input.url.trim()).await?;
         let body = serde_json::to_vec(&input.payload)
             .map_err(|e| Error::invalid("payload", e.to_string()))?;
         let timestamp = std::time::SystemTime::now()

@@ -1,0 +1,53 @@
+//! `POST /api/v1/research`: a topic researched by the research worker (`research.topic`) and
+//! answered in the same request — summary, key points and the sources with their scores.
+//! A request/reply call to the worker's service endpoint, rate-limited per user.
+
+use axum::Json;
+use serde_json::Value;
+
+use crate::{
+    Permission,
+    meetings::{WorkerError, call_worker},
+    routes::{Ctx, JsonBody},
+};
+
+/// The operation the route runs.
+pub(crate) const TOPIC: &str = "research.topic";
+
+/// What to research; see `research.topic` in the catalog.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // the body is checked against the catalog schema; this documents its shape
+pub(crate) struct ResearchRequest {
+    /// What to research, in a few words or a question.
+    topic: String,
+    /// `beginner`, `intermediate` (default) or `advanced`: the reader's level.
+    difficulty: Option<String>,
+    /// The most sources to use and return (1–50, default 5).
+    max_sources: Option<u32>,
+    /// http(s) URLs to read as well; addresses in private networks are refused.
+    sources: Option<Vec<String>>,
+    /// Search the local document corpus (default true).
+    corpus: Option<bool>,
+    /// Query the configured search API (default true; ignored when none is configured).
+    web_search: Option<bool>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/research",
+    tag = "research",
+    request_body = ResearchRequest,
+    responses(
+        (status = 200, description = "`{summary, key_points, sources[{title, location, snippet, score, origin}], found, skipped}`; `found` is false when no source covered the topic", body = Object),
+        crate::openapi::TaskErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn research(
+    ctx: Ctx,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>, WorkerError> {
+    ctx.require(Permission::WorkflowsRun)?;
+    let job_id = ctx.derived_id(&["research"]);
+    call_worker(&ctx, TOPIC, job_id, body).await.map(Json)
+}
