@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use switchyard_loadtest::{gateway, worker_loop, workflows};
+use switchyard_loadtest::{cards, gateway, worker_loop, workflows};
 
 #[derive(Debug, Parser)]
 #[command(about = "Switchyard benchmarks")]
@@ -54,6 +54,25 @@ enum Scenario {
         #[arg(long, default_value = "target/release/switchyard-gateway")]
         gateway: PathBuf,
         #[arg(long, default_value = "loadtest/results/gateway.json")]
+        out: PathBuf,
+    },
+    /// Onboarding → `linkedin_post` end to end through the gateway: `flows` flows (four cards
+    /// written, then a post generated from them with `wait`) at `concurrency` clients, with
+    /// p50/p95/p99 latency and the success rate. Needs Postgres (`DATABASE_URL`).
+    Cards {
+        #[arg(long, default_value_t = 100)]
+        flows: usize,
+        #[arg(long, default_value_t = 10)]
+        concurrency: usize,
+        #[arg(long, default_value = "target/release/switchyard-gateway")]
+        gateway: PathBuf,
+        #[arg(long, default_value = "target/release/switchyard-orchestrator")]
+        orchestrator: PathBuf,
+        #[arg(long, default_value = "target/release/switchyard-cards")]
+        cards: PathBuf,
+        #[arg(long, default_value = "target/release/switchyard-ai")]
+        ai: PathBuf,
+        #[arg(long, default_value = "loadtest/results/cards.json")]
         out: PathBuf,
     },
 }
@@ -153,6 +172,51 @@ async fn main() -> anyhow::Result<()> {
                 r.gateway_idle_rss_kib as f64 / 1024.0,
                 r.gateway_peak_rss_kib as f64 / 1024.0
             );
+            write(&out, &[r])?;
+        }
+        Scenario::Cards {
+            flows,
+            concurrency,
+            gateway,
+            orchestrator,
+            cards: cards_binary,
+            ai,
+            out,
+        } => {
+            let binaries = cards::Binaries {
+                gateway: &gateway,
+                orchestrator: &orchestrator,
+                cards: &cards_binary,
+                ai: &ai,
+            };
+            let r = cards::run(binaries, flows, concurrency).await?;
+            println!(
+                "{:>6} {:>5} {:>9} {:>8} {:>10} {:>10} {:>10} {:>14} {:>13}",
+                "flows",
+                "conc",
+                "success",
+                "flows/s",
+                "p50",
+                "p95",
+                "p99",
+                "onboard p50",
+                "execute p50"
+            );
+            println!(
+                "{:>6} {:>5} {:>8.1}% {:>8.1} {:>7.1} ms {:>7.1} ms {:>7.1} ms {:>11.1} ms {:>10.1} ms",
+                r.flows,
+                r.concurrency,
+                r.success_rate * 100.0,
+                r.flows_per_s,
+                r.flow_p50_ms,
+                r.flow_p95_ms,
+                r.flow_p99_ms,
+                r.onboarding_p50_ms,
+                r.execute_p50_ms
+            );
+            for f in &r.failures {
+                println!("failed: {f}");
+            }
             write(&out, &[r])?;
         }
     }

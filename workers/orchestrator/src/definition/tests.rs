@@ -426,7 +426,7 @@ fn linkedin_post_passes_cards_as_context() {
     );
     assert_eq!(
         def.render_step_input(0, &fixture.scope()).unwrap(),
-        json!({"card_ids": ["c1", "c2"], "allow_partial": false})
+        json!({"card_ids": ["c1", "c2"], "allow_partial": false, "workflow": "linkedin_post"})
     );
     assert_eq!(
         def.render_step_input(1, &fixture.scope()).unwrap(),

@@ -1,0 +1,729 @@
+//! The card and onboarding routes: create, read, update, delete, list and version content
+//! cards, register the schema of a tenant's own card type, and turn onboarding answers into the
+//! first cards. Each route is a request/reply call to the cards worker's service endpoint
+//! (`svc.cards.<op>`) with the tenant from the token; the gateway keeps no card state.
+//!
+//! A body is checked against the operation's catalog schema before it is sent, so a bad field
+//! is a 422 naming it without a round trip. Writes carry a job id derived from the
+//! `Idempotency-Key` (the worker records each write's result by job id, so a retried request
+//! gets the first answer); reads get a fresh id, which also names the request in the usage
+//! events of the cards it fetched. `GET /cards/{id}` answers with an `ETag` of the card's
+//! version and `PATCH` takes it back in `If-Match`: a stale version is a 412.
+
+use axum::{
+    Json,
+    extract::{Path, Query},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Map, Value, json};
+use switchyard_catalog::{Catalog, SchemaError};
+use switchyard_proto::{ErrorCode, JobResult, JobStatus};
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::{
+    Error, Permission,
+    error::{FieldError, Problem},
+    meetings::{SendFailure, send_job},
+    routes::{Ctx, JsonBody},
+};
+
+/// Catalog names of the operations called here (`register_type` is a service endpoint only).
+pub(crate) const CREATE: &str = "cards.create";
+pub(crate) const BATCH_CREATE: &str = "cards.batch_create";
+pub(crate) const RETRIEVE: &str = "cards.retrieve";
+pub(crate) const GET: &str = "cards.get";
+pub(crate) const UPDATE: &str = "cards.update";
+pub(crate) const DELETE: &str = "cards.delete";
+pub(crate) const LIST: &str = "cards.list";
+pub(crate) const VERSIONS: &str = "cards.versions";
+pub(crate) const ONBOARD: &str = "cards.onboard";
+pub(crate) const REGISTER_TYPE: &str = "cards.register_type";
+/// How the cards worker's failure messages start for a missing card and a stale version
+/// (its `NOT_FOUND_PREFIX` and `CONFLICT_PREFIX`).
+const NOT_FOUND_PREFIX: &str = "not found: ";
+const CONFLICT_PREFIX: &str = "version conflict: ";
+
+/// Why a card request failed. The one mapping to HTTP is [`CardsError::problem`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CardsError {
+    /// The request failed before reaching the worker, as any other request would.
+    #[error(transparent)]
+    Gateway(#[from] Error),
+    /// The input does not fit the operation (checked here, or by the worker).
+    #[error("the input of {operation} is invalid")]
+    InvalidInput {
+        operation: &'static str,
+        problems: Vec<SchemaError>,
+    },
+    /// No such card (or version) for this tenant.
+    #[error("{0}")]
+    NotFound(String),
+    /// The card changed since the version in `If-Match`.
+    #[error("{0}")]
+    Stale(String),
+    /// The worker could not do it now (database down, no answer in time); retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Nobody serves the operation.
+    #[error("the cards worker is not running")]
+    NotRunning,
+}
+
+impl CardsError {
+    fn problem(&self) -> Problem {
+        let (status, kind, title) = match self {
+            CardsError::Gateway(e) => return e.problem(),
+            CardsError::InvalidInput { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-input",
+                "Invalid card input",
+            ),
+            CardsError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            CardsError::Stale(_) => (
+                StatusCode::PRECONDITION_FAILED,
+                "stale-version",
+                "The card changed since that version",
+            ),
+            CardsError::Unavailable(_) | CardsError::NotRunning => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+            ),
+        };
+        let errors: Vec<FieldError> = match self {
+            CardsError::InvalidInput { problems, .. } => problems
+                .iter()
+                .map(|p| FieldError {
+                    path: if p.path.is_empty() {
+                        "body".to_owned()
+                    } else {
+                        p.path.clone()
+                    },
+                    message: p.message.clone(),
+                    line: None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let detail = match self {
+            CardsError::InvalidInput { problems, .. } => problems
+                .first()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .unwrap_or_else(|| self.to_string()),
+            // The database's or the bus's own words stay in the log.
+            CardsError::Unavailable(_) => {
+                "the cards worker cannot answer now; retry later".to_owned()
+            }
+            _ => self.to_string(),
+        };
+        Problem {
+            kind: format!("urn:switchyard:problem:{kind}"),
+            title,
+            status: status.as_u16(),
+            detail,
+            field: errors.first().map(|e| e.path.clone()),
+            errors,
+            correlation_id: String::new(),
+            internal: matches!(self, CardsError::Unavailable(_)).then(|| self.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for CardsError {
+    fn into_response(self) -> Response {
+        if let CardsError::Gateway(e) = self {
+            return e.into_response();
+        }
+        let problem = self.problem();
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = status.into_response();
+        // The observe layer renders the body with the correlation id.
+        response.extensions_mut().insert(problem);
+        response
+    }
+}
+
+/// A fresh job id, for reads.
+fn fresh_id() -> String {
+    Uuid::now_v7().to_string()
+}
+
+/// Checks `input` against the operation's catalog schema (when it has one), then asks the
+/// cards worker to run it as job `job_id` and returns its output.
+async fn call(
+    ctx: &Ctx,
+    operation: &'static str,
+    job_id: String,
+    input: Value,
+) -> Result<Value, CardsError> {
+    if let Some(spec) = Catalog::builtin().get(operation) {
+        spec.input
+            .validate(&input)
+            .map_err(|problems| CardsError::InvalidInput {
+                operation,
+                problems,
+            })?;
+    }
+    let result =
+        send_job(ctx, operation, &job_id, &input)
+            .await
+            .map_err(|failure| match failure {
+                SendFailure::NotRunning => CardsError::NotRunning,
+                SendFailure::TimedOut => {
+                    CardsError::Unavailable(format!("{operation}: no answer in time"))
+                }
+                SendFailure::Gateway(e) => e.into(),
+            })?;
+    job_output(operation, &job_id, result)
+}
+
+/// The output of a finished job, or its failure as a [`CardsError`].
+fn job_output(
+    operation: &'static str,
+    job_id: &str,
+    result: JobResult,
+) -> Result<Value, CardsError> {
+    if JobStatus::try_from(result.status) == Ok(JobStatus::Succeeded) {
+        return serde_json::from_slice(&result.output)
+            .map_err(|e| Error::internal("decoding the cards worker's output", e).into());
+    }
+    let (code, message) = result
+        .error
+        .map(|e| {
+            (
+                ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+                e.message,
+            )
+        })
+        .unwrap_or((ErrorCode::Unspecified, String::new()));
+    Err(match code {
+        ErrorCode::InvalidInput => {
+            let (path, message) = split_field(&message);
+            CardsError::InvalidInput {
+                operation,
+                problems: vec![SchemaError { path, message }],
+            }
+        }
+        ErrorCode::Permanent if message.starts_with(NOT_FOUND_PREFIX) => {
+            CardsError::NotFound(message)
+        }
+        ErrorCode::Permanent if message.starts_with(CONFLICT_PREFIX) => CardsError::Stale(message),
+        ErrorCode::RetriesExhausted | ErrorCode::DeadlineExceeded | ErrorCode::Cancelled => {
+            warn!(job_id, operation, error = %message, "cards call failed");
+            CardsError::Unavailable(message)
+        }
+        ErrorCode::Permanent
+        | ErrorCode::Unspecified
+        | ErrorCode::UnknownOperation
+        | ErrorCode::Decode => Error::internal("the cards worker failed", message).into(),
+    })
+}
+
+/// `field `x`: why` (how an invalid-input failure reads) as `("x", "why")`.
+fn split_field(message: &str) -> (String, String) {
+    message
+        .strip_prefix("field `")
+        .and_then(|rest| rest.split_once("`: "))
+        .map(|(field, why)| (field.to_owned(), why.to_owned()))
+        .unwrap_or_else(|| (String::new(), message.to_owned()))
+}
+
+fn query_of<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, Error> {
+    Query::<T>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| Error::field("query", e.body_text()))
+}
+
+/// `"<version>"`, the entity tag of a card at a version.
+fn etag(card: &Value) -> Option<HeaderValue> {
+    let version = card.get("version")?.as_i64()?;
+    HeaderValue::from_str(&format!("\"{version}\"")).ok()
+}
+
+/// A card answer (`{card}`) with its `ETag`.
+fn with_etag(status: StatusCode, output: Value) -> Response {
+    let tag = output.get("card").and_then(etag);
+    let mut response = (status, Json(output)).into_response();
+    if let Some(tag) = tag {
+        response.headers_mut().insert(header::ETAG, tag);
+    }
+    response
+}
+
+/// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`; `None` without the header
+/// (or with `*`, which any existing card matches).
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Error> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let bare = text.trim_start_matches("W/").trim_matches('"');
+    bare.parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 1)
+        .map(Some)
+        .ok_or_else(|| {
+            Error::field(
+                "If-Match",
+                "expected the card's ETag, a version in quotes such as \"3\"",
+            )
+        })
+}
+
+/// A card id from the path: refused early when it cannot be one.
+fn card_id(id: &str) -> Result<(), CardsError> {
+    if id.len() <= 64 && !id.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::field("id", "not a card id").into())
+    }
+}
+
+// ---- documented shapes ----
+
+/// A card to create.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // the body is checked against the catalog schema; this documents its shape
+pub(crate) struct NewCardRequest {
+    /// `company`, `audience`, `voice`, `insight`, or a type registered with `PUT /api/v1/cards/types/{type}`.
+    r#type: String,
+    /// A short title (1–200 characters).
+    title: String,
+    /// The content, a JSON object in the shape of the type: company `{name, description, industry, website, products[]}`, audience `{description, roles[], pains[], goals[]}`, voice `{tone, style, dos[], donts[]}`, insight `{text, evidence, source}`.
+    #[schema(value_type = Object)]
+    content: Value,
+}
+
+/// Several cards to create in one transaction.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // the body is checked against the catalog schema; this documents its shape
+pub(crate) struct BatchRequest {
+    /// 1 to 100 cards.
+    cards: Vec<NewCardRequest>,
+}
+
+/// Cards to fetch at once.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // the body is checked against the catalog schema; this documents its shape
+pub(crate) struct RetrieveRequest {
+    /// 1 to 100 card ids.
+    card_ids: Vec<String>,
+    /// Answer with the cards that exist when some are missing (`partial_result: true`); true
+    /// when absent. With false, any missing id is a 404 naming it.
+    allow_partial: Option<bool>,
+}
+
+/// A change to a card; absent fields stay as they are.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // the body is checked against the catalog schema; this documents its shape
+pub(crate) struct UpdateRequest {
+    /// The new title.
+    title: Option<String>,
+    /// The new content, checked against the card type's schema.
+    #[schema(value_type = Option<Object>)]
+    content: Option<Value>,
+}
+
+/// Onboarding answers.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // the body is checked against the catalog schema; this documents its shape
+pub(crate) struct OnboardingRequest {
+    /// Answers by question id (strings or lists of strings): `company_name`, `company_description`, `industry`, `website`, `products`; `audience`, `audience_roles`, `pains`, `goals`; `tone`, `style`, `dos`, `donts`; `insight`, `evidence`, `source`. A card is made for each topic whose first question is answered.
+    #[schema(value_type = Object)]
+    answers: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    #[serde(default, rename = "type")]
+    card_type: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionParams {
+    #[serde(default)]
+    version: Option<u32>,
+}
+
+// ---- routes ----
+
+/// Adds the caller as the writer, refusing a body that names one itself.
+fn with_actor(ctx: &Ctx, mut body: Map<String, Value>) -> Result<Value, CardsError> {
+    if body.contains_key("actor") {
+        return Err(Error::field("actor", "the writer comes from the token; leave it out").into());
+    }
+    body.insert("actor".into(), Value::String(ctx.caller.subject.clone()));
+    Ok(Value::Object(body))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/cards",
+    tag = "cards",
+    request_body = NewCardRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first card instead of creating another")),
+    responses(
+        (status = 201, description = "`{card}` at version 1, with its `ETag`", body = Object),
+        crate::openapi::CardWriteErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create(
+    ctx: Ctx,
+    JsonBody(body): JsonBody<Map<String, Value>>,
+) -> Result<Response, CardsError> {
+    ctx.require(Permission::WorkflowsRun)?;
+    let job_id = ctx.derived_id(&["job", CREATE]);
+    let output = call(&ctx, CREATE, job_id, with_actor(&ctx, body)?).await?;
+    let location = output["card"]["id"]
+        .as_str()
+        .map(|id| format!("/api/v1/cards/{id}"));
+    let mut response = with_etag(StatusCode::CREATED, output);
+    if let Some(v) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/cards/batch",
+    tag = "cards",
+    request_body = BatchRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first cards")),
+    responses(
+        (status = 201, description = "`{cards}`, all created in one transaction (or none, with the failing `cards[i]` named)", body = Object),
+        crate::openapi::CardWriteErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn batch(
+    ctx: Ctx,
+    JsonBody(body): JsonBody<Map<String, Value>>,
+) -> Result<Response, CardsError> {
+    ctx.require(Permission::WorkflowsRun)?;
+    let job_id = ctx.derived_id(&["job", BATCH_CREATE]);
+    let output = call(&ctx, BATCH_CREATE, job_id, with_actor(&ctx, body)?).await?;
+    Ok((StatusCode::CREATED, Json(output)).into_response())
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/cards/retrieve",
+    tag = "cards",
+    request_body = RetrieveRequest,
+    responses(
+        (status = 200, description = "`{cards, missing_ids, partial_result}`: the cards in the order asked; ids of missing, deleted or other tenants' cards in `missing_ids`", body = Object),
+        crate::openapi::CardReadErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn retrieve(
+    ctx: Ctx,
+    JsonBody(mut body): JsonBody<Map<String, Value>>,
+) -> Result<Json<Value>, CardsError> {
+    ctx.require(Permission::WorkflowsRead)?;
+    if body.contains_key("workflow") {
+        return Err(Error::field("workflow", "unknown field").into());
+    }
+    body.entry("allow_partial").or_insert(Value::Bool(true));
+    call(&ctx, RETRIEVE, fresh_id(), Value::Object(body))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/cards",
+    tag = "cards",
+    params(
+        ("type" = Option<String>, Query, description = "Only cards of this type"),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "1 to 200; 50 when absent")
+    ),
+    responses(
+        (status = 200, description = "`{cards, next_cursor?}`, newest first", body = Object),
+        crate::openapi::CardReadErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Value>, CardsError> {
+    ctx.require(Permission::WorkflowsRead)?;
+    let q: ListParams = query_of(&uri)?;
+    let mut input = Map::new();
+    if let Some(t) = q.card_type {
+        input.insert("type".into(), Value::String(t));
+    }
+    if let Some(c) = q.cursor {
+        input.insert("cursor".into(), Value::String(c));
+    }
+    if let Some(l) = q.limit {
+        input.insert("limit".into(), json!(l));
+    }
+    call(&ctx, LIST, fresh_id(), Value::Object(input))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/cards/{id}",
+    tag = "cards",
+    params(
+        ("id" = String, Path, description = "The card id"),
+        ("version" = Option<u32>, Query, description = "A version; the latest when absent")
+    ),
+    responses(
+        (status = 200, description = "`{card}`, with its version as the `ETag`", body = Object),
+        crate::openapi::CardReadErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn get(
+    ctx: Ctx,
+    Path(id): Path<String>,
+    uri: axum::http::Uri,
+) -> Result<Response, CardsError> {
+    ctx.require(Permission::WorkflowsRead)?;
+    card_id(&id)?;
+    let q: VersionParams = query_of(&uri)?;
+    let mut input = json!({ "card_id": id });
+    if let Some(v) = q.version {
+        input["version"] = json!(v);
+    }
+    let output = call(&ctx, GET, fresh_id(), input).await?;
+    Ok(with_etag(StatusCode::OK, output))
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/v1/cards/{id}",
+    tag = "cards",
+    request_body = UpdateRequest,
+    params(
+        ("id" = String, Path, description = "The card id"),
+        ("If-Match" = Option<String>, Header, description = "The `ETag` the change is based on; a card at another version answers 412"),
+        ("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first answer")
+    ),
+    responses(
+        (status = 200, description = "`{card}` at its new version, with the new `ETag`", body = Object),
+        crate::openapi::CardUpdateErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn update(
+    ctx: Ctx,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(mut body): JsonBody<Map<String, Value>>,
+) -> Result<Response, CardsError> {
+    ctx.require(Permission::WorkflowsRun)?;
+    card_id(&id)?;
+    for (name, from) in [("card_id", "the path"), ("expected_version", "If-Match")] {
+        if body.contains_key(name) {
+            return Err(Error::field(name, format!("comes from {from}; leave it out")).into());
+        }
+    }
+    let expected = if_match(&headers)?;
+    body.insert("card_id".into(), Value::String(id.clone()));
+    if let Some(v) = expected {
+        body.insert("expected_version".into(), json!(v));
+    }
+    let version = expected.map(|v| v.to_string()).unwrap_or_default();
+    let job_id = ctx.derived_id(&["job", UPDATE, &id, &version]);
+    let output = call(&ctx, UPDATE, job_id, with_actor(&ctx, body)?).await?;
+    Ok(with_etag(StatusCode::OK, output))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/cards/{id}",
+    tag = "cards",
+    params(("id" = String, Path, description = "The card id")),
+    responses(
+        (status = 200, description = "`{deleted}`: false when it was deleted already. Its versions are kept", body = Object),
+        crate::openapi::CardReadErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn delete(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Value>, CardsError> {
+    ctx.require(Permission::WorkflowsRun)?;
+    card_id(&id)?;
+    let job_id = ctx.derived_id(&["job", DELETE, &id]);
+    call(&ctx, DELETE, job_id, json!({ "card_id": id }))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/cards/{id}/versions",
+    tag = "cards",
+    params(("id" = String, Path, description = "The card id")),
+    responses(
+        (status = 200, description = "`{versions}`: the card at each version, oldest first", body = Object),
+        crate::openapi::CardReadErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn versions(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Value>, CardsError> {
+    ctx.require(Permission::WorkflowsRead)?;
+    card_id(&id)?;
+    call(&ctx, VERSIONS, fresh_id(), json!({ "card_id": id }))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/cards/types/{type}",
+    tag = "cards",
+    params(("type" = String, Path, description = "The type name: lowercase letters, digits and `_`; not a built-in type")),
+    request_body(content = Object, description = "The JSON schema (draft 2020-12) of the type's content; its `type` must be `object`"),
+    responses(
+        (status = 200, description = "`{type, version, schema}`; cards of the type are checked against it from now on", body = Object),
+        crate::openapi::CardWriteErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn register_type(
+    ctx: Ctx,
+    Path(card_type): Path<String>,
+    JsonBody(schema): JsonBody<Map<String, Value>>,
+) -> Result<Json<Value>, CardsError> {
+    ctx.require(Permission::DefinitionsWrite)?;
+    if schema.is_empty() {
+        return Err(Error::field("body", "expected a JSON schema object").into());
+    }
+    let job_id = ctx.derived_id(&["job", REGISTER_TYPE, &card_type]);
+    call(
+        &ctx,
+        REGISTER_TYPE,
+        job_id,
+        json!({ "type": card_type, "schema": schema }),
+    )
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/onboarding",
+    tag = "cards",
+    request_body = OnboardingRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first cards")),
+    responses(
+        (status = 201, description = "`{card_ids, cards}`: the company, audience, voice and insight cards made from the answers", body = Object),
+        crate::openapi::CardWriteErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn onboarding(
+    ctx: Ctx,
+    JsonBody(body): JsonBody<Map<String, Value>>,
+) -> Result<Response, CardsError> {
+    ctx.require(Permission::WorkflowsRun)?;
+    let job_id = ctx.derived_id(&["job", ONBOARD]);
+    let output = call(&ctx, ONBOARD, job_id, with_actor(&ctx, body)?).await?;
+    Ok((StatusCode::CREATED, Json(output)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meetings::service_subject;
+
+    #[test]
+    fn the_called_operations_map_to_the_worker_subjects() {
+        for op in [
+            CREATE,
+            BATCH_CREATE,
+            RETRIEVE,
+            GET,
+            UPDATE,
+            DELETE,
+            LIST,
+            VERSIONS,
+            ONBOARD,
+        ] {
+            assert!(Catalog::builtin().get(op).is_some(), "{op}");
+        }
+        assert_eq!(service_subject(GET).1, "svc.cards.get");
+        assert_eq!(service_subject(REGISTER_TYPE).1, "svc.cards.register_type");
+    }
+
+    #[test]
+    fn worker_failures_become_404_412_and_422() {
+        let failed = |code: ErrorCode, message: &str| JobResult {
+            status: JobStatus::Failed as i32,
+            error: Some(switchyard_proto::JobError {
+                code: code as i32,
+                message: message.into(),
+            }),
+            ..JobResult::default()
+        };
+        let p = job_output(GET, "j", failed(ErrorCode::Permanent, "not found: card x"))
+            .unwrap_err()
+            .problem();
+        assert_eq!(p.status, 404);
+        let p = job_output(
+            UPDATE,
+            "j",
+            failed(
+                ErrorCode::Permanent,
+                "version conflict: card x is at version 3, not 2",
+            ),
+        )
+        .unwrap_err()
+        .problem();
+        assert_eq!(p.status, 412);
+        let p = job_output(
+            CREATE,
+            "j",
+            failed(
+                ErrorCode::InvalidInput,
+                "field `content.name`: \"name\" is a required property",
+            ),
+        )
+        .unwrap_err()
+        .problem();
+        assert_eq!((p.status, p.field.as_deref()), (422, Some("content.name")));
+        let p = job_output(
+            GET,
+            "j",
+            failed(ErrorCode::RetriesExhausted, "card store: pool timed out"),
+        )
+        .unwrap_err()
+        .problem();
+        assert_eq!(p.status, 503);
+        assert!(!p.detail.contains("pool"), "no internal text: {p:?}");
+    }
+
+    #[test]
+    fn if_match_takes_quoted_weak_and_bare_versions() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::IF_MATCH, HeaderValue::from_str(v).unwrap());
+            m
+        };
+        assert_eq!(if_match(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(if_match(&h("\"3\"")).unwrap(), Some(3));
+        assert_eq!(if_match(&h("W/\"4\"")).unwrap(), Some(4));
+        assert_eq!(if_match(&h("*")).unwrap(), None);
+        assert!(if_match(&h("\"abc\"")).is_err());
+        assert!(if_match(&h("\"0\"")).is_err());
+    }
+}

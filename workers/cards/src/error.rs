@@ -1,0 +1,145 @@
+//! The crate's one error type, its mapping to bus outcomes ([`Error::failure`]) in one
+//! exhaustive `match`, and the translation of Postgres errors (SQLSTATE) into it.
+//!
+//! A failure crosses the bus as a code and a message. The gateway tells a missing card (404)
+//! and a stale version (412) apart from other permanent failures by the message's first words,
+//! [`NOT_FOUND_PREFIX`] and [`CONFLICT_PREFIX`]; keep them stable.
+
+use switchyard_runtime::JobFailure;
+
+/// How the message of every "does not exist" failure starts.
+pub const NOT_FOUND_PREFIX: &str = "not found: ";
+/// How the message of every stale-version failure starts.
+pub const CONFLICT_PREFIX: &str = "version conflict: ";
+
+/// Why a cards operation failed, or the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input is well-formed JSON but cannot be used; `field` names where.
+    #[error("field `{field}`: {message}")]
+    InvalidInput { field: String, message: String },
+    /// The card (or the version of it) does not exist for this tenant, or is deleted.
+    #[error("not found: {what}")]
+    NotFound { what: String },
+    /// Cards asked for by a job that does not allow a partial result.
+    #[error("not found: cards {}", .ids.join(", "))]
+    Missing { ids: Vec<String> },
+    /// The card changed since the version the update was based on.
+    #[error("version conflict: card {card_id} is at version {current}, not {expected}")]
+    Conflict {
+        card_id: String,
+        current: i32,
+        expected: i32,
+    },
+    /// Postgres could not be reached or refused for a transient reason.
+    #[error("card store: {0}")]
+    Store(sqlx::Error),
+    /// Postgres refused the statement for a reason retrying cannot fix.
+    #[error("card store refused the write ({code}): {message}")]
+    Refused { code: String, message: String },
+    /// Publishing a usage event failed.
+    #[error("cannot publish a usage event: {0}")]
+    Usage(String),
+    /// Start-up: the database schema could not be brought up to date.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Start-up: a setting the worker needs is missing.
+    #[error("{key}: {message}")]
+    Config { key: &'static str, message: String },
+    /// The runtime (NATS, metrics, configuration) failed.
+    #[error(transparent)]
+    Runtime(#[from] switchyard_runtime::Error),
+}
+
+impl From<prometheus::Error> for Error {
+    fn from(e: prometheus::Error) -> Self {
+        Error::Runtime(switchyard_runtime::Error::Metrics(e))
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    /// SQLSTATE classes that retrying cannot fix become [`Error::Refused`]; the rest
+    /// (connections, serialization failures, deadlocks, shutdown) stay retryable.
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && let Some(code) = db.code()
+        {
+            // 22: data exception, 23: integrity constraint violation, 42: syntax or access
+            // rule. 40 (transaction rollback) and 08/53/57 (connection, resources, operator
+            // intervention) are worth another attempt.
+            if code.starts_with("22") || code.starts_with("23") || code.starts_with("42") {
+                return Error::Refused {
+                    code: code.into_owned(),
+                    message: db.message().to_owned(),
+                };
+            }
+        }
+        Error::Store(e)
+    }
+}
+
+impl Error {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn not_found(what: impl Into<String>) -> Self {
+        Error::NotFound { what: what.into() }
+    }
+
+    /// What the worker loop (or the service endpoint) should do about this error.
+    pub fn failure(&self) -> JobFailure {
+        match self {
+            Error::InvalidInput { field, message } => {
+                JobFailure::invalid_input(field.clone(), message.clone())
+            }
+            Error::Store(_) | Error::Usage(_) => JobFailure::retryable(self.to_string()),
+            Error::NotFound { .. }
+            | Error::Missing { .. }
+            | Error::Conflict { .. }
+            | Error::Refused { .. }
+            | Error::Migrate(_)
+            | Error::Config { .. }
+            | Error::Runtime(_) => JobFailure::permanent(self.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_stale_cards_are_permanent_with_the_prefixes_the_gateway_reads() {
+        let missing = Error::Missing {
+            ids: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(
+            missing.failure(),
+            JobFailure::permanent("not found: cards a, b")
+        );
+        let stale = Error::Conflict {
+            card_id: "c".into(),
+            current: 3,
+            expected: 2,
+        }
+        .to_string();
+        assert!(stale.starts_with(CONFLICT_PREFIX), "{stale}");
+        assert!(
+            Error::not_found("card x")
+                .to_string()
+                .starts_with(NOT_FOUND_PREFIX)
+        );
+        assert!(matches!(
+            Error::Store(sqlx::Error::PoolTimedOut).failure(),
+            JobFailure::Retryable { .. }
+        ));
+        assert_eq!(
+            Error::invalid("content.name", "required").failure(),
+            JobFailure::invalid_input("content.name", "required")
+        );
+    }
+}
