@@ -3,14 +3,14 @@
 use std::fmt;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::jetstream::{self, consumer, kv, object_store, stream};
 use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::Error;
 use crate::config::{
-    AckPolicy, BusConfig, ByteSize, ConsumerSpec, DeliverPolicy, Discard, KvSpec, Retention,
-    Storage, StreamSpec,
+    AckPolicy, BusConfig, ByteSize, ConsumerSpec, DeliverPolicy, Discard, KvSpec, ObjectStoreSpec,
+    Retention, Storage, StreamSpec,
 };
 use switchyard_proto::server::{MIN_SERVER_VERSION, Version};
 
@@ -27,6 +27,7 @@ pub struct ApplyOptions {
 pub enum ObjectKind {
     Stream,
     Kv,
+    ObjectStore,
     Consumer,
 }
 
@@ -35,6 +36,7 @@ impl fmt::Display for ObjectKind {
         f.write_str(match self {
             ObjectKind::Stream => "stream",
             ObjectKind::Kv => "kv",
+            ObjectKind::ObjectStore => "objects",
             ObjectKind::Consumer => "consumer",
         })
     }
@@ -198,6 +200,9 @@ pub async fn apply(
     for spec in cfg.kv_specs() {
         report.objects.push(apply_kv(js, &spec, replicas).await?);
     }
+    report
+        .objects
+        .push(apply_object_store(js, &cfg.object_store_spec(), replicas).await?);
     for spec in cfg.consumer_specs() {
         report.objects.push(apply_consumer(js, &spec).await?);
     }
@@ -623,6 +628,55 @@ async fn apply_kv(
         patched.num_replicas = replicas;
     }
     update_stream(js, ObjectKind::Kv, &spec.bucket, d, patched).await
+}
+
+/// The stream behind an object store; this prefix is fixed by the NATS object store design.
+pub(crate) fn object_store_stream_name(bucket: &str) -> String {
+    format!("OBJ_{bucket}")
+}
+
+async fn apply_object_store(
+    js: &jetstream::Context,
+    spec: &ObjectStoreSpec,
+    replicas: usize,
+) -> Result<ObjectReport, Error> {
+    let s = &spec.settings;
+    let max_bytes = s.max_bytes.map_or(-1, ByteSize::as_i64);
+    let max_age = s.max_age.unwrap_or_default();
+    let stream_name = object_store_stream_name(&spec.bucket);
+    let Some(server) = current_stream(js, &stream_name).await? else {
+        js.create_object_store(object_store::Config {
+            bucket: spec.bucket.clone(),
+            storage: nats_storage(s.storage),
+            max_age,
+            max_bytes,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| Error::Server {
+            action: "creating object store",
+            object: spec.bucket.clone(),
+            error: error.into(),
+        })?;
+        info!(bucket = %spec.bucket, "created object store");
+        return Ok(ObjectReport {
+            kind: ObjectKind::ObjectStore,
+            name: spec.bucket.clone(),
+            stream: None,
+            outcome: Outcome::Created,
+        });
+    };
+    // The object store is a stream with fixed subjects; only its limits are declared.
+    let declared = stream::Config {
+        storage: nats_storage(s.storage),
+        max_age,
+        max_bytes,
+        num_replicas: replicas,
+        ..server.clone()
+    };
+    let (diff, patched) = diff_stream(&declared, &server);
+    update_stream(js, ObjectKind::ObjectStore, &spec.bucket, diff, patched).await
 }
 
 fn consumer_config(spec: &ConsumerSpec) -> consumer::Config {

@@ -32,6 +32,9 @@ pub struct BusConfig {
     pub jobs: Jobs,
     pub consumers: Consumers,
     pub kv: KvBuckets,
+    /// The `WF_OBJECTS` object store; defaults apply when the section is left out.
+    #[serde(default)]
+    pub objects: ObjectStoreSettings,
 }
 
 /// The streams that exist once, whatever the worker kinds.
@@ -132,6 +135,34 @@ pub struct KvSettings {
     /// Values kept per key (1 to 64).
     pub history: i64,
     pub storage: Storage,
+}
+
+/// The declared settings of the object store. Only these are compared with the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectStoreSettings {
+    pub storage: Storage,
+    /// Age limit of each object; `None` (key left out) keeps objects until deleted.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_age: Option<Duration>,
+    /// Total size limit; `None` (key left out) is unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<ByteSize>,
+}
+
+impl Default for ObjectStoreSettings {
+    /// On file, each object kept a week (longer than any workflow that reads it should run).
+    fn default() -> Self {
+        ObjectStoreSettings {
+            storage: Storage::File,
+            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            max_bytes: None,
+        }
+    }
 }
 
 /// Stream retention.
@@ -290,6 +321,13 @@ pub struct ConsumerSpec {
     pub settings: ConsumerSettings,
 }
 
+/// The object store as it should exist on the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectStoreSpec {
+    pub bucket: String,
+    pub settings: ObjectStoreSettings,
+}
+
 /// One KV bucket as it should exist on the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KvSpec {
@@ -409,6 +447,12 @@ impl BusConfig {
             consumer_problems(key, settings, &mut problems);
         }
 
+        if self.objects.max_bytes == Some(ByteSize(0)) {
+            problems.push("objects.max_bytes: must be above 0; leave it out for unlimited".into());
+        }
+        if self.objects.max_age == Some(Duration::ZERO) {
+            problems.push("objects.max_age: must be above 0; leave it out to keep objects".into());
+        }
         for (key, kv) in [
             ("kv.state", &self.kv.state),
             ("kv.definitions", &self.kv.definitions),
@@ -520,6 +564,14 @@ impl BusConfig {
                 }),
         );
         specs
+    }
+
+    /// The object store to create.
+    pub fn object_store_spec(&self) -> ObjectStoreSpec {
+        ObjectStoreSpec {
+            bucket: stream::WF_OBJECTS_BUCKET.to_owned(),
+            settings: self.objects.clone(),
+        }
     }
 
     /// The KV buckets to create.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use switchyard_proto::{stream as names, subject};
 
 use crate::Error;
-use crate::apply::{ObjectKind, current_stream_info, kv_stream_name};
+use crate::apply::{ObjectKind, current_stream_info, kv_stream_name, object_store_stream_name};
 use crate::config::BusConfig;
 
 /// Counts of one stream or KV bucket.
@@ -94,11 +94,12 @@ pub async fn status(js: &jetstream::Context, cfg: &BusConfig) -> Result<StatusRe
         .kv_specs()
         .into_iter()
         .map(|k| (ObjectKind::Kv, k.bucket));
-    for (kind, name) in stream_names.chain(kv_names) {
-        let stream_name = if kind == ObjectKind::Kv {
-            kv_stream_name(&name)
-        } else {
-            name.clone()
+    let object_store = std::iter::once((ObjectKind::ObjectStore, cfg.object_store_spec().bucket));
+    for (kind, name) in stream_names.chain(kv_names).chain(object_store) {
+        let stream_name = match kind {
+            ObjectKind::Kv => kv_stream_name(&name),
+            ObjectKind::ObjectStore => object_store_stream_name(&name),
+            _ => name.clone(),
         };
         let counts = current_stream_info(js, &stream_name)
             .await?

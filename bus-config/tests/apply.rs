@@ -90,7 +90,7 @@ async fn apply_creates_then_converges_then_updates_drift() {
         .expect("first apply");
     assert_eq!(
         first.objects.len(),
-        streams + buckets + consumers,
+        streams + buckets + 1 + consumers,
         "{first}"
     );
     assert!(
@@ -126,6 +126,7 @@ async fn apply_creates_then_converges_then_updates_drift() {
     let mut bigger = cfg.clone();
     bigger.jobs.stream.max_bytes = Some(ByteSize(2 << 30));
     bigger.consumers.ledger_usage.ack_wait = Duration::from_secs(60);
+    bigger.objects.max_age = Some(Duration::from_secs(24 * 3600));
     let third = apply(&js, &bigger, ApplyOptions::default())
         .await
         .expect("update");
@@ -152,6 +153,13 @@ async fn apply_creates_then_converges_then_updates_drift() {
         .expect("ledger consumer");
     assert!(
         matches!(&ledger.outcome, Outcome::Updated { fields } if fields[0].field == "ack_wait"),
+        "{third}"
+    );
+    let objects = third
+        .object(ObjectKind::ObjectStore, stream::WF_OBJECTS_BUCKET)
+        .expect("object store");
+    assert!(
+        matches!(&objects.outcome, Outcome::Updated { fields } if fields[0].field == "max_age"),
         "{third}"
     );
     let inbox = third
@@ -197,7 +205,7 @@ async fn apply_creates_then_converges_then_updates_drift() {
     // Every declared object is there, empty.
     let report = status(&js, &cfg).await.expect("status");
     assert!(!report.any_missing(), "{report}");
-    assert_eq!(report.streams.len(), streams + buckets);
+    assert_eq!(report.streams.len(), streams + buckets + 1);
     for s in &report.streams {
         let counts = s.counts.expect("present");
         assert_eq!((counts.messages, counts.bytes), (0, 0), "{}", s.name);

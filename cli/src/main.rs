@@ -148,6 +148,10 @@ enum WorkerKind {
     /// LLM and speech providers (`[ai]` settings); the default `local` provider needs no
     /// key and no network.
     Ai,
+    /// Topic research over the local corpus, given URLs and SearXNG (`[research]` settings).
+    Research,
+    /// Versioned content cards and onboarding; needs `DATABASE_URL` (the cards live there).
+    Cards,
 }
 
 #[tokio::main]
@@ -254,6 +258,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                     Box::pin(switchyard_integration::run(config, stop)).await?
                 }
                 WorkerKind::Ai => Box::pin(switchyard_ai::run(config, stop)).await?,
+                WorkerKind::Research => Box::pin(switchyard_research::run(config, stop)).await?,
+                WorkerKind::Cards => Box::pin(switchyard_cards::run(config, stop)).await?,
             }
             Ok(ExitCode::SUCCESS)
         }

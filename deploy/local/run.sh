@@ -92,6 +92,12 @@ SWITCHYARD_WORKER__WORKER_ID="ai-1" "$switchyard" worker ai >"$logs/ai.log" 2>&1
 WORKER_PIDS+=("$!")
 SWITCHYARD_WORKER__WORKER_ID="integration-1" "$switchyard" worker integration >"$logs/integration.log" 2>&1 &
 WORKER_PIDS+=("$!")
+log "starting the cards worker (cards in Postgres, schema cards)"
+SWITCHYARD_WORKER__WORKER_ID="cards-1" "$switchyard" worker cards >"$logs/cards.log" 2>&1 &
+WORKER_PIDS+=("$!")
+log "starting the research worker (corpus in workers/research/corpus, no web search)"
+SWITCHYARD_WORKER__WORKER_ID="research-1" "$switchyard" worker research >"$logs/research.log" 2>&1 &
+WORKER_PIDS+=("$!")
 
 log "starting the orchestrator (logs in $logs)"
 SWITCHYARD_WORKER__WORKER_ID="orchestrator-1" "$switchyard" orchestrator >"$logs/orchestrator.log" 2>&1 &
@@ -180,6 +186,47 @@ print(o["notes"])')" || http_status=1
         sed 's/^/  | /' "$notes_file" | head -n 40
     else
         warn "meeting_to_tasks did not complete over HTTP"
+    fi
+
+    log "POST $base/api/v1/workflows/execute (research_to_docs on the shipped corpus, Markdown sink)"
+    research="$(curl -sS -X POST "$base/api/v1/workflows/execute" \
+        -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+        -d '{"workflow_type": "research_to_docs", "wait": 60, "topic": "circuit breaker half-open state", "difficulty": "beginner"}')" || http_status=$?
+    doc="$(printf '%s' "$research" | python3 -c 'import json, sys
+s = json.load(sys.stdin)
+if s.get("status") != "completed":
+    sys.exit("research_to_docs: " + json.dumps(s)[:800])
+print(s["output"]["path"])')" || http_status=1
+    if [[ "$http_status" -eq 0 ]]; then
+        doc_file="$SWITCHYARD_INTEGRATION__MARKDOWN__OUTPUT_DIR/$doc"
+        log "the research document, $doc_file:"
+        sed 's/^/  | /' "$doc_file" | head -n 30
+    else
+        warn "research_to_docs did not complete over HTTP"
+    fi
+
+    log "POST $base/api/v1/onboarding (answers → company, audience, voice and insight cards)"
+    onboarding="$(curl -sS -X POST "$base/api/v1/onboarding" \
+        -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+        -d '{"answers": {"company_name": "Acme Freight", "company_description": "Acme Freight moves containers for 300 importers across Europe.", "industry": "logistics", "audience": "People who plan inbound freight at mid-size importers.", "audience_roles": ["logistics managers", "supply chain leads"], "tone": "friendly and direct", "insight": "Late containers cost more than slow ones.", "evidence": "Customers forgive slow delivery; late containers break warehouse schedules."}}')" || http_status=$?
+    card_ids="$(printf '%s' "$onboarding" | python3 -c 'import json, sys
+s = json.load(sys.stdin)
+if len(s.get("card_ids", [])) != 4:
+    sys.exit("onboarding: " + json.dumps(s)[:800])
+print(json.dumps(s["card_ids"]))')" || http_status=1
+    if [[ "$http_status" -eq 0 ]]; then
+        log "cards: $card_ids"
+        log "POST $base/api/v1/workflows/execute (linkedin_post on those cards)"
+        linkedin="$(curl -sS -X POST "$base/api/v1/workflows/execute" \
+            -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+            -d "{\"workflow_type\": \"linkedin_post\", \"wait\": 60, \"card_ids\": $card_ids, \"additional_context\": \"We publish our on-time rate every month.\"}")" || http_status=$?
+        printf '%s' "$linkedin" | python3 -c 'import json, sys
+s = json.load(sys.stdin)
+if s.get("status") != "completed":
+    sys.exit("linkedin_post: " + json.dumps(s)[:800])
+print("\n".join("  | " + line for line in s["output"]["post"].splitlines()))' || http_status=1
+    else
+        warn "onboarding did not create the four cards"
     fi
 fi
 

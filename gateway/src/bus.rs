@@ -9,6 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 use switchyard_orchestrator::service::{self, ApiError, ERROR_CODE_HEADER};
 
+use switchyard_runtime::objects::Objects;
+
 use crate::Error;
 
 /// A NATS connection and its JetStream context.
@@ -16,12 +18,18 @@ use crate::Error;
 pub struct Bus {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
+    /// Where request payloads too large for a message go ([`switchyard_runtime::objects`]).
+    pub objects: Objects,
 }
 
 impl Bus {
     pub fn new(client: async_nats::Client) -> Self {
         let js = jetstream::new(client.clone());
-        Bus { client, js }
+        Bus {
+            objects: Objects::new(js.clone()),
+            client,
+            js,
+        }
     }
 
     /// Asks the orchestrator's `endpoint`; its error replies become the matching [`Error`].

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod bus;
+mod cards;
 pub mod definitions;
 pub mod error;
 pub mod events;
@@ -18,6 +19,7 @@ mod meetings;
 pub mod metrics;
 pub mod observe;
 pub mod openapi;
+mod research;
 mod routes;
 
 use std::{net::SocketAddr, sync::Arc};

@@ -35,8 +35,6 @@ use crate::{
 /// The workflow `POST /meetings/process` starts; a tenant's own definition of that name wins
 /// over the shipped one, as for any start.
 pub(crate) const MEETING_WORKFLOW: &str = "meeting_to_tasks";
-/// The worker kind whose service endpoints the task and status routes call.
-const INTEGRATION_KIND: &str = "integration";
 /// Catalog names of the operations called here.
 pub(crate) const CREATE_TASK: &str = "integration.clickup.create_task";
 pub(crate) const UPDATE_STATUS: &str = "integration.clickup.update_status";
@@ -214,7 +212,18 @@ pub(crate) async fn process(
         }
         None => ctx.derived_id(&["meeting"]),
     };
-    let input = workflow_input(req)?;
+    let mut input = workflow_input(req)?;
+    // A long transcript goes to the object store once; the workflow passes its reference.
+    ctx.state
+        .bus()
+        .objects
+        .offload(
+            ctx.tenant(),
+            &mut input,
+            switchyard_runtime::objects::INLINE_LIMIT,
+        )
+        .await
+        .map_err(|e| Error::unavailable("storing the transcript", e))?;
     let mut start = prepare_start(&ctx, MEETING_WORKFLOW, "workflow", None, input)
         .await
         .map_err(body_names)?;
@@ -347,9 +356,9 @@ fn meeting_context(meeting_id: &str, status: &Value) -> Value {
     })
 }
 
-// ---- tasks and integrations: calls to the integration worker ----
+// ---- calls to workers' service endpoints (tasks, integrations, research) ----
 
-/// Why a call to the integration worker did not produce its output. Kept here rather than in
+/// Why a call to a worker did not produce its output. Kept here rather than in
 /// [`crate::Error`] because these answers carry the worker's own reason to the client (a 502
 /// says what ClickUp refused), which the gateway's 5xx never do; the one mapping to HTTP is
 /// [`WorkerError::problem`].
@@ -375,9 +384,9 @@ pub(crate) enum WorkerError {
         message: String,
         retry_after_secs: Option<u64>,
     },
-    /// Nobody serves the operation.
-    #[error("the integration worker is not running")]
-    NotRunning,
+    /// Nobody serves the operation: the worker kind named is not running.
+    #[error("the {0} worker is not running")]
+    NotRunning(&'static str),
 }
 
 impl WorkerError {
@@ -394,7 +403,7 @@ impl WorkerError {
                 "integration-refused",
                 "The integration refused the request",
             ),
-            WorkerError::Unavailable { .. } | WorkerError::NotRunning => (
+            WorkerError::Unavailable { .. } | WorkerError::NotRunning(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Service unavailable",
@@ -451,37 +460,33 @@ impl IntoResponse for WorkerError {
     }
 }
 
-/// The request/reply subject of an integration operation: `svc.integration.<op>`.
-fn service_subject(operation: &str) -> String {
-    let suffix = operation
-        .strip_prefix(INTEGRATION_KIND)
-        .and_then(|s| s.strip_prefix('.'))
-        .unwrap_or(operation);
-    format!("{}.{suffix}", subject::service_group(INTEGRATION_KIND))
+/// The worker kind of an operation (`integration` for `integration.clickup.create_task`) and
+/// the request/reply subject its workers serve it on (`svc.integration.clickup.create_task`).
+pub(crate) fn service_subject(operation: &'static str) -> (&'static str, String) {
+    let (kind, suffix) = operation.split_once('.').unwrap_or((operation, ""));
+    (kind, format!("{}.{suffix}", subject::service_group(kind)))
 }
 
-/// Checks `input` against the operation's catalog schema, then asks the integration worker
-/// to run it as job `job_id` and returns its output.
-async fn call_worker(
+/// Why a job sent to a worker's service endpoint got no result.
+pub(crate) enum SendFailure {
+    /// No worker of the kind serves the operation.
+    NotRunning,
+    /// No answer within the request's deadline; the job may still run.
+    TimedOut,
+    /// Anything else, as the gateway's own error.
+    Gateway(Error),
+}
+
+/// Sends `input` as job `job_id` of `operation` to a worker's service endpoint
+/// (`svc.<kind>.<op>`) and returns its result, within the request's deadline less a moment,
+/// so a slow call ends in a problem that says what to do rather than in a bare 408.
+pub(crate) async fn send_job(
     ctx: &Ctx,
     operation: &'static str,
-    job_id: String,
-    input: Value,
-) -> Result<Value, WorkerError> {
-    let spec = Catalog::builtin().get(operation).ok_or_else(|| {
-        Error::internal(
-            "calling the integration worker",
-            format!("{operation} is not in the catalog"),
-        )
-    })?;
-    spec.input
-        .validate(&input)
-        .map_err(|problems| WorkerError::InvalidInput {
-            operation,
-            problems,
-        })?;
-    // Leave a moment of the request's own deadline for the answer, so a slow call ends in a
-    // problem that says what to do rather than in a bare 408.
+    job_id: &str,
+    input: &Value,
+) -> Result<JobResult, SendFailure> {
+    let (kind, service) = service_subject(operation);
     let timeout = ctx
         .state
         .settings()
@@ -490,10 +495,11 @@ async fn call_worker(
         .max(std::time::Duration::from_secs(1));
     let now = now_ms();
     let job = Job {
-        job_id: job_id.clone(),
+        job_id: job_id.to_owned(),
         tenant: ctx.tenant().to_owned(),
         operation: operation.to_owned(),
-        input: serde_json::to_vec(&input).map_err(|e| Error::internal("encoding a job", e))?,
+        input: serde_json::to_vec(input)
+            .map_err(|e| SendFailure::Gateway(Error::internal("encoding a job", e)))?,
         deadline_ms: now + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2),
         correlation_id: ctx.correlation.clone(),
         created_at_ms: now,
@@ -510,36 +516,72 @@ async fn call_worker(
         .state
         .bus()
         .client
-        .send_request(service_subject(operation), request)
+        .send_request(service, request)
         .await
         .map_err(|e| match e.kind() {
-            RequestErrorKind::NoResponders => WorkerError::NotRunning,
-            RequestErrorKind::TimedOut => WorkerError::Unavailable {
-                message: "the integration worker did not answer in time; the effect may still \
-                          happen: retry with the same Idempotency-Key"
-                    .into(),
-                retry_after_secs: None,
-            },
+            RequestErrorKind::NoResponders => SendFailure::NotRunning,
+            RequestErrorKind::TimedOut => SendFailure::TimedOut,
             RequestErrorKind::InvalidSubject | RequestErrorKind::MaxPayloadExceeded => {
-                Error::internal("calling the integration worker", e).into()
+                SendFailure::Gateway(Error::internal("calling a worker", format!("{kind}: {e}")))
             }
-            RequestErrorKind::Other => {
-                Error::unavailable("calling the integration worker", e).into()
-            }
+            RequestErrorKind::Other => SendFailure::Gateway(Error::unavailable(
+                "calling a worker",
+                format!("{kind}: {e}"),
+            )),
         })?;
     if let Some(code) = reply
         .headers
         .as_ref()
         .and_then(|h| h.get(NATS_SERVICE_ERROR_CODE))
     {
-        return Err(Error::internal(
-            "calling the integration worker",
-            format!("the worker refused the request (service error {code})"),
-        )
-        .into());
+        return Err(SendFailure::Gateway(Error::internal(
+            "calling a worker",
+            format!("the {kind} worker refused the request (service error {code})"),
+        )));
     }
-    let result: JobResult = decode(ContentType::Protobuf, &reply.payload)
-        .map_err(|e| Error::internal("decoding the integration worker's answer", e))?;
+    decode(ContentType::Protobuf, &reply.payload).map_err(|e| {
+        SendFailure::Gateway(Error::internal(
+            "decoding a worker's answer",
+            format!("{kind}: {e}"),
+        ))
+    })
+}
+
+/// Checks `input` against the operation's catalog schema, then asks a worker of the
+/// operation's kind to run it as job `job_id` and returns its output.
+pub(crate) async fn call_worker(
+    ctx: &Ctx,
+    operation: &'static str,
+    job_id: String,
+    input: Value,
+) -> Result<Value, WorkerError> {
+    let (kind, _) = service_subject(operation);
+    let spec = Catalog::builtin().get(operation).ok_or_else(|| {
+        Error::internal(
+            "calling a worker",
+            format!("{operation} is not in the catalog"),
+        )
+    })?;
+    spec.input
+        .validate(&input)
+        .map_err(|problems| WorkerError::InvalidInput {
+            operation,
+            problems,
+        })?;
+    let result =
+        send_job(ctx, operation, &job_id, &input)
+            .await
+            .map_err(|failure| match failure {
+                SendFailure::NotRunning => WorkerError::NotRunning(kind),
+                SendFailure::TimedOut => WorkerError::Unavailable {
+                    message: format!(
+                        "the {kind} worker did not answer in time; the effect may still happen: \
+                     retry with the same Idempotency-Key"
+                    ),
+                    retry_after_secs: None,
+                },
+                SendFailure::Gateway(e) => e.into(),
+            })?;
     job_output(operation, &job_id, result)
 }
 
@@ -550,8 +592,9 @@ fn job_output(
     result: JobResult,
 ) -> Result<Value, WorkerError> {
     if JobStatus::try_from(result.status) == Ok(JobStatus::Succeeded) {
-        return serde_json::from_slice(&result.output)
-            .map_err(|e| Error::internal("decoding the integration worker's output", e).into());
+        return serde_json::from_slice(&result.output).map_err(|e| {
+            Error::internal("decoding a worker's output", format!("{operation}: {e}")).into()
+        });
     }
     let (code, message) = result
         .error
@@ -562,7 +605,7 @@ fn job_output(
             )
         })
         .unwrap_or((ErrorCode::Unspecified, String::new()));
-    warn!(job_id, operation, code = code.as_str_name(), error = %message, "integration call failed");
+    warn!(job_id, operation, code = code.as_str_name(), error = %message, "worker call failed");
     Err(match code {
         ErrorCode::InvalidInput => {
             let (path, message) = split_field(&message);
@@ -579,7 +622,7 @@ fn job_output(
             }
         }
         ErrorCode::Unspecified | ErrorCode::UnknownOperation | ErrorCode::Decode => {
-            Error::internal("the integration worker failed", message).into()
+            Error::internal("a worker failed", format!("{operation}: {message}")).into()
         }
     })
 }
@@ -731,9 +774,19 @@ mod tests {
         }
         assert_eq!(
             service_subject(CREATE_TASK),
-            "svc.integration.clickup.create_task"
+            (
+                "integration",
+                "svc.integration.clickup.create_task".to_owned()
+            )
         );
-        assert_eq!(service_subject(STATUS), "svc.integration.status");
+        assert_eq!(
+            service_subject(STATUS),
+            ("integration", "svc.integration.status".to_owned())
+        );
+        assert_eq!(
+            service_subject("research.topic"),
+            ("research", "svc.research.topic".to_owned())
+        );
     }
 
     #[test]
@@ -814,7 +867,7 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(
-            WorkerError::NotRunning.problem().detail,
+            WorkerError::NotRunning("integration").problem().detail,
             "the integration worker is not running"
         );
     }

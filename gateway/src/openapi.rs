@@ -45,6 +45,17 @@ use crate::error::{FieldError, PROBLEM_JSON, Problem};
         crate::meetings::create_task,
         crate::meetings::update_task_status,
         crate::meetings::integrations_status,
+        crate::research::research,
+        crate::cards::create,
+        crate::cards::batch,
+        crate::cards::retrieve,
+        crate::cards::list,
+        crate::cards::get,
+        crate::cards::update,
+        crate::cards::delete,
+        crate::cards::versions,
+        crate::cards::register_type,
+        crate::cards::onboarding,
         crate::routes::health,
         crate::routes::ready,
         crate::routes::metrics,
@@ -59,7 +70,9 @@ use crate::error::{FieldError, PROBLEM_JSON, Problem};
         (name = "definitions", description = "Register, read, validate and delete workflow definitions"),
         (name = "operations", description = "Health, readiness, metrics, the worker registry and this document"),
         (name = "meetings", description = "Turn meeting transcripts into summaries and tasks, and read the results"),
+        (name = "research", description = "Research a topic over the document corpus, given URLs and a search API"),
         (name = "integrations", description = "Create and update ClickUp tasks, and check which integrations work"),
+        (name = "cards", description = "Versioned content cards (company, audience, voice, insight, and a tenant's own types) and onboarding"),
     )
 )]
 pub struct ApiDoc;
@@ -174,6 +187,7 @@ fn problem_description(status: u16) -> &'static str {
         404 => "No such instance, workflow or definition for this tenant",
         408 => "The request took longer than `gateway.request_timeout`",
         409 => "The instance already finished, or the version exists with other content",
+        412 => "The card changed since the version in `If-Match`; read it again",
         413 => "The body is over `gateway.body_limit`",
         415 => "Unsupported content type",
         422 => "The input fails the workflow's input schema; `errors[]` names each path",
@@ -231,6 +245,12 @@ problem_set! {
     DefinitionWriteErrors = [400, 401, 403, 404, 408, 409, 413, 415, 429, 503];
     /// Tasks created and updated in an external service through the integration worker.
     TaskErrors = [400, 401, 403, 408, 413, 415, 422, 429, 502, 503];
+    /// Card reads (and deletes) through the cards worker.
+    CardReadErrors = [400, 401, 403, 404, 408, 415, 422, 429, 503];
+    /// Card writes through the cards worker.
+    CardWriteErrors = [400, 401, 403, 408, 413, 415, 422, 429, 503];
+    /// Card updates: also a missing card and a stale `If-Match`.
+    CardUpdateErrors = [400, 401, 403, 404, 408, 412, 413, 415, 422, 429, 503];
     /// Routes that only authenticate and ask the bus.
     AuthErrors = [401, 403, 408, 429, 503];
 }

@@ -29,11 +29,11 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::{
-    AppState, Caller, Error, Permission, events,
+    AppState, Caller, Error, Permission, cards, events,
     limits::Group,
     meetings,
     observe::{self, CorrelationId},
-    openapi,
+    openapi, research,
 };
 
 /// Namespace of the instance ids derived from a tenant and an `Idempotency-Key`.
@@ -214,6 +214,65 @@ pub(crate) fn routes() -> Vec<RouteDef> {
             Read,
             Request,
             meetings::integrations_status,
+        ),
+        route(
+            M::POST,
+            "/api/v1/research",
+            Research,
+            Request,
+            research::research,
+        ),
+        route(M::POST, "/api/v1/cards", Control, Request, cards::create),
+        route(
+            M::POST,
+            "/api/v1/cards/batch",
+            Control,
+            Request,
+            cards::batch,
+        ),
+        route(
+            M::POST,
+            "/api/v1/cards/retrieve",
+            Read,
+            Request,
+            cards::retrieve,
+        ),
+        route(M::GET, "/api/v1/cards", Read, Request, cards::list),
+        route(M::GET, "/api/v1/cards/{id}", Read, Request, cards::get),
+        route(
+            M::PATCH,
+            "/api/v1/cards/{id}",
+            Control,
+            Request,
+            cards::update,
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/cards/{id}",
+            Control,
+            Request,
+            cards::delete,
+        ),
+        route(
+            M::GET,
+            "/api/v1/cards/{id}/versions",
+            Read,
+            Request,
+            cards::versions,
+        ),
+        route(
+            M::PUT,
+            "/api/v1/cards/types/{type}",
+            Definitions,
+            Request,
+            cards::register_type,
+        ),
+        route(
+            M::POST,
+            "/api/v1/onboarding",
+            Start,
+            Request,
+            cards::onboarding,
         ),
         route(M::GET, "/health", Open, Request, health),
         route(M::GET, "/ready", Open, Request, ready),

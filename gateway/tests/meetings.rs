@@ -616,3 +616,50 @@ fn the_documented_bodies_of_these_routes_resolve_in_the_openapi_document() {
     assert_eq!(accepted, "#/components/schemas/MeetingAccepted");
     assert!(schemas["MeetingAccepted"]["properties"]["context_url"].is_object());
 }
+
+/// A transcript over the inline limit is stored once in the object store; the start carries a
+/// reference, and a worker given that reference reads the whole transcript back.
+#[tokio::test]
+async fn a_long_transcript_is_passed_by_reference() {
+    let env = env_with(|c| c.gateway.body_limit = 1 << 20).await;
+    env.register(MEETING_WORKFLOW).await;
+    let op = env.token(TENANT, Role::Operator);
+    let transcript = "Ann: we ship on Friday and not a day later.\n".repeat(2000);
+    assert!(transcript.len() > switchyard_runtime::objects::INLINE_LIMIT);
+    let reply = env
+        .call(
+            Method::POST,
+            "/api/v1/meetings/process",
+            Some(&op),
+            Some(json!({ "title": "Long", "transcript": transcript, "list_id": "L1" })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:#?}");
+    let instance = reply.body["instance_id"].as_str().unwrap().to_owned();
+    let status = env.finished(&instance).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    let speakers = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "speakers")
+        .expect("speakers step");
+    // The echo worker was given the reference and saw the transcript itself.
+    assert_eq!(speakers["output"]["transcript"], transcript.as_str());
+    let state = env
+        .js
+        .get_key_value(switchyard_proto::stream::WF_STATE_BUCKET)
+        .await
+        .unwrap()
+        .get(&instance)
+        .await
+        .unwrap()
+        .expect("state");
+    let state: Value = serde_json::from_slice(&state).unwrap();
+    let input = state["input"]["transcript"].as_str().unwrap_or_default();
+    assert!(
+        input.starts_with(switchyard_proto::stream::OBJECT_REF_PREFIX),
+        "the start carried the transcript itself: {:.120}",
+        input
+    );
+}

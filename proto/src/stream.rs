@@ -12,6 +12,12 @@ pub const DLQ: &str = "DLQ";
 pub const WF_STATE_BUCKET: &str = "WF_STATE";
 /// KV bucket holding registered workflow definitions, one key per version.
 pub const WF_DEFINITIONS_BUCKET: &str = "WF_DEFINITIONS";
+/// Object store for payloads too large to copy into every message (long transcripts); a
+/// message carries a reference instead (see [`OBJECT_REF_PREFIX`]).
+pub const WF_OBJECTS_BUCKET: &str = "WF_OBJECTS";
+/// How a string value names an object in [`WF_OBJECTS_BUCKET`]: this prefix, then the
+/// object's name, `<tenant>/<sha-256 of the content in hex>`.
+pub const OBJECT_REF_PREFIX: &str = "nats-object://WF_OBJECTS/";
 
 /// The work-queue stream of one worker kind, e.g. `JOBS_AI`.
 pub fn jobs(kind: &str) -> String {

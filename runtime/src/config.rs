@@ -18,6 +18,8 @@ use crate::Error;
 
 mod ai;
 pub use ai::{AiProviderKind, AiProviderSettings, AiSettings, LOCAL_PROVIDER};
+mod research;
+pub use research::ResearchSettings;
 
 /// Settings shared by every Switchyard process; each uses the part it needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +56,8 @@ pub struct Config {
     pub ai: AiSettings,
     /// The integration worker's settings.
     pub integration: IntegrationSettings,
+    /// The research worker's settings (see [`ResearchSettings`]).
+    pub research: ResearchSettings,
 }
 
 /// Settings of the orchestrator (the workflow engine).
@@ -631,6 +635,7 @@ impl Default for Config {
             gateway: GatewaySettings::default(),
             ai: AiSettings::default(),
             integration: IntegrationSettings::default(),
+            research: ResearchSettings::default(),
         }
     }
 }
@@ -919,6 +924,7 @@ impl Config {
             },
             integration: IntegrationSettings::load(&figment, &mut problems),
             ai: AiSettings::load(&figment, &sources.env, &mut problems),
+            research: ResearchSettings::load(&figment, &mut problems),
         };
         config.check(&figment, &mut problems);
         if problems.is_empty() {
@@ -1001,6 +1007,7 @@ impl Config {
         }
         self.integration.check(&mut bad);
         self.ai.check(&mut bad);
+        self.research.check(&self.ai, &mut bad);
         let g = &self.gateway;
         if !(1..=1 << 30).contains(&g.body_limit) {
             bad(
@@ -1153,6 +1160,7 @@ const KNOWN_KEYS: &[&str] = &[
     "integration.webhook.allow_private_addresses",
     "ai",
     "ai.default_provider",
+    "ai.audio_allowed_addresses",
     "ai.providers",
     "ai.providers.*",
     "gateway",
@@ -1198,6 +1206,7 @@ fn collect_unknown(figment: &Figment, prefix: &str, dict: &Dict, problems: &mut 
                 .iter()
                 .map(|k| (*k).to_owned())
                 .chain(ai::provider_keys())
+                .chain(research::KEYS.iter().map(|k| (*k).to_owned()))
         };
         if known().any(|k| k == pattern) {
             if let Value::Dict(_, inner) = value {

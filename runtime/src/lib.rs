@@ -11,6 +11,8 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod nats;
+pub mod net;
+pub mod objects;
 pub mod process;
 pub mod shutdown;
 pub mod telemetry;

@@ -76,6 +76,11 @@ pub struct AiSettings {
     /// Named providers, e.g. `[ai.providers.openai]`; a job picks one with `provider`.
     /// Env e.g. `SWITCHYARD_AI__PROVIDERS__OPENAI__MODEL`. Default: none.
     pub providers: BTreeMap<String, AiProviderSettings>,
+    /// Non-public networks (`10.20.0.0/16`) or addresses (`127.0.0.1`) that an `audio_url`
+    /// may point at; public addresses always may. Loopback, private, link-local and metadata
+    /// addresses are refused otherwise, after DNS and on every redirect.
+    /// Env `SWITCHYARD_AI__AUDIO_ALLOWED_ADDRESSES` (a list). Default: none.
+    pub audio_allowed_addresses: Vec<String>,
 }
 
 impl Default for AiSettings {
@@ -83,7 +88,20 @@ impl Default for AiSettings {
         AiSettings {
             default_provider: LOCAL_PROVIDER.into(),
             providers: BTreeMap::new(),
+            audio_allowed_addresses: Vec::new(),
         }
+    }
+}
+
+impl AiSettings {
+    /// The guard for `audio_url`: public addresses and the allowed networks (entries that do
+    /// not parse were reported at start-up and are left out).
+    pub fn audio_guard(&self) -> crate::net::AddressGuard {
+        crate::net::AddressGuard::with_allowed(
+            self.audio_allowed_addresses
+                .iter()
+                .filter_map(|e| crate::net::AddressGuard::parse_network(e).ok()),
+        )
     }
 }
 
@@ -335,10 +353,21 @@ impl AiSettings {
         AiSettings {
             default_provider: field(figment, "ai.default_provider", d.default_provider, problems),
             providers,
+            audio_allowed_addresses: field(
+                figment,
+                "ai.audio_allowed_addresses",
+                d.audio_allowed_addresses,
+                problems,
+            ),
         }
     }
 
     pub(super) fn check(&self, bad: &mut impl FnMut(&str, String)) {
+        for entry in &self.audio_allowed_addresses {
+            if let Err(message) = crate::net::AddressGuard::parse_network(entry) {
+                bad("ai.audio_allowed_addresses", message);
+            }
+        }
         if self.default_provider != LOCAL_PROVIDER
             && !self.providers.contains_key(&self.default_provider)
         {
@@ -513,6 +542,26 @@ mod tests {
         let ai = load(&[]).expect("defaults").ai;
         assert_eq!(ai.default_provider, "local");
         assert!(ai.providers.is_empty());
+        assert!(!ai.audio_guard().allows("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn audio_urls_may_reach_the_allowed_networks_and_bad_entries_are_named() {
+        let ai = load(&[(
+            "SWITCHYARD_AI__AUDIO_ALLOWED_ADDRESSES",
+            "[10.20.0.0/16, 127.0.0.1]",
+        )])
+        .expect("loads")
+        .ai;
+        let guard = ai.audio_guard();
+        assert!(guard.allows("10.20.3.4".parse().unwrap()));
+        assert!(guard.allows("127.0.0.1".parse().unwrap()));
+        assert!(!guard.allows("169.254.169.254".parse().unwrap()));
+        let err = load(&[("SWITCHYARD_AI__AUDIO_ALLOWED_ADDRESSES", "[intranet]")])
+            .expect_err("not a network")
+            .to_string();
+        assert!(err.contains("AUDIO_ALLOWED_ADDRESSES"), "{err}");
+        assert!(err.contains("intranet"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use switchyard_proto::{
     WorkflowEvent, encode_proto, header, now_ms, subject,
 };
 
-use crate::Error;
+use crate::{Error, objects::Objects};
 
 /// Headers copied from a job onto everything derived from it.
 const CARRIED: [&str; 4] = [
@@ -22,15 +22,22 @@ pub(crate) struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
     kind: &'static str,
+    objects: Objects,
 }
 
 impl Bus {
     pub(crate) fn new(client: async_nats::Client, kind: &'static str) -> Self {
+        let js = jetstream::new(client.clone());
         Bus {
-            js: jetstream::new(client.clone()),
+            objects: Objects::new(js.clone()),
+            js,
             client,
             kind,
         }
+    }
+
+    pub(crate) fn objects(&self) -> &Objects {
+        &self.objects
     }
 
     pub(crate) fn result(

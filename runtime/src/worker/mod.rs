@@ -119,6 +119,16 @@ pub struct JobContext {
 }
 
 impl JobContext {
+    /// The tenant the job runs for.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The object store for payloads passed by reference ([`crate::objects`]).
+    pub fn objects(&self) -> &crate::objects::Objects {
+        self.bus.objects()
+    }
+
     /// Publishes a usage event for billing, with an id derived from the job so that a
     /// redelivered job's events are dropped as duplicates.
     pub async fn usage(&self, meter: &str, quantity: f64, unit: &str) -> Result<(), Error> {
@@ -461,6 +471,9 @@ fn verdict(
     }
 }
 
+/// The most a job's input may grow to when its object references are resolved.
+const MAX_RESOLVED_BYTES: usize = 64 << 20;
+
 /// Checks a job's input against its operation's schema in the catalog, so a handler only
 /// ever sees input of the declared shape. Operations the catalog does not list are the
 /// handler's to check.
@@ -743,6 +756,15 @@ impl<H: Handler> Inner<H> {
         max_attempts: u32,
         progress_every: Duration,
     ) -> RunEnd {
+        let resolved;
+        let job = match self.resolve_references(job).await {
+            Ok(Some(with_values)) => {
+                resolved = with_values;
+                &resolved
+            }
+            Ok(None) => job,
+            Err(failure) => return RunEnd::Done(Err(failure)),
+        };
         let instance = self.cancels.watch(&job.tenant, &job.instance_id);
         let cancel = CancellationToken::new();
         let ctx = self.context(job, attempt, max_attempts, cancel.clone());
@@ -773,6 +795,32 @@ impl<H: Handler> Inner<H> {
         };
         cancel.cancel();
         end
+    }
+
+    /// The job with every object reference in its input replaced by the value it names
+    /// ([`crate::objects`]), or `None` when the input holds none (the usual case, decided
+    /// without parsing). Handlers never see references.
+    async fn resolve_references(&self, job: &Job) -> Result<Option<Job>, JobFailure> {
+        let prefix = switchyard_proto::stream::OBJECT_REF_PREFIX.as_bytes();
+        if !job.input.windows(prefix.len()).any(|w| w == prefix) {
+            return Ok(None);
+        }
+        let mut input: serde_json::Value = serde_json::from_slice(&job.input)
+            .map_err(|e| JobFailure::invalid_input("input", e.to_string()))?;
+        self.bus
+            .objects()
+            .resolve(&job.tenant, &mut input, MAX_RESOLVED_BYTES)
+            .await
+            .map_err(|e| {
+                if e.is_transient() {
+                    JobFailure::retryable(e.to_string())
+                } else {
+                    JobFailure::invalid_input("input", e.to_string())
+                }
+            })?;
+        let mut job = job.clone();
+        job.input = serde_json::to_vec(&input).unwrap_or_default();
+        Ok(Some(job))
     }
 
     async fn settle_verdict(

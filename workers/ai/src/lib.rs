@@ -41,6 +41,13 @@ use crate::{client::Providers, metrics::Metrics};
 /// The worker kind, selecting `JOBS_AI` and the `worker-ai` consumer.
 pub const KIND: &str = "ai";
 
+/// Operations whose outputs carry a whole transcript.
+const TRANSCRIPT_OPERATIONS: [&str; 2] = ["ai.transcribe", "ai.identify_speakers"];
+
+/// Output fields bigger than this (as JSON) are stored in the object store and replaced by a
+/// reference.
+pub const OFFLOAD_OVER_BYTES: usize = switchyard_runtime::objects::INLINE_LIMIT;
+
 /// The handler of the `ai` kind: cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AiWorker {
@@ -55,9 +62,10 @@ impl AiWorker {
             message: format!("cannot register metrics: {e}"),
         })?;
         let providers = Providers::from_settings(settings, &metrics)?;
-        Ok(AiWorker::from_ops(Ops::new(
+        Ok(AiWorker::from_ops(Ops::with_guard(
             providers,
             settings.default_provider.clone(),
+            settings.audio_guard(),
         )))
     }
 
@@ -149,9 +157,19 @@ impl Handler for AiWorker {
         if let Some(spec) = Catalog::builtin().get(&job.operation) {
             spec.input.apply_defaults(&mut input);
         }
-        self.ops
+        let mut output = self
+            .ops
             .run(&Env(&ctx), &job.operation, input)
             .await
-            .map_err(Error::into_failure)
+            .map_err(Error::into_failure)?;
+        if TRANSCRIPT_OPERATIONS.contains(&job.operation.as_str()) {
+            // Transcripts travel on by reference: the next steps read them from the object
+            // store instead of every message and the instance state carrying a copy.
+            ctx.objects()
+                .offload(ctx.tenant(), &mut output, OFFLOAD_OVER_BYTES)
+                .await
+                .map_err(|e| JobFailure::retryable(format!("cannot store a large output: {e}")))?;
+        }
+        Ok(output)
     }
 }

@@ -66,8 +66,16 @@ async fn request(client: &async_nats::Client, name: &str, body: Value) -> Value 
     panic!("the orchestrator does not answer {name}");
 }
 
-#[tokio::test]
-async fn meeting_to_tasks_runs_its_ai_steps_end_to_end_with_the_local_provider() {
+/// A nats-server with the bus applied, one `ai` worker on the local provider, an
+/// orchestrator, and the AI part of `meeting_to_tasks` registered for [`TENANT`].
+struct Env {
+    _server: NatsServer,
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn env() -> Env {
     let server = NatsServer::start().await;
     let client = server.client().await;
     let js = async_nats::jetstream::new(client.clone());
@@ -76,7 +84,6 @@ async fn meeting_to_tasks_runs_its_ai_steps_end_to_end_with_the_local_provider()
         .expect("bus apply");
 
     let stop = CancellationToken::new();
-    let _stop_on_drop = stop.clone().drop_guard();
     let config = Config {
         nats_url: server.url(),
         worker: WorkerSettings {
@@ -114,7 +121,71 @@ async fn meeting_to_tasks_runs_its_ai_steps_end_to_end_with_the_local_provider()
         reply.get("error").is_none(),
         "registration refused: {reply}"
     );
+    Env {
+        _server: server,
+        client,
+        js,
+        _stop: stop.drop_guard(),
+    }
+}
 
+impl Env {
+    /// Starts the workflow on `instance` with `input` and waits for it to finish.
+    async fn run(&self, instance: &str, input: Value) -> Value {
+        let start = StartWorkflow {
+            tenant: TENANT.into(),
+            workflow: "meeting_to_tasks_ai".into(),
+            instance_id: instance.to_owned(),
+            input: serde_json::to_vec(&input).unwrap(),
+            correlation_id: format!("corr-{instance}"),
+            requested_at_ms: switchyard_proto::now_ms(),
+            ..StartWorkflow::default()
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(header::MSG_ID, instance);
+        self.js
+            .publish_with_headers(
+                subject::start(TENANT, "meeting_to_tasks_ai"),
+                headers,
+                encode_proto(&start).into(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("puback");
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = request(
+                &self.client,
+                endpoint::INSTANCE_GET,
+                json!({ "tenant": TENANT, "instance_id": instance }),
+            )
+            .await;
+            if status["status"].as_str().is_some_and(|s| s != "running") {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still running: {status:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// One step of an instance's status.
+fn step<'s>(status: &'s Value, id: &str) -> &'s Value {
+    status["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["id"] == id))
+        .unwrap_or_else(|| panic!("no step {id} in {status:#}"))
+}
+
+#[tokio::test]
+async fn meeting_to_tasks_runs_its_ai_steps_end_to_end_with_the_local_provider() {
+    let env = env().await;
+    let client = &env.client;
     let instance = format!("i-{}", uuid::Uuid::now_v7().simple());
     let mut events = client
         .subscribe(subject::events_of(TENANT, &instance))
@@ -123,49 +194,16 @@ async fn meeting_to_tasks_runs_its_ai_steps_end_to_end_with_the_local_provider()
     let mut usage = client.subscribe("usage.acme.>").await.expect("usage");
     client.flush().await.expect("flush");
     let transcript = include_str!("../samples/meetings/product_sync.vtt");
-    let start = StartWorkflow {
-        tenant: TENANT.into(),
-        workflow: "meeting_to_tasks_ai".into(),
-        instance_id: instance.clone(),
-        input: serde_json::to_vec(&json!({
-            "transcript": transcript,
-            "meeting_title": "Product sync",
-            "meeting_date": "2025-03-12",
-        }))
-        .unwrap(),
-        correlation_id: format!("corr-{instance}"),
-        requested_at_ms: switchyard_proto::now_ms(),
-        ..StartWorkflow::default()
-    };
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(header::MSG_ID, instance.as_str());
-    js.publish_with_headers(
-        subject::start(TENANT, "meeting_to_tasks_ai"),
-        headers,
-        encode_proto(&start).into(),
-    )
-    .await
-    .expect("publish")
-    .await
-    .expect("puback");
-
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        let status = request(
-            &client,
-            endpoint::INSTANCE_GET,
-            json!({ "tenant": TENANT, "instance_id": instance }),
+    let status = env
+        .run(
+            &instance,
+            json!({
+                "transcript": transcript,
+                "meeting_title": "Product sync",
+                "meeting_date": "2025-03-12",
+            }),
         )
         .await;
-        if status["status"].as_str().is_some_and(|s| s != "running") {
-            break status;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still running: {status:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
     assert_eq!(status["status"], "completed", "{status:#}");
     let output = &status["output"];
     assert_eq!(
@@ -221,4 +259,117 @@ async fn meeting_to_tasks_runs_its_ai_steps_end_to_end_with_the_local_provider()
         }
     }
     assert_eq!(started, 4);
+}
+
+/// A transcript over the inline limit goes into the object store after `ai.transcribe`; the
+/// later steps get references and read it back, so the speakers, summary and tasks are those
+/// of the whole transcript while no message carries it again.
+#[tokio::test]
+async fn a_long_transcript_travels_between_steps_by_reference() {
+    let env = env().await;
+    let one = include_str!("../samples/meetings/migration_planning.txt");
+    let copies = 120;
+    let long = vec![one.trim_end(); copies].join("\n");
+    assert!(long.len() > switchyard_ai::OFFLOAD_OVER_BYTES);
+    let instance = format!("i-{}", uuid::Uuid::now_v7().simple());
+    let status = env
+        .run(
+            &instance,
+            json!({ "transcript": long, "meeting_title": "Planning marathon", "meeting_date": "2025-03-12" }),
+        )
+        .await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+
+    let is_reference = |v: &Value| {
+        v.as_str()
+            .is_some_and(|s| s.starts_with(switchyard_proto::stream::OBJECT_REF_PREFIX))
+    };
+    for (id, field) in [
+        ("transcribe", "transcript"),
+        ("transcribe", "segments"),
+        ("speakers", "segments"),
+        ("speakers", "transcript"),
+    ] {
+        let value = &step(&status, id)["output"][field];
+        assert!(
+            is_reference(value),
+            "{id}.{field} is inline: {:.200}",
+            value.to_string()
+        );
+    }
+    // The statistics are those of the whole transcript, not of a part or a preview.
+    let whole = switchyard_ai::transcript::speaker_stats(
+        &switchyard_ai::transcript::parse(&long, Default::default()).expect("parses"),
+    );
+    assert_eq!(
+        step(&status, "speakers")["output"]["speakers"],
+        serde_json::to_value(&whole).unwrap()
+    );
+    assert!(whole.iter().map(|s| s.turns).sum::<u32>() > 3 * copies as u32);
+    assert!(
+        !status["output"]["tasks"]
+            .as_array()
+            .expect("tasks")
+            .is_empty(),
+        "{:#}",
+        status["output"]
+    );
+    // The stored state holds the input once and references for the rest.
+    let state = env
+        .js
+        .get_key_value(switchyard_proto::stream::WF_STATE_BUCKET)
+        .await
+        .expect("state bucket")
+        .get(&instance)
+        .await
+        .expect("read state")
+        .expect("state");
+    assert!(
+        state.len() < long.len() + 32 * 1024,
+        "state is {} bytes for a {}-byte transcript",
+        state.len(),
+        long.len()
+    );
+}
+
+/// References are tenant-scoped and content-addressed.
+#[tokio::test]
+async fn stored_objects_resolve_only_for_their_tenant() {
+    use switchyard_runtime::objects::{ObjectError, Objects};
+    let env = env().await;
+    let objects = Objects::new(env.js.clone());
+    let text = Value::String("Ann: hello\n".repeat(10));
+    let reference = objects.put("acme", &text).await.expect("put");
+    assert_eq!(
+        objects.put("acme", &text).await.expect("put again"),
+        reference,
+        "the same content gets the same name"
+    );
+    assert_eq!(
+        objects.get("acme", &reference, 1 << 20).await.unwrap(),
+        text
+    );
+    assert!(matches!(
+        objects.get("globex", &reference, 1 << 20).await,
+        Err(ObjectError::NotFound { .. })
+    ));
+    assert!(matches!(
+        objects.get("acme", &reference, 10).await,
+        Err(ObjectError::TooLarge { .. })
+    ));
+    let segments = json!([{ "speaker": "Ann", "text": "hello" }]);
+    let mut doc = json!({ "a": { "b": [reference.clone()] }, "big": segments.clone(), "small": 1 });
+    assert_eq!(objects.offload("acme", &mut doc, 20).await.unwrap(), 2);
+    assert!(
+        doc["big"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("nats-object://"))
+    );
+    assert_eq!(doc["small"], 1);
+    // `a` came back holding a reference, which is read too.
+    assert_eq!(objects.resolve("acme", &mut doc, 1 << 20).await.unwrap(), 3);
+    assert_eq!(
+        doc,
+        json!({ "a": { "b": [text] }, "big": segments, "small": 1 })
+    );
 }

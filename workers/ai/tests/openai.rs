@@ -16,7 +16,7 @@ use switchyard_ai::{
     meter,
     provider::{ChatRequest, Message, openai::OpenAi},
 };
-use switchyard_runtime::JobFailure;
+use switchyard_runtime::{JobFailure, net::AddressGuard};
 
 fn client(server: &Server) -> switchyard_ai::client::Provider {
     let api = OpenAi::new(
@@ -219,10 +219,13 @@ async fn cancelling_mid_stream_closes_the_connection() {
     );
 }
 
+/// Operations on the loopback provider; `audio_url` may reach the loopback server (and
+/// nothing else that is not public).
 fn ops(server: &Server) -> Ops {
     let mut providers = Providers::default();
     providers.insert(client(server));
-    Ops::new(providers, "openai")
+    let loopback = AddressGuard::parse_network("127.0.0.1").unwrap();
+    Ops::with_guard(providers, "openai", AddressGuard::with_allowed([loopback]))
 }
 
 #[tokio::test]
@@ -357,4 +360,59 @@ async fn audio_by_url_is_fetched_uploaded_as_multipart_and_metered_in_seconds() 
     ] {
         assert!(body.contains(part), "{part} missing from {body}");
     }
+}
+
+#[tokio::test]
+async fn audio_urls_into_private_networks_are_refused_before_any_request() {
+    let server = Server::start().await;
+    let mut providers = Providers::default();
+    providers.insert(client(&server));
+    let strict = Ops::new(providers, "openai");
+    for url in [
+        format!("{}/files/standup.mp3", server.url),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://10.0.0.5/recording.mp3".to_owned(),
+        "file:///etc/passwd".to_owned(),
+    ] {
+        let err = strict
+            .run(
+                &Recorder::default(),
+                "ai.transcribe",
+                json!({ "audio_url": url, "format": "auto" }),
+            )
+            .await
+            .expect_err(&url);
+        assert!(
+            matches!(err.clone().into_failure(), JobFailure::InvalidInput { ref field, .. } if field == "audio_url"),
+            "{url}: {err:?}"
+        );
+    }
+    assert!(server.seen().is_empty(), "no request went out");
+}
+
+#[tokio::test]
+async fn a_redirect_of_an_audio_url_into_the_metadata_address_is_refused() {
+    let server = Server::start().await;
+    server.reply(Reply::status(
+        302,
+        vec![(
+            "location",
+            "http://169.254.169.254/latest/meta-data/".into(),
+        )],
+        "",
+    ));
+    let err = ops(&server)
+        .run(
+            &Recorder::default(),
+            "ai.transcribe",
+            json!({ "audio_url": format!("{}/files/standup.mp3", server.url), "format": "auto" }),
+        )
+        .await
+        .expect_err("refused");
+    let JobFailure::InvalidInput { field, message } = err.into_failure() else {
+        panic!("not a permanent input error")
+    };
+    assert_eq!(field, "audio_url");
+    assert!(message.contains("169.254.169.254"), "{message}");
+    assert_eq!(server.seen().len(), 1, "only the first hop was requested");
 }

@@ -15,6 +15,9 @@ use super::{
 };
 use crate::{error::Error, prompts};
 
+/// A content card as the cards worker returns it: `content` is a JSON object in the shape of
+/// its type (company `{name, description…}`, audience `{description, roles…}`, voice
+/// `{tone, style…}`, insight `{text, evidence…}`) or, from older callers, plain text.
 #[derive(Debug, Default, Deserialize)]
 struct Card {
     #[serde(default, rename = "type")]
@@ -22,7 +25,84 @@ struct Card {
     #[serde(default)]
     title: String,
     #[serde(default)]
-    content: String,
+    content: Value,
+}
+
+/// The fields of card content that carry prose, in the order they are read.
+const PROSE_FIELDS: [&str; 5] = ["text", "description", "tone", "style", "evidence"];
+
+impl Card {
+    /// A string field of the content, trimmed, when it is there and not empty.
+    fn field(&self, name: &str) -> Option<&str> {
+        self.content
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// A list-of-strings field of the content.
+    fn list(&self, name: &str) -> Vec<&str> {
+        self.content
+            .get(name)
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The card's prose: the text itself, or the prose fields of an object, then its other
+    /// strings (lists included), as sentences.
+    fn text(&self) -> String {
+        match &self.content {
+            Value::String(s) => s.clone(),
+            Value::Object(map) => {
+                let mut parts: Vec<String> = PROSE_FIELDS
+                    .iter()
+                    .filter_map(|f| self.field(f))
+                    .map(sentence)
+                    .collect();
+                for (key, value) in map {
+                    if PROSE_FIELDS.contains(&key.as_str()) {
+                        continue;
+                    }
+                    match value {
+                        Value::String(s) if !s.trim().is_empty() && key != "name" => {
+                            parts.push(sentence(s.trim()))
+                        }
+                        Value::Array(_) => parts.extend(self.list(key).into_iter().map(sentence)),
+                        _ => {}
+                    }
+                }
+                parts.join(" ")
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+/// `s` ending with sentence punctuation, so joined fields split into sentences.
+fn sentence(s: &str) -> String {
+    if s.ends_with(['.', '!', '?']) {
+        s.to_owned()
+    } else {
+        format!("{s}.")
+    }
+}
+
+/// `items` as prose: `a`, `a and b`, `a, b and c`.
+fn joined(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
 }
 
 /// Generates from a named template (`linkedin_post`) or, for anything else, a brief of the
@@ -91,7 +171,7 @@ fn linkedin_post(context: &Value) -> Result<String, Error> {
         .filter(|s| !s.is_empty());
     let points: Vec<String> = insights
         .iter()
-        .filter_map(|c| central_sentence(&c.content))
+        .filter_map(|c| central_sentence(&c.text()))
         .take(3)
         .collect();
     let hook = insights
@@ -101,16 +181,29 @@ fn linkedin_post(context: &Value) -> Result<String, Error> {
         .or_else(|| additional.and_then(first_sentence))
         .or_else(|| points.first().cloned())
         .unwrap_or_else(|| "A lesson worth sharing.".to_owned());
-    let company_line = of(&cards, "company")
-        .next()
-        .and_then(|c| first_sentence(&c.content));
+    let company_line = of(&cards, "company").next().and_then(|c| {
+        let line = first_sentence(&c.text());
+        match (c.field("name"), line) {
+            // The post names the company even when its description does not.
+            (Some(name), Some(line)) if !line.contains(name) => Some(format!("{name}: {line}")),
+            (Some(name), None) => Some(name.to_owned()),
+            (_, line) => line,
+        }
+    });
     let audience = of(&cards, "audience")
         .next()
-        .map(|c| c.title.trim().to_owned())
+        .map(|c| {
+            let roles = c.list("roles");
+            if roles.is_empty() {
+                c.title.trim().to_owned()
+            } else {
+                joined(&roles)
+            }
+        })
         .filter(|t| !t.is_empty());
     let voice = of(&cards, "voice")
         .next()
-        .map(|c| format!("{} {}", c.title, c.content).to_lowercase())
+        .map(|c| format!("{} {}", c.title, c.text()).to_lowercase())
         .unwrap_or_default();
     let formal = ["formal", "professional", "authoritative", "corporate"]
         .iter()
@@ -141,7 +234,7 @@ fn linkedin_post(context: &Value) -> Result<String, Error> {
 fn hashtags<'a>(cards: impl Iterator<Item = &'a Card>) -> Vec<String> {
     let mut counts: BTreeMap<String, (usize, String)> = BTreeMap::new();
     for card in cards {
-        let text = format!("{} {}", card.title, card.content);
+        let text = format!("{} {}", card.title, card.text());
         for raw in text.split(|c: char| !c.is_alphanumeric()) {
             if raw.chars().count() < 4 || raw.chars().all(|c| c.is_ascii_digit()) {
                 continue;
@@ -283,10 +376,47 @@ mod tests {
             "{post}"
         );
         assert!(post.contains("→ "), "casual voice uses arrows: {post}");
-        assert!(post.contains("If you're in logistics managers"), "{post}");
+        assert!(
+            post.contains("A question for logistics managers: how do you see it?"),
+            "{post}"
+        );
         assert!(post.contains("We are hiring planners."), "{post}");
         assert!(post.contains("#Containers"), "{post}");
         assert!(generate(Some("linkedin_post"), None, &json!({ "cards": [] })).is_err());
+    }
+
+    #[test]
+    fn cards_with_json_content_give_name_audience_and_voice() {
+        let context = json!({
+            "cards": [
+                { "type": "company", "title": "Company", "content": {
+                    "name": "Nordlicht Energy",
+                    "description": "We install heat pumps in old apartment buildings.",
+                    "products": ["heat pumps", "retrofit planning"] } },
+                { "type": "audience", "title": "Who we write for", "content": {
+                    "description": "People who run residential buildings.",
+                    "roles": ["property managers", "housing co-op boards"] } },
+                { "type": "voice", "title": "Voice", "content": {
+                    "tone": "professional", "style": "Plain words, short sentences." } },
+                { "type": "insight", "title": "Old buildings are ready sooner than you think", "content": {
+                    "text": "Most buildings from the 1960s need only larger radiators in a few rooms. A full insulation retrofit is rarely required before a heat pump.",
+                    "evidence": "Measured in 140 installations." } }
+            ]
+        });
+        let post = generate(Some("linkedin_post"), None, &context).expect("post");
+        assert!(
+            post.contains("Nordlicht Energy: We install heat pumps in old apartment buildings."),
+            "{post}"
+        );
+        assert!(
+            post.contains("property managers and housing co-op boards"),
+            "{post}"
+        );
+        assert!(
+            post.contains("• "),
+            "a professional voice uses bullets: {post}"
+        );
+        assert!(post.contains("radiators"), "{post}");
     }
 
     #[test]

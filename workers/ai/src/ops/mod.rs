@@ -10,6 +10,7 @@ mod summarize;
 mod tasks;
 
 use std::{collections::HashMap, sync::Arc};
+use switchyard_runtime::net::{AddressGuard, guarded_client};
 
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -53,12 +54,17 @@ pub trait JobEnv: Send + Sync {
     ) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
+/// Redirects followed when fetching a recording, each hop checked by the guard.
+const MAX_AUDIO_REDIRECTS: usize = 5;
+
 /// Everything the operations need: the configured providers and which one is the default.
 #[derive(Debug)]
 pub struct Ops {
     pub(crate) providers: Providers,
     pub(crate) default_provider: String,
+    /// For `audio_url`: only addresses the guard allows, after DNS and on every redirect.
     pub(crate) http: reqwest::Client,
+    pub(crate) guard: AddressGuard,
 }
 
 /// The provider a job asked for (or the default): `None` for the local provider.
@@ -68,17 +74,29 @@ pub(crate) enum Chosen {
 }
 
 impl Ops {
+    /// Operations whose `audio_url` may reach public addresses only.
     pub fn new(providers: Providers, default_provider: impl Into<String>) -> Self {
+        Ops::with_guard(providers, default_provider, AddressGuard::public_only())
+    }
+
+    /// Operations whose `audio_url` may reach what `guard` allows.
+    pub fn with_guard(
+        providers: Providers,
+        default_provider: impl Into<String>,
+        guard: AddressGuard,
+    ) -> Self {
         Ops {
             providers,
             default_provider: default_provider.into(),
             // Recordings are fetched with a bound: a stalled download must not hold a slot
             // until the step times out.
-            http: reqwest::Client::builder()
+            http: guarded_client(&guard, MAX_AUDIO_REDIRECTS)
+                .user_agent(concat!("switchyard-ai/", env!("CARGO_PKG_VERSION")))
                 .connect_timeout(std::time::Duration::from_secs(10))
                 .timeout(std::time::Duration::from_secs(300))
                 .build()
                 .unwrap_or_default(),
+            guard,
         }
     }
 

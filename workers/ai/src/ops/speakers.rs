@@ -17,14 +17,34 @@ const MAX_AUDIO_BYTES: usize = 25 * 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct IdentifyInput {
-    transcript: String,
+    #[serde(default)]
+    transcript: Option<String>,
+    /// Segments as `ai.transcribe` gives them; timings survive, unlike in the text.
+    #[serde(default)]
+    segments: Option<Value>,
     #[serde(default)]
     format: Format,
 }
 
 pub(crate) fn identify(input: IdentifyInput) -> Result<Value, Error> {
-    let segments = transcript::parse(&input.transcript, input.format)
-        .map_err(|e| Error::invalid_input("transcript", e.0))?;
+    let segments: Vec<Segment> = match (input.segments, input.transcript) {
+        (Some(segments), _) if !segments.is_null() => {
+            serde_json::from_value(segments).map_err(|e| {
+                Error::invalid_input("segments", format!("not a list of segments: {e}"))
+            })?
+        }
+        (_, Some(text)) if !text.trim().is_empty() => transcript::parse(&text, input.format)
+            .map_err(|e| Error::invalid_input("transcript", e.0))?,
+        _ => {
+            return Err(Error::invalid_input(
+                "transcript",
+                "missing; give the transcript or the segments of ai.transcribe",
+            ));
+        }
+    };
+    if segments.is_empty() {
+        return Err(Error::invalid_input("segments", "no segments to attribute"));
+    }
     Ok(json!({
         "speakers": transcript::speaker_stats(&segments),
         "segments": segments,
@@ -69,9 +89,12 @@ pub(crate) async fn transcribe<E: JobEnv>(
             ))
         }
         (Some(url), None) => {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(Error::invalid_input("audio_url", "expected an http(s) URL"));
-            }
+            // Before choosing a provider: a URL into the worker's own network is refused
+            // whatever else the job says.
+            ops.guard
+                .check_url(url)
+                .await
+                .map_err(|e| Error::invalid_input("audio_url", e.to_string()))?;
             let Chosen::Remote(provider) = ops.choose(input.provider.as_deref())? else {
                 return Err(Error::Unsupported {
                     provider: "local".into(),
@@ -152,15 +175,16 @@ fn output(segments: &[Segment], duration: f64, language: Option<String>) -> Valu
 async fn download<E: JobEnv>(ops: &Ops, url: &str, env: &E) -> Result<bytes::Bytes, Error> {
     use futures::StreamExt as _;
     let fetch = async {
-        let response = ops
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| Error::Connection {
-                provider: "audio_url".into(),
-                message: e.to_string(),
-            })?;
+        let response = ops.http.get(url).send().await.map_err(|e| {
+            match switchyard_runtime::net::refusal(&e) {
+                // A redirect or DNS answer into a refused network: permanent.
+                Some(refused) => Error::invalid_input("audio_url", refused.to_string()),
+                None => Error::Connection {
+                    provider: "audio_url".into(),
+                    message: e.to_string(),
+                },
+            }
+        })?;
         if !response.status().is_success() {
             let status = response.status().as_u16();
             let err = if status >= 500 || status == 429 {
