@@ -257,7 +257,7 @@ fn output_fields_must_be_declared_by_the_operation() {
     assert_eq!(
         got,
         vec![
-            "steps[1].input.a: refers to steps.research.output.summry, but steps.research.output (research.topic) has no field \"summry\" (did you mean \"summary\"?); declared: key_points, sources, summary",
+            "steps[1].input.a: refers to steps.research.output.summry, but steps.research.output (research.topic) has no field \"summry\" (did you mean \"summary\"?); declared: found, key_points, skipped, sources, summary",
             "steps[1].input.b: refers to steps.research.output.summary.text, but steps.research.output.summary is a string",
             "steps[1].input.c: refers to steps.research.output.sources.title, but steps.research.output.sources is a list; loop over it, index it or use a filter such as first",
         ]
