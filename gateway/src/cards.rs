@@ -18,16 +18,12 @@ use axum::{
 };
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Map, Value, json};
-use switchyard_catalog::{Catalog, SchemaError};
-use switchyard_proto::{ErrorCode, JobResult, JobStatus};
-use tracing::warn;
 use uuid::Uuid;
 
 use crate::{
     Error, Permission,
-    error::{FieldError, Problem},
-    meetings::{SendFailure, send_job},
     routes::{Ctx, JsonBody},
+    workers::{WorkerError, call_worker},
 };
 
 /// Catalog names of the operations called here (`register_type` is a service endpoint only).
@@ -41,195 +37,9 @@ pub(crate) const LIST: &str = "cards.list";
 pub(crate) const VERSIONS: &str = "cards.versions";
 pub(crate) const ONBOARD: &str = "cards.onboard";
 pub(crate) const REGISTER_TYPE: &str = "cards.register_type";
-/// How the cards worker's failure messages start for a missing card and a stale version
-/// (its `NOT_FOUND_PREFIX` and `CONFLICT_PREFIX`).
-const NOT_FOUND_PREFIX: &str = "not found: ";
-const CONFLICT_PREFIX: &str = "version conflict: ";
-
-/// Why a card request failed. The one mapping to HTTP is [`CardsError::problem`].
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum CardsError {
-    /// The request failed before reaching the worker, as any other request would.
-    #[error(transparent)]
-    Gateway(#[from] Error),
-    /// The input does not fit the operation (checked here, or by the worker).
-    #[error("the input of {operation} is invalid")]
-    InvalidInput {
-        operation: &'static str,
-        problems: Vec<SchemaError>,
-    },
-    /// No such card (or version) for this tenant.
-    #[error("{0}")]
-    NotFound(String),
-    /// The card changed since the version in `If-Match`.
-    #[error("{0}")]
-    Stale(String),
-    /// The worker could not do it now (database down, no answer in time); retry later.
-    #[error("{0}")]
-    Unavailable(String),
-    /// Nobody serves the operation.
-    #[error("the cards worker is not running")]
-    NotRunning,
-}
-
-impl CardsError {
-    fn problem(&self) -> Problem {
-        let (status, kind, title) = match self {
-            CardsError::Gateway(e) => return e.problem(),
-            CardsError::InvalidInput { .. } => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-input",
-                "Invalid card input",
-            ),
-            CardsError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
-            CardsError::Stale(_) => (
-                StatusCode::PRECONDITION_FAILED,
-                "stale-version",
-                "The card changed since that version",
-            ),
-            CardsError::Unavailable(_) | CardsError::NotRunning => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Service unavailable",
-            ),
-        };
-        let errors: Vec<FieldError> = match self {
-            CardsError::InvalidInput { problems, .. } => problems
-                .iter()
-                .map(|p| FieldError {
-                    path: if p.path.is_empty() {
-                        "body".to_owned()
-                    } else {
-                        p.path.clone()
-                    },
-                    message: p.message.clone(),
-                    line: None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        let detail = match self {
-            CardsError::InvalidInput { problems, .. } => problems
-                .first()
-                .map(|p| format!("{}: {}", p.path, p.message))
-                .unwrap_or_else(|| self.to_string()),
-            // The database's or the bus's own words stay in the log.
-            CardsError::Unavailable(_) => {
-                "the cards worker cannot answer now; retry later".to_owned()
-            }
-            _ => self.to_string(),
-        };
-        Problem {
-            kind: format!("urn:switchyard:problem:{kind}"),
-            title,
-            status: status.as_u16(),
-            detail,
-            field: errors.first().map(|e| e.path.clone()),
-            errors,
-            correlation_id: String::new(),
-            internal: matches!(self, CardsError::Unavailable(_)).then(|| self.to_string()),
-        }
-    }
-}
-
-impl IntoResponse for CardsError {
-    fn into_response(self) -> Response {
-        if let CardsError::Gateway(e) = self {
-            return e.into_response();
-        }
-        let problem = self.problem();
-        let status =
-            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = status.into_response();
-        // The observe layer renders the body with the correlation id.
-        response.extensions_mut().insert(problem);
-        response
-    }
-}
-
 /// A fresh job id, for reads.
 fn fresh_id() -> String {
     Uuid::now_v7().to_string()
-}
-
-/// Checks `input` against the operation's catalog schema (when it has one), then asks the
-/// cards worker to run it as job `job_id` and returns its output.
-async fn call(
-    ctx: &Ctx,
-    operation: &'static str,
-    job_id: String,
-    input: Value,
-) -> Result<Value, CardsError> {
-    if let Some(spec) = Catalog::builtin().get(operation) {
-        spec.input
-            .validate(&input)
-            .map_err(|problems| CardsError::InvalidInput {
-                operation,
-                problems,
-            })?;
-    }
-    let result =
-        send_job(ctx, operation, &job_id, &input)
-            .await
-            .map_err(|failure| match failure {
-                SendFailure::NotRunning => CardsError::NotRunning,
-                SendFailure::TimedOut => {
-                    CardsError::Unavailable(format!("{operation}: no answer in time"))
-                }
-                SendFailure::Gateway(e) => e.into(),
-            })?;
-    job_output(operation, &job_id, result)
-}
-
-/// The output of a finished job, or its failure as a [`CardsError`].
-fn job_output(
-    operation: &'static str,
-    job_id: &str,
-    result: JobResult,
-) -> Result<Value, CardsError> {
-    if JobStatus::try_from(result.status) == Ok(JobStatus::Succeeded) {
-        return serde_json::from_slice(&result.output)
-            .map_err(|e| Error::internal("decoding the cards worker's output", e).into());
-    }
-    let (code, message) = result
-        .error
-        .map(|e| {
-            (
-                ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
-                e.message,
-            )
-        })
-        .unwrap_or((ErrorCode::Unspecified, String::new()));
-    Err(match code {
-        ErrorCode::InvalidInput => {
-            let (path, message) = split_field(&message);
-            CardsError::InvalidInput {
-                operation,
-                problems: vec![SchemaError { path, message }],
-            }
-        }
-        ErrorCode::Permanent if message.starts_with(NOT_FOUND_PREFIX) => {
-            CardsError::NotFound(message)
-        }
-        ErrorCode::Permanent if message.starts_with(CONFLICT_PREFIX) => CardsError::Stale(message),
-        ErrorCode::RetriesExhausted | ErrorCode::DeadlineExceeded | ErrorCode::Cancelled => {
-            warn!(job_id, operation, error = %message, "cards call failed");
-            CardsError::Unavailable(message)
-        }
-        ErrorCode::Permanent
-        | ErrorCode::Unspecified
-        | ErrorCode::UnknownOperation
-        | ErrorCode::Decode => Error::internal("the cards worker failed", message).into(),
-    })
-}
-
-/// `field `x`: why` (how an invalid-input failure reads) as `("x", "why")`.
-fn split_field(message: &str) -> (String, String) {
-    message
-        .strip_prefix("field `")
-        .and_then(|rest| rest.split_once("`: "))
-        .map(|(field, why)| (field.to_owned(), why.to_owned()))
-        .unwrap_or_else(|| (String::new(), message.to_owned()))
 }
 
 fn query_of<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, Error> {
@@ -278,7 +88,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Error> {
 }
 
 /// A card id from the path: refused early when it cannot be one.
-fn card_id(id: &str) -> Result<(), CardsError> {
+fn card_id(id: &str) -> Result<(), WorkerError> {
     if id.len() <= 64 && !id.is_empty() {
         Ok(())
     } else {
@@ -361,7 +171,7 @@ struct VersionParams {
 // ---- routes ----
 
 /// Adds the caller as the writer, refusing a body that names one itself.
-fn with_actor(ctx: &Ctx, mut body: Map<String, Value>) -> Result<Value, CardsError> {
+fn with_actor(ctx: &Ctx, mut body: Map<String, Value>) -> Result<Value, WorkerError> {
     if body.contains_key("actor") {
         return Err(Error::field("actor", "the writer comes from the token; leave it out").into());
     }
@@ -384,10 +194,10 @@ fn with_actor(ctx: &Ctx, mut body: Map<String, Value>) -> Result<Value, CardsErr
 pub(crate) async fn create(
     ctx: Ctx,
     JsonBody(body): JsonBody<Map<String, Value>>,
-) -> Result<Response, CardsError> {
+) -> Result<Response, WorkerError> {
     ctx.require(Permission::WorkflowsRun)?;
     let job_id = ctx.derived_id(&["job", CREATE]);
-    let output = call(&ctx, CREATE, job_id, with_actor(&ctx, body)?).await?;
+    let output = call_worker(&ctx, CREATE, job_id, with_actor(&ctx, body)?).await?;
     let location = output["card"]["id"]
         .as_str()
         .map(|id| format!("/api/v1/cards/{id}"));
@@ -413,10 +223,10 @@ pub(crate) async fn create(
 pub(crate) async fn batch(
     ctx: Ctx,
     JsonBody(body): JsonBody<Map<String, Value>>,
-) -> Result<Response, CardsError> {
+) -> Result<Response, WorkerError> {
     ctx.require(Permission::WorkflowsRun)?;
     let job_id = ctx.derived_id(&["job", BATCH_CREATE]);
-    let output = call(&ctx, BATCH_CREATE, job_id, with_actor(&ctx, body)?).await?;
+    let output = call_worker(&ctx, BATCH_CREATE, job_id, with_actor(&ctx, body)?).await?;
     Ok((StatusCode::CREATED, Json(output)).into_response())
 }
 
@@ -434,13 +244,13 @@ pub(crate) async fn batch(
 pub(crate) async fn retrieve(
     ctx: Ctx,
     JsonBody(mut body): JsonBody<Map<String, Value>>,
-) -> Result<Json<Value>, CardsError> {
+) -> Result<Json<Value>, WorkerError> {
     ctx.require(Permission::WorkflowsRead)?;
     if body.contains_key("workflow") {
         return Err(Error::field("workflow", "unknown field").into());
     }
     body.entry("allow_partial").or_insert(Value::Bool(true));
-    call(&ctx, RETRIEVE, fresh_id(), Value::Object(body))
+    call_worker(&ctx, RETRIEVE, fresh_id(), Value::Object(body))
         .await
         .map(Json)
 }
@@ -460,7 +270,7 @@ pub(crate) async fn retrieve(
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn list(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Value>, CardsError> {
+pub(crate) async fn list(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Value>, WorkerError> {
     ctx.require(Permission::WorkflowsRead)?;
     let q: ListParams = query_of(&uri)?;
     let mut input = Map::new();
@@ -473,7 +283,7 @@ pub(crate) async fn list(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Value>, 
     if let Some(l) = q.limit {
         input.insert("limit".into(), json!(l));
     }
-    call(&ctx, LIST, fresh_id(), Value::Object(input))
+    call_worker(&ctx, LIST, fresh_id(), Value::Object(input))
         .await
         .map(Json)
 }
@@ -496,7 +306,7 @@ pub(crate) async fn get(
     ctx: Ctx,
     Path(id): Path<String>,
     uri: axum::http::Uri,
-) -> Result<Response, CardsError> {
+) -> Result<Response, WorkerError> {
     ctx.require(Permission::WorkflowsRead)?;
     card_id(&id)?;
     let q: VersionParams = query_of(&uri)?;
@@ -504,7 +314,7 @@ pub(crate) async fn get(
     if let Some(v) = q.version {
         input["version"] = json!(v);
     }
-    let output = call(&ctx, GET, fresh_id(), input).await?;
+    let output = call_worker(&ctx, GET, fresh_id(), input).await?;
     Ok(with_etag(StatusCode::OK, output))
 }
 
@@ -529,7 +339,7 @@ pub(crate) async fn update(
     Path(id): Path<String>,
     headers: HeaderMap,
     JsonBody(mut body): JsonBody<Map<String, Value>>,
-) -> Result<Response, CardsError> {
+) -> Result<Response, WorkerError> {
     ctx.require(Permission::WorkflowsRun)?;
     card_id(&id)?;
     for (name, from) in [("card_id", "the path"), ("expected_version", "If-Match")] {
@@ -544,7 +354,7 @@ pub(crate) async fn update(
     }
     let version = expected.map(|v| v.to_string()).unwrap_or_default();
     let job_id = ctx.derived_id(&["job", UPDATE, &id, &version]);
-    let output = call(&ctx, UPDATE, job_id, with_actor(&ctx, body)?).await?;
+    let output = call_worker(&ctx, UPDATE, job_id, with_actor(&ctx, body)?).await?;
     Ok(with_etag(StatusCode::OK, output))
 }
 
@@ -559,11 +369,11 @@ pub(crate) async fn update(
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn delete(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Value>, CardsError> {
+pub(crate) async fn delete(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Value>, WorkerError> {
     ctx.require(Permission::WorkflowsRun)?;
     card_id(&id)?;
     let job_id = ctx.derived_id(&["job", DELETE, &id]);
-    call(&ctx, DELETE, job_id, json!({ "card_id": id }))
+    call_worker(&ctx, DELETE, job_id, json!({ "card_id": id }))
         .await
         .map(Json)
 }
@@ -579,10 +389,10 @@ pub(crate) async fn delete(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Valu
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn versions(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Value>, CardsError> {
+pub(crate) async fn versions(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Value>, WorkerError> {
     ctx.require(Permission::WorkflowsRead)?;
     card_id(&id)?;
-    call(&ctx, VERSIONS, fresh_id(), json!({ "card_id": id }))
+    call_worker(&ctx, VERSIONS, fresh_id(), json!({ "card_id": id }))
         .await
         .map(Json)
 }
@@ -603,13 +413,13 @@ pub(crate) async fn register_type(
     ctx: Ctx,
     Path(card_type): Path<String>,
     JsonBody(schema): JsonBody<Map<String, Value>>,
-) -> Result<Json<Value>, CardsError> {
+) -> Result<Json<Value>, WorkerError> {
     ctx.require(Permission::DefinitionsWrite)?;
     if schema.is_empty() {
         return Err(Error::field("body", "expected a JSON schema object").into());
     }
     let job_id = ctx.derived_id(&["job", REGISTER_TYPE, &card_type]);
-    call(
+    call_worker(
         &ctx,
         REGISTER_TYPE,
         job_id,
@@ -634,17 +444,18 @@ pub(crate) async fn register_type(
 pub(crate) async fn onboarding(
     ctx: Ctx,
     JsonBody(body): JsonBody<Map<String, Value>>,
-) -> Result<Response, CardsError> {
+) -> Result<Response, WorkerError> {
     ctx.require(Permission::WorkflowsRun)?;
     let job_id = ctx.derived_id(&["job", ONBOARD]);
-    let output = call(&ctx, ONBOARD, job_id, with_actor(&ctx, body)?).await?;
+    let output = call_worker(&ctx, ONBOARD, job_id, with_actor(&ctx, body)?).await?;
     Ok((StatusCode::CREATED, Json(output)).into_response())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meetings::service_subject;
+    use crate::workers::service_subject;
+    use switchyard_catalog::Catalog;
 
     #[test]
     fn the_called_operations_map_to_the_worker_subjects() {
@@ -663,53 +474,6 @@ mod tests {
         }
         assert_eq!(service_subject(GET).1, "svc.cards.get");
         assert_eq!(service_subject(REGISTER_TYPE).1, "svc.cards.register_type");
-    }
-
-    #[test]
-    fn worker_failures_become_404_412_and_422() {
-        let failed = |code: ErrorCode, message: &str| JobResult {
-            status: JobStatus::Failed as i32,
-            error: Some(switchyard_proto::JobError {
-                code: code as i32,
-                message: message.into(),
-            }),
-            ..JobResult::default()
-        };
-        let p = job_output(GET, "j", failed(ErrorCode::Permanent, "not found: card x"))
-            .unwrap_err()
-            .problem();
-        assert_eq!(p.status, 404);
-        let p = job_output(
-            UPDATE,
-            "j",
-            failed(
-                ErrorCode::Permanent,
-                "version conflict: card x is at version 3, not 2",
-            ),
-        )
-        .unwrap_err()
-        .problem();
-        assert_eq!(p.status, 412);
-        let p = job_output(
-            CREATE,
-            "j",
-            failed(
-                ErrorCode::InvalidInput,
-                "field `content.name`: \"name\" is a required property",
-            ),
-        )
-        .unwrap_err()
-        .problem();
-        assert_eq!((p.status, p.field.as_deref()), (422, Some("content.name")));
-        let p = job_output(
-            GET,
-            "j",
-            failed(ErrorCode::RetriesExhausted, "card store: pool timed out"),
-        )
-        .unwrap_err()
-        .problem();
-        assert_eq!(p.status, 503);
-        assert!(!p.detail.contains("pool"), "no internal text: {p:?}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod observe;
 pub mod openapi;
 mod research;
 mod routes;
+mod workers;
 
 use std::{net::SocketAddr, sync::Arc};
 

@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use crate::{
     Permission,
-    meetings::{WorkerError, call_worker},
     routes::{Ctx, JsonBody},
+    workers::{WorkerError, call_worker},
 };
 
 /// The operation the route runs.

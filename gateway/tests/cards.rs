@@ -51,8 +51,7 @@ async fn cards_env() -> Cards {
         .expect("migrate");
     let registry = Registry::new();
     let mut stops = Vec::new();
-    let handler = CardsWorker::build(db.pool.clone(), env.server.client().await, &registry)
-        .expect("cards worker");
+    let handler = CardsWorker::build(db.pool.clone(), &registry).expect("cards worker");
     let worker =
         Worker::new(env.server.client().await, &env.config, handler, &registry).expect("worker");
     let stop = CancellationToken::new();

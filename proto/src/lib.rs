@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod event;
+pub mod failure;
 pub mod header;
 pub mod json;
 pub mod server;

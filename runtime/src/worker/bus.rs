@@ -210,9 +210,11 @@ impl Bus {
         }
     }
 
-    pub(crate) async fn publish_usage(&self, event: &UsageEvent) -> Result<(), Error> {
+    /// Publishes a usage event; `false` when the stream dropped it as a duplicate of one it
+    /// already stored (a redelivered job's event).
+    pub(crate) async fn publish_usage(&self, event: &UsageEvent) -> Result<bool, Error> {
         let subject_name = subject::usage(tenant_token(&event.tenant), &event.meter);
-        self.publish_stored(
+        self.publish_stored_new(
             subject_name,
             tenant_headers(&event.tenant),
             &event.event_id,
@@ -225,19 +227,34 @@ impl Bus {
     async fn publish_stored(
         &self,
         subject_name: String,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         msg_id: &str,
         payload: Vec<u8>,
     ) -> Result<(), Error> {
+        self.publish_stored_new(subject_name, headers, msg_id, payload)
+            .await
+            .map(drop)
+    }
+
+    /// [`Bus::publish_stored`], saying whether the stream stored the message (`false`: a
+    /// duplicate of `msg_id` within its duplicate window).
+    async fn publish_stored_new(
+        &self,
+        subject_name: String,
+        mut headers: HeaderMap,
+        msg_id: &str,
+        payload: Vec<u8>,
+    ) -> Result<bool, Error> {
         headers.insert(header::MSG_ID, msg_id);
         headers.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
-        self.js
+        let ack = self
+            .js
             .publish_with_headers(subject_name, headers, payload.into())
             .await
             .map_err(Error::jetstream)?
             .await
             .map_err(Error::jetstream)?;
-        Ok(())
+        Ok(!ack.duplicate)
     }
 }
 

@@ -146,8 +146,38 @@ impl JobContext {
         attributes: std::collections::HashMap<String, String>,
     ) -> Result<(), Error> {
         let n = self.usage_seq.fetch_add(1, Ordering::Relaxed);
+        self.usage_event(&n.to_string(), meter, quantity, unit, attributes)
+            .await
+            .map(drop)
+    }
+
+    /// A usage event for one thing the job counted, named by `key` (a card id, say) rather
+    /// than by the order events were emitted in, so a redelivered job publishes the same event
+    /// whatever order it runs in. Returns whether the stream stored it: `false` means a
+    /// delivery before this one already did, so whoever keeps a counter must not count it
+    /// again.
+    pub async fn usage_once(
+        &self,
+        key: &str,
+        meter: &str,
+        quantity: f64,
+        unit: &str,
+        attributes: std::collections::HashMap<String, String>,
+    ) -> Result<bool, Error> {
+        self.usage_event(&format!("k-{key}"), meter, quantity, unit, attributes)
+            .await
+    }
+
+    async fn usage_event(
+        &self,
+        suffix: &str,
+        meter: &str,
+        quantity: f64,
+        unit: &str,
+        attributes: std::collections::HashMap<String, String>,
+    ) -> Result<bool, Error> {
         let event = switchyard_proto::UsageEvent {
-            event_id: format!("{}-{meter}-{n}", self.job_id),
+            event_id: format!("{}-{meter}-{suffix}", self.job_id),
             tenant: self.tenant.clone(),
             meter: meter.to_owned(),
             quantity,

@@ -373,3 +373,30 @@ async fn stored_objects_resolve_only_for_their_tenant() {
         json!({ "a": { "b": [text] }, "big": segments, "small": 1 })
     );
 }
+
+/// A reference that names nothing (expired, mistyped, or another tenant's) fails the step
+/// permanently with the reference named, instead of being retried or read as text.
+#[tokio::test]
+async fn a_reference_to_a_missing_object_fails_the_step_naming_it() {
+    let env = env().await;
+    let missing = format!(
+        "{}globex/{}",
+        switchyard_proto::stream::OBJECT_REF_PREFIX,
+        "0".repeat(64)
+    );
+    let instance = format!("i-{}", uuid::Uuid::now_v7().simple());
+    let status = env
+        .run(
+            &instance,
+            json!({ "transcript": missing, "meeting_title": "Nothing", "meeting_date": "2025-03-12" }),
+        )
+        .await;
+    assert_eq!(status["status"], "failed", "{status:#}");
+    let transcribe = step(&status, "transcribe");
+    assert_eq!(transcribe["attempts"], 1, "not retried: {transcribe:#}");
+    let error = transcribe["error"].to_string();
+    assert!(
+        error.contains("no such object for this tenant") && error.contains("globex/000"),
+        "{error}"
+    );
+}

@@ -3,14 +3,10 @@
 //!
 //! A failure crosses the bus as a code and a message. The gateway tells a missing card (404)
 //! and a stale version (412) apart from other permanent failures by the message's first words,
-//! [`NOT_FOUND_PREFIX`] and [`CONFLICT_PREFIX`]; keep them stable.
+//! [`NOT_FOUND_PREFIX`] and [`CONFLICT_PREFIX`] from the wire contract.
 
+pub use switchyard_proto::failure::{CONFLICT_PREFIX, NOT_FOUND_PREFIX};
 use switchyard_runtime::JobFailure;
-
-/// How the message of every "does not exist" failure starts.
-pub const NOT_FOUND_PREFIX: &str = "not found: ";
-/// How the message of every stale-version failure starts.
-pub const CONFLICT_PREFIX: &str = "version conflict: ";
 
 /// Why a cards operation failed, or the worker could not start.
 #[derive(Debug, thiserror::Error)]

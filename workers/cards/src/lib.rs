@@ -35,7 +35,6 @@ pub use error::{CONFLICT_PREFIX, Error, NOT_FOUND_PREFIX};
 
 use metrics::{Metrics, Source};
 use store::{Change, NewCard};
-use usage::Usage;
 
 /// The worker kind.
 pub const KIND: &str = "cards";
@@ -67,31 +66,17 @@ pub struct CardsWorker {
 #[derive(Debug)]
 struct Inner {
     pool: PgPool,
-    usage: Usage,
     metrics: Metrics,
 }
 
 impl CardsWorker {
-    /// Builds the handler on a migrated `pool` ([`store::migrate`]); usage events go out on
-    /// `client`, metrics are registered in `registry`.
-    pub fn build(
-        pool: PgPool,
-        client: async_nats::Client,
-        registry: &Registry,
-    ) -> Result<Self, Error> {
+    /// Builds the handler on a migrated `pool` ([`store::migrate`]); metrics are registered in
+    /// `registry`.
+    pub fn build(pool: PgPool, registry: &Registry) -> Result<Self, Error> {
         let metrics = Metrics::register(registry)?;
         Ok(CardsWorker {
-            inner: Arc::new(Inner {
-                pool,
-                usage: Usage::new(client, metrics.clone()),
-                metrics,
-            }),
+            inner: Arc::new(Inner { pool, metrics }),
         })
-    }
-
-    /// Runs one job as the worker loop would (record, usage events and all), outside the loop.
-    pub async fn run_job(&self, job: &Job) -> Result<Value, Error> {
-        self.inner.handle(job).await
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -301,9 +286,9 @@ impl Handler for CardsWorker {
         ]
     }
 
-    async fn handle(&self, _ctx: JobContext, job: &Job) -> Result<Value, JobFailure> {
+    async fn handle(&self, ctx: JobContext, job: &Job) -> Result<Value, JobFailure> {
         let started = Instant::now();
-        let result = self.inner.handle(job).await;
+        let result = self.inner.handle(&ctx, job).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(Error::InvalidInput { .. }) => "invalid_input",
@@ -323,7 +308,7 @@ impl Handler for CardsWorker {
 
 impl Inner {
     #[instrument(skip_all, fields(job_id = %job.job_id, operation = %job.operation, tenant = %job.tenant))]
-    async fn handle(&self, job: &Job) -> Result<Value, Error> {
+    async fn handle(&self, ctx: &JobContext, job: &Job) -> Result<Value, Error> {
         let tenant = job.tenant.as_str();
         match job.operation.as_str() {
             op::RETRIEVE => {
@@ -338,9 +323,14 @@ impl Inner {
                 if !missing.is_empty() && !i.allow_partial {
                     return Err(Error::Missing { ids: missing });
                 }
-                self.usage
-                    .fetched(job, &cards, source(job), i.workflow.as_deref())
-                    .await?;
+                usage::fetched(
+                    ctx,
+                    &self.metrics,
+                    &cards,
+                    source(job),
+                    i.workflow.as_deref(),
+                )
+                .await?;
                 Ok(json!({
                     "partial_result": !missing.is_empty(),
                     "cards": cards,
@@ -358,9 +348,14 @@ impl Inner {
                         Some(v) => Error::not_found(format!("card {} at version {v}", i.card_id)),
                         None => Error::not_found(format!("card {}", i.card_id)),
                     })?;
-                self.usage
-                    .fetched(job, std::slice::from_ref(&card), source(job), None)
-                    .await?;
+                usage::fetched(
+                    ctx,
+                    &self.metrics,
+                    std::slice::from_ref(&card),
+                    source(job),
+                    None,
+                )
+                .await?;
                 Ok(json!({ "card": card }))
             }
             op::LIST => {
@@ -555,7 +550,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let pool = connect(&url, connections).await?;
     let worker_config = config.clone();
     process::run_process(&config, "switchyard-cards", |client, registry| async move {
-        let handler = CardsWorker::build(pool, client.clone(), &registry)?;
+        let handler = CardsWorker::build(pool, &registry)?;
         info!("cards worker ready");
         Worker::new(client, &worker_config, handler, &registry)?
             .run(shutdown)

@@ -182,7 +182,12 @@ fn linkedin_post(context: &Value) -> Result<String, Error> {
         .or_else(|| points.first().cloned())
         .unwrap_or_else(|| "A lesson worth sharing.".to_owned());
     let company_line = of(&cards, "company").next().and_then(|c| {
-        let line = first_sentence(&c.text());
+        // The description when there is one: the other fields (industry, website) are
+        // labels, not prose to quote.
+        let line = c
+            .field("description")
+            .and_then(first_sentence)
+            .or_else(|| first_sentence(&c.text()));
         match (c.field("name"), line) {
             // The post names the company even when its description does not.
             (Some(name), Some(line)) if !line.contains(name) => Some(format!("{name}: {line}")),
@@ -391,6 +396,7 @@ mod tests {
             "cards": [
                 { "type": "company", "title": "Company", "content": {
                     "name": "Nordlicht Energy",
+                    "industry": "energy",
                     "description": "We install heat pumps in old apartment buildings.",
                     "products": ["heat pumps", "retrofit planning"] } },
                 { "type": "audience", "title": "Who we write for", "content": {
@@ -405,8 +411,8 @@ mod tests {
         });
         let post = generate(Some("linkedin_post"), None, &context).expect("post");
         assert!(
-            post.contains("Nordlicht Energy: We install heat pumps in old apartment buildings."),
-            "{post}"
+            post.contains("Nordlicht Energy: We install heat pumps in old apartment buildings.\n"),
+            "labels such as the industry stay out of the company line: {post}"
         );
         assert!(
             post.contains("property managers and housing co-op boards"),
