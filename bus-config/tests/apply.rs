@@ -1,79 +1,23 @@
-//! `apply` and `status` against a real `nats-server -js` on a free port.
+//! `apply` and `status` against a real `nats-server -js` on a free port (the shared test
+//! server, whose store limit does not depend on the disk space left).
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use switchyard_bus_config::{
     ApplyOptions, BusConfig, ByteSize, DeliverPolicy, ObjectKind, Outcome, apply, status,
 };
 use switchyard_proto::{WORKER_KINDS, stream, subject};
+use switchyard_test_support::NatsServer;
 
-/// A `nats-server` child process with its own store, killed on drop.
-struct NatsServer {
-    child: Child,
-    url: String,
-    _store: tempfile::TempDir,
-}
-
-impl NatsServer {
-    fn binary() -> PathBuf {
-        if let Some(path) = std::env::var_os("SWITCHYARD_NATS_SERVER") {
-            return PathBuf::from(path);
-        }
-        let pinned =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.switchyard/venv/bin/nats-server");
-        if pinned.exists() {
-            pinned
-        } else {
-            PathBuf::from("nats-server")
-        }
-    }
-
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let store = tempfile::tempdir().expect("temporary store");
-        let binary = Self::binary();
-        let child = Command::new(&binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        NatsServer {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _store: store,
-        }
-    }
-
-    async fn jetstream(&self) -> async_nats::jetstream::Context {
-        for _ in 0..100 {
-            if let Ok(client) = async_nats::connect(&self.url).await {
-                return async_nats::jetstream::new(client);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("nats-server at {} did not become ready", self.url);
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A JetStream context on `server`.
+async fn jetstream(server: &NatsServer) -> async_nats::jetstream::Context {
+    async_nats::jetstream::new(server.client().await)
 }
 
 #[tokio::test]
 async fn apply_creates_then_converges_then_updates_drift() {
-    let server = NatsServer::start();
-    let js = server.jetstream().await;
+    let server = NatsServer::start().await;
+    let js = jetstream(&server).await;
     let cfg = BusConfig::default();
     let streams = cfg.stream_specs().len();
     let consumers = cfg.consumer_specs().len();
@@ -242,8 +186,8 @@ async fn apply_creates_then_converges_then_updates_drift() {
 
 #[tokio::test]
 async fn status_counts_dead_letters_per_kind() {
-    let server = NatsServer::start();
-    let js = server.jetstream().await;
+    let server = NatsServer::start().await;
+    let js = jetstream(&server).await;
     let cfg = BusConfig::default();
     apply(&js, &cfg, ApplyOptions::default())
         .await
@@ -272,8 +216,8 @@ async fn status_counts_dead_letters_per_kind() {
 
 #[tokio::test]
 async fn apply_refuses_an_invalid_replicas_override() {
-    let server = NatsServer::start();
-    let js = server.jetstream().await;
+    let server = NatsServer::start().await;
+    let js = jetstream(&server).await;
     let error = apply(
         &js,
         &BusConfig::default(),
