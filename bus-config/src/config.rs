@@ -49,6 +49,8 @@ pub struct Streams {
     pub usage: StreamSettings,
     /// `DLQ`: dead letters.
     pub dlq: StreamSettings,
+    /// `AUDIT`: who changed definitions, cancelled, signalled, or was refused.
+    pub audit: StreamSettings,
 }
 
 /// The template for the per-kind `JOBS_<KIND>` streams and their `worker-<kind>` consumers.
@@ -76,6 +78,8 @@ pub struct Consumers {
     pub ledger_usage: ConsumerSettings,
     /// `ledger-events` on `WF_EVENTS`.
     pub ledger_events: ConsumerSettings,
+    /// `ledger-audit` on `AUDIT`.
+    pub ledger_audit: ConsumerSettings,
 }
 
 /// The KV buckets.
@@ -424,6 +428,7 @@ impl BusConfig {
             ("streams.events", &self.streams.events),
             ("streams.usage", &self.streams.usage),
             ("streams.dlq", &self.streams.dlq),
+            ("streams.audit", &self.streams.audit),
             ("jobs.stream", &self.jobs.stream),
         ];
         for (key, settings) in streams {
@@ -442,6 +447,7 @@ impl BusConfig {
             ),
             ("consumers.ledger_usage", &self.consumers.ledger_usage),
             ("consumers.ledger_events", &self.consumers.ledger_events),
+            ("consumers.ledger_audit", &self.consumers.ledger_audit),
         ];
         for (key, settings) in consumers {
             consumer_problems(key, settings, &mut problems);
@@ -490,6 +496,7 @@ impl BusConfig {
             (stream::WF_EVENTS, subject::ALL_EVENTS, &self.streams.events),
             (stream::USAGE, subject::ALL_USAGE, &self.streams.usage),
             (stream::DLQ, subject::ALL_DLQ, &self.streams.dlq),
+            (stream::AUDIT, subject::ALL_AUDIT, &self.streams.audit),
         ];
         specs.extend(
             others
@@ -517,7 +524,7 @@ impl BusConfig {
             })
             .collect();
         let c = &self.consumers;
-        let others: [(&str, &str, &[&str], &ConsumerSettings); 5] = [
+        let others: [(&str, &str, &[&str], &ConsumerSettings); 6] = [
             (
                 stream::WF_INBOX,
                 stream::ORCHESTRATOR_COMMANDS,
@@ -551,6 +558,12 @@ impl BusConfig {
                 stream::LEDGER_EVENTS,
                 &[subject::ALL_EVENTS],
                 &c.ledger_events,
+            ),
+            (
+                stream::AUDIT,
+                stream::LEDGER_AUDIT,
+                &[subject::ALL_AUDIT],
+                &c.ledger_audit,
             ),
         ];
         specs.extend(
@@ -665,6 +678,7 @@ mod tests {
             stream::WF_EVENTS,
             stream::USAGE,
             stream::DLQ,
+            stream::AUDIT,
         ] {
             assert!(
                 streams.iter().any(|s| s == expected),
@@ -700,7 +714,7 @@ mod tests {
                 .iter()
                 .any(|s| s == subject::ALL_RESULTS)
         );
-        assert_eq!(consumers.len(), WORKER_KINDS.len() + 5);
+        assert_eq!(consumers.len(), WORKER_KINDS.len() + 6);
 
         let inbox = &config.streams.inbox;
         assert_eq!(inbox.retention, Retention::WorkQueue);
@@ -732,11 +746,11 @@ mod tests {
 
     #[test]
     fn an_unknown_stream_section_is_rejected() {
-        let text = format!("{DEFAULT_TOML}\n[streams.audit]\nretention = \"limits\"\n");
+        let text = format!("{DEFAULT_TOML}\n[streams.audits]\nretention = \"limits\"\n");
         let error = BusConfig::from_toml_str(&text)
             .expect_err("unknown stream")
             .to_string();
-        assert!(error.contains("unknown field `audit`"), "{error}");
+        assert!(error.contains("unknown field `audits`"), "{error}");
     }
 
     #[test]

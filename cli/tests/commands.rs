@@ -53,6 +53,7 @@ async fn bus_apply_is_idempotent_and_status_shows_every_object() {
         stream::WF_EVENTS.into(),
         stream::USAGE.into(),
         stream::DLQ.into(),
+        stream::AUDIT.into(),
     ];
     for kind in switchyard_proto::WORKER_KINDS {
         expected.push(stream::jobs(kind));
@@ -71,6 +72,7 @@ async fn bus_apply_is_idempotent_and_status_shows_every_object() {
     }
     expected.push(format!("{}/{}", stream::USAGE, stream::LEDGER_USAGE));
     expected.push(format!("{}/{}", stream::WF_EVENTS, stream::LEDGER_EVENTS));
+    expected.push(format!("{}/{}", stream::AUDIT, stream::LEDGER_AUDIT));
     expected.push(stream::WF_STATE_BUCKET.into());
     expected.push(stream::WF_DEFINITIONS_BUCKET.into());
     for name in expected {

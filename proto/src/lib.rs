@@ -5,6 +5,7 @@
 //! Nothing else in the workspace spells a subject, stream or header name as a string literal;
 //! it calls [`subject`], [`stream`] and [`header`]. This crate does no I/O.
 
+pub mod audit;
 pub mod codec;
 pub mod event;
 pub mod failure;
@@ -22,8 +23,9 @@ pub mod v1 {
 
 pub use codec::{ContentType, DecodeError, decode, encode_json, encode_proto};
 pub use v1::{
-    CancelWorkflow, DeadLetter, DeadLetterReason, ErrorCode, Job, JobError, JobResult, JobStatus,
-    RetryPolicy, SignalWorkflow, StartWorkflow, Timer, TimerKind, UsageEvent, WorkflowEvent,
+    AuditEvent, CancelWorkflow, DeadLetter, DeadLetterReason, ErrorCode, Job, JobError, JobResult,
+    JobStatus, RetryPolicy, SignalWorkflow, StartWorkflow, Timer, TimerKind, UsageEvent,
+    WorkflowEvent,
 };
 
 /// The worker kinds that consume jobs from a `JOBS_<KIND>` stream.

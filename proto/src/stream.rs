@@ -6,6 +6,9 @@ pub const WF_INBOX: &str = "WF_INBOX";
 pub const WF_EVENTS: &str = "WF_EVENTS";
 /// Usage events for billing, consumed by the ledger.
 pub const USAGE: &str = "USAGE";
+/// Who did what: definition changes, cancellations, signals, refused credentials; consumed
+/// by the ledger into its audit log.
+pub const AUDIT: &str = "AUDIT";
 /// Dead letters: messages given up on, with the reason.
 pub const DLQ: &str = "DLQ";
 /// KV bucket holding each workflow instance's state, keyed by instance id.
@@ -40,6 +43,8 @@ pub const ORCHESTRATOR_TIMERS: &str = "orchestrator-timers";
 pub const LEDGER_USAGE: &str = "ledger-usage";
 /// The ledger's consumer of workflow events.
 pub const LEDGER_EVENTS: &str = "ledger-events";
+/// The ledger's consumer of audit events.
+pub const LEDGER_AUDIT: &str = "ledger-audit";
 
 #[cfg(test)]
 mod tests {

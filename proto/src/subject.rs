@@ -77,6 +77,8 @@ pub const ALL_TIMERS: &str = "wf.timer.>";
 pub const ALL_EVENTS: &str = "wf.events.>";
 /// `usage.>`
 pub const ALL_USAGE: &str = "usage.>";
+/// `audit.>`
+pub const ALL_AUDIT: &str = "audit.>";
 /// `dlq.>`
 pub const ALL_DLQ: &str = "dlq.>";
 /// Instance-cancelled events of every tenant, which workers watch to stop running jobs.
@@ -131,6 +133,11 @@ pub fn jobs_of(kind: &str) -> String {
 /// `usage.<tenant>.<meter>`
 pub fn usage(tenant: &str, meter: &str) -> String {
     format!("usage.{tenant}.{meter}")
+}
+
+/// `audit.<tenant>.<action>`; an action such as `definition.put` spans two tokens.
+pub fn audit(tenant: &str, action: &str) -> String {
+    format!("audit.{tenant}.{action}")
 }
 
 /// `dlq.<kind>`

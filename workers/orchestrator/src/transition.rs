@@ -352,7 +352,12 @@ fn on_cancel(
         },
     });
     stop_unfinished(inst, ctx);
-    let data = json!({ "reason": c.reason, "requested_by": c.requested_by });
+    let data = json!({
+        "workflow": inst.workflow,
+        "reason": c.reason,
+        "requested_by": c.requested_by,
+        "duration_ms": ctx.now_ms - inst.started_at_ms,
+    });
     push_event(fx, inst, event::CANCELLED, None, data, ctx);
     Ok(())
 }
@@ -721,7 +726,13 @@ fn finish_failed(inst: &mut Instance, failure: Failure, ctx: Ctx<'_>, fx: &mut V
     inst.status = InstanceStatus::Failed;
     inst.finished_at_ms = Some(ctx.now_ms);
     stop_unfinished(inst, ctx);
-    let data = json!({ "step": failure.step, "code": failure.code, "message": failure.message });
+    let data = json!({
+        "workflow": inst.workflow,
+        "step": failure.step,
+        "code": failure.code,
+        "message": failure.message,
+        "duration_ms": ctx.now_ms - inst.started_at_ms,
+    });
     inst.error = Some(failure);
     push_event(fx, inst, event::FAILED, None, data, ctx);
 }
@@ -739,7 +750,11 @@ fn finish_completed(def: &Definition, inst: &mut Instance, ctx: Ctx<'_>, fx: &mu
         Ok(output) => {
             inst.status = InstanceStatus::Completed;
             inst.finished_at_ms = Some(ctx.now_ms);
-            let data = json!({ "output": output, "duration_ms": ctx.now_ms - inst.started_at_ms });
+            let data = json!({
+                "workflow": inst.workflow,
+                "output": output,
+                "duration_ms": ctx.now_ms - inst.started_at_ms,
+            });
             inst.output = Some(output);
             push_event(fx, inst, event::COMPLETED, None, data, ctx);
         }
