@@ -34,6 +34,12 @@ enum Command {
     },
     /// Run one orchestrator (workflow engine) replica until SIGTERM.
     Orchestrator,
+    /// Run one ledger replica until SIGTERM (usage, instance history, audit log; needs
+    /// `DATABASE_URL`), or rebuild the ledger from the streams.
+    Ledger {
+        #[command(subcommand)]
+        command: Option<LedgerCommand>,
+    },
     /// Run one HTTP gateway replica on `http_addr` until SIGTERM.
     Gateway,
     /// Register, validate, run and follow workflows.
@@ -93,6 +99,13 @@ enum BusCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Empty the ledger's tables and replay USAGE, WF_EVENTS and AUDIT from their first
+    /// messages into them (in one transaction), then print what was read and stored.
+    Rebuild,
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,7 +255,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Worker { kind } => {
-            telemetry::init(&config);
+            let name = kind
+                .to_possible_value()
+                .map_or_else(|| "worker".to_owned(), |v| v.get_name().to_owned());
+            telemetry::init_as(&config, &format!("switchyard-{name}"));
             let stop = shutdown::on_signals();
             match kind {
                 // Boxed: both futures hold the whole `Config`, which is large.
@@ -264,14 +280,28 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Orchestrator => {
-            telemetry::init(&config);
+            telemetry::init_as(&config, "switchyard-orchestrator");
             let env = switchyard_orchestrator::template_env(&config, |n| std::env::var(n).ok());
             let stop = shutdown::on_signals();
             switchyard_orchestrator::run(config, env, stop).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ledger { command: None } => {
+            telemetry::init_as(&config, "switchyard-ledger");
+            let stop = shutdown::on_signals();
+            Box::pin(switchyard_ledger::run(config, stop)).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ledger {
+            command: Some(LedgerCommand::Rebuild),
+        } => {
+            telemetry::init_as(&config, "switchyard-ledger");
+            let report = switchyard_ledger::rebuild(&config).await?;
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Gateway => {
-            telemetry::init(&config);
+            telemetry::init_as(&config, "switchyard-gateway");
             let stop = shutdown::on_signals();
             switchyard_gateway::run(config, stop).await?;
             Ok(ExitCode::SUCCESS)

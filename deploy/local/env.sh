@@ -12,10 +12,11 @@
 #   SWITCHYARD_PG_PORT     port of the local Postgres cluster, if one is needed (default 5433)
 #   DATABASE_URL           a Postgres server to use instead of a local one
 #   SWITCHYARD_NATS_SERVER a nats-server (2.10 or newer) to use instead of the pinned one
+#   SWITCHYARD_PROMTOOL    a promtool to use instead of the one unpacked from Debian's package
 #
 # Environment it exports: SWITCHYARD_ROOT, SWITCHYARD_HOME, SWITCHYARD_NATS_SERVER,
 # SWITCHYARD_OLD_NATS_SERVER, SWITCHYARD_NATS_URL, SWITCHYARD_NATS_MONITOR_URL,
-# SWITCHYARD_NATS_STORE, DATABASE_URL.
+# SWITCHYARD_NATS_STORE, DATABASE_URL, SWITCHYARD_PROMTOOL.
 
 if [[ -n "${SWITCHYARD_ENV_SOURCED:-}" ]]; then
     return 0
@@ -188,6 +189,45 @@ ensure_old_nats_server() {
     else
         warn "$bin is version ${version:-unknown}, not older than $NATS_SERVER_MIN_VERSION; unsupported-server tests will be skipped"
     fi
+}
+
+# Unpacks promtool (for the tests that check the Prometheus rules, scrape config and every
+# process's /metrics) from Debian's `prometheus` package into $SWITCHYARD_HOME/promtool unless
+# $SWITCHYARD_PROMTOOL already names one; exports SWITCHYARD_PROMTOOL. The package is
+# downloaded and unpacked, not installed: installing it would start a Prometheus server on
+# :9090 wherever an init system runs, and only its statically linked promtool is needed.
+ensure_promtool() {
+    if [[ -n "${SWITCHYARD_PROMTOOL:-}" ]]; then
+        "$SWITCHYARD_PROMTOOL" --version >/dev/null 2>&1 ||
+            die "SWITCHYARD_PROMTOOL=$SWITCHYARD_PROMTOOL does not run; unset it to use Debian's"
+        log "promtool: $SWITCHYARD_PROMTOOL (from SWITCHYARD_PROMTOOL)"
+        return 0
+    fi
+    local dir="$SWITCHYARD_HOME/promtool"
+    local bin="$dir/usr/bin/promtool"
+    if ! "$bin" --version >/dev/null 2>&1; then
+        command -v dpkg-deb >/dev/null 2>&1 || die "dpkg-deb not found; promtool is unpacked from Debian's prometheus package"
+        local download
+        download="$(mktemp -d)"
+        # apt-get download needs the package lists; fetch them once if they are missing.
+        if ! (cd "$download" && apt-get download -qq prometheus >/dev/null 2>&1); then
+            if [[ -z "$_APT_UPDATED" ]]; then
+                log "apt-get update"
+                as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+                _APT_UPDATED=1
+            fi
+            (cd "$download" && apt-get download -qq prometheus) ||
+                die "apt-get download prometheus failed"
+        fi
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        log "unpacking promtool from $(basename "$download"/prometheus_*.deb) into $dir"
+        dpkg-deb -x "$download"/prometheus_*.deb "$dir"
+        rm -rf "$download"
+        "$bin" --version >/dev/null 2>&1 || die "$bin does not run after unpacking"
+    fi
+    export SWITCHYARD_PROMTOOL="$bin"
+    log "promtool $("$bin" --version 2>&1 | sed -n 's/^promtool, version \([^ ]*\).*/\1/p'): $bin"
 }
 
 # Starts the pinned nats-server on 127.0.0.1:$SWITCHYARD_NATS_PORT (default 4333) unless a

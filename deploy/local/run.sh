@@ -98,6 +98,9 @@ WORKER_PIDS+=("$!")
 log "starting the research worker (corpus in workers/research/corpus, no web search)"
 SWITCHYARD_WORKER__WORKER_ID="research-1" "$switchyard" worker research >"$logs/research.log" 2>&1 &
 WORKER_PIDS+=("$!")
+log "starting the ledger (usage, instance history and audit log in Postgres, schema ledger)"
+SWITCHYARD_WORKER__WORKER_ID="ledger-1" "$switchyard" ledger >"$logs/ledger.log" 2>&1 &
+WORKER_PIDS+=("$!")
 
 log "starting the orchestrator (logs in $logs)"
 SWITCHYARD_WORKER__WORKER_ID="orchestrator-1" "$switchyard" orchestrator >"$logs/orchestrator.log" 2>&1 &
@@ -228,6 +231,27 @@ print("\n".join("  | " + line for line in s["output"]["post"].splitlines()))' ||
     else
         warn "onboarding did not create the four cards"
     fi
+
+    # The ledger writes in batches (ledger.batch_wait, 200ms by default); give it a moment.
+    sleep 1
+    log "GET $base/api/v1/usage (this month, per meter, from the ledger)"
+    usage="$(curl -sS "$base/api/v1/usage" -H "Authorization: Bearer $token")" || http_status=$?
+    printf '%s' "$usage" | python3 -c 'import json, sys
+s = json.load(sys.stdin)
+if "usage" not in s:
+    sys.exit("usage: " + json.dumps(s)[:800])
+print("  %s, %s to %s:" % (s["tenant"], s["from"], s["to"]))
+for r in s["usage"] or [{"meter": "(none yet)", "quantity": 0, "unit": "", "events": 0}]:
+    print("  %-24s %12g %-8s in %d events" % (r["meter"], r["quantity"], r["unit"], r["events"]))' || http_status=1
+    log "GET $base/api/v1/workflows/instances?limit=5 (newest first, from the ledger)"
+    instances="$(curl -sS "$base/api/v1/workflows/instances?limit=5" -H "Authorization: Bearer $token")" || http_status=$?
+    printf '%s' "$instances" | python3 -c 'import json, sys
+s = json.load(sys.stdin)
+if "instances" not in s:
+    sys.exit("instances: " + json.dumps(s)[:800])
+for i in s["instances"]:
+    took = "" if i["duration_ms"] is None else "%d ms" % i["duration_ms"]
+    print("  %s  %-20s %-10s %s" % (i["instance_id"], i["workflow"] or "?", i["status"], took))' || http_status=1
 fi
 
 log "switchyard bus status"

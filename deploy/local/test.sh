@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test in the workspace against real servers, installing what is missing first:
 # build tools, the pinned nats-server (tests start their own servers from it), Debian's old
-# nats-server (for the unsupported-server tests), nats-py (for the Python example's test) and
+# nats-server (for the unsupported-server tests), nats-py (for the Python example's test),
+# promtool (for the checks of deploy/prometheus and of every process's /metrics) and
 # PostgreSQL.
 #
 # Usage: deploy/local/test.sh [cargo test arguments...]
@@ -18,12 +19,13 @@ command -v pkg-config >/dev/null 2>&1 || ensure_apt pkg-config
 ensure_nats_server
 ensure_nats_py
 ensure_old_nats_server
+ensure_promtool
 ensure_postgres_binaries
 ensure_postgres
 trap stop_started EXIT
 
 cd "$SWITCHYARD_ROOT"
-export SWITCHYARD_NATS_SERVER SWITCHYARD_OLD_NATS_SERVER SWITCHYARD_PYTHON DATABASE_URL
+export SWITCHYARD_NATS_SERVER SWITCHYARD_OLD_NATS_SERVER SWITCHYARD_PYTHON SWITCHYARD_PROMTOOL DATABASE_URL
 
 # Without a package selection, test the whole workspace.
 scope=(--workspace)

@@ -56,6 +56,10 @@ pub enum Permission {
     DefinitionsWrite,
     /// The live worker registry.
     RegistryRead,
+    /// The audit log (`GET /api/v1/audit`).
+    AuditRead,
+    /// Reads about a tenant other than the token's (`tenant=` on `/usage` and `/audit`).
+    OtherTenants,
 }
 
 impl Permission {
@@ -65,6 +69,8 @@ impl Permission {
             Permission::WorkflowsRun => "workflows:run",
             Permission::DefinitionsWrite => "definitions:write",
             Permission::RegistryRead => "registry:read",
+            Permission::AuditRead => "audit:read",
+            Permission::OtherTenants => "tenants:other",
         }
     }
 }
@@ -96,6 +102,8 @@ pub const ROLE_PERMISSIONS: [(Role, &[Permission]); 3] = [
             Permission::RegistryRead,
             Permission::WorkflowsRun,
             Permission::DefinitionsWrite,
+            Permission::AuditRead,
+            Permission::OtherTenants,
         ],
     ),
 ];

@@ -8,12 +8,14 @@
 //! of gateways can run behind a load balancer. It parses definitions only to reject a bad
 //! input with a 422 before anything is published; the orchestrator stays the authority.
 
+mod audit;
 pub mod auth;
 pub mod bus;
 mod cards;
 pub mod definitions;
 pub mod error;
 pub mod events;
+mod ledger;
 pub mod limits;
 mod meetings;
 pub mod metrics;
@@ -184,6 +186,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         tracing::warn!(error = %e, "cannot drain the nats connection");
     }
     info!("gateway stopped");
+    switchyard_runtime::telemetry::shutdown();
     result
 }
 

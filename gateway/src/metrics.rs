@@ -2,16 +2,20 @@
 //! the route template (never the raw path), a known method or `other`, the status code, and
 //! fixed authentication-failure reasons.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// The gateway's metrics, registered once per [`crate::AppState`].
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
     pub requests: IntCounterVec,
     pub duration: HistogramVec,
+    pub in_flight: IntGaugeVec,
     pub auth_failures: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub event_streams: IntGauge,
+    pub audit_failures: IntCounter,
 }
 
 impl HttpMetrics {
@@ -35,6 +39,13 @@ impl HttpMetrics {
                 ]),
                 &["route", "method"],
             )?,
+            in_flight: IntGaugeVec::new(
+                Opts::new(
+                    "switchyard_http_requests_in_flight",
+                    "HTTP requests being answered now, by route template",
+                ),
+                &["route"],
+            )?,
             auth_failures: IntCounterVec::new(
                 Opts::new(
                     "switchyard_auth_failures_total",
@@ -53,12 +64,18 @@ impl HttpMetrics {
                 "switchyard_event_streams",
                 "Server-Sent Event streams open now",
             )?,
+            audit_failures: IntCounter::new(
+                "switchyard_audit_failures_total",
+                "Audit events the bus did not take (they are logged instead)",
+            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.duration.clone()))?;
+        registry.register(Box::new(metrics.in_flight.clone()))?;
         registry.register(Box::new(metrics.auth_failures.clone()))?;
         registry.register(Box::new(metrics.rate_limited.clone()))?;
         registry.register(Box::new(metrics.event_streams.clone()))?;
+        registry.register(Box::new(metrics.audit_failures.clone()))?;
         Ok(metrics)
     }
 }

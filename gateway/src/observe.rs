@@ -12,6 +12,7 @@ use axum::{
     response::Response,
 };
 use switchyard_proto::header::CORRELATION_ID;
+use switchyard_runtime::telemetry::{self, TraceContext};
 use tracing::Instrument as _;
 
 use crate::{
@@ -40,6 +41,30 @@ impl CorrelationId {
     }
 }
 
+/// The trace context the request's span hands on to the bus: `traceparent` and `tracestate`
+/// of the gateway's span when tracing is on, else the caller's, bounded in size.
+pub(crate) fn outgoing_trace(
+    extensions: &axum::http::Extensions,
+    headers: &HeaderMap,
+) -> TraceContext {
+    if let Some(trace) = extensions.get::<TraceContext>()
+        && trace.traceparent.is_some()
+    {
+        return trace.clone();
+    }
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 512)
+            .map(str::to_owned)
+    };
+    TraceContext {
+        traceparent: text(switchyard_proto::header::TRACEPARENT),
+        tracestate: text(switchyard_proto::header::TRACESTATE),
+    }
+}
+
 fn is_valid(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_CORRELATION_ID_LEN
@@ -65,12 +90,27 @@ pub(crate) async fn observe(
     let span = tracing::info_span!(
         "http_request",
         correlation_id = %correlation.0,
+        trace_id = tracing::field::Empty,
         http.request.method = method,
         http.route = %route,
     );
-    let response = next.run(req).instrument(span.clone()).await;
-    let response = span.in_scope(|| finish(response, &correlation, state.settings().body_limit));
+    // The request's span continues the caller's trace (or starts one); what the handlers
+    // publish carries this span's context.
+    let trace = telemetry::continue_trace(&span, &telemetry::HttpExtractor(req.headers()));
+    req.extensions_mut().insert(trace);
     let metrics = state.metrics();
+    let in_flight = InFlight::enter(metrics.in_flight.with_label_values(&[route.as_str()]));
+    let response = next.run(req).instrument(span.clone()).await;
+    drop(in_flight);
+    let response = span.in_scope(|| {
+        let response = finish(response, &correlation, state.settings().body_limit);
+        tracing::debug!(
+            http.response.status_code = response.status().as_u16(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "request answered"
+        );
+        response
+    });
     metrics
         .requests
         .with_label_values(&[route.as_str(), method, response.status().as_str()])
@@ -80,6 +120,22 @@ pub(crate) async fn observe(
         .with_label_values(&[route.as_str(), method])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// One request in the in-flight gauge, until answered or dropped (the client went away).
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn enter(gauge: prometheus::IntGauge) -> Self {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Renders the problem of an error response and stamps the correlation id on every response.

@@ -23,7 +23,9 @@ use crate::error::{FieldError, PROBLEM_JSON, Problem};
         title = "Switchyard",
         description = "Run AI workflows on NATS JetStream: start them, follow their progress, \
             manage their definitions. Every `/api/v1` route needs a bearer JWT; the tenant comes \
-            from the token. Errors are `application/problem+json` (RFC 9457).",
+            from the token. Errors are `application/problem+json` (RFC 9457). Every request may \
+            send `X-Correlation-ID` (returned on every response) and a W3C `traceparent` / \
+            `tracestate`, which the request's trace continues across the bus.",
         license(name = "Apache-2.0")
     ),
     paths(
@@ -56,6 +58,10 @@ use crate::error::{FieldError, PROBLEM_JSON, Problem};
         crate::cards::versions,
         crate::cards::register_type,
         crate::cards::onboarding,
+        crate::ledger::usage,
+        crate::ledger::instances,
+        crate::ledger::stats,
+        crate::ledger::audit_log,
         crate::routes::health,
         crate::routes::ready,
         crate::routes::metrics,
@@ -72,6 +78,7 @@ use crate::error::{FieldError, PROBLEM_JSON, Problem};
         (name = "meetings", description = "Turn meeting transcripts into summaries and tasks, and read the results"),
         (name = "research", description = "Research a topic over the document corpus, given URLs and a search API"),
         (name = "integrations", description = "Create and update ClickUp tasks, and check which integrations work"),
+        (name = "ledger", description = "Usage per meter, day or workflow; instance history and stats; the audit log"),
         (name = "cards", description = "Versioned content cards (company, audience, voice, insight, and a tenant's own types) and onboarding"),
     )
 )]
@@ -251,6 +258,8 @@ problem_set! {
     CardWriteErrors = [400, 401, 403, 408, 413, 415, 422, 429, 503];
     /// Card updates: also a missing card and a stale `If-Match`.
     CardUpdateErrors = [400, 401, 403, 404, 408, 412, 413, 415, 422, 429, 503];
+    /// Reads from the ledger: a bad parameter is a 400, a cursor it cannot use a 422.
+    LedgerReadErrors = [400, 401, 403, 408, 422, 429, 503];
     /// Routes that only authenticate and ask the bus.
     AuthErrors = [401, 403, 408, 429, 503];
 }

@@ -1,13 +1,18 @@
 //! The routes: `/api/v1/workflows/…`, `/api/v1/registry`, and the unauthenticated `/health`,
 //! `/ready` and `/metrics`.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use async_nats::{HeaderMap as NatsHeaders, connection::State as ConnState};
 use axum::{
     Extension, Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State},
+    extract::{
+        DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State,
+    },
     http::{HeaderValue, Method, StatusCode, header, request::Parts},
     middleware,
     response::{IntoResponse, Response},
@@ -29,7 +34,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::{
-    AppState, Caller, Error, Permission, cards, events,
+    AppState, Caller, Error, Permission, audit, cards, events,
     limits::Group,
     meetings,
     observe::{self, CorrelationId},
@@ -274,6 +279,28 @@ pub(crate) fn routes() -> Vec<RouteDef> {
             Request,
             cards::onboarding,
         ),
+        route(M::GET, "/api/v1/usage", Read, Request, crate::ledger::usage),
+        route(
+            M::GET,
+            "/api/v1/workflows/instances",
+            Read,
+            Request,
+            crate::ledger::instances,
+        ),
+        route(
+            M::GET,
+            "/api/v1/workflows/stats",
+            Read,
+            Request,
+            crate::ledger::stats,
+        ),
+        route(
+            M::GET,
+            "/api/v1/audit",
+            Read,
+            Request,
+            crate::ledger::audit_log,
+        ),
         route(M::GET, "/health", Open, Request, health),
         route(M::GET, "/ready", Open, Request, ready),
         route(M::GET, "/metrics", Open, Request, metrics),
@@ -341,6 +368,22 @@ impl FromRequestParts<AppState> for Ctx {
                     .with_label_values(&[*reason])
                     .inc();
                 warn!(reason, "authentication failed");
+                let route = parts
+                    .extensions
+                    .get::<MatchedPath>()
+                    .map_or("", MatchedPath::as_str);
+                audit::refused(
+                    state,
+                    audit::Record {
+                        tenant: switchyard_proto::audit::ANONYMOUS_TENANT,
+                        actor: "",
+                        action: switchyard_proto::audit::AUTH_FAILED,
+                        target: route,
+                        outcome: reason,
+                        correlation_id: &correlation,
+                        attributes: [("method".to_owned(), parts.method.to_string())].into(),
+                    },
+                );
             }
         })?;
         let group = parts
@@ -362,8 +405,8 @@ impl FromRequestParts<AppState> for Ctx {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        // Trace context is passed through, not interpreted; only its size is bounded.
-        let trace = |name: &str| text(name).filter(|v| !v.is_empty() && v.len() <= 512);
+        // The request span's context (a child of the caller's), or the caller's as it came.
+        let trace = observe::outgoing_trace(&parts.extensions, &parts.headers);
         let idempotency_key = match text("idempotency-key") {
             None => None,
             Some(k)
@@ -383,8 +426,8 @@ impl FromRequestParts<AppState> for Ctx {
         Ok(Ctx {
             caller,
             correlation,
-            traceparent: trace(bus_header::TRACEPARENT),
-            tracestate: trace(bus_header::TRACESTATE),
+            traceparent: trace.traceparent,
+            tracestate: trace.tracestate,
             idempotency_key,
             state: state.clone(),
         })
@@ -402,7 +445,40 @@ impl Ctx {
             .with_label_values(&["forbidden"])
             .inc();
         warn!(subject = %self.caller.subject, %permission, "permission denied");
+        audit::refused(
+            &self.state,
+            audit::Record {
+                tenant: self.tenant(),
+                actor: &self.caller.subject,
+                action: switchyard_proto::audit::AUTH_FAILED,
+                target: &permission.to_string(),
+                outcome: "forbidden",
+                correlation_id: &self.correlation,
+                attributes: HashMap::new(),
+            },
+        );
         Err(Error::Forbidden { permission })
+    }
+
+    /// Records an accepted action in the audit log (see [`audit`]).
+    pub(crate) fn audit(
+        &self,
+        action: &'static str,
+        target: &str,
+        attributes: HashMap<String, String>,
+    ) {
+        audit::accepted(
+            &self.state,
+            audit::Record {
+                tenant: self.tenant(),
+                actor: &self.caller.subject,
+                action,
+                target,
+                outcome: switchyard_proto::audit::OK,
+                correlation_id: &self.correlation,
+                attributes,
+            },
+        );
     }
 
     pub(crate) fn tenant(&self) -> &str {
@@ -984,6 +1060,11 @@ pub(crate) async fn cancel(
             encode_proto(&message),
         )
         .await?;
+    ctx.audit(
+        switchyard_proto::audit::INSTANCE_CANCEL,
+        &id,
+        [("reason".to_owned(), message.reason)].into(),
+    );
     Ok(accepted(&id))
 }
 
@@ -1038,6 +1119,15 @@ pub(crate) async fn signal(
             encode_proto(&message),
         )
         .await?;
+    ctx.audit(
+        switchyard_proto::audit::INSTANCE_SIGNAL,
+        &id,
+        [
+            ("signal".to_owned(), name.clone()),
+            ("signal_id".to_owned(), signal_id.clone()),
+        ]
+        .into(),
+    );
     let mut response = accepted(&id);
     *response.body_mut() = axum::body::Body::from(
         json!({ "instance_id": id, "signal_id": signal_id, "status_url": status_url(&id) })
@@ -1060,7 +1150,7 @@ struct VersionQuery {
     version: Option<u32>,
 }
 
-fn query_of<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, Error> {
+pub(crate) fn query_of<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, Error> {
     Query::<T>::try_from_uri(uri)
         .map(|q| q.0)
         .map_err(|e| Error::field("query", e.body_text()))
@@ -1154,7 +1244,20 @@ pub(crate) async fn delete_definition(
     uri: axum::http::Uri,
 ) -> Result<Json<Value>, Error> {
     ctx.require(Permission::DefinitionsWrite)?;
-    definition_query(&ctx, endpoint::DEFINITIONS_DELETE, name, &uri).await
+    let reply = definition_query(&ctx, endpoint::DEFINITIONS_DELETE, name.clone(), &uri).await?;
+    let version = query_of::<VersionQuery>(&uri)?
+        .version
+        .map_or_else(|| "all".to_owned(), |v| v.to_string());
+    ctx.audit(
+        switchyard_proto::audit::DEFINITION_DELETE,
+        &name,
+        [
+            ("version".to_owned(), version),
+            ("deleted".to_owned(), reply.0["deleted"].to_string()),
+        ]
+        .into(),
+    );
+    Ok(reply)
 }
 
 #[utoipa::path(
@@ -1201,6 +1304,15 @@ pub(crate) async fn put_definition(
             },
         )
         .await?;
+    ctx.audit(
+        switchyard_proto::audit::DEFINITION_PUT,
+        &name,
+        [
+            ("version".to_owned(), reply["version"].to_string()),
+            ("created".to_owned(), reply["created"].to_string()),
+        ]
+        .into(),
+    );
     if reply["created"] == true {
         let location = format!(
             "/api/v1/workflows/definitions/{name}?version={}",

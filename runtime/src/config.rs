@@ -20,6 +20,8 @@ mod ai;
 pub use ai::{AiProviderKind, AiProviderSettings, AiSettings, LOCAL_PROVIDER};
 mod research;
 pub use research::ResearchSettings;
+mod ledger;
+pub use ledger::LedgerSettings;
 
 /// Settings shared by every Switchyard process; each uses the part it needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +60,8 @@ pub struct Config {
     pub integration: IntegrationSettings,
     /// The research worker's settings (see [`ResearchSettings`]).
     pub research: ResearchSettings,
+    /// The ledger worker's batching (see [`LedgerSettings`]).
+    pub ledger: LedgerSettings,
 }
 
 /// Settings of the orchestrator (the workflow engine).
@@ -636,6 +640,7 @@ impl Default for Config {
             ai: AiSettings::default(),
             integration: IntegrationSettings::default(),
             research: ResearchSettings::default(),
+            ledger: LedgerSettings::default(),
         }
     }
 }
@@ -925,6 +930,7 @@ impl Config {
             integration: IntegrationSettings::load(&figment, &mut problems),
             ai: AiSettings::load(&figment, &sources.env, &mut problems),
             research: ResearchSettings::load(&figment, &mut problems),
+            ledger: LedgerSettings::load(&figment, &mut problems),
         };
         config.check(&figment, &mut problems);
         if problems.is_empty() {
@@ -1008,6 +1014,7 @@ impl Config {
         self.integration.check(&mut bad);
         self.ai.check(&mut bad);
         self.research.check(&self.ai, &mut bad);
+        self.ledger.check(&mut bad);
         let g = &self.gateway;
         if !(1..=1 << 30).contains(&g.body_limit) {
             bad(
@@ -1207,6 +1214,7 @@ fn collect_unknown(figment: &Figment, prefix: &str, dict: &Dict, problems: &mut 
                 .map(|k| (*k).to_owned())
                 .chain(ai::provider_keys())
                 .chain(research::KEYS.iter().map(|k| (*k).to_owned()))
+                .chain(ledger::KEYS.iter().map(|k| (*k).to_owned()))
         };
         if known().any(|k| k == pattern) {
             if let Value::Dict(_, inner) = value {

@@ -15,6 +15,7 @@ pub mod net;
 pub mod objects;
 pub mod process;
 pub mod shutdown;
+pub mod sqlstate;
 pub mod telemetry;
 pub mod worker;
 

@@ -31,7 +31,7 @@ pub async fn run_worker<H: Handler>(
 
 /// The frame of every Switchyard process: connect to NATS as `name`, serve `/metrics` (from the
 /// registry `body` registers its metrics in) and `/healthz`, run `body` to its end, then stop
-/// serving and drain the connection.
+/// serving, drain the connection and flush the spans not yet exported.
 pub async fn run_process<F, Fut, E>(config: &Config, name: &str, body: F) -> Result<(), E>
 where
     F: FnOnce(async_nats::Client, Registry) -> Fut,
@@ -54,6 +54,7 @@ where
     if let Err(e) = client.drain().await {
         tracing::warn!(error = %e, "cannot drain the nats connection");
     }
+    crate::telemetry::shutdown();
     result
 }
 

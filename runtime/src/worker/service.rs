@@ -110,9 +110,21 @@ impl<H: Handler> Inner<H> {
             }
         };
         job.operation = operation.to_owned();
+        let span = tracing::info_span!(
+            "service_request",
+            job_id = %job.job_id,
+            operation,
+            correlation_id = %job.correlation_id,
+            trace_id = tracing::field::Empty,
+            tenant = %job.tenant,
+        );
+        crate::telemetry::continue_trace(
+            &span,
+            &crate::telemetry::NatsExtractor(request.message.headers.as_ref()),
+        );
         // A request is answered once: no redelivery, so one attempt.
         let ctx = self.context(&job, 1, 1, self.hard_stop.child_token());
-        let outcome = self.handler.handle(ctx, &job).await;
+        let outcome = tracing::Instrument::instrument(self.handler.handle(ctx, &job), span).await;
         let (status, output, error) = match outcome {
             Ok(output) => (JobStatus::Succeeded, Some(output), None),
             Err(failure) => {

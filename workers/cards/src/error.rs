@@ -59,16 +59,12 @@ impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e
             && let Some(code) = db.code()
+            && switchyard_runtime::sqlstate::is_permanent(&code)
         {
-            // 22: data exception, 23: integrity constraint violation, 42: syntax or access
-            // rule. 40 (transaction rollback) and 08/53/57 (connection, resources, operator
-            // intervention) are worth another attempt.
-            if code.starts_with("22") || code.starts_with("23") || code.starts_with("42") {
-                return Error::Refused {
-                    code: code.into_owned(),
-                    message: db.message().to_owned(),
-                };
-            }
+            return Error::Refused {
+                code: code.into_owned(),
+                message: db.message().to_owned(),
+            };
         }
         Error::Store(e)
     }

@@ -1,8 +1,11 @@
 //! Metric names and help texts of the cards worker, in one place. Labels come from bounded
-//! sets: tenants, card types (built-in plus the tenant's registered ones), a fixed source,
+//! sets: tenants (through [`TenantLabels`]), card types (built-in plus the tenant's registered ones), a fixed source,
 //! workflow names and operation names.
 
+use std::sync::Arc;
+
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use switchyard_runtime::metrics::TenantLabels;
 
 /// Who fetched a card, as the `source` label and usage attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +33,7 @@ pub struct Metrics {
     workflow_fetched: IntCounterVec,
     operations: IntCounterVec,
     duration: HistogramVec,
+    tenants: Arc<TenantLabels>,
 }
 
 impl Metrics {
@@ -66,6 +70,7 @@ impl Metrics {
                 ]),
                 &["operation"],
             )?,
+            tenants: Arc::new(TenantLabels::default()),
         };
         registry.register(Box::new(metrics.usage.clone()))?;
         registry.register(Box::new(metrics.workflow_fetched.clone()))?;
@@ -76,12 +81,13 @@ impl Metrics {
 
     /// Counts one card fetched for the first time by a job or request.
     pub fn fetched(&self, tenant: &str, card_type: &str, source: Source, workflow: Option<&str>) {
+        let tenant = self.tenants.label(tenant);
         self.usage
-            .with_label_values(&[tenant, card_type, source.as_str()])
+            .with_label_values(&[tenant.as_str(), card_type, source.as_str()])
             .inc();
         if source == Source::Workflow {
             self.workflow_fetched
-                .with_label_values(&[tenant, workflow.unwrap_or("unknown")])
+                .with_label_values(&[tenant.as_str(), workflow.unwrap_or("unknown")])
                 .inc();
         }
     }

@@ -23,9 +23,13 @@ use switchyard_proto::{
     CancelWorkflow, ContentType, DeadLetter, DeadLetterReason, JobResult, SignalWorkflow,
     StartWorkflow, Timer, decode, encode_proto, event, header, now_ms, stream, subject,
 };
+use switchyard_runtime::{
+    metrics::{ConsumerLag, LAG_SAMPLE_EVERY},
+    telemetry::{self, TraceContext},
+};
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::{
     Error,
@@ -77,6 +81,7 @@ pub(crate) struct Shared {
     pub(crate) state: kv::Store,
     pub(crate) definitions: Arc<Store>,
     pub(crate) metrics: Metrics,
+    pub(crate) lag: ConsumerLag,
     pub(crate) env: BTreeMap<String, String>,
     pub(crate) replica_id: String,
 }
@@ -120,6 +125,7 @@ impl Orchestrator {
             state,
             definitions,
             metrics: Metrics::register(registry)?,
+            lag: ConsumerLag::register(registry)?,
             env: options.env.clone(),
             replica_id: options.replica_id.clone(),
         });
@@ -166,6 +172,12 @@ impl Orchestrator {
 
         let service = service::start(shared.clone()).await?;
         let tracker = TaskTracker::new();
+        tracker.spawn(shared.lag.clone().sample(
+            consumers.iter().map(|(_, c)| c.clone()).collect(),
+            LAG_SAMPLE_EVERY,
+            shutdown.clone(),
+        ));
+        tracker.spawn(sample_dlq(shared.clone(), shutdown.clone()));
         let shards = self.options.concurrency.max(1);
         let mut senders = Vec::with_capacity(shards);
         for _ in 0..shards {
@@ -212,6 +224,34 @@ impl Orchestrator {
     }
 }
 
+/// Samples the DLQ stream's message count every [`LAG_SAMPLE_EVERY`] until `shutdown`: every
+/// replica reports the same figure (alert on `max`, not `sum`).
+async fn sample_dlq(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(LAG_SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dlq = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if dlq.is_none() {
+            dlq = shared.js.get_stream(stream::DLQ).await.ok();
+        }
+        let Some(s) = dlq.as_mut() else {
+            debug!("no DLQ stream to sample");
+            continue;
+        };
+        match s.info().await {
+            Ok(info) => shared
+                .metrics
+                .dlq_messages
+                .set(i64::try_from(info.state.messages).unwrap_or(i64::MAX)),
+            Err(e) => debug!(error = %e, "cannot sample the DLQ"),
+        }
+    }
+}
+
 /// A message and what it asks for, decoded.
 struct Delivery {
     msg: jetstream::Message,
@@ -245,6 +285,40 @@ impl Work {
             Work::Apply { input, .. } => input.kind(),
         }
     }
+
+    /// The correlation id the message's payload names, for messages sent without the header.
+    fn correlation_id(&self) -> &str {
+        match self {
+            Work::Start { start, .. } => &start.correlation_id,
+            Work::Apply { input, .. } => match input {
+                Input::Result(r) => &r.correlation_id,
+                Input::Cancel(c) => &c.correlation_id,
+                Input::Signal(s) => &s.correlation_id,
+                Input::Timer(_) => "",
+            },
+        }
+    }
+}
+
+/// The span of one inbox message: a child of the trace its sender carried, with the ids every
+/// log line about the instance needs. Returns the context its effects carry on.
+fn message_span(delivery: &Delivery) -> (tracing::Span, TraceContext) {
+    let headers = delivery.msg.headers.as_ref();
+    let correlation_id = headers
+        .and_then(|h| h.get(header::CORRELATION_ID))
+        .map(|v| v.as_str())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| delivery.work.correlation_id());
+    let span = info_span!(
+        "inbox_message",
+        kind = delivery.work.kind(),
+        instance_id = %delivery.work.instance(),
+        correlation_id = %correlation_id,
+        trace_id = tracing::field::Empty,
+        "messaging.destination.name" = %delivery.msg.subject,
+    );
+    let trace = telemetry::continue_trace(&span, &telemetry::NatsExtractor(headers));
+    (span, trace)
 }
 
 #[derive(Clone)]
@@ -497,17 +571,23 @@ async fn shard(shared: Arc<Shared>, mut rx: mpsc::Receiver<Delivery>) {
     while let Some(delivery) = rx.recv().await {
         let kind = delivery.work.kind();
         let received = delivery.received;
-        let (outcome, ack) = match handle(&shared, &mut cache, &delivery).await {
-            Ok(done) => done,
-            Err(e) => {
-                warn!(error = %e, instance = delivery.work.instance(), kind, "cannot handle; retrying later");
-                cache.remove(delivery.work.instance());
-                ("retry", AckKind::Nak(Some(Duration::from_secs(1))))
+        let (span, trace) = message_span(&delivery);
+        let outcome = async {
+            let (outcome, ack) = match handle(&shared, &mut cache, &delivery, &trace).await {
+                Ok(done) => done,
+                Err(e) => {
+                    warn!(error = %e, instance = delivery.work.instance(), kind, "cannot handle; retrying later");
+                    cache.remove(delivery.work.instance());
+                    ("retry", AckKind::Nak(Some(Duration::from_secs(1))))
+                }
+            };
+            if let Err(e) = delivery.msg.ack_with(ack).await {
+                warn!(error = %e, "cannot ack");
             }
-        };
-        if let Err(e) = delivery.msg.ack_with(ack).await {
-            warn!(error = %e, "cannot ack");
+            outcome
         }
+        .instrument(span)
+        .await;
         shared
             .metrics
             .messages
@@ -530,6 +610,7 @@ async fn handle(
     shared: &Shared,
     cache: &mut HashMap<String, Cached>,
     delivery: &Delivery,
+    trace: &TraceContext,
 ) -> Result<Handled, Error> {
     let msg = &delivery.msg;
     let info = msg
@@ -538,7 +619,7 @@ async fn handle(
     let seq = info.stream_sequence;
     let delivered = info.delivered;
     let id = delivery.work.instance().to_owned();
-    let carried = carried_headers(msg);
+    let carried = carried_headers(msg, trace);
     let ctx = Ctx {
         now_ms: now_ms(),
         env: &shared.env,
@@ -656,6 +737,12 @@ async fn handle(
         };
         publish(shared, &next.outbox, &carried).await?;
         record_metrics(shared, &delivery.work, &next);
+        if matches!(delivery.work, Work::Start { .. }) {
+            debug!(workflow = %next.workflow, version = next.version, tenant = %next.tenant, "instance started");
+        }
+        if next.status.is_finished() {
+            debug!(workflow = %next.workflow, status = next.status.as_str(), "instance finished");
+        }
         if next.status.is_finished() {
             cache.remove(&id);
         } else {
@@ -764,7 +851,9 @@ fn set_correlation(headers: &mut HeaderMap, correlation_id: &str) {
     }
 }
 
-fn carried_headers(msg: &jetstream::Message) -> HeaderMap {
+/// The inbox message's correlation and trace headers, with the trace context replaced by the
+/// message span's own (`trace`), so jobs and events are children of this step of the engine.
+fn carried_headers(msg: &jetstream::Message, trace: &TraceContext) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if let Some(incoming) = &msg.headers {
         for name in CARRIED {
@@ -773,6 +862,7 @@ fn carried_headers(msg: &jetstream::Message) -> HeaderMap {
             }
         }
     }
+    trace.apply(&mut headers);
     headers
 }
 
@@ -794,8 +884,9 @@ fn record_metrics(shared: &Shared, work: &Work, next: &Instance) {
                 .with_label_values(&[&next.workflow, status])
                 .inc();
             if let Some(end) = next.finished_at_ms {
+                let tenant = m.tenants.label(&next.tenant);
                 m.execution_seconds
-                    .with_label_values(&[&next.workflow, status])
+                    .with_label_values(&[tenant.as_str(), &next.workflow, status])
                     .observe((end - next.started_at_ms).max(0) as f64 / 1000.0);
             }
         }

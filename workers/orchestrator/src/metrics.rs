@@ -1,6 +1,11 @@
 //! The orchestrator's Prometheus metrics: names and help texts in one place.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use std::sync::Arc;
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+use switchyard_runtime::metrics::TenantLabels;
 
 /// Metrics of one orchestrator process.
 #[derive(Debug, Clone)]
@@ -14,9 +19,14 @@ pub struct Metrics {
     pub conflicts: IntCounter,
     pub started: IntCounterVec,
     pub finished: IntCounterVec,
-    /// The product spec's name: start to finish of an instance, by workflow and final status.
+    /// The product spec's name: start to finish of an instance, by tenant (bounded by
+    /// [`TenantLabels`]), workflow and final status.
     pub execution_seconds: HistogramVec,
     pub sla_breaches: IntCounterVec,
+    /// Messages in the `DLQ` stream, sampled.
+    pub dlq_messages: IntGauge,
+    /// The `tenant_id` label values.
+    pub tenants: Arc<TenantLabels>,
 }
 
 impl Metrics {
@@ -66,7 +76,7 @@ impl Metrics {
                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                     300.0, 1800.0,
                 ]),
-                &["workflow_type", "status"],
+                &["tenant_id", "workflow_type", "status"],
             )?,
             sla_breaches: IntCounterVec::new(
                 Opts::new(
@@ -75,6 +85,11 @@ impl Metrics {
                 ),
                 &["workflow"],
             )?,
+            dlq_messages: IntGauge::new(
+                "switchyard_dlq_messages",
+                "Messages in the dead-letter stream (every kind's), sampled by the orchestrator",
+            )?,
+            tenants: Arc::new(TenantLabels::default()),
         };
         registry.register(Box::new(m.messages.clone()))?;
         registry.register(Box::new(m.handle_seconds.clone()))?;
@@ -83,6 +98,7 @@ impl Metrics {
         registry.register(Box::new(m.finished.clone()))?;
         registry.register(Box::new(m.execution_seconds.clone()))?;
         registry.register(Box::new(m.sla_breaches.clone()))?;
+        registry.register(Box::new(m.dlq_messages.clone()))?;
         Ok(m)
     }
 }

@@ -1,0 +1,464 @@
+//! The ledger's routes end to end: a real nats-server with an orchestrator and a `test` worker
+//! (see `common`), the ledger on its own Postgres database in this process, the gateway's
+//! router in front. Usage grouped three ways, the instance list paged with no gaps or repeats,
+//! stats, the audit log for admins only, nothing of another tenant, and 400/422 naming the
+//! parameter.
+
+mod common;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use async_nats::HeaderMap;
+use axum::http::{Method, StatusCode};
+use common::*;
+use prometheus::Registry;
+use serde_json::json;
+use switchyard_gateway::Role;
+use switchyard_ledger::{Ledger, Source};
+use switchyard_proto::{UsageEvent, encode_proto, subject};
+use switchyard_runtime::config::LedgerSettings;
+use switchyard_test_support::TestDatabase;
+use tokio_util::sync::CancellationToken;
+
+/// 2026-01-15T12:00:00Z in ms.
+const DAY1: i64 = 1_768_478_400_000;
+const DAY2: i64 = DAY1 + 86_400_000;
+
+struct LedgerEnv {
+    env: Env,
+    _db: TestDatabase,
+    stop: CancellationToken,
+}
+
+impl Drop for LedgerEnv {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn ledger_env() -> LedgerEnv {
+    let env = env().await;
+    let db = switchyard_test_support::database().await;
+    switchyard_ledger::store::migrate(&db.pool)
+        .await
+        .expect("migrate");
+    let settings = LedgerSettings {
+        batch_size: 100,
+        batch_wait: Duration::from_millis(20),
+        ..LedgerSettings::default()
+    };
+    let ledger = Ledger::build(db.pool.clone(), &settings, "l1", &Registry::new()).expect("ledger");
+    let stop = CancellationToken::new();
+    tokio::spawn(ledger.run(env.server.client().await, stop.clone()));
+    let l = LedgerEnv { env, _db: db, stop };
+    let token = l.env.token(TENANT, Role::Viewer);
+    for _ in 0..200 {
+        let reply = l
+            .env
+            .call(Method::GET, "/api/v1/workflows/stats", Some(&token), None)
+            .await;
+        if reply.status == StatusCode::OK {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the ledger never answered");
+}
+
+impl LedgerEnv {
+    async fn get(&self, uri: &str, tenant: &str, role: Role) -> Reply {
+        let token = self.env.token(tenant, role);
+        self.env.call(Method::GET, uri, Some(&token), None).await
+    }
+
+    async fn publish_usage(&self, e: &UsageEvent) {
+        let mut headers = HeaderMap::new();
+        headers.insert(switchyard_proto::header::MSG_ID, e.event_id.as_str());
+        self.env
+            .js
+            .publish_with_headers(
+                subject::usage(&e.tenant, &e.meter),
+                headers,
+                encode_proto(e).into(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("puback");
+    }
+
+    /// Waits until the ledger's consumers have nothing pending or unacked.
+    async fn caught_up(&self) {
+        let deadline = tokio::time::Instant::now() + T;
+        'again: loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the ledger never caught up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            for source in Source::ALL {
+                let mut consumer: async_nats::jetstream::consumer::PullConsumer = self
+                    .env
+                    .js
+                    .get_stream(source.stream())
+                    .await
+                    .expect("stream")
+                    .get_consumer(source.consumer())
+                    .await
+                    .expect("consumer");
+                let info = consumer.info().await.expect("info");
+                if info.num_pending > 0 || info.num_ack_pending > 0 {
+                    continue 'again;
+                }
+            }
+            return;
+        }
+    }
+}
+
+fn usage(
+    tenant: &str,
+    n: usize,
+    meter: &str,
+    quantity: f64,
+    at_ms: i64,
+    instance: &str,
+) -> UsageEvent {
+    UsageEvent {
+        event_id: format!("{tenant}-{n}-{meter}"),
+        tenant: tenant.into(),
+        meter: meter.into(),
+        quantity,
+        unit: "token".into(),
+        instance_id: instance.into(),
+        step_id: "greet".into(),
+        operation: "test.echo".into(),
+        at_ms,
+        attributes: Default::default(),
+    }
+}
+
+const ECHO: &str = r#"
+name: echo_once
+version: 1
+steps:
+  - id: greet
+    operation: test.echo
+    input: { text: "hi" }
+"#;
+
+const FAIL: &str = r#"
+name: fail_once
+version: 1
+steps:
+  - id: explode
+    operation: test.fail
+    input: { mode: permanent }
+"#;
+
+#[tokio::test]
+async fn the_ledger_routes_answer_per_tenant_with_pages_groups_stats_and_audit() {
+    let l = Box::pin(ledger_env()).await;
+    l.env.register(ECHO).await;
+    l.env.register(FAIL).await;
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        ids.push(l.env.trigger("echo_once", json!({})).await);
+    }
+    let failed = l.env.trigger("fail_once", json!({})).await;
+    for id in ids.iter().chain([&failed]) {
+        l.env.finished(id).await;
+    }
+    // Usage: two meters over two days, one instance's tokens tied to its workflow, and a
+    // direct call's usage with no instance; another tenant's usage beside it.
+    l.publish_usage(&usage(TENANT, 1, "tokens", 10.0, DAY1, &ids[0]))
+        .await;
+    l.publish_usage(&usage(TENANT, 2, "tokens", 5.0, DAY2, &ids[1]))
+        .await;
+    l.publish_usage(&usage(TENANT, 3, "cards_fetched", 2.0, DAY2, ""))
+        .await;
+    l.publish_usage(&usage(OTHER_TENANT, 1, "tokens", 99.0, DAY1, ""))
+        .await;
+    l.caught_up().await;
+
+    // ---- usage, three ways ----
+    let range = "from=2026-01-01&to=2026-01-31";
+    let reply = l
+        .get(&format!("/api/v1/usage?{range}"), TENANT, Role::Viewer)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:#?}");
+    assert_eq!(
+        reply.body["usage"],
+        json!([
+            { "meter": "cards_fetched", "unit": "token", "quantity": 2.0, "events": 1 },
+            { "meter": "tokens", "unit": "token", "quantity": 15.0, "events": 2 },
+        ]),
+        "{:#}",
+        reply.body
+    );
+    assert_eq!(reply.body["tenant"], TENANT);
+    let by_day = l
+        .get(
+            &format!("/api/v1/usage?{range}&group_by=day"),
+            TENANT,
+            Role::Viewer,
+        )
+        .await;
+    let days: Vec<(String, String, f64)> = by_day.body["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["day"].as_str().unwrap().to_owned(),
+                r["meter"].as_str().unwrap().to_owned(),
+                r["quantity"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        days,
+        [
+            ("2026-01-15".into(), "tokens".into(), 10.0),
+            ("2026-01-16".into(), "cards_fetched".into(), 2.0),
+            ("2026-01-16".into(), "tokens".into(), 5.0),
+        ]
+    );
+    let by_workflow = l
+        .get(
+            &format!("/api/v1/usage?{range}&group_by=workflow"),
+            TENANT,
+            Role::Viewer,
+        )
+        .await;
+    assert_eq!(
+        by_workflow.body["usage"],
+        json!([
+            { "workflow": null, "meter": "cards_fetched", "unit": "token", "quantity": 2.0, "events": 1 },
+            { "workflow": "echo_once", "meter": "tokens", "unit": "token", "quantity": 15.0, "events": 2 },
+        ]),
+        "{:#}",
+        by_workflow.body
+    );
+    // Another tenant sees only its own; naming a tenant needs an admin.
+    let other = l
+        .get(
+            &format!("/api/v1/usage?{range}"),
+            OTHER_TENANT,
+            Role::Viewer,
+        )
+        .await;
+    assert_eq!(other.body["usage"][0]["quantity"], 99.0);
+    assert_eq!(other.body["usage"].as_array().unwrap().len(), 1);
+    l.get(
+        &format!("/api/v1/usage?{range}&tenant={TENANT}"),
+        OTHER_TENANT,
+        Role::Operator,
+    )
+    .await
+    .problem(403);
+    let admin_view = l
+        .get(
+            &format!("/api/v1/usage?{range}&tenant={OTHER_TENANT}"),
+            TENANT,
+            Role::Admin,
+        )
+        .await;
+    assert_eq!(admin_view.body["tenant"], OTHER_TENANT, "{admin_view:#?}");
+    assert_eq!(admin_view.body["usage"][0]["quantity"], 99.0);
+
+    // ---- instances, paged ----
+    let mut seen = Vec::new();
+    let mut uri = "/api/v1/workflows/instances?limit=3".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = l.get(&uri, TENANT, Role::Viewer).await;
+        assert_eq!(page.status, StatusCode::OK, "{page:#?}");
+        let list = page.body["instances"].as_array().unwrap();
+        assert!(list.len() <= 3);
+        seen.extend(list.iter().cloned());
+        pages += 1;
+        match page.body["next_cursor"].as_str() {
+            Some(c) => uri = format!("/api/v1/workflows/instances?limit=3&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let listed: Vec<&str> = seen
+        .iter()
+        .map(|i| i["instance_id"].as_str().unwrap())
+        .collect();
+    let unique: BTreeSet<&str> = listed.iter().copied().collect();
+    assert_eq!(unique.len(), listed.len(), "no repeats: {listed:?}");
+    let expected: BTreeSet<&str> = ids.iter().chain([&failed]).map(String::as_str).collect();
+    assert_eq!(unique, expected, "no gaps");
+    let times: Vec<i64> = seen
+        .iter()
+        .map(|i| i["created_at_ms"].as_i64().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    let only_failed = l
+        .get(
+            "/api/v1/workflows/instances?status=failed&workflow=fail_once",
+            TENANT,
+            Role::Viewer,
+        )
+        .await;
+    let list = only_failed.body["instances"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{:#}", only_failed.body);
+    assert_eq!(list[0]["instance_id"], failed.as_str());
+    assert_eq!(list[0]["error_code"], "permanent");
+    assert_eq!(list[0]["failed_step"], "explode");
+    let nobody = l
+        .get("/api/v1/workflows/instances", OTHER_TENANT, Role::Viewer)
+        .await;
+    assert_eq!(
+        nobody.body["instances"],
+        json!([]),
+        "another tenant's instances are invisible"
+    );
+
+    // ---- stats ----
+    let stats = l.get("/api/v1/workflows/stats", TENANT, Role::Viewer).await;
+    assert_eq!(stats.status, StatusCode::OK, "{stats:#?}");
+    let workflows = stats.body["workflows"].as_array().unwrap();
+    let echo = workflows
+        .iter()
+        .find(|w| w["workflow"] == "echo_once")
+        .unwrap();
+    assert_eq!(echo["counts"]["completed"], 7);
+    assert_eq!(echo["total"], 7);
+    let p50 = echo["duration_ms"]["p50"].as_f64().unwrap();
+    let p99 = echo["duration_ms"]["p99"].as_f64().unwrap();
+    assert!(p50 >= 0.0 && p99 >= p50, "{echo:#}");
+    let fail = workflows
+        .iter()
+        .find(|w| w["workflow"] == "fail_once")
+        .unwrap();
+    assert_eq!(fail["counts"]["failed"], 1);
+    let other_stats = l
+        .get("/api/v1/workflows/stats", OTHER_TENANT, Role::Viewer)
+        .await;
+    assert_eq!(other_stats.body["workflows"], json!([]));
+
+    // ---- audit: admins only ----
+    l.get("/api/v1/audit", TENANT, Role::Operator)
+        .await
+        .problem(403);
+    let audit = l.get("/api/v1/audit", TENANT, Role::Admin).await;
+    assert_eq!(audit.status, StatusCode::OK, "{audit:#?}");
+    assert_eq!(audit.body["tenant"], TENANT);
+    let puts: Vec<&str> = audit.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "definition.put")
+        .map(|e| e["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        puts,
+        ["fail_once", "echo_once"],
+        "newest first: {:#}",
+        audit.body
+    );
+    let first = l
+        .get(
+            "/api/v1/audit?action=definition.put&limit=1",
+            TENANT,
+            Role::Admin,
+        )
+        .await;
+    let cursor = first.body["next_cursor"].as_str().expect("a second page");
+    let second = l
+        .get(
+            &format!("/api/v1/audit?action=definition.put&limit=1&cursor={cursor}"),
+            TENANT,
+            Role::Admin,
+        )
+        .await;
+    assert_eq!(
+        second.body["entries"][0]["target"], "echo_once",
+        "{second:#?}"
+    );
+    assert_eq!(second.body["next_cursor"], json!(null));
+
+    // ---- bad parameters name themselves ----
+    for (uri, field) in [
+        ("/api/v1/usage?group_by=hour", "group_by"),
+        ("/api/v1/usage?from=2026-02-30", "from"),
+        ("/api/v1/usage?from=2026-02-02&to=2026-02-01", "from"),
+        ("/api/v1/usage?colour=red", "query"),
+        ("/api/v1/workflows/instances?limit=0", "limit"),
+        ("/api/v1/workflows/instances?status=done", "status"),
+        ("/api/v1/workflows/instances?from=last%20week", "from"),
+        ("/api/v1/workflows/instances?workflow=a.b", "workflow"),
+        ("/api/v1/workflows/stats?to=soon", "to"),
+    ] {
+        let reply = l.get(uri, TENANT, Role::Admin).await;
+        let problem = reply.problem(400);
+        assert_eq!(problem["field"], field, "{uri}: {problem:#}");
+    }
+    let reply = l
+        .get(
+            "/api/v1/workflows/instances?cursor=zz",
+            TENANT,
+            Role::Viewer,
+        )
+        .await;
+    assert_eq!(reply.problem(422)["field"], "cursor", "{reply:#?}");
+    // Without a range: this month so far, which holds none of January's usage.
+    let default_range = l.get("/api/v1/usage", TENANT, Role::Viewer).await;
+    assert_eq!(default_range.status, StatusCode::OK, "{default_range:#?}");
+    assert!(
+        default_range.body["from"]
+            .as_str()
+            .unwrap()
+            .ends_with("-01")
+    );
+    let anonymous = l.env.call(Method::GET, "/api/v1/usage", None, None).await;
+    anonymous.problem(401);
+    // Refused credentials are logged under `_anonymous`, which only an admin may read.
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let refused = l
+            .get(
+                "/api/v1/audit?tenant=_anonymous&action=auth.failed",
+                TENANT,
+                Role::Admin,
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::OK, "{refused:#?}");
+        if refused.body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["target"] == "/api/v1/usage")
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{refused:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn without_a_ledger_running_the_routes_answer_503() {
+    let env = env().await;
+    let token = env.token(TENANT, Role::Viewer);
+    let reply = env
+        .call(
+            Method::GET,
+            "/api/v1/workflows/instances",
+            Some(&token),
+            None,
+        )
+        .await;
+    let problem = reply.problem(503);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("ledger"),
+        "{problem:#}"
+    );
+}
