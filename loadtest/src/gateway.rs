@@ -1,6 +1,7 @@
-//! `gateway`: accepted triggers per second and their latency through one gateway process, with
-//! `C` HTTP/1.1 connections each sending `POST /api/v1/workflows/trigger` back to back, beside
-//! two JetStream publish rates of the same server in the same run:
+//! `http-trigger`: accepted triggers per second, their latency and the answers that were not
+//! 202, through one gateway process, with `C` HTTP/1.1 connections each sending
+//! `POST /api/v1/workflows/trigger` back to back, beside two JetStream publish rates of the same
+//! server in the same run:
 //!
 //! - pipelined: one client keeping 512 publishes in flight (the bus's own ceiling);
 //! - concurrent: `C` tasks each publishing and awaiting the PubAck before the next (what a
@@ -8,10 +9,13 @@
 //!
 //! The gateway checks each trigger's token, rate limit and input against the definition (from
 //! its mirror of `WF_DEFINITIONS`), publishes the start and waits for the PubAck. No
-//! orchestrator runs: the starts stay on `WF_INBOX`, and their count there is checked against
-//! the 202s received, so nothing accepted went missing.
+//! orchestrator runs while the front door is measured: the starts stay on `WF_INBOX`, and their
+//! count there is checked against the 202s received. Then an orchestrator and a `test` worker
+//! start and drain them, and every instance id a 202 returned must reach `completed` on
+//! `WF_EVENTS`, so nothing accepted went missing.
 
 use std::{
+    collections::{BTreeMap, HashSet},
     net::SocketAddr,
     path::Path,
     sync::Arc,
@@ -19,23 +23,28 @@ use std::{
 };
 
 use anyhow::bail;
-use async_nats::{HeaderMap, jetstream};
+use async_nats::{
+    HeaderMap,
+    jetstream::{self, consumer::pull::OrderedConfig},
+};
 use bytes::Bytes;
+use futures::StreamExt as _;
 use http_body_util::{BodyExt as _, Full};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use switchyard_gateway::Role;
 use switchyard_orchestrator::{
     definition::ValidateOptions,
     store::{Scope, Store},
 };
-use switchyard_proto::{StartWorkflow, encode_proto, header, stream};
+use switchyard_proto::{StartWorkflow, encode_proto, event, header, stream, subject};
 use switchyard_runtime::config::{AuthSettings, Secret};
 use tokio::net::TcpStream;
 
 use crate::{
-    worker_loop::{percentile, provisioned_server, raw_publish_rate, rss_kib},
+    report::{self, percentile},
+    worker_loop::{provisioned_server, raw_publish_rate, rss_kib},
     workflows::{Processes, spawn},
 };
 
@@ -51,33 +60,54 @@ steps:
 "#;
 
 /// One run's figures.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Measurement {
     pub connections: usize,
     pub duration_s: f64,
     pub raw_pipelined_publish_per_s: f64,
     pub raw_concurrent_publish_per_s: f64,
+    /// 202 answers in the measured window.
     pub accepted: u64,
+    /// Answers other than 202 in the measured window, by status code.
+    pub errors: BTreeMap<u16, u64>,
     pub triggers_per_s: f64,
     pub p50_ms: f64,
+    pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
     pub ratio_to_concurrent_publish: f64,
+    pub ratio_to_pipelined_publish: f64,
     /// Gateway CPU time (user + system) per accepted trigger during the measured run: a cost
     /// that does not depend on what else the machine is doing.
     pub gateway_cpu_us_per_trigger: f64,
     pub gateway_idle_rss_kib: u64,
     pub gateway_peak_rss_kib: u64,
     pub stored_starts: u64,
+    /// Instances (warm-up included) that reached `completed` once an orchestrator and a worker
+    /// drained the inbox: every one the gateway accepted.
+    pub completed: usize,
+    /// How long draining them took.
+    pub drain_s: f64,
+    /// Sorted latency samples (ms), for the chart; not written to JSON.
+    #[serde(skip)]
+    pub samples: Vec<f64>,
 }
 
-/// Runs the scenario against `gateway` (the binary) for `duration` after a short warm-up.
+/// The engine processes that drain the accepted triggers to check each one completes.
+#[derive(Debug, Clone, Copy)]
+pub struct Binaries<'a> {
+    pub gateway: &'a Path,
+    pub orchestrator: &'a Path,
+    pub worker: &'a Path,
+}
+
+/// Runs the scenario against the gateway binary for `duration` after a short warm-up.
 pub async fn run(
-    gateway: &Path,
+    binaries: Binaries<'_>,
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<Measurement> {
-    let (server, client, js) = provisioned_server(false).await?;
+    let (server, _client, js) = provisioned_server(false).await?;
     let sample = start_message(0);
     let raw_pipelined = raw_publish_rate(&js, 50_000, sample.clone()).await?;
     let raw_concurrent = concurrent_publish_rate(&js, connections, 50_000, sample).await?;
@@ -94,7 +124,7 @@ pub async fn run(
         probe.local_addr()?
     };
     let child = spawn(
-        gateway,
+        binaries.gateway,
         &server.url(),
         &[
             ("SWITCHYARD_HTTP_ADDR", &addr.to_string()),
@@ -104,7 +134,7 @@ pub async fn run(
         ],
     )?;
     let pid = child.id();
-    let _gateway = Processes(vec![child]);
+    let gateway_process = Processes(vec![child]);
     wait_ready(addr).await?;
     let idle_rss = rss_kib(pid);
 
@@ -131,7 +161,7 @@ pub async fn run(
     });
 
     // Warm-up, then the measured run.
-    load(addr, &request, connections, Duration::from_secs(2)).await?;
+    let warm_up = load(addr, &request, connections, Duration::from_secs(2)).await?;
     let before = inbox_count(&js).await?;
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sampler = {
@@ -145,19 +175,33 @@ pub async fn run(
     };
     let cpu_before = cpu_ticks(pid);
     let started = Instant::now();
-    let mut latencies = load(addr, &request, connections, duration).await?;
+    let measured = load(addr, &request, connections, duration).await?;
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_ticks_used = cpu_ticks(pid).saturating_sub(cpu_before);
     sampler.abort();
     let stored = inbox_count(&js).await? - before;
-    let accepted = latencies.len() as u64;
+    let accepted = measured.latencies.len() as u64;
     if stored != accepted {
-        bail!("{accepted} triggers were accepted but {stored} starts are on the bus");
+        return Err(report::Error::LostWork {
+            scenario: "http-trigger",
+            what: "triggers stored",
+            accepted: accepted as usize,
+            completed: stored as usize,
+            detail: "202 answers without their start on WF_INBOX".into(),
+        }
+        .into());
     }
-    drop(client);
+    drop(gateway_process);
 
-    latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| percentile(&latencies, p);
+    let drain_started = Instant::now();
+    let mut expected: HashSet<String> = warm_up.instance_ids.into_iter().collect();
+    expected.extend(measured.instance_ids);
+    let completed = drain(&server, &js, binaries, expected).await?;
+    let drain_s = drain_started.elapsed().as_secs_f64();
+
+    let mut samples = measured.latencies;
+    samples.sort_by(f64::total_cmp);
+    let pct = |p: f64| percentile(&samples, p);
     let triggers_per_s = accepted as f64 / elapsed;
     Ok(Measurement {
         connections,
@@ -165,16 +209,88 @@ pub async fn run(
         raw_pipelined_publish_per_s: raw_pipelined,
         raw_concurrent_publish_per_s: raw_concurrent,
         accepted,
+        errors: measured.errors,
         triggers_per_s,
         p50_ms: pct(0.50),
+        p90_ms: pct(0.90),
         p99_ms: pct(0.99),
-        max_ms: latencies.last().copied().unwrap_or(0.0),
+        max_ms: samples.last().copied().unwrap_or(0.0),
         ratio_to_concurrent_publish: triggers_per_s / raw_concurrent,
+        ratio_to_pipelined_publish: triggers_per_s / raw_pipelined,
         gateway_cpu_us_per_trigger: cpu_ticks_used as f64 * 1e6 / USER_HZ / accepted as f64,
         gateway_idle_rss_kib: idle_rss,
         gateway_peak_rss_kib: peak.load(std::sync::atomic::Ordering::Relaxed),
         stored_starts: stored,
+        completed,
+        drain_s,
+        samples,
     })
+}
+
+/// Starts an orchestrator and a `test` worker and waits until every `expected` instance has
+/// its `completed` event; returns how many did.
+async fn drain(
+    server: &switchyard_test_support::NatsServer,
+    js: &jetstream::Context,
+    binaries: Binaries<'_>,
+    mut expected: HashSet<String>,
+) -> anyhow::Result<usize> {
+    let total = expected.len();
+    let events = js.get_stream(stream::WF_EVENTS).await?;
+    let consumer = events
+        .create_consumer(OrderedConfig {
+            filter_subjects: vec![
+                subject::event(TENANT, "*", event::COMPLETED),
+                subject::event(TENANT, "*", event::FAILED),
+            ],
+            ..OrderedConfig::default()
+        })
+        .await?;
+    let mut done_events = consumer.messages().await?;
+    let url = server.url();
+    let _engine = Processes(vec![
+        spawn(
+            binaries.orchestrator,
+            &url,
+            &[("SWITCHYARD_ORCHESTRATOR__CONCURRENCY", "256")],
+        )?,
+        spawn(
+            binaries.worker,
+            &url,
+            &[("SWITCHYARD_WORKER__CONCURRENCY", "256")],
+        )?,
+    ]);
+    let lost = |left: usize, detail: String| report::Error::LostWork {
+        scenario: "http-trigger",
+        what: "accepted workflows",
+        accepted: total,
+        completed: total - left,
+        detail,
+    };
+    while !expected.is_empty() {
+        let msg = match tokio::time::timeout(Duration::from_secs(60), done_events.next()).await {
+            Ok(Some(Ok(msg))) => msg,
+            Ok(Some(Err(e))) => bail!("reading {}: {e}", stream::WF_EVENTS),
+            _ => {
+                return Err(lost(expected.len(), "none completed for 60 s".into()).into());
+            }
+        };
+        let Some((_, instance, ty)) = subject::parse_event(&msg.subject) else {
+            continue;
+        };
+        if ty == event::FAILED && expected.contains(instance) {
+            return Err(lost(
+                expected.len(),
+                format!(
+                    "instance {instance} failed: {}",
+                    String::from_utf8_lossy(&msg.payload)
+                ),
+            )
+            .into());
+        }
+        expected.remove(instance);
+    }
+    Ok(total)
 }
 
 /// The unit of the CPU times in `/proc/<pid>/stat` on Linux.
@@ -284,14 +400,25 @@ async fn wait_ready(addr: SocketAddr) -> anyhow::Result<()> {
     bail!("the gateway never became ready")
 }
 
-/// `connections` keep-alive connections sending triggers back to back for `duration`; the
-/// latency of every 202 in milliseconds. Any other answer stops the run.
+/// What the connections of one load got back.
+#[derive(Debug, Default)]
+struct Load {
+    /// Latency of every 202, in milliseconds.
+    latencies: Vec<f64>,
+    /// The instance id of every 202.
+    instance_ids: Vec<String>,
+    /// Other answers, by status code.
+    errors: BTreeMap<u16, u64>,
+}
+
+/// `connections` keep-alive connections sending triggers back to back for `duration`. A
+/// connection that breaks stops the run; answers other than 202 are counted.
 async fn load(
     addr: SocketAddr,
     request: &Arc<TriggerRequest>,
     connections: usize,
     duration: Duration,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<Load> {
     let deadline = Instant::now() + duration;
     let mut handles = Vec::new();
     for _ in 0..connections {
@@ -303,7 +430,11 @@ async fn load(
                 hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(conn);
             let host = addr.to_string();
-            let mut latencies = Vec::with_capacity(64 * 1024);
+            let mut got = Load {
+                latencies: Vec::with_capacity(64 * 1024),
+                instance_ids: Vec::with_capacity(64 * 1024),
+                ..Load::default()
+            };
             while Instant::now() < deadline {
                 let req = Request::post("/api/v1/workflows/trigger")
                     .header("host", host.as_str())
@@ -315,19 +446,30 @@ async fn load(
                 let status = response.status();
                 let body = response.into_body().collect().await?.to_bytes();
                 if status != StatusCode::ACCEPTED {
-                    bail!(
-                        "trigger answered {status}: {}",
-                        String::from_utf8_lossy(&body)
-                    );
+                    *got.errors.entry(status.as_u16()).or_default() += 1;
+                    continue;
                 }
-                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                got.latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                let accepted: Accepted = serde_json::from_slice(&body)?;
+                got.instance_ids.push(accepted.instance_id);
             }
-            anyhow::Ok(latencies)
+            anyhow::Ok(got)
         }));
     }
-    let mut all = Vec::new();
+    let mut all = Load::default();
     for h in handles {
-        all.extend(h.await??);
+        let got = h.await??;
+        all.latencies.extend(got.latencies);
+        all.instance_ids.extend(got.instance_ids);
+        for (status, n) in got.errors {
+            *all.errors.entry(status).or_default() += n;
+        }
     }
     Ok(all)
+}
+
+/// The part of a 202 body the benchmark reads.
+#[derive(Deserialize)]
+struct Accepted {
+    instance_id: String,
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use switchyard_loadtest::{cards, gateway, worker_loop, workflows};
+use switchyard_loadtest::{cards, cli, ledger, suite, worker_loop};
 
 #[derive(Debug, Parser)]
 #[command(about = "Switchyard benchmarks")]
@@ -27,35 +27,32 @@ enum Scenario {
         #[arg(long, default_value = "loadtest/results/worker-loop.json")]
         out: PathBuf,
     },
-    /// The engine end to end: 1-step workflows/s at full speed and 3-step p50/p99 latency at
-    /// 100 workflows/s, one orchestrator and one test worker process, with the server's default
-    /// fsync and with `sync_interval: always`.
-    Workflows {
-        /// 1-step workflows for the throughput run.
-        #[arg(long, default_value_t = 20_000)]
-        workflows: usize,
-        #[arg(long, default_value = "target/release/switchyard-orchestrator")]
-        orchestrator: PathBuf,
-        #[arg(long, default_value = "target/release/switchyard-test-worker")]
-        worker: PathBuf,
-        #[arg(long, default_value = "loadtest/results/workflows.json")]
-        out: PathBuf,
-    },
-    /// The gateway's front door: accepted `POST /workflows/trigger` per second and their
-    /// p50/p99 latency over keep-alive connections against one gateway process, beside the
-    /// JetStream publish rate (pipelined, and at the same concurrency) of the same server.
-    Gateway {
-        /// Concurrent connections.
-        #[arg(long, default_value_t = 64)]
-        connections: usize,
-        /// Seconds of measured load, after a 2 s warm-up.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        #[arg(long, default_value = "target/release/switchyard-gateway")]
-        gateway: PathBuf,
-        #[arg(long, default_value = "loadtest/results/gateway.json")]
-        out: PathBuf,
-    },
+    /// The bus's own limit: pipelined JetStream publishes and pull-consume-acks per second,
+    /// the floor every other figure is divided by.
+    Raw(cli::RawArgs),
+    /// The gateway's front door: accepted `POST /workflows/trigger` per second at a
+    /// concurrency, latency percentiles and non-202 counts, beside the JetStream publish rate
+    /// of the same server; then every accepted trigger must complete.
+    #[command(alias = "gateway")]
+    HttpTrigger(cli::HttpTriggerArgs),
+    /// 1-step workflows whose starts are published straight to `wf.start.*` as fast as the
+    /// server acks them: completed workflows/s beside the raw publish rate.
+    NatsDirect(cli::NatsDirectArgs),
+    /// N workflows of 1- and/or 3-step `test.echo` chains at a fixed start rate (or full
+    /// speed): start-to-completed latency from `WF_EVENTS` and sustained throughput.
+    E2e(cli::E2eArgs),
+    /// Workflows of one fixed-latency job (`test.sleep`) through 1, 2 and 4 worker replica
+    /// processes with a fixed per-replica concurrency: horizontal scaling.
+    Scale(cli::ScaleArgs),
+    /// The standard suite (every scenario above at its standard size, with the Celery
+    /// reference if given) and one summary table with ratios and targets. Exits non-zero if
+    /// any scenario lost work or could not run.
+    Suite(suite::SuiteArgs),
+    /// The ledger under the `nats-direct` load: 1-step workflows as fast as the server acks
+    /// them, each with usage events; usage events stored in Postgres per second and the
+    /// ledger's lag behind the streams (max, at the end of the load, drain time). Needs
+    /// Postgres (`DATABASE_URL`).
+    Ledger(ledger::LedgerArgs),
     /// Onboarding → `linkedin_post` end to end through the gateway: `flows` flows (four cards
     /// written, then a post generated from them with `wait`) at `concurrency` clients, with
     /// p50/p95/p99 latency and the success rate. Needs Postgres (`DATABASE_URL`).
@@ -105,74 +102,32 @@ async fn main() -> anyhow::Result<()> {
             }
             write(&out, &rows)?;
         }
-        Scenario::Workflows {
-            workflows: n,
-            orchestrator,
-            worker,
-            out,
-        } => {
-            let mut rows = Vec::new();
-            for sync_always in [false, true] {
-                rows.push(workflows::run(&orchestrator, &worker, n, sync_always).await?);
-            }
-            println!(
-                "{:<22} {:>14} {:>16} {:>10} {:>12} {:>12}",
-                "fsync", "raw publish/s", "1-step wf/s", "3-step/s", "3-step p50", "3-step p99"
-            );
-            for r in &rows {
-                let fsync = if r.sync_always {
-                    "sync_interval: always"
-                } else {
-                    "server default"
-                };
-                println!(
-                    "{fsync:<22} {:>14.0} {:>16.0} {:>10.0} {:>9.2} ms {:>9.2} ms",
-                    r.raw_publish_per_s,
-                    r.one_step_workflows_per_s,
-                    r.three_step_rate_per_s,
-                    r.three_step_p50_ms,
-                    r.three_step_p99_ms
+        Scenario::Raw(args) => {
+            cli::raw(args).await?;
+        }
+        Scenario::HttpTrigger(args) => {
+            cli::http_trigger(args).await?;
+        }
+        Scenario::NatsDirect(args) => {
+            cli::nats_direct(args).await?;
+        }
+        Scenario::E2e(args) => {
+            cli::e2e(args).await?;
+        }
+        Scenario::Scale(args) => {
+            cli::scale(args).await?;
+        }
+        Scenario::Ledger(args) => {
+            ledger::cli(args).await?;
+        }
+        Scenario::Suite(args) => {
+            let summary = suite::run(args).await?;
+            if !summary.failures.is_empty() {
+                anyhow::bail!(
+                    "{} scenario(s) failed; no figure of theirs is reported",
+                    summary.failures.len()
                 );
             }
-            write(&out, &rows)?;
-        }
-        Scenario::Gateway {
-            connections,
-            seconds,
-            gateway: binary,
-            out,
-        } => {
-            let r = gateway::run(
-                &binary,
-                connections,
-                std::time::Duration::from_secs(seconds),
-            )
-            .await?;
-            println!(
-                "{:>11} {:>14} {:>16} {:>11} {:>9} {:>9} {:>12} {:>13} {:>15}",
-                "connections",
-                "raw pipelined",
-                "raw at same conc",
-                "triggers/s",
-                "p50",
-                "p99",
-                "CPU/trigger",
-                "idle RSS MiB",
-                "peak RSS MiB"
-            );
-            println!(
-                "{:>11} {:>14.0} {:>16.0} {:>11.0} {:>6.2} ms {:>6.2} ms {:>9.1} µs {:>13.1} {:>15.1}",
-                r.connections,
-                r.raw_pipelined_publish_per_s,
-                r.raw_concurrent_publish_per_s,
-                r.triggers_per_s,
-                r.p50_ms,
-                r.p99_ms,
-                r.gateway_cpu_us_per_trigger,
-                r.gateway_idle_rss_kib as f64 / 1024.0,
-                r.gateway_peak_rss_kib as f64 / 1024.0
-            );
-            write(&out, &[r])?;
         }
         Scenario::Cards {
             flows,

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use async_nats::{HeaderMap, jetstream};
 use futures::StreamExt as _;
 use serde::Serialize;
@@ -59,10 +59,7 @@ pub(crate) async fn pipelined(
     Ok(count as f64 / started.elapsed().as_secs_f64())
 }
 
-/// The `p` quantile (0 to 1) of `sorted` (ascending, not empty).
-pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
+pub(crate) use crate::report::percentile;
 
 pub(crate) fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -156,7 +153,16 @@ pub async fn run(
     while seen < jobs {
         match tokio::time::timeout(Duration::from_secs(30), results.next()).await {
             Ok(Some(_)) => seen += 1,
-            _ => bail!("lost work: {seen} of {jobs} results arrived"),
+            _ => {
+                return Err(crate::report::Error::LostWork {
+                    scenario: "worker-loop",
+                    what: "jobs",
+                    accepted: jobs,
+                    completed: seen,
+                    detail: "no result for 30 s".into(),
+                }
+                .into());
+            }
         }
     }
     let rate = (jobs - 1) as f64 / started.elapsed().as_secs_f64();
