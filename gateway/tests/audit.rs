@@ -88,6 +88,13 @@ async fn refusals_definition_changes_cancels_and_signals_are_audited() {
     env.register(APPROVAL).await;
 
     let id = env.trigger("sleepy", json!({})).await;
+    // A cancel needs the instance to exist; the orchestrator creates it from the start.
+    env.wait_for(&id, "started its step", |s| {
+        s["steps"][0]["status"]
+            .as_str()
+            .is_some_and(|st| st != "pending")
+    })
+    .await;
     let reply = env
         .call(
             Method::POST,
