@@ -149,6 +149,10 @@ pub struct NatsServer {
     binary: PathBuf,
     jetstream: bool,
     port: u16,
+    /// The `server_name` a single server is given, unique per start, so that readiness is
+    /// only declared by this server and not by a foreign one that won the race for the port.
+    /// Cluster members keep their `n1`… names and are not checked this way.
+    expected_name: Option<String>,
     /// Holds the store, config and log; removed on drop (after `Drop` killed the process).
     _dir: TempDir,
     store_dir: PathBuf,
@@ -192,8 +196,14 @@ impl NatsServer {
         let log_path = dir.path().join("nats-server.log");
         let port = free_port();
 
+        let expected_name = cluster
+            .is_none()
+            .then(|| format!("switchyard-test-{}", uuid::Uuid::new_v4().simple()));
         let mut config = String::new();
         let _ = writeln!(config, "listen: \"127.0.0.1:{port}\"");
+        if let Some(name) = &expected_name {
+            let _ = writeln!(config, "server_name: {name:?}");
+        }
         if opts.jetstream {
             let _ = writeln!(config, "jetstream {{");
             let _ = writeln!(config, "  store_dir: {:?}", store_dir.display().to_string());
@@ -229,6 +239,7 @@ impl NatsServer {
             binary: opts.binary.clone().unwrap_or_else(nats_server_binary),
             jetstream: opts.jetstream,
             port,
+            expected_name,
             _dir: dir,
             store_dir,
             config_path,
@@ -331,7 +342,9 @@ impl NatsServer {
                     log_tail(&self.log_path)
                 ));
             }
-            let Err(last_error) = probe(&self.url(), jetstream).await else {
+            let Err(last_error) =
+                probe(&self.url(), jetstream, self.expected_name.as_deref()).await
+            else {
                 return Ok(());
             };
             if started.elapsed() > READY_TIMEOUT {
@@ -356,9 +369,10 @@ impl Drop for NatsServer {
     }
 }
 
-/// One readiness probe: TCP accept, NATS connect, and optionally a JetStream account-info
-/// request answered without error (in a cluster, that needs a meta leader).
-async fn probe(url: &str, jetstream: bool) -> Result<(), String> {
+/// One readiness probe: TCP accept, NATS connect (to the server named `expected_name`, when
+/// given), and optionally a JetStream account-info request answered without error (in a
+/// cluster, that needs a meta leader).
+async fn probe(url: &str, jetstream: bool, expected_name: Option<&str>) -> Result<(), String> {
     const STEP: Duration = Duration::from_secs(2);
     let addr = url.trim_start_matches("nats://");
     tokio::time::timeout(STEP, tokio::net::TcpStream::connect(addr))
@@ -369,6 +383,14 @@ async fn probe(url: &str, jetstream: bool) -> Result<(), String> {
         .await
         .map_err(|_| "NATS connect timed out".to_owned())?
         .map_err(|e| format!("NATS connect: {e}"))?;
+    if let Some(expected) = expected_name {
+        let found = client.server_info().server_name;
+        if found != expected {
+            return Err(format!(
+                "another nats-server ({found:?}) answers on this port; ours is {expected:?}"
+            ));
+        }
+    }
     if jetstream {
         // A raw `$JS.API.INFO` request rather than `query_account()`: async-nats cannot decode
         // the account info of the old 2.9 servers that some tests start on purpose.
