@@ -328,60 +328,54 @@ async fn workflow_command(
     command: WorkflowCommand,
 ) -> anyhow::Result<ExitCode> {
     use switchyard_cli::workflow;
-    use switchyard_orchestrator::service::endpoint;
+    use switchyard_proto::orchestrator::{
+        DefinitionsList, GetInstance, InstanceGet, InstanceStatus, ListDefinitions,
+    };
 
     let client = nats::connect(config, "switchyard-cli").await?;
     match command {
         WorkflowCommand::Register { file } => {
             let reply = workflow::register(&client, tenant, &file).await?;
-            let what = if reply["created"] == true {
+            let what = if reply.created {
                 "registered"
             } else {
                 "already registered"
             };
-            println!(
-                "{} version {}: {what}",
-                reply["name"].as_str().unwrap_or(""),
-                reply["version"]
-            );
+            println!("{} version {}: {what}", reply.name, reply.version);
         }
         WorkflowCommand::Validate { file } => {
             let reply = workflow::validate(&client, tenant, &file).await?;
-            if reply["valid"] == true {
+            if reply.valid {
                 println!(
                     "{} version {}: valid",
-                    reply["name"].as_str().unwrap_or(""),
-                    reply["version"]
+                    reply.name.unwrap_or_default(),
+                    reply.version.unwrap_or_default()
                 );
             } else {
-                for p in reply["problems"].as_array().into_iter().flatten() {
-                    let line = p["line"]
-                        .as_u64()
-                        .map(|l| format!(" (line {l})"))
-                        .unwrap_or_default();
-                    println!(
-                        "{}{line}: {}",
-                        p["path"].as_str().unwrap_or(""),
-                        p["message"].as_str().unwrap_or("")
-                    );
+                for p in &reply.problems {
+                    let line = p.line.map(|l| format!(" (line {l})")).unwrap_or_default();
+                    println!("{}{line}: {}", p.path, p.message);
                 }
                 return Ok(ExitCode::FAILURE);
             }
         }
         WorkflowCommand::List => {
-            let reply = workflow::query(
+            let reply = workflow::query::<ListDefinitions>(
                 &client,
-                endpoint::DEFINITIONS_LIST,
-                serde_json::json!({ "tenant": tenant }),
+                &DefinitionsList {
+                    tenant: tenant.to_owned(),
+                    include_deleted: false,
+                },
             )
             .await?;
-            for d in reply["definitions"].as_array().into_iter().flatten() {
+            for d in &reply.definitions {
+                let scope = serde_json::to_value(d.scope)?;
                 println!(
                     "{:<20} v{:<3} {:<7} {}",
-                    d["name"].as_str().unwrap_or(""),
-                    d["version"],
-                    d["scope"].as_str().unwrap_or(""),
-                    d["description"].as_str().unwrap_or("")
+                    d.name,
+                    d.version,
+                    scope.as_str().unwrap_or_default(),
+                    d.description
                 );
             }
         }
@@ -401,15 +395,17 @@ async fn workflow_command(
             )
             .await?;
             print!("{}", workflow::summary(&status));
-            if status["status"] != "completed" {
+            if status.status != InstanceStatus::Completed {
                 return Ok(ExitCode::FAILURE);
             }
         }
         WorkflowCommand::Status { instance, json } => {
-            let status = workflow::query(
+            let status = workflow::query::<GetInstance>(
                 &client,
-                endpoint::INSTANCE_GET,
-                serde_json::json!({ "tenant": tenant, "instance_id": instance }),
+                &InstanceGet {
+                    tenant: tenant.to_owned(),
+                    instance_id: instance,
+                },
             )
             .await?;
             if json {

@@ -7,22 +7,29 @@ use std::{fmt::Write as _, path::Path, time::Duration};
 use anyhow::{Context as _, bail};
 use async_nats::HeaderMap;
 use futures::StreamExt as _;
-use serde_json::{Value, json};
-use switchyard_orchestrator::service::{self, endpoint};
+use serde_json::Value;
 use switchyard_proto::{
     CancelWorkflow, ContentType, SignalWorkflow, StartWorkflow, WorkflowEvent, decode,
-    encode_proto, event, header, subject,
+    encode_proto, event, header,
+    orchestrator::{
+        self, DefinitionSource, Endpoint, ErrorReply, GetInstance, InstanceGet, InstanceView,
+        PutDefinition, PutReply, ValidateDefinition, ValidateReply,
+    },
+    subject,
 };
 
-/// Sends a query to the orchestrator and returns its JSON reply, or the error it gave.
-pub async fn query(client: &async_nats::Client, name: &str, body: Value) -> anyhow::Result<Value> {
-    let payload = bytes::Bytes::from(serde_json::to_vec(&body)?);
+/// Asks the orchestrator's endpoint `E` and returns its reply, or the error it gave.
+pub async fn query<E: Endpoint>(
+    client: &async_nats::Client,
+    request: &E::Request,
+) -> anyhow::Result<E::Reply> {
+    let payload = bytes::Bytes::from(serde_json::to_vec(request)?);
     // An orchestrator that is starting up answers within a few seconds.
     let mut waited = Duration::ZERO;
     let reply = loop {
         let reply = tokio::time::timeout(
             Duration::from_secs(10),
-            client.request(service::request_subject(name), payload.clone()),
+            client.request(E::subject(), payload.clone()),
         )
         .await
         .context("the orchestrator did not answer in 10s")?;
@@ -42,31 +49,22 @@ pub async fn query(client: &async_nats::Client, name: &str, body: Value) -> anyh
             }
         }
     };
-    let value: Value =
-        serde_json::from_slice(&reply.payload).context("a reply that is not JSON")?;
-    // A failed request is marked by the service error header; its body is `{"error": {...}}`.
+    // A failed request is marked by the service error header; its body is an `ErrorReply`.
     // (A successful reply may have an `error` field of its own: a failed instance's reason.)
     let failed = reply
         .headers
         .as_ref()
-        .is_some_and(|h| h.get(service::ERROR_CODE_HEADER).is_some());
+        .is_some_and(|h| h.get(orchestrator::ERROR_CODE_HEADER).is_some());
     if failed {
-        let error = &value["error"];
-        let mut text = error["message"]
-            .as_str()
-            .unwrap_or("request failed")
-            .to_owned();
-        for p in error["problems"].as_array().into_iter().flatten() {
-            let _ = write!(
-                text,
-                "\n  - {}: {}",
-                p["path"].as_str().unwrap_or(""),
-                p["message"].as_str().unwrap_or("")
-            );
+        let ErrorReply { error } =
+            serde_json::from_slice(&reply.payload).context("an error reply that is not JSON")?;
+        let mut text = error.message;
+        for p in &error.problems {
+            let _ = write!(text, "\n  - {}: {}", p.path, p.message);
         }
         bail!(text);
     }
-    Ok(value)
+    serde_json::from_slice(&reply.payload).context("a reply of the wrong shape")
 }
 
 /// Registers the definition in `file` for the tenant.
@@ -74,8 +72,8 @@ pub async fn register(
     client: &async_nats::Client,
     tenant: &str,
     file: &Path,
-) -> anyhow::Result<Value> {
-    send_source(client, endpoint::DEFINITIONS_PUT, tenant, file).await
+) -> anyhow::Result<PutReply> {
+    query::<PutDefinition>(client, &source_of(tenant, file)?).await
 }
 
 /// Checks the definition in `file` without registering it.
@@ -83,19 +81,17 @@ pub async fn validate(
     client: &async_nats::Client,
     tenant: &str,
     file: &Path,
-) -> anyhow::Result<Value> {
-    send_source(client, endpoint::DEFINITIONS_VALIDATE, tenant, file).await
+) -> anyhow::Result<ValidateReply> {
+    query::<ValidateDefinition>(client, &source_of(tenant, file)?).await
 }
 
-async fn send_source(
-    client: &async_nats::Client,
-    name: &str,
-    tenant: &str,
-    file: &Path,
-) -> anyhow::Result<Value> {
+fn source_of(tenant: &str, file: &Path) -> anyhow::Result<DefinitionSource> {
     let source =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    query(client, name, json!({ "tenant": tenant, "source": source })).await
+    Ok(DefinitionSource {
+        tenant: tenant.to_owned(),
+        source,
+    })
 }
 
 /// Publishes a start and prints each event until the instance ends; returns its final status.
@@ -105,7 +101,7 @@ pub async fn run(
     workflow: &str,
     input: Value,
     timeout: Duration,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<InstanceView> {
     if !input.is_object() {
         bail!("--input must be a JSON object");
     }
@@ -154,10 +150,12 @@ pub async fn run(
             break;
         }
     }
-    query(
+    query::<GetInstance>(
         client,
-        endpoint::INSTANCE_GET,
-        json!({ "tenant": tenant, "instance_id": instance }),
+        &InstanceGet {
+            tenant: tenant.to_owned(),
+            instance_id: instance,
+        },
     )
     .await
 }
@@ -192,34 +190,37 @@ fn describe(e: &WorkflowEvent) -> String {
 }
 
 /// A readable summary of an instance status.
-pub fn summary(status: &Value) -> String {
+pub fn summary(status: &InstanceView) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "instance {} ({} v{}): {}",
-        status["instance_id"].as_str().unwrap_or(""),
-        status["workflow"].as_str().unwrap_or(""),
-        status["version"],
-        status["status"].as_str().unwrap_or("")
+        status.instance_id,
+        status.workflow,
+        status.version,
+        status.status.as_str()
     );
-    for s in status["steps"].as_array().into_iter().flatten() {
+    for s in &status.steps {
         let _ = writeln!(
             out,
             "  {:<14} {:<10} {:<28} attempts {}{}",
-            s["id"].as_str().unwrap_or(""),
-            s["status"].as_str().unwrap_or(""),
-            s["operation"].as_str().unwrap_or("(signal)"),
-            s["attempts"],
-            s["duration_ms"]
-                .as_i64()
+            s.id,
+            s.status.as_str(),
+            s.operation.as_deref().unwrap_or("(signal)"),
+            s.attempts,
+            s.duration_ms
                 .map(|d| format!(", {d} ms"))
                 .unwrap_or_default()
         );
     }
-    if let Some(e) = status.get("error").filter(|e| !e.is_null()) {
-        let _ = writeln!(out, "error: {}", e);
+    if let Some(e) = &status.error {
+        let _ = writeln!(
+            out,
+            "error: {}",
+            serde_json::to_string(e).unwrap_or_default()
+        );
     }
-    if let Some(o) = status.get("output").filter(|o| !o.is_null()) {
+    if let Some(o) = status.output.as_ref().filter(|o| !o.is_null()) {
         let _ = writeln!(
             out,
             "output:\n{}",

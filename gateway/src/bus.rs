@@ -5,9 +5,9 @@ use async_nats::{
     HeaderMap, RequestErrorKind,
     jetstream::{self, context::PublishAckFuture, publish::PublishAck},
 };
-use serde::Serialize;
-use serde_json::Value;
-use switchyard_orchestrator::service::{self, ApiError, ERROR_CODE_HEADER};
+use switchyard_proto::orchestrator::{
+    ERROR_CODE_HEADER, Endpoint, ErrorReply, ServiceError, ServiceErrorCode,
+};
 
 use switchyard_runtime::objects::Objects;
 
@@ -32,18 +32,17 @@ impl Bus {
         }
     }
 
-    /// Asks the orchestrator's `endpoint`; its error replies become the matching [`Error`].
-    pub async fn query(
+    /// Asks the orchestrator's endpoint `E`; its error replies become the matching [`Error`].
+    pub async fn query<E: Endpoint>(
         &self,
-        endpoint: &str,
-        body: &impl Serialize,
+        request: &E::Request,
         headers: HeaderMap,
-    ) -> Result<Value, Error> {
+    ) -> Result<E::Reply, Error> {
         let payload =
-            serde_json::to_vec(body).map_err(|e| Error::internal("encoding a query", e))?;
+            serde_json::to_vec(request).map_err(|e| Error::internal("encoding a query", e))?;
         let reply = self
             .client
-            .request_with_headers(service::request_subject(endpoint), headers, payload.into())
+            .request_with_headers(E::subject(), headers, payload.into())
             .await
             .map_err(|e| match e.kind() {
                 RequestErrorKind::NoResponders => {
@@ -57,19 +56,18 @@ impl Bus {
                 }
                 RequestErrorKind::Other => Error::unavailable("querying the workflow engine", e),
             })?;
-        let value: Value = serde_json::from_slice(&reply.payload)
-            .map_err(|e| Error::internal("decoding the workflow engine's reply", e))?;
         let failed = reply
             .headers
             .as_ref()
             .is_some_and(|h| h.get(ERROR_CODE_HEADER).is_some());
         // Only the header marks a failure: a status view has an `error` field of its own.
         if failed {
-            let api: ApiError = serde_json::from_value(value["error"].clone())
+            let body: ErrorReply = serde_json::from_slice(&reply.payload)
                 .map_err(|e| Error::internal("decoding the workflow engine's error", e))?;
-            return Err(from_api_error(api));
+            return Err(from_service_error(body.error));
         }
-        Ok(value)
+        serde_json::from_slice(&reply.payload)
+            .map_err(|e| Error::internal("decoding the workflow engine's reply", e))
     }
 
     /// Publishes to a stream and waits for the PubAck: only then is the message durable.
@@ -89,16 +87,17 @@ impl Bus {
     }
 }
 
-fn from_api_error(e: ApiError) -> Error {
-    match (e.status(), e.code.as_str()) {
-        (400, "invalid_definition") => Error::InvalidDefinition {
+/// The one mapping from the engine's error codes to the gateway's errors.
+fn from_service_error(e: ServiceError) -> Error {
+    match e.code {
+        ServiceErrorCode::InvalidDefinition => Error::InvalidDefinition {
             message: e.message,
             problems: e.problems,
         },
-        (400, _) => Error::BadRequest(e.message),
-        (404, _) => Error::NotFound(e.message),
-        (409, _) => Error::Conflict(e.message),
-        _ => Error::Internal {
+        ServiceErrorCode::BadRequest => Error::BadRequest(e.message),
+        ServiceErrorCode::NotFound => Error::NotFound(e.message),
+        ServiceErrorCode::Conflict => Error::Conflict(e.message),
+        ServiceErrorCode::Internal => Error::Internal {
             action: "the workflow engine failed",
             reason: e.message,
         },

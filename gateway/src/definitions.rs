@@ -11,7 +11,7 @@ use std::{
 };
 
 use switchyard_catalog::Catalog;
-use switchyard_orchestrator::definition::{Definition, ValidateOptions};
+use switchyard_workflow::definition::{Definition, ValidateOptions};
 
 /// Most parsed definitions kept; the cache starts over when full.
 const CAPACITY: usize = 256;

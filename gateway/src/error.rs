@@ -11,7 +11,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
-use switchyard_orchestrator::definition::Problem as DefinitionProblem;
+use switchyard_proto::orchestrator::Problem as DefinitionProblem;
 
 use crate::auth::Permission;
 

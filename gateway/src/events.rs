@@ -62,9 +62,7 @@ pub(crate) async fn stream(
     let after = last_event_id(&headers)?;
     // Another tenant's instance, or none at all, is a 404 before anything is opened.
     let status = instance_soon(&ctx, &id).await?;
-    let finished = status["status"]
-        .as_str()
-        .is_some_and(|s| event::TERMINAL.contains(&s));
+    let finished = status.status.is_finished();
 
     let bus = ctx.state.bus();
     let events = bus
@@ -116,7 +114,10 @@ pub(crate) async fn stream(
 /// The instance's status. A start accepted a moment ago is not an instance until the
 /// orchestrator has taken it off the stream, and clients open the stream right after their
 /// trigger: an unknown instance is asked for again for a short while before it is a 404.
-async fn instance_soon(ctx: &Ctx, id: &str) -> Result<Value, Error> {
+async fn instance_soon(
+    ctx: &Ctx,
+    id: &str,
+) -> Result<switchyard_proto::orchestrator::InstanceView, Error> {
     let deadline = tokio::time::Instant::now() + NEW_INSTANCE_GRACE;
     // Doubling pauses: a start is usually taken within milliseconds, and an id that never
     // appears (or is another tenant's) costs a handful of queries, not one per tick.

@@ -29,9 +29,9 @@ use std::{net::SocketAddr, sync::Arc};
 
 use axum::Router;
 use prometheus::Registry;
-use switchyard_orchestrator::{definition::ValidateOptions, store::Store};
 use switchyard_proto::stream;
 use switchyard_runtime::{Config, config::GatewaySettings, nats};
+use switchyard_workflow::{Store, ValidateOptions};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 

@@ -17,6 +17,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use switchyard_proto::orchestrator::InstanceView;
 use uuid::Uuid;
 
 use crate::{
@@ -258,7 +259,7 @@ pub(crate) async fn context(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Val
     let status = ctx.instance(&instance_id).await?;
     // An instance id is only derived for meetings, but a tenant definition could be renamed:
     // whatever is not a meeting's instance is not a meeting.
-    if status["workflow"] != MEETING_WORKFLOW {
+    if status.workflow != MEETING_WORKFLOW {
         return Err(Error::NotFound(format!("no meeting {id:?}")));
     }
     Ok(Json(meeting_context(&id, &status)))
@@ -267,16 +268,16 @@ pub(crate) async fn context(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Val
 /// A meeting's context from its instance's status: the workflow's output where it has one,
 /// else what its steps have produced so far, so a client sees the summary before the Slack
 /// post is done.
-fn meeting_context(meeting_id: &str, status: &Value) -> Value {
+fn meeting_context(meeting_id: &str, status: &InstanceView) -> Value {
     let step_output = |id: &str| -> Option<&Value> {
-        status["steps"]
-            .as_array()?
+        status
+            .steps
             .iter()
-            .find(|s| s["id"] == id)
-            .and_then(|s| s.get("output"))
+            .find(|s| s.id == id)
+            .and_then(|s| s.output.as_ref())
             .filter(|o| !o.is_null())
     };
-    let output = &status["output"];
+    let output = status.output.as_ref().unwrap_or(&Value::Null);
     let pick = |from_output: &str, step: &str, field: &str| -> Value {
         output
             .get(from_output)
@@ -319,32 +320,28 @@ fn meeting_context(meeting_id: &str, status: &Value) -> Value {
         })
         .map(Value::Array)
         .unwrap_or(Value::Null);
-    let steps: Vec<Value> = status["steps"]
-        .as_array()
-        .map(|steps| {
-            steps
-                .iter()
-                .map(|s| json!({ "id": s["id"], "status": s["status"] }))
-                .collect()
-        })
-        .unwrap_or_default();
-    let instance_id = status["instance_id"].as_str().unwrap_or_default();
+    let steps: Vec<Value> = status
+        .steps
+        .iter()
+        .map(|s| json!({ "id": s.id, "status": s.status }))
+        .collect();
+    let instance_id = status.instance_id.as_str();
     json!({
         "meeting_id": meeting_id,
         "instance_id": instance_id,
-        "status": status["status"],
-        "title": status["input"]["meeting_title"],
-        "date": status["input"]["meeting_date"],
+        "status": status.status,
+        "title": status.input["meeting_title"],
+        "date": status.input["meeting_date"],
         "summary": summary,
         "key_points": key_points,
         "speakers": speakers,
         "tasks": tasks,
         "task_ids": output.get("task_ids").cloned().unwrap_or(Value::Null),
         "output": output,
-        "error": status["error"],
+        "error": status.error,
         "steps": steps,
-        "started_at_ms": status["started_at_ms"],
-        "finished_at_ms": status["finished_at_ms"],
+        "started_at_ms": status.started_at_ms,
+        "finished_at_ms": status.finished_at_ms,
         "status_url": status_url(instance_id),
     })
 }

@@ -15,6 +15,8 @@ use utoipa::{
     },
 };
 
+use switchyard_proto::orchestrator as contract;
+
 use crate::error::{FieldError, PROBLEM_JSON, Problem};
 
 #[derive(Debug, OpenApi)]
@@ -68,7 +70,15 @@ use crate::error::{FieldError, PROBLEM_JSON, Problem};
         serve,
     ),
     components(
-        schemas(Problem, FieldError, Accepted, SignalAccepted, InstanceStatus, StepStatus)
+        schemas(
+            Problem, FieldError, Accepted, SignalAccepted, contract::InstanceView,
+            contract::StepView, contract::InstanceStatus, contract::StepStatus,
+            contract::InstanceError, contract::StepError, contract::ItemsView,
+            contract::SignalView, contract::DefinitionList, contract::DefinitionSummary,
+            contract::DefinitionDetail, contract::DefinitionStep, contract::DefinitionScope,
+            contract::PutReply, contract::DeleteReply, contract::ValidateReply,
+            contract::Problem
+        )
     ),
     modifiers(&BearerAuth),
     tags(
@@ -131,58 +141,6 @@ pub struct SignalAccepted {
     /// The signal's id; the same `Idempotency-Key` gives the same id and one delivery.
     pub signal_id: String,
     pub status_url: String,
-}
-
-/// An instance: its status, input, output and every step.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct InstanceStatus {
-    pub instance_id: String,
-    pub tenant: String,
-    pub workflow: String,
-    /// The definition version the instance runs.
-    pub version: u32,
-    /// `running`, `completed`, `failed` or `cancelled`.
-    pub status: String,
-    pub correlation_id: String,
-    #[schema(value_type = Object)]
-    pub input: Value,
-    /// The workflow's output, once completed.
-    #[schema(value_type = Option<Object>)]
-    pub output: Option<Value>,
-    /// Why it failed: `{step, code, message}`.
-    #[schema(value_type = Option<Object>)]
-    pub error: Option<Value>,
-    pub started_at_ms: i64,
-    pub finished_at_ms: Option<i64>,
-    pub duration_ms: Option<i64>,
-    pub steps: Vec<StepStatus>,
-}
-
-/// One step of an instance.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StepStatus {
-    pub id: String,
-    pub operation: String,
-    /// `pending`, `scheduled`, `running`, `waiting`, `completed`, `failed` or `skipped`.
-    pub status: String,
-    pub attempts: u32,
-    pub scheduled_at_ms: Option<i64>,
-    pub started_at_ms: Option<i64>,
-    pub finished_at_ms: Option<i64>,
-    pub duration_ms: Option<i64>,
-    pub needs: Vec<String>,
-    #[schema(value_type = Option<Object>)]
-    pub output: Option<Value>,
-    /// `{code, message}` of the last failure.
-    #[schema(value_type = Option<Object>)]
-    pub error: Option<Value>,
-    /// For `for_each` steps: `{total, finished, failed}`.
-    #[schema(value_type = Option<Object>)]
-    pub items: Option<Value>,
-    /// For steps that wait for a signal: `{name, received, sla_ms, sla_breached}`.
-    #[schema(value_type = Option<Object>)]
-    pub signal: Option<Value>,
-    pub worker_id: Option<String>,
 }
 
 /// What each error status means, said once for every route.

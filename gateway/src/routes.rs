@@ -22,8 +22,10 @@ use futures::StreamExt as _;
 use prometheus::{Encoder as _, TextEncoder};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Map, Value, json};
-use switchyard_orchestrator::service::{
-    DefinitionRef, DefinitionSource, DefinitionsList, InstanceGet, endpoint,
+use switchyard_proto::orchestrator::{
+    DefinitionDetail, DefinitionList, DefinitionRef, DefinitionSource, DefinitionsList,
+    DeleteDefinition, DeleteReply, Endpoint, GetDefinition, GetInstance, InstanceGet, InstanceView,
+    ListDefinitions, PutDefinition, ValidateDefinition, ValidateReply,
 };
 use switchyard_proto::{
     CancelWorkflow, SignalWorkflow, StartWorkflow, encode_proto, event, header as bus_header,
@@ -507,14 +509,10 @@ impl Ctx {
         h
     }
 
-    async fn query(
-        &self,
-        endpoint_name: &str,
-        body: &impl serde::Serialize,
-    ) -> Result<Value, Error> {
+    async fn query<E: Endpoint>(&self, request: &E::Request) -> Result<E::Reply, Error> {
         self.state
             .bus()
-            .query(endpoint_name, body, self.query_headers())
+            .query::<E>(request, self.query_headers())
             .await
     }
 
@@ -533,14 +531,11 @@ impl Ctx {
         }
     }
 
-    pub(crate) async fn instance(&self, id: &str) -> Result<Value, Error> {
-        self.query(
-            endpoint::INSTANCE_GET,
-            &InstanceGet {
-                tenant: self.tenant().to_owned(),
-                instance_id: id.to_owned(),
-            },
-        )
+    pub(crate) async fn instance(&self, id: &str) -> Result<InstanceView, Error> {
+        self.query::<GetInstance>(&InstanceGet {
+            tenant: self.tenant().to_owned(),
+            instance_id: id.to_owned(),
+        })
         .await
     }
 }
@@ -756,13 +751,7 @@ async fn resolve_definition(
     ctx: &Ctx,
     workflow: &str,
     version: Option<u32>,
-) -> Result<
-    (
-        u32,
-        Option<std::sync::Arc<switchyard_orchestrator::definition::Definition>>,
-    ),
-    Error,
-> {
+) -> Result<(u32, Option<std::sync::Arc<switchyard_workflow::Definition>>), Error> {
     if let Some(entry) = ctx
         .state
         .mirror()
@@ -771,14 +760,11 @@ async fn resolve_definition(
         return Ok((entry.definition.version, Some(entry.definition)));
     }
     let reply = ctx
-        .query(
-            endpoint::DEFINITIONS_GET,
-            &DefinitionRef {
-                tenant: ctx.tenant().to_owned(),
-                name: workflow.to_owned(),
-                version,
-            },
-        )
+        .query::<GetDefinition>(&DefinitionRef {
+            tenant: ctx.tenant().to_owned(),
+            name: workflow.to_owned(),
+            version,
+        })
         .await
         .map_err(|e| match e {
             Error::NotFound(_) => Error::UnknownWorkflow {
@@ -786,15 +772,11 @@ async fn resolve_definition(
             },
             other => other,
         })?;
-    let resolved = reply["version"]
-        .as_u64()
-        .and_then(|v| u32::try_from(v).ok())
-        .ok_or_else(|| Error::internal("reading a definition", "the reply has no version"))?;
-    let source = reply["source"].as_str().unwrap_or_default();
+    let resolved = reply.version;
     let def = ctx
         .state
         .definitions()
-        .get(ctx.tenant(), workflow, resolved, source);
+        .get(ctx.tenant(), workflow, resolved, &reply.source);
     Ok((resolved, def))
 }
 
@@ -872,7 +854,7 @@ pub(crate) async fn trigger(
     request_body(content = ExecuteRequest, description = "`workflow_type`, optional `input`, `wait` and `version`; any other top-level field (e.g. `card_ids`, `additional_context`) joins the input"),
     params(("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the same instance")),
     responses(
-        (status = 200, description = "The instance finished within `wait`", body = crate::openapi::InstanceStatus),
+        (status = 200, description = "The instance finished within `wait`", body = InstanceView),
         (status = 202, description = "Started; still running after `wait`", body = crate::openapi::Accepted),
         crate::openapi::StartErrors
     ),
@@ -972,10 +954,8 @@ pub(crate) async fn execute(
     Ok(accepted(&start.instance_id))
 }
 
-fn is_terminal(status: &Value) -> bool {
-    status["status"]
-        .as_str()
-        .is_some_and(|s| event::TERMINAL.contains(&s))
+fn is_terminal(status: &InstanceView) -> bool {
+    status.status.is_finished()
 }
 
 // ---- instances ----
@@ -986,12 +966,12 @@ fn is_terminal(status: &Value) -> bool {
     tag = "workflows",
     params(("id" = String, Path, description = "The instance id")),
     responses(
-        (status = 200, description = "The instance", body = crate::openapi::InstanceStatus),
+        (status = 200, description = "The instance", body = InstanceView),
         crate::openapi::ReadErrors
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn status(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Value>, Error> {
+pub(crate) async fn status(ctx: Ctx, Path(id): Path<String>) -> Result<Json<InstanceView>, Error> {
     ctx.require(Permission::WorkflowsRead)?;
     ctx.instance(&id).await.map(Json)
 }
@@ -1002,12 +982,15 @@ pub(crate) async fn status(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Valu
     tag = "workflows",
     params(("id" = String, Path, description = "The instance id")),
     responses(
-        (status = 200, description = "The instance", body = crate::openapi::InstanceStatus),
+        (status = 200, description = "The instance", body = InstanceView),
         crate::openapi::ReadErrors
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn instance(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Value>, Error> {
+pub(crate) async fn instance(
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Json<InstanceView>, Error> {
     ctx.require(Permission::WorkflowsRead)?;
     ctx.instance(&id).await.map(Json)
 }
@@ -1042,7 +1025,7 @@ pub(crate) async fn cancel(
     if is_terminal(&status) {
         return Err(Error::Conflict(format!(
             "instance {id:?} already finished ({})",
-            status["status"].as_str().unwrap_or_default()
+            status.status.as_str()
         )));
     }
     let message = CancelWorkflow {
@@ -1162,21 +1145,21 @@ pub(crate) fn query_of<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, 
     tag = "definitions",
     params(("include_deleted" = Option<bool>, Query, description = "Also list deleted versions")),
     responses(
-        (status = 200, description = "`{definitions: [{name, version, scope, description, deleted, registered_at_ms}]}`", body = Object),
+        (status = 200, description = "Every definition version the tenant sees", body = DefinitionList),
         crate::openapi::ReadErrors
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn list_definitions(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Value>, Error> {
+pub(crate) async fn list_definitions(
+    ctx: Ctx,
+    uri: axum::http::Uri,
+) -> Result<Json<DefinitionList>, Error> {
     ctx.require(Permission::WorkflowsRead)?;
     let q: ListQuery = query_of(&uri)?;
-    ctx.query(
-        endpoint::DEFINITIONS_LIST,
-        &DefinitionsList {
-            tenant: ctx.tenant().to_owned(),
-            include_deleted: q.include_deleted,
-        },
-    )
+    ctx.query::<ListDefinitions>(&DefinitionsList {
+        tenant: ctx.tenant().to_owned(),
+        include_deleted: q.include_deleted,
+    })
     .await
     .map(Json)
 }
@@ -1190,7 +1173,7 @@ pub(crate) async fn list_definitions(ctx: Ctx, uri: axum::http::Uri) -> Result<J
         ("version" = Option<u32>, Query, description = "A version; the latest when absent")
     ),
     responses(
-        (status = 200, description = "The definition: `{name, version, scope, source, …}`", body = Object),
+        (status = 200, description = "The definition with its text", body = DefinitionDetail),
         crate::openapi::ReadErrors
     ),
     security(("bearer" = []))
@@ -1199,27 +1182,23 @@ pub(crate) async fn get_definition(
     ctx: Ctx,
     Path(name): Path<String>,
     uri: axum::http::Uri,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<DefinitionDetail>, Error> {
     ctx.require(Permission::WorkflowsRead)?;
-    definition_query(&ctx, endpoint::DEFINITIONS_GET, name, &uri).await
+    definition_query::<GetDefinition>(&ctx, name, &uri).await
 }
 
-/// Asks the engine's `endpoint_name` about the definition `name` (`?version=N` optional).
-async fn definition_query(
+/// Asks the engine's endpoint `E` about the definition `name` (`?version=N` optional).
+async fn definition_query<E: Endpoint<Request = DefinitionRef>>(
     ctx: &Ctx,
-    endpoint_name: &str,
     name: String,
     uri: &axum::http::Uri,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<E::Reply>, Error> {
     let q: VersionQuery = query_of(uri)?;
-    ctx.query(
-        endpoint_name,
-        &DefinitionRef {
-            tenant: ctx.tenant().to_owned(),
-            name,
-            version: q.version,
-        },
-    )
+    ctx.query::<E>(&DefinitionRef {
+        tenant: ctx.tenant().to_owned(),
+        name,
+        version: q.version,
+    })
     .await
     .map(Json)
 }
@@ -1233,7 +1212,7 @@ async fn definition_query(
         ("version" = Option<u32>, Query, description = "One version; every version when absent")
     ),
     responses(
-        (status = 200, description = "What was deleted; running instances keep their version", body = Object),
+        (status = 200, description = "What was deleted; running instances keep their version", body = DeleteReply),
         crate::openapi::DefinitionWriteErrors
     ),
     security(("bearer" = []))
@@ -1242,9 +1221,9 @@ pub(crate) async fn delete_definition(
     ctx: Ctx,
     Path(name): Path<String>,
     uri: axum::http::Uri,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<DeleteReply>, Error> {
     ctx.require(Permission::DefinitionsWrite)?;
-    let reply = definition_query(&ctx, endpoint::DEFINITIONS_DELETE, name.clone(), &uri).await?;
+    let reply = definition_query::<DeleteDefinition>(&ctx, name.clone(), &uri).await?;
     let version = query_of::<VersionQuery>(&uri)?
         .version
         .map_or_else(|| "all".to_owned(), |v| v.to_string());
@@ -1253,7 +1232,7 @@ pub(crate) async fn delete_definition(
         &name,
         [
             ("version".to_owned(), version),
-            ("deleted".to_owned(), reply.0["deleted"].to_string()),
+            ("deleted".to_owned(), reply.0.deleted.to_string()),
         ]
         .into(),
     );
@@ -1267,8 +1246,8 @@ pub(crate) async fn delete_definition(
     params(("name" = String, Path, description = "The workflow name; must match `name` in the definition")),
     request_body(content = String, description = "The definition as YAML (`application/yaml`, `text/yaml`, `text/plain`), or JSON `{\"source\": \"…\"}`", content_type = "application/yaml"),
     responses(
-        (status = 201, description = "A new version was registered", body = Object),
-        (status = 200, description = "The same version with the same text was registered already", body = Object),
+        (status = 201, description = "A new version was registered", body = switchyard_proto::orchestrator::PutReply),
+        (status = 200, description = "The same version with the same text was registered already", body = switchyard_proto::orchestrator::PutReply),
         crate::openapi::DefinitionWriteErrors
     ),
     security(("bearer" = []))
@@ -1296,27 +1275,24 @@ pub(crate) async fn put_definition(
         ));
     }
     let reply = ctx
-        .query(
-            endpoint::DEFINITIONS_PUT,
-            &DefinitionSource {
-                tenant: ctx.tenant().to_owned(),
-                source,
-            },
-        )
+        .query::<PutDefinition>(&DefinitionSource {
+            tenant: ctx.tenant().to_owned(),
+            source,
+        })
         .await?;
     ctx.audit(
         switchyard_proto::audit::DEFINITION_PUT,
         &name,
         [
-            ("version".to_owned(), reply["version"].to_string()),
-            ("created".to_owned(), reply["created"].to_string()),
+            ("version".to_owned(), reply.version.to_string()),
+            ("created".to_owned(), reply.created.to_string()),
         ]
         .into(),
     );
-    if reply["created"] == true {
+    if reply.created {
         let location = format!(
             "/api/v1/workflows/definitions/{name}?version={}",
-            reply["version"]
+            reply.version
         );
         let mut response = (StatusCode::CREATED, Json(reply)).into_response();
         if let Ok(v) = HeaderValue::from_str(&location) {
@@ -1334,7 +1310,7 @@ pub(crate) async fn put_definition(
     tag = "definitions",
     request_body(content = String, description = "The definition as YAML, or JSON `{\"source\": \"…\"}`", content_type = "application/yaml"),
     responses(
-        (status = 200, description = "`{valid, problems: [{path, line, message}]}`: every problem with its path", body = Object),
+        (status = 200, description = "Whether it is valid, and every problem with its path", body = ValidateReply),
         crate::openapi::DefinitionWriteErrors
     ),
     security(("bearer" = []))
@@ -1343,22 +1319,15 @@ pub(crate) async fn validate_definition(
     ctx: Ctx,
     State(state): State<AppState>,
     req: Request,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<ValidateReply>, Error> {
     ctx.require(Permission::WorkflowsRead)?;
     let source = definition_source(req, &state).await?;
-    let mut reply = ctx
-        .query(
-            endpoint::DEFINITIONS_VALIDATE,
-            &DefinitionSource {
-                tenant: ctx.tenant().to_owned(),
-                source,
-            },
-        )
-        .await?;
-    if reply.get("problems").is_none() {
-        reply["problems"] = json!([]);
-    }
-    Ok(Json(reply))
+    ctx.query::<ValidateDefinition>(&DefinitionSource {
+        tenant: ctx.tenant().to_owned(),
+        source,
+    })
+    .await
+    .map(Json)
 }
 
 // ---- registry ----

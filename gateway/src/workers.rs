@@ -12,8 +12,7 @@ use axum::{
 use serde_json::Value;
 use switchyard_catalog::{Catalog, SchemaError};
 use switchyard_proto::{
-    ContentType, ErrorCode, Job, JobResult, JobStatus, decode, encode_proto,
-    failure::{CONFLICT_PREFIX, NOT_FOUND_PREFIX},
+    ContentType, ErrorCode, Job, JobError, JobResult, JobStatus, decode, encode_proto,
     header as bus_header, now_ms, subject,
 };
 use tracing::warn;
@@ -43,12 +42,10 @@ pub(crate) enum WorkerError {
     /// same request will not help. `message` is the worker's, with the API's reason.
     #[error("{0}")]
     Refused(String),
-    /// The thing asked about does not exist for this tenant (a failure message starting with
-    /// [`NOT_FOUND_PREFIX`]).
+    /// The thing asked about does not exist for this tenant (`ERROR_CODE_NOT_FOUND`).
     #[error("{0}")]
     NotFound(String),
-    /// It changed since the version the request was based on (a failure message starting
-    /// with [`CONFLICT_PREFIX`]).
+    /// It changed since the version the request was based on (`ERROR_CODE_CONFLICT`).
     #[error("{0}")]
     Stale(String),
     /// The worker's failure is worth retrying later: a rate limit, an outage, another
@@ -284,57 +281,43 @@ pub(crate) fn job_output(
             Error::internal("decoding a worker's output", format!("{operation}: {e}")).into()
         });
     }
-    let (code, message) = result
-        .error
-        .map(|e| {
-            (
-                ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
-                e.message,
-            )
-        })
-        .unwrap_or((ErrorCode::Unspecified, String::new()));
-    warn!(job_id, operation, code = code.as_str_name(), error = %message, "worker call failed");
-    Err(match code {
-        ErrorCode::InvalidInput => {
-            let (path, message) = split_field(&message);
-            WorkerError::InvalidInput {
-                operation,
-                problems: vec![SchemaError { path, message }],
-            }
-        }
-        ErrorCode::Permanent if message.starts_with(NOT_FOUND_PREFIX) => {
-            WorkerError::NotFound(message)
-        }
-        ErrorCode::Permanent if message.starts_with(CONFLICT_PREFIX) => WorkerError::Stale(message),
+    let error = result.error.unwrap_or_default();
+    let code = ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified);
+    warn!(job_id, operation, code = code.as_str_name(), error = %error.message, "worker call failed");
+    Err(worker_error(operation, code, error))
+}
+
+/// The one mapping from a worker's failure, as it crossed the bus, to what the HTTP caller
+/// gets: by code and typed fields only; the message is for people.
+fn worker_error(operation: &'static str, code: ErrorCode, error: JobError) -> WorkerError {
+    let JobError {
+        message,
+        retry_after_ms,
+        field,
+        ..
+    } = error;
+    match code {
+        ErrorCode::InvalidInput => WorkerError::InvalidInput {
+            operation,
+            problems: vec![SchemaError {
+                path: field,
+                message,
+            }],
+        },
+        ErrorCode::NotFound => WorkerError::NotFound(message),
+        ErrorCode::Conflict => WorkerError::Stale(message),
         ErrorCode::Permanent => WorkerError::Refused(message),
         ErrorCode::RetriesExhausted | ErrorCode::DeadlineExceeded | ErrorCode::Cancelled => {
             WorkerError::Unavailable {
-                retry_after_secs: retry_hint(&message),
+                // Whole seconds for `Retry-After`, rounded up so the caller never comes early.
+                retry_after_secs: (retry_after_ms > 0).then(|| retry_after_ms.div_ceil(1000)),
                 message,
             }
         }
         ErrorCode::Unspecified | ErrorCode::UnknownOperation | ErrorCode::Decode => {
             Error::internal("a worker failed", format!("{operation}: {message}")).into()
         }
-    })
-}
-
-/// `field `x`: why` (how an invalid-input failure reads) as `("x", "why")`.
-fn split_field(message: &str) -> (String, String) {
-    message
-        .strip_prefix("field `")
-        .and_then(|rest| rest.split_once("`: "))
-        .map(|(field, why)| (field.to_owned(), why.to_owned()))
-        .unwrap_or_else(|| (String::new(), message.to_owned()))
-}
-
-/// The delay a retryable failure names, as whole seconds (at least 1). The request/reply
-/// answer carries only the failure's message, in which the integration worker writes a known
-/// delay as `(retry after <seconds>s)`.
-fn retry_hint(message: &str) -> Option<u64> {
-    let (_, rest) = message.split_once("retry after ")?;
-    let secs: f64 = rest.split_once('s')?.0.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| (secs.ceil() as u64).max(1))
+    }
 }
 
 #[cfg(test)]
@@ -360,50 +343,74 @@ mod tests {
         );
     }
 
-    #[test]
-    fn worker_failures_become_problems_with_their_status_and_reason() {
-        let failed = |code: ErrorCode, message: &str| JobResult {
+    fn failed(code: ErrorCode, message: &str) -> JobResult {
+        JobResult {
             status: JobStatus::Failed as i32,
-            error: Some(switchyard_proto::JobError {
+            error: Some(JobError {
                 code: code as i32,
                 message: message.into(),
+                ..JobError::default()
             }),
             ..JobResult::default()
-        };
-        let e = job_output(
-            "integration.clickup.create_task",
-            "j",
-            failed(
-                ErrorCode::InvalidInput,
-                "field `assignees`: \"ada\" is not a ClickUp user id",
-            ),
-        )
-        .unwrap_err();
-        let p = e.problem();
+        }
+    }
+
+    fn problem_of(result: JobResult) -> Problem {
+        job_output("integration.clickup.create_task", "j", result)
+            .unwrap_err()
+            .problem()
+    }
+
+    #[test]
+    fn every_wire_code_has_its_http_status() {
+        // An exhaustive list: a new code fails to compile in `worker_error` until it has a
+        // status, and must be added here with the one it got.
+        for code in [
+            ErrorCode::Unspecified,
+            ErrorCode::InvalidInput,
+            ErrorCode::Permanent,
+            ErrorCode::RetriesExhausted,
+            ErrorCode::DeadlineExceeded,
+            ErrorCode::UnknownOperation,
+            ErrorCode::Decode,
+            ErrorCode::Cancelled,
+            ErrorCode::NotFound,
+            ErrorCode::Conflict,
+        ] {
+            let expected = match code {
+                ErrorCode::InvalidInput => 422,
+                ErrorCode::NotFound => 404,
+                ErrorCode::Conflict => 412,
+                ErrorCode::Permanent => 502,
+                ErrorCode::RetriesExhausted
+                | ErrorCode::DeadlineExceeded
+                | ErrorCode::Cancelled => 503,
+                ErrorCode::Unspecified | ErrorCode::UnknownOperation | ErrorCode::Decode => 500,
+            };
+            // The same words under every code: only the code decides.
+            let p = problem_of(failed(code, "not found: version conflict: retry after 9s"));
+            assert_eq!(p.status, expected, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn worker_failures_become_problems_with_their_reason_and_typed_fields() {
+        let mut invalid = failed(ErrorCode::InvalidInput, "\"ada\" is not a ClickUp user id");
+        invalid.error.as_mut().unwrap().field = "assignees".into();
+        let p = problem_of(invalid);
         assert_eq!((p.status, p.field.as_deref()), (422, Some("assignees")));
 
-        let e = job_output(
-            "integration.clickup.create_task",
-            "j",
-            failed(
-                ErrorCode::Permanent,
-                "ClickUp refused the call (401): Token invalid (OAUTH_025)",
-            ),
-        )
-        .unwrap_err();
-        let p = e.problem();
+        let p = problem_of(failed(
+            ErrorCode::Permanent,
+            "ClickUp refused the call (401): Token invalid (OAUTH_025)",
+        ));
         assert_eq!(p.status, 502);
         assert!(p.detail.contains("Token invalid (OAUTH_025)"), "{p:?}");
 
-        let e = job_output(
-            "integration.clickup.create_task",
-            "j",
-            failed(
-                ErrorCode::RetriesExhausted,
-                "ClickUp rate limited the call (retry after 2.5s)",
-            ),
-        )
-        .unwrap_err();
+        // The delay travels as a number; the text does not matter.
+        let mut limited = failed(ErrorCode::RetriesExhausted, "ClickUp rate limited the call");
+        limited.error.as_mut().unwrap().retry_after_ms = 2_500;
+        let e = job_output("integration.clickup.create_task", "j", limited).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -423,7 +430,7 @@ mod tests {
             "j",
             failed(
                 ErrorCode::RetriesExhausted,
-                "ClickUp is unavailable: HTTP 502",
+                "ClickUp is unavailable (retry after 5s): HTTP 502",
             ),
         )
         .unwrap_err();
@@ -432,7 +439,7 @@ mod tests {
         assert!(!p.detail.contains("HTTP 502"), "no worker text: {p:?}");
         assert_eq!(
             p.internal.as_deref(),
-            Some("ClickUp is unavailable: HTTP 502")
+            Some("ClickUp is unavailable (retry after 5s): HTTP 502")
         );
         assert!(
             matches!(
@@ -442,38 +449,11 @@ mod tests {
                     ..
                 }
             ),
-            "{e:?}"
+            "a delay written in the text is not read: {e:?}"
         );
         assert_eq!(
             WorkerError::NotRunning("integration").problem().detail,
             "the integration worker is not running"
-        );
-    }
-
-    #[test]
-    fn not_found_and_stale_failures_have_their_own_status() {
-        let failed = |message: &str| JobResult {
-            status: JobStatus::Failed as i32,
-            error: Some(switchyard_proto::JobError {
-                code: ErrorCode::Permanent as i32,
-                message: message.into(),
-            }),
-            ..JobResult::default()
-        };
-        let status = |message: &str| {
-            job_output("cards.get", "j", failed(message))
-                .unwrap_err()
-                .problem()
-                .status
-        };
-        assert_eq!(status(&format!("{NOT_FOUND_PREFIX}no card c1")), 404);
-        assert_eq!(
-            status(&format!("{CONFLICT_PREFIX}card c1 is at version 2")),
-            412
-        );
-        assert_eq!(
-            status("ClickUp refused the call (404): List not found"),
-            502
         );
     }
 }

@@ -10,7 +10,7 @@ use futures::StreamExt as _;
 use serde_json::json;
 use switchyard_bus_config::{ApplyOptions, BusConfig, apply};
 use switchyard_gateway::Role;
-use switchyard_orchestrator::service::{endpoint, request_subject};
+use switchyard_proto::orchestrator::{endpoint, request_subject};
 use switchyard_runtime::config::{RateLimit, RatePeriod};
 use switchyard_test_support::NatsServer;
 
@@ -212,4 +212,120 @@ async fn an_event_stream_without_a_workflow_engine_is_a_503_not_a_hang() {
         !body["detail"].as_str().unwrap().contains("no responders"),
         "{body:#}"
     );
+}
+
+/// Marks every object schema of the document closed, so a field the wire carries but the
+/// document does not declare fails validation instead of passing unnoticed.
+fn close_objects(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            if map.contains_key("properties") {
+                map.insert("additionalProperties".into(), json!(false));
+            }
+            for v in map.values_mut() {
+                close_objects(v);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(close_objects),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_instance_status_the_engine_sends_validates_against_the_documented_schema() {
+    const TWO_STEPS: &str = r#"
+name: spec_check
+version: 1
+input:
+  topic: { type: string, required: true }
+steps:
+  - id: echo
+    operation: test.echo
+    input: { topic: "{{ input.topic }}" }
+  - id: approve
+    needs: [echo]
+    wait_for_signal: { name: approval, sla: 1h }
+"#;
+    let env = env().await;
+    env.register(TWO_STEPS).await;
+    // Labels are given by a start published on the bus; the HTTP trigger sets none.
+    let instance = uuid::Uuid::now_v7().to_string();
+    let start = switchyard_proto::StartWorkflow {
+        tenant: TENANT.to_owned(),
+        workflow: "spec_check".into(),
+        instance_id: instance.clone(),
+        input: serde_json::to_vec(&json!({ "topic": "drift" })).unwrap(),
+        correlation_id: "spec-check".into(),
+        labels: [("team".to_owned(), "billing".to_owned())].into(),
+        ..Default::default()
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(switchyard_proto::header::MSG_ID, instance.as_str());
+    env.js
+        .publish_with_headers(
+            switchyard_proto::subject::start(TENANT, "spec_check"),
+            headers,
+            switchyard_proto::encode_proto(&start).into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    env.wait_for(&instance, "waited for its signal", |s| {
+        s["steps"][1]["status"] == "waiting"
+    })
+    .await;
+
+    // What the engine sends on the wire, asked for as any service would.
+    let reply = env
+        .client
+        .request(
+            request_subject(endpoint::INSTANCE_GET),
+            serde_json::to_vec(&json!({ "tenant": TENANT, "instance_id": instance }))
+                .unwrap()
+                .into(),
+        )
+        .await
+        .unwrap();
+    let wire: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(wire["labels"], json!({ "team": "billing" }), "{wire:#}");
+    assert_eq!(wire["steps"][0]["output"]["topic"], "drift", "{wire:#}");
+    assert_eq!(wire["steps"][1]["signal"]["name"], "approval", "{wire:#}");
+
+    let doc = env
+        .call(Method::GET, "/openapi.json", None, None)
+        .await
+        .body;
+    for route in [
+        "/api/v1/workflows/status/{id}",
+        "/api/v1/workflows/instances/{id}",
+    ] {
+        let schema_of_route = &doc["paths"][route]["get"]["responses"]["200"]["content"]["application/json"]
+            ["schema"];
+        assert!(schema_of_route.is_object(), "{route} documents no schema");
+        // The document itself is the schema's root, so `#/components/...` references resolve.
+        let mut schema = doc.clone();
+        close_objects(&mut schema);
+        let schema = schema.as_object_mut().unwrap();
+        schema.insert(
+            "$schema".into(),
+            json!("https://json-schema.org/draft/2020-12/schema"),
+        );
+        schema.insert("$ref".into(), schema_of_route["$ref"].clone());
+        let validator = jsonschema::validator_for(&serde_json::Value::Object(schema.clone()))
+            .expect("the document is a valid JSON Schema");
+        let errors: Vec<String> = validator
+            .iter_errors(&wire)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{route}: {errors:#?}\n{wire:#}");
+
+        // And the check has teeth: a field the document does not declare is refused.
+        let mut drifted = wire.clone();
+        drifted["undeclared"] = json!(1);
+        assert!(
+            !validator.is_valid(&drifted),
+            "{route} accepts undeclared fields"
+        );
+    }
 }

@@ -34,12 +34,9 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use switchyard_gateway::Role;
-use switchyard_orchestrator::{
-    definition::ValidateOptions,
-    store::{Scope, Store},
-};
 use switchyard_proto::{StartWorkflow, encode_proto, event, header, stream, subject};
 use switchyard_runtime::config::{AuthSettings, Secret};
+use switchyard_workflow::{Scope, Store, ValidateOptions};
 use tokio::net::TcpStream;
 
 use crate::{

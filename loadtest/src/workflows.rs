@@ -517,8 +517,8 @@ pub(crate) fn spawn(binary: &Path, url: &str, extra: &[(&str, &str)]) -> anyhow:
 /// service endpoint, waiting for the orchestrator to answer.
 pub(crate) async fn register(client: &async_nats::Client, source: &str) -> anyhow::Result<()> {
     let body = serde_json::json!({ "tenant": TENANT, "source": source });
-    let subject_name = switchyard_orchestrator::service::request_subject(
-        switchyard_orchestrator::service::endpoint::DEFINITIONS_PUT,
+    let subject_name = switchyard_proto::orchestrator::request_subject(
+        switchyard_proto::orchestrator::endpoint::DEFINITIONS_PUT,
     );
     for _ in 0..300 {
         match client

@@ -246,18 +246,27 @@ mod tests {
             ".{0,20}",
             json_doc(),
             0i32..4,
-            0i32..8,
+            0i32..10,
             ".{0,40}",
             any::<u32>(),
+            any::<u64>(),
+            "[a-z.]{0,12}",
         )
             .prop_map(
-                |(job_id, output, status, code, message, attempts)| JobResult {
-                    job_id,
-                    output,
-                    status,
-                    error: Some(JobError { code, message }),
-                    attempts,
-                    ..Default::default()
+                |(job_id, output, status, code, message, attempts, retry_after_ms, field)| {
+                    JobResult {
+                        job_id,
+                        output,
+                        status,
+                        error: Some(JobError {
+                            code,
+                            message,
+                            retry_after_ms,
+                            field,
+                        }),
+                        attempts,
+                        ..Default::default()
+                    }
                 },
             )
     }

@@ -8,9 +8,9 @@
 pub mod audit;
 pub mod codec;
 pub mod event;
-pub mod failure;
 pub mod header;
 pub mod json;
+pub mod orchestrator;
 pub mod server;
 pub mod stream;
 pub mod subject;

@@ -229,6 +229,39 @@ async fn permanent_failures_and_unknown_operations_are_not_retried() {
 }
 
 #[tokio::test]
+async fn invalid_input_gets_the_same_answer_by_request_reply_as_through_the_stream() {
+    let bus = bus(Duration::from_secs(30)).await;
+    let (stop, _registry, task) = in_process(&bus, "w1").await;
+    wait_for_services(&bus, 1).await;
+    let instance = new_instance();
+    let mut results = results(&bus, &instance).await;
+    let bad = job(&instance, "bad", "test.sleep", json!({"ms": "soon"}));
+
+    publish(&bus, &bad).await;
+    let streamed = next_result(&mut results, 10 * SECOND)
+        .await
+        .error
+        .expect("a failed result");
+
+    let reply = bus
+        .client
+        .request("svc.test.sleep", encode_proto(&bad).into())
+        .await
+        .unwrap();
+    let answered = decode::<switchyard_proto::JobResult>(ContentType::Protobuf, &reply.payload)
+        .unwrap()
+        .error
+        .expect("a failed answer: the handler must not have run");
+
+    assert_eq!(streamed.code, ErrorCode::InvalidInput as i32);
+    assert_eq!(streamed.field, "ms");
+    assert_eq!(answered, streamed);
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn a_malformed_message_goes_to_the_dlq_and_the_next_one_is_processed() {
     let bus = bus(Duration::from_secs(30)).await;
     let (stop, registry, task) = in_process(&bus, "w1").await;

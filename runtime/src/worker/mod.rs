@@ -34,8 +34,8 @@ use backon::BackoffBuilder as _;
 use futures::StreamExt as _;
 use prometheus::Registry;
 use switchyard_proto::{
-    ContentType, DeadLetterReason, ErrorCode, Job, JobStatus, decode, event, header, stream,
-    subject,
+    ContentType, DeadLetterReason, ErrorCode, Job, JobError, JobStatus, decode, event, header,
+    stream, subject,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -75,6 +75,12 @@ pub enum JobFailure {
     /// Retrying cannot help.
     #[error("{message}")]
     Permanent { message: String },
+    /// What the job names does not exist for its tenant (or is deleted); retrying cannot help.
+    #[error("{message}")]
+    NotFound { message: String },
+    /// It changed since the version the job was based on; retrying the same job cannot help.
+    #[error("{message}")]
+    Conflict { message: String },
 }
 
 impl JobFailure {
@@ -95,6 +101,42 @@ impl JobFailure {
         JobFailure::InvalidInput {
             field: field.into(),
             message: message.into(),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        JobFailure::NotFound {
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        JobFailure::Conflict {
+            message: message.into(),
+        }
+    }
+
+    /// The failure as it crosses the bus when the job is given up on: a code and the typed
+    /// fields callers act on, and the text for people. The one mapping for both the stream
+    /// path and the request/reply path.
+    pub fn to_job_error(&self) -> JobError {
+        let (code, field, retry_after) = match self {
+            JobFailure::Retryable { retry_after, .. } => {
+                (ErrorCode::RetriesExhausted, "", *retry_after)
+            }
+            JobFailure::InvalidInput { field, .. } => {
+                (ErrorCode::InvalidInput, field.as_str(), None)
+            }
+            JobFailure::Permanent { .. } => (ErrorCode::Permanent, "", None),
+            JobFailure::NotFound { .. } => (ErrorCode::NotFound, "", None),
+            JobFailure::Conflict { .. } => (ErrorCode::Conflict, "", None),
+        };
+        JobError {
+            code: code as i32,
+            message: self.to_string(),
+            retry_after_ms: retry_after
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            field: field.to_owned(),
         }
     }
 }
@@ -429,9 +471,8 @@ enum Verdict {
         error: String,
     },
     GiveUp {
-        code: ErrorCode,
         reason: DeadLetterReason,
-        error: String,
+        error: JobError,
     },
     Cancelled,
     HandBack,
@@ -472,40 +513,47 @@ fn verdict(
                 error: message,
             }
         }
-        RunEnd::Done(Err(JobFailure::Retryable { message, .. })) => Verdict::GiveUp {
-            code: ErrorCode::RetriesExhausted,
+        RunEnd::Done(Err(failure @ JobFailure::Retryable { .. })) => Verdict::GiveUp {
             reason: DeadLetterReason::RetriesExhausted,
-            error: format!("gave up after {attempt} attempts: {message}"),
+            error: JobError {
+                message: format!("gave up after {attempt} attempts: {failure}"),
+                ..failure.to_job_error()
+            },
         },
-        RunEnd::Done(Err(failure @ JobFailure::InvalidInput { .. })) => Verdict::GiveUp {
-            code: ErrorCode::InvalidInput,
+        RunEnd::Done(Err(failure)) => Verdict::GiveUp {
             reason: DeadLetterReason::Permanent,
-            error: failure.to_string(),
-        },
-        RunEnd::Done(Err(JobFailure::Permanent { message })) => Verdict::GiveUp {
-            code: ErrorCode::Permanent,
-            reason: DeadLetterReason::Permanent,
-            error: message,
+            error: failure.to_job_error(),
         },
         RunEnd::UnknownOperation { operation, kind } => Verdict::GiveUp {
-            code: ErrorCode::UnknownOperation,
             reason: DeadLetterReason::UnknownOperation,
-            error: format!("unknown operation {operation:?} for the {kind} worker"),
+            error: job_error(
+                ErrorCode::UnknownOperation,
+                format!("unknown operation {operation:?} for the {kind} worker"),
+            ),
         },
         RunEnd::AttemptsUsedUp => Verdict::GiveUp {
-            code: ErrorCode::RetriesExhausted,
             reason: DeadLetterReason::RetriesExhausted,
-            error: format!(
-                "gave up after {max_attempts} attempts: earlier deliveries did not finish (a replica may have crashed)"
+            error: job_error(
+                ErrorCode::RetriesExhausted,
+                format!(
+                    "gave up after {max_attempts} attempts: earlier deliveries did not finish (a replica may have crashed)"
+                ),
             ),
         },
         RunEnd::DeadlineExceeded => Verdict::GiveUp {
-            code: ErrorCode::DeadlineExceeded,
             reason: DeadLetterReason::DeadlineExceeded,
-            error: "deadline exceeded".into(),
+            error: job_error(ErrorCode::DeadlineExceeded, "deadline exceeded".into()),
         },
         RunEnd::InstanceCancelled => Verdict::Cancelled,
         RunEnd::ShuttingDown => Verdict::HandBack,
+    }
+}
+
+fn job_error(code: ErrorCode, message: String) -> JobError {
+    JobError {
+        code: code as i32,
+        message,
+        ..JobError::default()
     }
 }
 
@@ -763,30 +811,29 @@ impl<H: Handler> Inner<H> {
             RunEnd::AttemptsUsedUp
         } else if job.deadline_ms > 0 && job.deadline_ms <= switchyard_proto::now_ms() {
             RunEnd::DeadlineExceeded
-        } else if let Err(failure) = check_input(job) {
-            RunEnd::Done(Err(failure))
         } else {
-            self.bus
-                .lifecycle_event(
-                    job,
-                    event::STEP_STARTED,
-                    attempt,
-                    serde_json::json!({
-                        "attempt": attempt,
-                        "max_attempts": max_attempts,
-                        "worker_id": &*self.worker_id,
-                        "operation": job.operation,
-                    }),
-                )
-                .await;
-            self.run_handler(msg, job, attempt, max_attempts, progress_every)
-                .await
+            match self.admit(job).await {
+                Err(failure) => RunEnd::Done(Err(failure)),
+                Ok(resolved) => {
+                    let job = resolved.as_ref().unwrap_or(job);
+                    self.run_handler(msg, job, attempt, max_attempts, progress_every)
+                        .await
+                }
+            }
         };
         let verdict = verdict(end, attempt, max_attempts, || {
             retry_delay(&self.settings, job, attempt)
         });
         self.settle_verdict(msg, job, verdict, attempt, stream_seq)
             .await
+    }
+
+    /// What every job goes through before its handler, whichever way it came (stream or
+    /// request/reply): its input checked against the operation's schema, then its object
+    /// references resolved. `Some` is the job with the values in place of references.
+    async fn admit(&self, job: &Job) -> Result<Option<Job>, JobFailure> {
+        check_input(job)?;
+        self.resolve_references(job).await
     }
 
     async fn run_handler(
@@ -797,15 +844,19 @@ impl<H: Handler> Inner<H> {
         max_attempts: u32,
         progress_every: Duration,
     ) -> RunEnd {
-        let resolved;
-        let job = match self.resolve_references(job).await {
-            Ok(Some(with_values)) => {
-                resolved = with_values;
-                &resolved
-            }
-            Ok(None) => job,
-            Err(failure) => return RunEnd::Done(Err(failure)),
-        };
+        self.bus
+            .lifecycle_event(
+                job,
+                event::STEP_STARTED,
+                attempt,
+                serde_json::json!({
+                    "attempt": attempt,
+                    "max_attempts": max_attempts,
+                    "worker_id": &*self.worker_id,
+                    "operation": job.operation,
+                }),
+            )
+            .await;
         let instance = self.cancels.watch(&job.tenant, &job.instance_id);
         let cancel = CancellationToken::new();
         let ctx = self.context(job, attempt, max_attempts, cancel.clone());
@@ -914,21 +965,15 @@ impl<H: Handler> Inner<H> {
                     .await;
                 settle(msg, AckKind::Nak(Some(delay)), Outcome::Retried).await
             }
-            Verdict::GiveUp {
-                code,
-                reason,
-                error,
-            } => {
-                warn!(code = code.as_str_name(), error = %error, "job failed: dead-lettering");
-                let failed = switchyard_proto::JobError {
-                    code: code as i32,
-                    message: error.clone(),
-                };
+            Verdict::GiveUp { reason, error } => {
+                let code = ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified);
+                warn!(code = code.as_str_name(), error = %error.message, "job failed: dead-lettering");
+                let message = error.message.clone();
                 let result = self.bus.result(
                     job,
                     JobStatus::Failed,
                     None,
-                    Some(failed),
+                    Some(error),
                     attempt,
                     &self.worker_id,
                 );
@@ -938,7 +983,7 @@ impl<H: Handler> Inner<H> {
                         .dead_letter(
                             msg,
                             reason,
-                            &error,
+                            &message,
                             attempt,
                             stream_seq,
                             &job.job_id,
@@ -963,10 +1008,7 @@ impl<H: Handler> Inner<H> {
             }
             Verdict::Cancelled => {
                 info!("instance cancelled: job stopped");
-                let failed = switchyard_proto::JobError {
-                    code: ErrorCode::Cancelled as i32,
-                    message: "instance cancelled".into(),
-                };
+                let failed = job_error(ErrorCode::Cancelled, "instance cancelled".into());
                 let result = self.bus.result(
                     job,
                     JobStatus::Cancelled,
@@ -1025,27 +1067,28 @@ mod tests {
             Verdict::Retry { .. }
         ));
         let last = verdict(retry(), 3, 3, || Duration::from_secs(1));
-        assert!(
-            matches!(&last, Verdict::GiveUp { code: ErrorCode::RetriesExhausted, error, .. } if error.contains("after 3 attempts")),
-            "{last:?}"
-        );
+        let (code, _, error) = given_up(&last);
+        assert_eq!(code, ErrorCode::RetriesExhausted);
+        assert!(error.message.contains("after 3 attempts"), "{last:?}");
     }
 
     #[test]
     fn jobs_that_cannot_run_are_given_up_with_their_own_reason() {
         let used_up = verdict(RunEnd::AttemptsUsedUp, 4, 3, || Duration::ZERO);
-        assert!(
-            matches!(&used_up, Verdict::GiveUp { code: ErrorCode::RetriesExhausted, error, .. } if error.contains("after 3 attempts")),
-            "{used_up:?}"
-        );
+        let (code, _, error) = given_up(&used_up);
+        assert_eq!(code, ErrorCode::RetriesExhausted);
+        assert!(error.message.contains("after 3 attempts"), "{used_up:?}");
         let end = RunEnd::UnknownOperation {
             operation: "test.nope".into(),
             kind: "test",
         };
         let unknown = verdict(end, 1, 3, || Duration::ZERO);
-        assert!(
-            matches!(&unknown, Verdict::GiveUp { code: ErrorCode::UnknownOperation, reason: DeadLetterReason::UnknownOperation, error } if error == "unknown operation \"test.nope\" for the test worker"),
-            "{unknown:?}"
+        let (code, reason, error) = given_up(&unknown);
+        assert_eq!(code, ErrorCode::UnknownOperation);
+        assert_eq!(reason, DeadLetterReason::UnknownOperation);
+        assert_eq!(
+            error.message,
+            "unknown operation \"test.nope\" for the test worker"
         );
     }
 
@@ -1063,22 +1106,84 @@ mod tests {
 
     #[test]
     fn permanent_failures_are_not_retried() {
-        let end = RunEnd::Done(Err(JobFailure::invalid_input("ms", "not a number")));
-        assert!(matches!(
-            verdict(end, 1, 5, || Duration::ZERO),
-            Verdict::GiveUp {
-                code: ErrorCode::InvalidInput,
-                ..
-            }
-        ));
-        let end = RunEnd::Done(Err(JobFailure::permanent("no")));
-        assert!(matches!(
-            verdict(end, 1, 5, || Duration::ZERO),
-            Verdict::GiveUp {
-                code: ErrorCode::Permanent,
-                ..
-            }
-        ));
+        for (failure, code) in [
+            (
+                JobFailure::invalid_input("ms", "not a number"),
+                ErrorCode::InvalidInput,
+            ),
+            (JobFailure::permanent("no"), ErrorCode::Permanent),
+            (JobFailure::not_found("no card c1"), ErrorCode::NotFound),
+            (
+                JobFailure::conflict("card c1 is at version 2"),
+                ErrorCode::Conflict,
+            ),
+        ] {
+            let v = verdict(RunEnd::Done(Err(failure.clone())), 1, 5, || Duration::ZERO);
+            let (got, reason, error) = given_up(&v);
+            assert_eq!(got, code, "{failure:?}");
+            assert_eq!(reason, DeadLetterReason::Permanent);
+            assert_eq!(error, &failure.to_job_error());
+        }
+    }
+
+    fn given_up(v: &Verdict) -> (ErrorCode, DeadLetterReason, &JobError) {
+        match v {
+            Verdict::GiveUp { reason, error } => (
+                ErrorCode::try_from(error.code).expect("a known code"),
+                *reason,
+                error,
+            ),
+            other => panic!("not given up: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_failure_crosses_the_bus_as_a_code_with_its_typed_fields() {
+        // Callers branch on these (HTTP 422 naming the field, 404, 412, 503 with Retry-After):
+        // none of them may depend on the message text.
+        let cases = [
+            (
+                JobFailure::Retryable {
+                    message: "ClickUp rate limited the call".into(),
+                    retry_after: Some(Duration::from_millis(7_250)),
+                },
+                ErrorCode::RetriesExhausted,
+                "",
+                7_250,
+            ),
+            (
+                JobFailure::retryable("timed out"),
+                ErrorCode::RetriesExhausted,
+                "",
+                0,
+            ),
+            (
+                JobFailure::invalid_input("content.quote", "must be a string"),
+                ErrorCode::InvalidInput,
+                "content.quote",
+                0,
+            ),
+            (
+                JobFailure::permanent("refused"),
+                ErrorCode::Permanent,
+                "",
+                0,
+            ),
+            (JobFailure::not_found("card c1"), ErrorCode::NotFound, "", 0),
+            (
+                JobFailure::conflict("card c1 is at 2"),
+                ErrorCode::Conflict,
+                "",
+                0,
+            ),
+        ];
+        for (failure, code, field, retry_after_ms) in cases {
+            let e = failure.to_job_error();
+            assert_eq!(e.code, code as i32, "{failure:?}");
+            assert_eq!(e.field, field, "{failure:?}");
+            assert_eq!(e.retry_after_ms, retry_after_ms, "{failure:?}");
+            assert_eq!(e.message, failure.to_string());
+        }
     }
 
     #[test]

@@ -7,9 +7,7 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use async_nats::service::{Service, ServiceExt as _};
 use futures::StreamExt as _;
-use switchyard_proto::{
-    ContentType, ErrorCode, Job, JobError, JobResult, JobStatus, decode, header, now_ms, subject,
-};
+use switchyard_proto::{ContentType, Job, JobResult, JobStatus, decode, header, now_ms, subject};
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -122,26 +120,19 @@ impl<H: Handler> Inner<H> {
             &span,
             &crate::telemetry::NatsExtractor(request.message.headers.as_ref()),
         );
-        // A request is answered once: no redelivery, so one attempt.
-        let ctx = self.context(&job, 1, 1, self.hard_stop.child_token());
-        let outcome = tracing::Instrument::instrument(self.handler.handle(ctx, &job), span).await;
+        // A request is answered once: no redelivery, so one attempt. It goes through the same
+        // input check and reference resolution as a job from the stream, and its failure
+        // crosses the bus through the same mapping.
+        let outcome = async {
+            let resolved = self.admit(&job).await?;
+            let job = resolved.as_ref().unwrap_or(&job);
+            let ctx = self.context(job, 1, 1, self.hard_stop.child_token());
+            self.handler.handle(ctx, job).await
+        };
+        let outcome = tracing::Instrument::instrument(outcome, span).await;
         let (status, output, error) = match outcome {
             Ok(output) => (JobStatus::Succeeded, Some(output), None),
-            Err(failure) => {
-                let code = match &failure {
-                    super::JobFailure::InvalidInput { .. } => ErrorCode::InvalidInput,
-                    super::JobFailure::Permanent { .. } => ErrorCode::Permanent,
-                    super::JobFailure::Retryable { .. } => ErrorCode::RetriesExhausted,
-                };
-                (
-                    JobStatus::Failed,
-                    None,
-                    Some(JobError {
-                        code: code as i32,
-                        message: failure.to_string(),
-                    }),
-                )
-            }
+            Err(failure) => (JobStatus::Failed, None, Some(failure.to_job_error())),
         };
         let mut result: JobResult =
             self.bus

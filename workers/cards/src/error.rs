@@ -1,11 +1,9 @@
 //! The crate's one error type, its mapping to bus outcomes ([`Error::failure`]) in one
 //! exhaustive `match`, and the translation of Postgres errors (SQLSTATE) into it.
 //!
-//! A failure crosses the bus as a code and a message. The gateway tells a missing card (404)
-//! and a stale version (412) apart from other permanent failures by the message's first words,
-//! [`NOT_FOUND_PREFIX`] and [`CONFLICT_PREFIX`] from the wire contract.
+//! A failure crosses the bus as a code and a message: a missing card and a stale version have
+//! codes of their own (`not_found`, `conflict`), which the gateway answers 404 and 412.
 
-pub use switchyard_proto::failure::{CONFLICT_PREFIX, NOT_FOUND_PREFIX};
 use switchyard_runtime::JobFailure;
 
 /// Why a cards operation failed, or the worker could not start.
@@ -89,10 +87,11 @@ impl Error {
                 JobFailure::invalid_input(field.clone(), message.clone())
             }
             Error::Store(_) | Error::Usage(_) => JobFailure::retryable(self.to_string()),
-            Error::NotFound { .. }
-            | Error::Missing { .. }
-            | Error::Conflict { .. }
-            | Error::Refused { .. }
+            Error::NotFound { .. } | Error::Missing { .. } => {
+                JobFailure::not_found(self.to_string())
+            }
+            Error::Conflict { .. } => JobFailure::conflict(self.to_string()),
+            Error::Refused { .. }
             | Error::Migrate(_)
             | Error::Config { .. }
             | Error::Runtime(_) => JobFailure::permanent(self.to_string()),
@@ -105,26 +104,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn missing_and_stale_cards_are_permanent_with_the_prefixes_the_gateway_reads() {
+    fn missing_and_stale_cards_fail_with_their_own_codes() {
         let missing = Error::Missing {
             ids: vec!["a".into(), "b".into()],
         };
         assert_eq!(
             missing.failure(),
-            JobFailure::permanent("not found: cards a, b")
+            JobFailure::not_found("not found: cards a, b")
         );
+        assert!(matches!(
+            Error::not_found("card x").failure(),
+            JobFailure::NotFound { .. }
+        ));
         let stale = Error::Conflict {
             card_id: "c".into(),
             current: 3,
             expected: 2,
-        }
-        .to_string();
-        assert!(stale.starts_with(CONFLICT_PREFIX), "{stale}");
-        assert!(
-            Error::not_found("card x")
-                .to_string()
-                .starts_with(NOT_FOUND_PREFIX)
+        };
+        assert_eq!(
+            stale.failure(),
+            JobFailure::conflict("version conflict: card c is at version 3, not 2")
         );
+        assert!(matches!(
+            Error::Refused {
+                code: "23514".into(),
+                message: "check violated".into()
+            }
+            .failure(),
+            JobFailure::Permanent { .. }
+        ));
         assert!(matches!(
             Error::Store(sqlx::Error::PoolTimedOut).failure(),
             JobFailure::Retryable { .. }

@@ -31,7 +31,7 @@ use switchyard_runtime::{Config, Handler, JobContext, JobFailure, OperationInfo,
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-pub use error::{CONFLICT_PREFIX, Error, NOT_FOUND_PREFIX};
+pub use error::Error;
 
 use metrics::{Metrics, Source};
 use store::{Change, NewCard};

@@ -45,8 +45,7 @@ pub enum Error {
         what: &'static str,
         key: &'static str,
     },
-    /// Another delivery of the same job holds the effect right now. The delay is in the
-    /// message too: a request/reply caller (the gateway) gets only the message.
+    /// Another delivery of the same job holds the effect right now.
     #[error("another delivery of this job is performing its effect{}", retry_hint(&Some(*.retry_after)))]
     InProgress { retry_after: Duration },
     /// The effect record could not be read or written.
@@ -79,7 +78,8 @@ pub enum Error {
     Runtime(#[from] switchyard_runtime::Error),
 }
 
-/// ` (retry after <seconds>s)`, the form the gateway reads a delay from; empty when unknown.
+/// ` (retry after <seconds>s)`, for people reading the message; callers get the delay as
+/// `retry_after_ms` ([`Error::failure`]). Empty when unknown.
 fn retry_hint(retry_after: &Option<Duration>) -> String {
     retry_after
         .map(|d| format!(" (retry after {}s)", d.as_secs_f64()))

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::PgPool;
 use switchyard_proto::{
-    ContentType, ErrorCode, Job, JobError, JobResult, JobStatus, decode, encode_json, encode_proto,
-    header, now_ms, subject,
+    ContentType, Job, JobResult, JobStatus, decode, encode_json, encode_proto, header, now_ms,
+    subject,
 };
 use switchyard_runtime::JobFailure;
 use tokio::sync::Semaphore;
@@ -209,22 +209,10 @@ async fn answer(
         ),
         Err(e) => {
             let failure = e.failure();
-            let code = match &failure {
-                JobFailure::InvalidInput { .. } => ErrorCode::InvalidInput,
-                JobFailure::Permanent { .. } => ErrorCode::Permanent,
-                JobFailure::Retryable { .. } => ErrorCode::RetriesExhausted,
-            };
             if !matches!(failure, JobFailure::InvalidInput { .. }) {
                 warn!(operation, correlation_id = %job.correlation_id, error = %e, "ledger query failed");
             }
-            (
-                JobStatus::Failed,
-                Vec::new(),
-                Some(JobError {
-                    code: code as i32,
-                    message: failure.to_string(),
-                }),
-            )
+            (JobStatus::Failed, Vec::new(), Some(failure.to_job_error()))
         }
     };
     let result = JobResult {

@@ -31,13 +31,16 @@ use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
+use switchyard_workflow::{
+    Store,
+    definition::{self, Definition, ValidateOptions},
+};
+
 use crate::{
     Error,
-    definition::{self, Definition, ValidateOptions},
     instance::{Effect, Instance, timer_id},
     metrics::Metrics,
     service,
-    store::Store,
     transition::{self, Ctx, Decision, Input},
 };
 
@@ -170,8 +173,8 @@ impl Orchestrator {
             consumers.push((name, consumer));
         }
 
-        let service = service::start(shared.clone()).await?;
         let tracker = TaskTracker::new();
+        let service = service::start(shared.clone(), &tracker, shutdown.clone()).await?;
         tracker.spawn(shared.lag.clone().sample(
             consumers.iter().map(|(_, c)| c.clone()).collect(),
             LAG_SAMPLE_EVERY,
@@ -683,10 +686,11 @@ async fn handle(
                     if state.status.is_finished() {
                         return Ok(("ignored", AckKind::Ack));
                     }
-                    return Err(Error::Definition(format!(
+                    return Err(switchyard_workflow::Error::Definition(format!(
                         "instance {id} runs {} version {}, which is not registered",
                         state.workflow, state.version
-                    )));
+                    ))
+                    .into());
                 };
                 match transition::apply(&def, &state, input, ctx) {
                     Decision::Ignore(reason) => {

@@ -12,8 +12,8 @@ pub enum Error {
         action: &'static str,
         reason: String,
     },
-    #[error("workflow definition: {0}")]
-    Definition(String),
+    #[error(transparent)]
+    Workflow(#[from] switchyard_workflow::Error),
     #[error("metrics registration failed: {0}")]
     Metrics(#[from] prometheus::Error),
 }

@@ -10,72 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard_proto::{Job, Timer, WorkflowEvent};
 
-/// Where an instance is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InstanceStatus {
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-impl InstanceStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InstanceStatus::Running => "running",
-            InstanceStatus::Completed => "completed",
-            InstanceStatus::Failed => "failed",
-            InstanceStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn is_finished(self) -> bool {
-        self != InstanceStatus::Running
-    }
-}
-
-/// Where a step (or one item of a `for_each` step) is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepStatus {
-    /// Its `needs` have not all finished.
-    Pending,
-    /// Waiting for a named signal.
-    Waiting,
-    /// Its job (or jobs) are published; a result is awaited.
-    Scheduled,
-    Completed,
-    Failed,
-    /// Its `when` was false.
-    Skipped,
-    /// The instance was cancelled or failed before the step finished.
-    Cancelled,
-}
-
-impl StepStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepStatus::Pending => "pending",
-            StepStatus::Waiting => "waiting",
-            StepStatus::Scheduled => "scheduled",
-            StepStatus::Completed => "completed",
-            StepStatus::Failed => "failed",
-            StepStatus::Skipped => "skipped",
-            StepStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            StepStatus::Completed
-                | StepStatus::Failed
-                | StepStatus::Skipped
-                | StepStatus::Cancelled
-        )
-    }
-}
+pub use switchyard_proto::orchestrator::{InstanceStatus, StepStatus};
 
 /// Why a step or an instance failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

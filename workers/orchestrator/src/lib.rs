@@ -1,19 +1,17 @@
 //! The workflow engine. It consumes `WF_INBOX` (starts, job results, cancels, signals and its
 //! own timers), keeps each instance's state in the `WF_STATE` KV bucket with compare-and-set,
-//! and publishes jobs and events with deterministic ids. Definitions are YAML, checked against
-//! the operation catalog when registered, and stored in the `WF_DEFINITIONS` bucket.
+//! and publishes jobs and events with deterministic ids. Definitions (format, validation,
+//! registry) live in `switchyard-workflow`; this crate executes them.
 //!
 //! It runs on JetStream alone: no database, no scheduler process (timers are messages handed
 //! back with a delayed redelivery), no leader (any number of replicas). It never runs an
 //! operation itself; workers do.
 
-pub mod definition;
 pub mod engine;
 pub mod error;
 pub mod instance;
 pub mod metrics;
 pub mod service;
-pub mod store;
 pub mod transition;
 
 use std::collections::BTreeMap;

@@ -11,12 +11,11 @@ use switchyard_proto::{
     StartWorkflow, Timer, TimerKind, WorkflowEvent, event,
 };
 
-use crate::{
-    definition::{Definition, OnError, Scope, Step},
-    instance::{
-        Effect, Failure, Instance, InstanceStatus, ItemState, PendingSignal, StepState, StepStatus,
-        event_id, item_of, job_id,
-    },
+use switchyard_workflow::definition::{Definition, OnError, Scope, Step};
+
+use crate::instance::{
+    Effect, Failure, Instance, InstanceStatus, ItemState, PendingSignal, StepState, StepStatus,
+    event_id, item_of, job_id,
 };
 
 /// How many applied signal ids an instance remembers.
@@ -797,7 +796,7 @@ fn steps_view(inst: &Instance) -> Value {
     Value::Object(map)
 }
 
-fn template_failure(step: &str, e: &crate::definition::RenderError) -> Failure {
+fn template_failure(step: &str, e: &switchyard_workflow::definition::RenderError) -> Failure {
     Failure {
         step: Some(step.to_owned()),
         code: "template".into(),
@@ -854,5 +853,7 @@ pub fn error_code_name(code: ErrorCode) -> &'static str {
         ErrorCode::UnknownOperation => "unknown_operation",
         ErrorCode::Decode => "decode",
         ErrorCode::Cancelled => "cancelled",
+        ErrorCode::NotFound => "not_found",
+        ErrorCode::Conflict => "conflict",
     }
 }

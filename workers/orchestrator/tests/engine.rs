@@ -586,7 +586,7 @@ async fn definitions_can_be_validated_listed_fetched_and_deleted() {
         .iter()
         .map(|e| e["subject"].as_str().unwrap())
         .collect();
-    for name in endpoint::ALL {
+    for name in switchyard_proto::orchestrator::ENDPOINTS {
         let wanted = switchyard_orchestrator::service::request_subject(name);
         assert!(
             subjects.contains(&wanted.as_str()),
@@ -713,11 +713,8 @@ async fn a_killed_orchestrator_process_is_replaced_and_every_instance_completes(
 /// Writes an instance's state as a replica would have right before dying: the state stored
 /// with its outbox, nothing of the outbox published, the message not acked.
 async fn state_written_then_crashed(env: &Env, yaml: &str, instance: &str, last_message: u64) {
-    use switchyard_orchestrator::{
-        definition::ValidateOptions,
-        store::{Scope, Store},
-        transition::{self, Ctx},
-    };
+    use switchyard_orchestrator::transition::{self, Ctx};
+    use switchyard_workflow::{Scope, Store, ValidateOptions};
     let defs = env
         .js
         .get_key_value(switchyard_proto::stream::WF_DEFINITIONS_BUCKET)

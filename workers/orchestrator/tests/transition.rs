@@ -6,7 +6,6 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use switchyard_catalog::Catalog;
 use switchyard_orchestrator::{
-    definition::{Definition, ValidateOptions},
     instance::{Effect, Instance, InstanceStatus, StepStatus},
     transition::{self, Ctx, Decision, Input},
 };
@@ -14,6 +13,7 @@ use switchyard_proto::{
     CancelWorkflow, ErrorCode, Job, JobError, JobResult, JobStatus, SignalWorkflow, StartWorkflow,
     Timer, TimerKind,
 };
+use switchyard_workflow::{Definition, ValidateOptions};
 
 const DIAMOND: &str = r#"
 name: diamond
@@ -101,6 +101,7 @@ fn failed(job: &Job, code: ErrorCode) -> JobResult {
         error: Some(JobError {
             code: code as i32,
             message: "it broke".into(),
+            ..JobError::default()
         }),
         ..echo(job)
     }

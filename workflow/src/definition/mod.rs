@@ -45,7 +45,6 @@ mod template;
 mod validate;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::time::Duration;
 
 use minijinja::Environment;
@@ -163,29 +162,9 @@ pub struct ValidateOptions {
     pub env_allow: Vec<String>,
 }
 
-/// One reason a definition (or a workflow input) is rejected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Problem {
-    /// Where, like `steps[2].input.topic` or `steps[1].needs[0]`; empty for the whole text.
-    pub path: String,
-    /// The line in the definition's text, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
-        }
-        f.write_str(&self.message)?;
-        if let Some(line) = self.line {
-            write!(f, " (line {line})")?;
-        }
-        Ok(())
-    }
-}
+/// One reason a definition (or a workflow input) is rejected; part of the wire contract,
+/// since the orchestrator's replies carry it.
+pub use switchyard_proto::orchestrator::Problem;
 
 /// Every problem found; never empty when returned as an error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

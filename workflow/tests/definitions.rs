@@ -2,7 +2,7 @@
 //! reason and, where it can, the line.
 
 use switchyard_catalog::Catalog;
-use switchyard_orchestrator::definition::{Definition, Problem, Problems, ValidateOptions};
+use switchyard_workflow::definition::{Definition, Problem, Problems, ValidateOptions};
 
 fn parse(source: &str) -> Result<Definition, Problems> {
     Definition::parse(source, Catalog::builtin(), &ValidateOptions::default())
@@ -539,7 +539,7 @@ fn problems_display_joined_and_serialize_as_a_list() {
 
 #[test]
 fn shipped_workflows_are_valid() {
-    let shipped = switchyard_orchestrator::definition::shipped();
+    let shipped = switchyard_workflow::definition::shipped();
     let names: Vec<&str> = shipped.iter().map(|(name, _)| *name).collect();
     assert_eq!(
         names,
@@ -591,7 +591,7 @@ fn empty_and_misshapen_documents_are_explained() {
 
 #[test]
 fn the_readme_example_is_valid() {
-    let readme = include_str!("../../../workflows/README.md");
+    let readme = include_str!("../../workflows/README.md");
     let section = readme
         .split("## Writing a definition")
         .nth(1)

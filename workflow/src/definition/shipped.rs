@@ -8,22 +8,22 @@ pub fn shipped() -> &'static [(&'static str, &'static str)] {
 const SHIPPED: &[(&str, &str)] = &[
     (
         "research_to_docs",
-        include_str!("../../../../workflows/research_to_docs.yaml"),
+        include_str!("../../../workflows/research_to_docs.yaml"),
     ),
     (
         "research_to_slack",
-        include_str!("../../../../workflows/research_to_slack.yaml"),
+        include_str!("../../../workflows/research_to_slack.yaml"),
     ),
     (
         "research_pipeline",
-        include_str!("../../../../workflows/research_pipeline.yaml"),
+        include_str!("../../../workflows/research_pipeline.yaml"),
     ),
     (
         "meeting_to_tasks",
-        include_str!("../../../../workflows/meeting_to_tasks.yaml"),
+        include_str!("../../../workflows/meeting_to_tasks.yaml"),
     ),
     (
         "linkedin_post",
-        include_str!("../../../../workflows/linkedin_post.yaml"),
+        include_str!("../../../workflows/linkedin_post.yaml"),
     ),
 ];

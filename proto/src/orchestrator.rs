@@ -1,0 +1,515 @@
+//! The orchestrator's request/reply contract: the micro service `switchyard-orchestrator`,
+//! its endpoints under `svc.orchestrator.`, and the request and reply of each. The engine
+//! answers with these types, the gateway and the CLI ask with them, and the gateway's OpenAPI
+//! schemas are derived from them (feature `openapi`), so the three cannot drift apart.
+//!
+//! Requests and replies are JSON. A failed request is answered with [`ErrorReply`] and the
+//! headers [`ERROR_HEADER`] (the message) and [`ERROR_CODE_HEADER`] (an HTTP-like status);
+//! only the header marks a failure, since an instance view has an `error` field of its own.
+
+use std::{collections::BTreeMap, fmt};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+use crate::subject;
+
+/// The service name under which every orchestrator replica registers.
+pub const SERVICE_NAME: &str = "switchyard-orchestrator";
+/// The header that marks a failed request, with an HTTP-like status (400, 404, 409, 500).
+pub const ERROR_CODE_HEADER: &str = "Nats-Service-Error-Code";
+/// The header with a failed request's message.
+pub const ERROR_HEADER: &str = "Nats-Service-Error";
+/// The endpoint group: `svc.orchestrator.<endpoint>`.
+pub const GROUP: &str = "orchestrator";
+
+/// One endpoint: its name under `svc.orchestrator.`, what it takes and what it answers.
+pub trait Endpoint {
+    const NAME: &'static str;
+    type Request: Serialize + DeserializeOwned + fmt::Debug + Send + Sync;
+    type Reply: Serialize + DeserializeOwned + fmt::Debug + Send;
+
+    /// The request subject, e.g. `svc.orchestrator.instance.get`.
+    fn subject() -> String {
+        request_subject(Self::NAME)
+    }
+}
+
+/// The request subject of an endpoint by name, e.g. `svc.orchestrator.instance.get`.
+pub fn request_subject(endpoint: &str) -> String {
+    format!("{}.{endpoint}", subject::service_group(GROUP))
+}
+
+/// The endpoints' names under `svc.orchestrator.`, for callers that speak raw JSON.
+pub mod endpoint {
+    pub const INSTANCE_GET: &str = "instance.get";
+    pub const DEFINITIONS_LIST: &str = "definitions.list";
+    pub const DEFINITIONS_GET: &str = "definitions.get";
+    pub const DEFINITIONS_PUT: &str = "definitions.put";
+    pub const DEFINITIONS_DELETE: &str = "definitions.delete";
+    pub const DEFINITIONS_VALIDATE: &str = "definitions.validate";
+}
+
+macro_rules! endpoints {
+    ($($(#[$doc:meta])* $ty:ident = $name:expr, $req:ty => $reply:ty;)*) => {
+        $(
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy)]
+            pub struct $ty;
+
+            impl Endpoint for $ty {
+                const NAME: &'static str = $name;
+                type Request = $req;
+                type Reply = $reply;
+            }
+        )*
+
+        /// Every endpoint's name.
+        pub const ENDPOINTS: &[&str] = &[$($name),*];
+    };
+}
+
+endpoints! {
+    /// An instance's status, steps included.
+    GetInstance = endpoint::INSTANCE_GET, InstanceGet => InstanceView;
+    /// The definitions a tenant sees (its own and the shared ones).
+    ListDefinitions = endpoint::DEFINITIONS_LIST, DefinitionsList => DefinitionList;
+    /// One definition version, with its text; the latest when no version is named.
+    GetDefinition = endpoint::DEFINITIONS_GET, DefinitionRef => DefinitionDetail;
+    /// Registers a new version; the same text again is not an error.
+    PutDefinition = endpoint::DEFINITIONS_PUT, DefinitionSource => PutReply;
+    /// Marks one version, or every version, deleted.
+    DeleteDefinition = endpoint::DEFINITIONS_DELETE, DefinitionRef => DeleteReply;
+    /// Checks a definition without registering it.
+    ValidateDefinition = endpoint::DEFINITIONS_VALIDATE, DefinitionSource => ValidateReply;
+}
+
+// ---- requests ----
+
+/// `instance.get`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceGet {
+    pub tenant: String,
+    pub instance_id: String,
+}
+
+/// `definitions.list`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionsList {
+    pub tenant: String,
+    #[serde(default)]
+    pub include_deleted: bool,
+}
+
+/// `definitions.get` and `definitions.delete`; version `None` is the latest (get) or every
+/// version (delete).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionRef {
+    pub tenant: String,
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<u32>,
+}
+
+/// `definitions.put` and `definitions.validate`: the YAML (or JSON) text of a definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionSource {
+    pub tenant: String,
+    pub source: String,
+}
+
+// ---- replies ----
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceStatus {
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl InstanceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Running => "running",
+            InstanceStatus::Completed => "completed",
+            InstanceStatus::Failed => "failed",
+            InstanceStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        self != InstanceStatus::Running
+    }
+}
+
+/// Where a step (or one item of a `for_each` step) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Its `needs` have not all finished.
+    Pending,
+    /// Waiting for a named signal.
+    Waiting,
+    /// Its job (or jobs) are published; a result is awaited.
+    Scheduled,
+    Completed,
+    Failed,
+    /// Its `when` was false.
+    Skipped,
+    /// The instance was cancelled or failed before the step finished.
+    Cancelled,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Waiting => "waiting",
+            StepStatus::Scheduled => "scheduled",
+            StepStatus::Completed => "completed",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Completed
+                | StepStatus::Failed
+                | StepStatus::Skipped
+                | StepStatus::Cancelled
+        )
+    }
+}
+
+/// An instance: its status, input, output and every step (`instance.get`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InstanceView {
+    pub instance_id: String,
+    pub tenant: String,
+    pub workflow: String,
+    /// The definition version the instance runs.
+    pub version: u32,
+    pub status: InstanceStatus,
+    pub correlation_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub input: Value,
+    /// The workflow's output, once completed.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub output: Option<Value>,
+    /// Why it failed.
+    pub error: Option<InstanceError>,
+    /// The labels given at the start.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub steps: Vec<StepView>,
+}
+
+/// Why an instance failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InstanceError {
+    /// The step that failed; null when the instance failed before any step ran.
+    pub step: Option<String>,
+    /// `permanent`, `retries_exhausted`, `deadline_exceeded`, `invalid_input`, `template`,
+    /// `unknown_workflow`, …
+    pub code: String,
+    pub message: String,
+}
+
+/// One step of an instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StepView {
+    pub id: String,
+    /// The operation it runs; null for a step that only waits for a signal.
+    pub operation: Option<String>,
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub scheduled_at_ms: Option<i64>,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub needs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub output: Option<Value>,
+    /// The last failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepError>,
+    /// For `for_each` steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<ItemsView>,
+    /// For steps that wait for a signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<SignalView>,
+    /// The worker replica that ran it last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+}
+
+/// A step's last failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StepError {
+    pub code: String,
+    pub message: String,
+}
+
+/// The items of a `for_each` step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ItemsView {
+    pub total: usize,
+    pub finished: usize,
+    pub failed: usize,
+}
+
+/// The signal a step waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignalView {
+    pub name: String,
+    pub received: bool,
+    /// How long the step may wait before its SLA is breached.
+    pub sla_ms: Option<u64>,
+    pub sla_breached: bool,
+}
+
+/// Where a definition is registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum DefinitionScope {
+    /// A shipped template, visible to every tenant.
+    Shared,
+    /// The tenant's own; shadows a shared one of the same name.
+    Tenant,
+}
+
+/// One registered definition version (`definitions.list`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DefinitionSummary {
+    pub name: String,
+    pub version: u32,
+    pub description: String,
+    pub scope: DefinitionScope,
+    pub registered_at_ms: i64,
+    pub deleted: bool,
+    /// How many steps it has.
+    pub steps: usize,
+}
+
+/// `definitions.list`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DefinitionList {
+    pub definitions: Vec<DefinitionSummary>,
+}
+
+/// One step of a definition, as `definitions.get` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DefinitionStep {
+    pub id: String,
+    pub operation: Option<String>,
+    pub needs: Vec<String>,
+    /// The signal it waits for, if any.
+    pub wait_for_signal: Option<String>,
+}
+
+/// One definition version with its text (`definitions.get`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DefinitionDetail {
+    pub name: String,
+    pub version: u32,
+    pub description: String,
+    pub scope: DefinitionScope,
+    pub registered_at_ms: i64,
+    pub deleted: bool,
+    /// The input's JSON Schema.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub input: Value,
+    pub steps: Vec<DefinitionStep>,
+    /// The text as registered.
+    pub source: String,
+}
+
+/// `definitions.put`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PutReply {
+    pub name: String,
+    pub version: u32,
+    /// False when the same version with the same text was registered already.
+    pub created: bool,
+}
+
+/// `definitions.delete`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeleteReply {
+    /// How many versions were marked deleted.
+    pub deleted: usize,
+}
+
+/// `definitions.validate`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ValidateReply {
+    pub valid: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// Every problem with its path; empty when valid.
+    #[serde(default)]
+    pub problems: Vec<Problem>,
+}
+
+/// One reason a definition (or a workflow input) is rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = DefinitionProblem))]
+pub struct Problem {
+    /// Where, like `steps[2].input.topic` or `steps[1].needs[0]`; empty for the whole text.
+    pub path: String,
+    /// The line in the definition's text, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        Ok(())
+    }
+}
+
+// ---- errors ----
+
+/// What a caller acts on when a request fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceErrorCode {
+    /// The request does not fit its endpoint.
+    BadRequest,
+    /// The definition does not validate; `problems` says why.
+    InvalidDefinition,
+    /// No such instance or definition for this tenant.
+    NotFound,
+    /// The version exists with other content.
+    Conflict,
+    /// The engine could not complete the request; the log has why.
+    Internal,
+}
+
+impl ServiceErrorCode {
+    /// The HTTP-like status carried in [`ERROR_CODE_HEADER`].
+    pub fn status(self) -> u16 {
+        match self {
+            ServiceErrorCode::BadRequest | ServiceErrorCode::InvalidDefinition => 400,
+            ServiceErrorCode::NotFound => 404,
+            ServiceErrorCode::Conflict => 409,
+            ServiceErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// The error of a failed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ServiceError {
+    pub code: ServiceErrorCode,
+    pub message: String,
+    /// For `invalid_definition`: every problem with its path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+}
+
+impl ServiceError {
+    pub fn new(code: ServiceErrorCode, message: impl Into<String>) -> Self {
+        ServiceError {
+            code,
+            message: message.into(),
+            problems: Vec::new(),
+        }
+    }
+}
+
+/// The body of a failed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub error: ServiceError,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_endpoint_has_a_distinct_subject_under_the_group() {
+        let mut subjects: Vec<String> = ENDPOINTS.iter().map(|e| request_subject(e)).collect();
+        subjects.sort();
+        subjects.dedup();
+        assert_eq!(subjects.len(), ENDPOINTS.len());
+        assert_eq!(GetInstance::subject(), "svc.orchestrator.instance.get");
+    }
+
+    #[test]
+    fn error_codes_map_to_the_statuses_callers_branch_on() {
+        let cases = [
+            (ServiceErrorCode::BadRequest, "bad_request", 400),
+            (
+                ServiceErrorCode::InvalidDefinition,
+                "invalid_definition",
+                400,
+            ),
+            (ServiceErrorCode::NotFound, "not_found", 404),
+            (ServiceErrorCode::Conflict, "conflict", 409),
+            (ServiceErrorCode::Internal, "internal", 500),
+        ];
+        for (code, wire, status) in cases {
+            assert_eq!(serde_json::to_value(code).unwrap(), wire);
+            assert_eq!(code.status(), status, "{wire}");
+        }
+    }
+
+    #[test]
+    fn a_view_without_labels_still_reads() {
+        // Replies from a replica that predates labels.
+        let view: InstanceView = serde_json::from_value(serde_json::json!({
+            "instance_id": "i", "tenant": "t", "workflow": "w", "version": 1,
+            "status": "running", "correlation_id": "c", "input": {}, "output": null,
+            "error": null, "started_at_ms": 1, "finished_at_ms": null, "duration_ms": null,
+            "steps": []
+        }))
+        .unwrap();
+        assert!(view.labels.is_empty());
+        assert!(!view.status.is_finished());
+    }
+}
