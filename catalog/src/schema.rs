@@ -75,7 +75,8 @@ impl fmt::Display for Type {
     }
 }
 
-/// A schema for one JSON value. See the [module documentation](self) for the subset.
+/// A schema for one JSON value. The subset it supports is described where it is defined
+/// (`catalog/src/schema.rs`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Schema {

@@ -15,8 +15,9 @@ pub mod server;
 pub mod stream;
 pub mod subject;
 
-/// Generated envelope types (`switchyard.v1`).
-#[allow(missing_debug_implementations, clippy::all)]
+/// Generated envelope types (`switchyard.v1`). Their comments are the `.proto` file's, written
+/// for readers of that file (`jobs.<kind>.<operation>` is a subject, not an HTML tag).
+#[allow(missing_debug_implementations, clippy::all, rustdoc::invalid_html_tags)]
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/switchyard.v1.rs"));
 }

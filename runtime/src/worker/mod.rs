@@ -59,7 +59,7 @@ pub struct OperationInfo {
 }
 
 /// Why a handler did not produce an output. The worker loop maps each variant to a bus
-/// outcome in one place ([`verdict`]).
+/// outcome in one place, and to the wire in one place ([`JobFailure::to_job_error`]).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum JobFailure {
     /// Worth another attempt (a timeout, a 429, a 5xx). `retry_after` is a lower bound for

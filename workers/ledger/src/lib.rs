@@ -5,7 +5,7 @@
 //! over NATS request/reply (`svc.ledger.*`), which is how the gateway serves `/usage`,
 //! `/workflows/instances`, `/workflows/stats` and `/audit` without a database of its own.
 //!
-//! Everything in the schema is derived from the streams: [`rebuild`] empties it and replays
+//! Everything in the schema is derived from the streams: [`rebuild()`] empties it and replays
 //! them to the same tables. A message is acked only after its batch committed; a batch that
 //! hit a database error is handed back with a delay; a message that cannot be read goes to
 //! `dlq.ledger` with the reason.

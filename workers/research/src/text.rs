@@ -30,9 +30,9 @@ pub struct Passage {
 }
 
 /// Passages shorter than this take in the next block of their section.
-const MIN_PASSAGE_WORDS: usize = 40;
+pub const MIN_PASSAGE_WORDS: usize = 40;
 /// A passage is closed once it reaches this length.
-const MAX_PASSAGE_WORDS: usize = 160;
+pub const MAX_PASSAGE_WORDS: usize = 160;
 
 /// Collects blocks: text is appended to the open block, which a block boundary closes.
 #[derive(Debug, Default)]

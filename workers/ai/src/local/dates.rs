@@ -3,7 +3,7 @@
 //! "end of month", "in 3 days", "in two weeks".
 //!
 //! Rules where speech is ambiguous: a bare weekday is the next such day after the meeting
-//! (a week later when the meeting is on that day); "next <weekday>" is that day in the
+//! (a week later when the meeting is on that day); "next `<weekday>`" is that day in the
 //! following Monday-to-Sunday week; "end of week" is the week's Friday; "next week" is the
 //! next Monday. Relative phrases need the meeting date; without it only absolute dates
 //! resolve.
