@@ -5,7 +5,11 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use switchyard_bus_config::{ApplyOptions, BusConfig};
-use switchyard_runtime::{Config, config::Sources, nats, process, shutdown, telemetry};
+use switchyard_runtime::{
+    Config,
+    config::{Section, Sources},
+    nats, process, shutdown, telemetry,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about = "AI workflows on NATS JetStream")]
@@ -174,7 +178,7 @@ async fn main() -> ExitCode {
     if let Some(url) = &cli.nats_url {
         sources = sources.with_override("nats_url", url.clone());
     }
-    let config = match Config::load(&sources) {
+    let config = match Config::load_sections(&sources, &config_sections(&cli.command)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchyard: {e}");
@@ -187,6 +191,25 @@ async fn main() -> ExitCode {
             eprintln!("switchyard: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The configuration sections a subcommand reads and validates besides the common ones: a
+/// process started as `switchyard gateway` never fails over the AI worker's settings.
+fn config_sections(command: &Command) -> Vec<Section> {
+    match command {
+        Command::Config => Section::ALL.to_vec(),
+        Command::Gateway | Command::Token { .. } => switchyard_gateway::CONFIG_SECTIONS.to_vec(),
+        Command::Orchestrator => switchyard_orchestrator::CONFIG_SECTIONS.to_vec(),
+        Command::Ledger { .. } => switchyard_ledger::CONFIG_SECTIONS.to_vec(),
+        Command::Worker { kind, .. } => match kind {
+            WorkerKind::Test => switchyard_test_worker::CONFIG_SECTIONS.to_vec(),
+            WorkerKind::Integration => switchyard_integration::CONFIG_SECTIONS.to_vec(),
+            WorkerKind::Ai => switchyard_ai::CONFIG_SECTIONS.to_vec(),
+            WorkerKind::Research => switchyard_research::CONFIG_SECTIONS.to_vec(),
+            WorkerKind::Cards => switchyard_cards::CONFIG_SECTIONS.to_vec(),
+        },
+        Command::Bus { .. } | Command::Workflow { .. } | Command::Demo { .. } => Vec::new(),
     }
 }
 

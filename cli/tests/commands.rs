@@ -227,3 +227,83 @@ fn bad_configuration_is_reported_in_full_with_exit_code_2() {
         "{err}"
     );
 }
+
+/// Each process reads only its own configuration sections: an AI provider whose key file is
+/// missing stops the AI worker, naming the file, and is no concern of the gateway's.
+#[tokio::test]
+async fn a_missing_ai_key_file_stops_the_ai_worker_and_not_the_gateway() {
+    let server = NatsServer::start().await;
+    let applied = switchyard(&server, &["bus", "apply"]);
+    assert!(applied.status.success(), "{}", text(&applied));
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-key");
+    let ai_env = [
+        (
+            "SWITCHYARD_AI__PROVIDERS__CLAUDE__KIND",
+            "anthropic".to_owned(),
+        ),
+        (
+            "SWITCHYARD_AI__PROVIDERS__CLAUDE__MODEL",
+            "claude-x".to_owned(),
+        ),
+        (
+            "SWITCHYARD_AI__PROVIDERS__CLAUDE__API_KEY_FILE",
+            missing.display().to_string(),
+        ),
+    ];
+    let command = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(args)
+            .env_clear()
+            .env("SWITCHYARD_NATS_URL", server.url())
+            .env("SWITCHYARD_NATS_CONNECT_TIMEOUT", "5s")
+            .env("SWITCHYARD_METRICS_ADDR", "127.0.0.1:0")
+            .envs(ai_env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null());
+        cmd
+    };
+
+    let ai = command(&["worker", "ai"])
+        .output()
+        .expect("run the AI worker");
+    assert_eq!(ai.status.code(), Some(2), "{}", text(&ai));
+    assert!(
+        text(&ai).contains(&missing.display().to_string()),
+        "names the file: {}",
+        text(&ai)
+    );
+
+    let port = switchyard_test_support::free_port();
+    let mut gateway = command(&["gateway"])
+        .env("SWITCHYARD_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "SWITCHYARD_GATEWAY__AUTH__SECRET",
+            "0123456789abcdef0123456789abcdef",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the gateway");
+    let health = format!("http://127.0.0.1:{port}/health");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let served = loop {
+        if let Ok(reply) = reqwest::get(&health).await {
+            break reply.status();
+        }
+        if let Ok(Some(status)) = gateway.try_wait() {
+            let out = gateway.wait_with_output().unwrap();
+            panic!(
+                "the gateway exited ({status}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway never served /health"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    assert_eq!(served, reqwest::StatusCode::OK);
+}

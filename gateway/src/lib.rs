@@ -38,6 +38,13 @@ use tracing::{info, warn};
 pub use auth::{Authenticator, Caller, Claims, Permission, Role};
 pub use error::Error;
 
+/// The configuration sections this component reads and validates, besides the common ones;
+/// the gateway parses definitions as the orchestrator does (`orchestrator.template_env`).
+pub const CONFIG_SECTIONS: [switchyard_runtime::config::Section; 2] = {
+    use switchyard_runtime::config::Section;
+    [Section::Gateway, Section::Orchestrator]
+};
+
 /// What every handler shares; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {

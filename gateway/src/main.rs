@@ -8,7 +8,7 @@ use switchyard_runtime::{Config, config::Sources, process, shutdown, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let sources = Sources::from_process(std::env::args_os().nth(1).map(Into::into));
-    let config = match Config::load(&sources) {
+    let config = match Config::load_sections(&sources, &switchyard_gateway::CONFIG_SECTIONS) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchyard-gateway: {e}");

@@ -782,9 +782,66 @@ impl Provider for Overrides<'_> {
     }
 }
 
+/// A part of the configuration that only some processes use. The common settings (`nats_url`,
+/// `nats_connect_timeout`, `http_addr`, `metrics_addr`, logs, `shutdown_grace`) are always
+/// loaded; each component names the sections it needs (e.g. the gateway's `CONFIG_SECTIONS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// `[worker]`: the worker loop, and the replica id of every process.
+    Worker,
+    /// `[orchestrator]`
+    Orchestrator,
+    /// `[gateway]`, with its JWT secret.
+    Gateway,
+    /// `[ai]`: providers, with their API keys (read from files or the environment).
+    Ai,
+    /// `[integration]`, with the integrations' tokens.
+    Integration,
+    /// `[research]`
+    Research,
+    /// `[ledger]`
+    Ledger,
+    /// `database_url` (`DATABASE_URL`), for the processes that own a database.
+    Database,
+}
+
+impl Section {
+    /// Every section: the whole configuration.
+    pub const ALL: [Section; 8] = [
+        Section::Worker,
+        Section::Orchestrator,
+        Section::Gateway,
+        Section::Ai,
+        Section::Integration,
+        Section::Research,
+        Section::Ledger,
+        Section::Database,
+    ];
+}
+
+/// A section's settings when it is asked for, else its defaults (and no problems).
+fn section<T: Default>(
+    wanted: bool,
+    problems: &mut Vec<Problem>,
+    load: impl FnOnce(&mut Vec<Problem>) -> T,
+) -> T {
+    if wanted { load(problems) } else { T::default() }
+}
+
 impl Config {
-    /// Loads and validates the configuration, reporting every problem at once.
+    /// Loads and validates the whole configuration, reporting every problem at once: for
+    /// tools that show or use all of it. A process loads its own sections with
+    /// [`Config::load_sections`].
     pub fn load(sources: &Sources) -> Result<Config, Error> {
+        Config::load_sections(sources, &Section::ALL)
+    }
+
+    /// Loads and validates the common settings and `sections`, reporting every problem at
+    /// once. The other sections keep their defaults: they are neither read nor checked, and
+    /// their secrets (AI key files, say) are not resolved, so a process never fails over
+    /// another's settings. Unknown keys are reported in every section.
+    pub fn load_sections(sources: &Sources, sections: &[Section]) -> Result<Config, Error> {
+        let wants = |s: Section| sections.contains(&s);
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         let mut problems = Vec::new();
         if let Some(file) = &sources.file {
@@ -809,129 +866,128 @@ impl Config {
         let config = Config {
             nats_url: field(&figment, "nats_url", d.nats_url, &mut problems),
             nats_connect_timeout: duration(&figment, "nats_connect_timeout", &mut problems),
-            database_url: field(&figment, "database_url", d.database_url, &mut problems),
+            database_url: section(wants(Section::Database), &mut problems, |problems| {
+                field(&figment, "database_url", d.database_url.clone(), problems)
+            }),
             http_addr: field(&figment, "http_addr", d.http_addr, &mut problems),
             metrics_addr: field(&figment, "metrics_addr", d.metrics_addr, &mut problems),
             log_format: field(&figment, "log_format", d.log_format, &mut problems),
             log_level: field(&figment, "log_level", d.log_level, &mut problems),
             shutdown_grace: duration(&figment, "shutdown_grace", &mut problems),
-            worker: WorkerSettings {
-                concurrency: field(
-                    &figment,
-                    "worker.concurrency",
-                    d.worker.concurrency,
-                    &mut problems,
-                ),
-                max_attempts: field(
-                    &figment,
-                    "worker.max_attempts",
-                    d.worker.max_attempts,
-                    &mut problems,
-                ),
-                initial_delay: duration(&figment, "worker.initial_delay", &mut problems),
-                max_delay: duration(&figment, "worker.max_delay", &mut problems),
-                multiplier: field(
-                    &figment,
-                    "worker.multiplier",
-                    d.worker.multiplier,
-                    &mut problems,
-                ),
-                pull_expiry: duration(&figment, "worker.pull_expiry", &mut problems),
-                worker_id: field(
-                    &figment,
-                    "worker.worker_id",
-                    d.worker.worker_id,
-                    &mut problems,
-                ),
-            },
-            orchestrator: OrchestratorSettings {
-                concurrency: field(
-                    &figment,
-                    "orchestrator.concurrency",
-                    d.orchestrator.concurrency,
-                    &mut problems,
-                ),
-                template_env: field(
-                    &figment,
-                    "orchestrator.template_env",
-                    d.orchestrator.template_env,
-                    &mut problems,
-                ),
-            },
-            gateway: GatewaySettings {
-                auth: AuthSettings {
-                    algorithm: field(
+            worker: section(wants(Section::Worker), &mut problems, |problems| {
+                WorkerSettings {
+                    concurrency: field(
                         &figment,
-                        "gateway.auth.algorithm",
-                        d.gateway.auth.algorithm,
-                        &mut problems,
+                        "worker.concurrency",
+                        d.worker.concurrency,
+                        problems,
                     ),
-                    secret: field(
+                    max_attempts: field(
                         &figment,
-                        "gateway.auth.secret",
-                        d.gateway.auth.secret,
-                        &mut problems,
+                        "worker.max_attempts",
+                        d.worker.max_attempts,
+                        problems,
                     ),
-                    public_key_file: field(
+                    initial_delay: duration(&figment, "worker.initial_delay", problems),
+                    max_delay: duration(&figment, "worker.max_delay", problems),
+                    multiplier: field(&figment, "worker.multiplier", d.worker.multiplier, problems),
+                    pull_expiry: duration(&figment, "worker.pull_expiry", problems),
+                    worker_id: field(&figment, "worker.worker_id", d.worker.worker_id, problems),
+                }
+            }),
+            orchestrator: section(wants(Section::Orchestrator), &mut problems, |problems| {
+                OrchestratorSettings {
+                    concurrency: field(
                         &figment,
-                        "gateway.auth.public_key_file",
-                        d.gateway.auth.public_key_file,
-                        &mut problems,
+                        "orchestrator.concurrency",
+                        d.orchestrator.concurrency,
+                        problems,
                     ),
-                    issuer: field(
+                    template_env: field(
                         &figment,
-                        "gateway.auth.issuer",
-                        d.gateway.auth.issuer,
-                        &mut problems,
+                        "orchestrator.template_env",
+                        d.orchestrator.template_env,
+                        problems,
                     ),
-                    audience: field(
+                }
+            }),
+            gateway: section(wants(Section::Gateway), &mut problems, |problems| {
+                GatewaySettings {
+                    auth: AuthSettings {
+                        algorithm: field(
+                            &figment,
+                            "gateway.auth.algorithm",
+                            d.gateway.auth.algorithm,
+                            problems,
+                        ),
+                        secret: field(
+                            &figment,
+                            "gateway.auth.secret",
+                            d.gateway.auth.secret,
+                            problems,
+                        ),
+                        public_key_file: field(
+                            &figment,
+                            "gateway.auth.public_key_file",
+                            d.gateway.auth.public_key_file,
+                            problems,
+                        ),
+                        issuer: field(
+                            &figment,
+                            "gateway.auth.issuer",
+                            d.gateway.auth.issuer,
+                            problems,
+                        ),
+                        audience: field(
+                            &figment,
+                            "gateway.auth.audience",
+                            d.gateway.auth.audience,
+                            problems,
+                        ),
+                    },
+                    body_limit: field(
                         &figment,
-                        "gateway.auth.audience",
-                        d.gateway.auth.audience,
-                        &mut problems,
+                        "gateway.body_limit",
+                        d.gateway.body_limit,
+                        problems,
                     ),
-                },
-                body_limit: field(
-                    &figment,
-                    "gateway.body_limit",
-                    d.gateway.body_limit,
-                    &mut problems,
-                ),
-                request_timeout: duration(&figment, "gateway.request_timeout", &mut problems),
-                max_wait: duration(&figment, "gateway.max_wait", &mut problems),
-                rate_limits: RateLimits {
-                    start: rate(
-                        &figment,
-                        "start",
-                        d.gateway.rate_limits.start,
-                        &mut problems,
-                    ),
-                    control: rate(
-                        &figment,
-                        "control",
-                        d.gateway.rate_limits.control,
-                        &mut problems,
-                    ),
-                    read: rate(&figment, "read", d.gateway.rate_limits.read, &mut problems),
-                    definitions: rate(
-                        &figment,
-                        "definitions",
-                        d.gateway.rate_limits.definitions,
-                        &mut problems,
-                    ),
-                    research: rate(
-                        &figment,
-                        "research",
-                        d.gateway.rate_limits.research,
-                        &mut problems,
-                    ),
-                },
-            },
-            integration: IntegrationSettings::load(&figment, &mut problems),
-            ai: AiSettings::load(&figment, &sources.env, &mut problems),
-            research: ResearchSettings::load(&figment, &mut problems),
-            ledger: LedgerSettings::load(&figment, &mut problems),
+                    request_timeout: duration(&figment, "gateway.request_timeout", problems),
+                    max_wait: duration(&figment, "gateway.max_wait", problems),
+                    rate_limits: RateLimits {
+                        start: rate(&figment, "start", d.gateway.rate_limits.start, problems),
+                        control: rate(&figment, "control", d.gateway.rate_limits.control, problems),
+                        read: rate(&figment, "read", d.gateway.rate_limits.read, problems),
+                        definitions: rate(
+                            &figment,
+                            "definitions",
+                            d.gateway.rate_limits.definitions,
+                            problems,
+                        ),
+                        research: rate(
+                            &figment,
+                            "research",
+                            d.gateway.rate_limits.research,
+                            problems,
+                        ),
+                    },
+                }
+            }),
+            integration: section(wants(Section::Integration), &mut problems, |problems| {
+                IntegrationSettings::load(&figment, problems)
+            }),
+            // The key files of AI providers are read here, so only a process that asks for
+            // this section (the AI and research workers) reads them.
+            ai: section(wants(Section::Ai), &mut problems, |problems| {
+                AiSettings::load(&figment, &sources.env, problems)
+            }),
+            research: section(wants(Section::Research), &mut problems, |problems| {
+                ResearchSettings::load(&figment, problems)
+            }),
+            ledger: section(wants(Section::Ledger), &mut problems, |problems| {
+                LedgerSettings::load(&figment, problems)
+            }),
         };
+        // Sections not asked for hold their defaults, which pass these checks.
         config.check(&figment, &mut problems);
         if problems.is_empty() {
             Ok(config)

@@ -33,3 +33,4 @@ pub use nats::{
 };
 pub use postgres::{TestDatabase, database, throwaway_database};
 pub use promtool::promtool_binary;
+pub use util::free_port;

@@ -15,7 +15,7 @@ static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 /// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed out
 /// before. Another process can still take it before the caller binds it; callers that can
 /// retry on "address already in use" should.
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     for _ in 0..100 {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .expect("binding 127.0.0.1:0 to find a free port");

@@ -9,6 +9,12 @@ use serde_json::{Value, json};
 use switchyard_proto::Job;
 use switchyard_runtime::{Handler, JobContext, JobFailure, OperationInfo};
 
+/// The configuration sections this component reads and validates, besides the common ones.
+pub const CONFIG_SECTIONS: [switchyard_runtime::config::Section; 1] = {
+    use switchyard_runtime::config::Section;
+    [Section::Worker]
+};
+
 /// The handler of the `test` kind.
 #[derive(Debug, Clone, Default)]
 pub struct TestWorker;

@@ -726,4 +726,44 @@ breaker_failures = 3
         assert_eq!(key_pattern("ai.providers.my-llm"), "ai.providers.*");
         assert_eq!(key_pattern("ai.default_provider"), "ai.default_provider");
     }
+
+    #[test]
+    fn a_process_that_does_not_load_the_ai_section_never_reads_its_key_files() {
+        use crate::config::Section;
+        let sources = Sources {
+            env: [
+                ("SWITCHYARD_AI__PROVIDERS__CLAUDE__KIND", "anthropic"),
+                ("SWITCHYARD_AI__PROVIDERS__CLAUDE__MODEL", "claude-x"),
+                (
+                    "SWITCHYARD_AI__PROVIDERS__CLAUDE__API_KEY_FILE",
+                    "/nonexistent/claude.key",
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            ..Sources::default()
+        };
+        let gateway = Config::load_sections(&sources, &[Section::Gateway, Section::Orchestrator])
+            .expect("the gateway does not read AI settings");
+        assert!(
+            gateway.ai.providers.len() <= 1,
+            "defaults only: {:?}",
+            gateway.ai
+        );
+
+        let err = Config::load_sections(&sources, &[Section::Worker, Section::Ai])
+            .expect_err("the AI worker resolves its keys");
+        let text = err.to_string();
+        assert!(
+            text.contains("/nonexistent/claude.key") && text.contains("ai.providers.claude"),
+            "{text}"
+        );
+        // A misspelt key is reported to every process, whichever sections it loads.
+        let mut typo = sources.clone();
+        typo.env
+            .insert("SWITCHYARD_AI__DEFAULT_PROVIDOR".into(), "claude".into());
+        let err = Config::load_sections(&typo, &[Section::Gateway]).expect_err("unknown key");
+        assert!(err.to_string().contains("DEFAULT_PROVIDOR"), "{err}");
+    }
 }

@@ -36,6 +36,12 @@ use tracing::{instrument, warn};
 pub use error::Error;
 pub use ops::{DELTA_EVENT, JobEnv, Ops, meter};
 
+/// The configuration sections this component reads and validates, besides the common ones.
+pub const CONFIG_SECTIONS: [switchyard_runtime::config::Section; 2] = {
+    use switchyard_runtime::config::Section;
+    [Section::Worker, Section::Ai]
+};
+
 use crate::{client::Providers, metrics::Metrics};
 
 /// The worker kind, selecting `JOBS_AI` and the `worker-ai` consumer.

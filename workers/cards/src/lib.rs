@@ -33,6 +33,12 @@ use tracing::{info, instrument, warn};
 
 pub use error::Error;
 
+/// The configuration sections this component reads and validates, besides the common ones.
+pub const CONFIG_SECTIONS: [switchyard_runtime::config::Section; 2] = {
+    use switchyard_runtime::config::Section;
+    [Section::Worker, Section::Database]
+};
+
 use metrics::{Metrics, Source};
 use store::{Change, NewCard};
 

@@ -43,6 +43,12 @@ use tracing::{info, instrument, warn};
 pub use error::Error;
 pub use switchyard_runtime::net::{AddressGuard, is_public};
 
+/// The configuration sections this component reads and validates, besides the common ones.
+pub const CONFIG_SECTIONS: [switchyard_runtime::config::Section; 3] = {
+    use switchyard_runtime::config::Section;
+    [Section::Worker, Section::Integration, Section::Database]
+};
+
 use effects::{Claim, EffectKey, Effects};
 use metrics::{Metrics, System};
 

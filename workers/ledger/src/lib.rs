@@ -35,6 +35,12 @@ pub use error::Error;
 pub use ingest::Source;
 pub use rebuild::RebuildReport;
 
+/// The configuration sections this component reads and validates, besides the common ones.
+pub const CONFIG_SECTIONS: [switchyard_runtime::config::Section; 3] = {
+    use switchyard_runtime::config::Section;
+    [Section::Worker, Section::Ledger, Section::Database]
+};
+
 /// The kind: the service group `svc.ledger` and the dead-letter subject `dlq.ledger`.
 pub const KIND: &str = "ledger";
 

@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
         args.remove(0);
     }
     let sources = Sources::from_process(args.into_iter().next().map(Into::into));
-    let config = match Config::load(&sources) {
+    let config = match Config::load_sections(&sources, &switchyard_ledger::CONFIG_SECTIONS) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchyard-ledger: {e}");

@@ -22,6 +22,13 @@ use tokio_util::sync::CancellationToken;
 pub use engine::{Options, Orchestrator};
 pub use error::Error;
 
+/// The configuration sections this component reads and validates, besides the common ones;
+/// `worker.worker_id` names the replica.
+pub const CONFIG_SECTIONS: [switchyard_runtime::config::Section; 2] = {
+    use switchyard_runtime::config::Section;
+    [Section::Orchestrator, Section::Worker]
+};
+
 /// Reads the allow-listed variables (`orchestrator.template_env`) from `lookup`, so templates
 /// can see them as `env.NAME`. Unset ones are left out.
 pub fn template_env(

@@ -38,6 +38,13 @@ use tracing::{info, instrument, warn};
 
 pub use error::Error;
 
+/// The configuration sections this component reads and validates, besides the common ones;
+/// research summarizes with the AI providers.
+pub const CONFIG_SECTIONS: [switchyard_runtime::config::Section; 3] = {
+    use switchyard_runtime::config::Section;
+    [Section::Worker, Section::Research, Section::Ai]
+};
+
 use corpus::{Corpus, terms};
 use metrics::Metrics;
 use sources::{Fetcher, Page, Searxng, SourceError};
