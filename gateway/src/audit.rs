@@ -62,7 +62,7 @@ pub(crate) fn accepted(state: &AppState, record: Record<'_>) {
     let js = state.bus().js.clone();
     let failures = state.metrics().audit_failures.clone();
     let action = record.action;
-    tokio::spawn(async move {
+    state.spawn(async move {
         let stored = match js
             .publish_with_headers(subject, headers, payload.into())
             .await
@@ -84,7 +84,7 @@ pub(crate) fn refused(state: &AppState, record: Record<'_>) {
     let (subject, headers, payload) = record.message();
     let client = state.bus().client.clone();
     let failures = state.metrics().audit_failures.clone();
-    tokio::spawn(async move {
+    state.spawn(async move {
         if let Err(error) = client
             .publish_with_headers(subject, headers, payload.into())
             .await

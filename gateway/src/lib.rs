@@ -32,7 +32,10 @@ use prometheus::Registry;
 use switchyard_proto::stream;
 use switchyard_runtime::{Config, config::GatewaySettings, nats};
 use switchyard_workflow::{Store, ValidateOptions};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::{
+    sync::{CancellationToken, DropGuard},
+    task::TaskTracker,
+};
 use tracing::{info, warn};
 
 pub use auth::{Authenticator, Caller, Claims, Permission, Role};
@@ -66,6 +69,9 @@ struct Inner {
     mirror: Option<Arc<Store>>,
     /// Stops following the definitions when the last clone of the state is dropped.
     _watch: Option<DropGuard>,
+    /// Work a request leaves behind (audit publishes awaiting their PubAck); [`run`] waits
+    /// for it within the shutdown grace period.
+    tasks: TaskTracker,
 }
 
 impl AppState {
@@ -113,6 +119,7 @@ impl AppState {
                 definitions: definitions::DefinitionCache::new(env_allow),
                 mirror,
                 _watch: watch,
+                tasks: TaskTracker::new(),
             }),
         })
     }
@@ -148,6 +155,16 @@ impl AppState {
     pub(crate) fn limits(&self) -> &limits::Limits {
         &self.inner.limits
     }
+
+    /// Runs `work` after the response, tracked so that shutdown waits for it.
+    pub(crate) fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.inner.tasks.spawn(work);
+    }
+
+    /// The tracker of the work requests left behind.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
 }
 
 /// Every route, with body limit, timeouts, correlation ids, metrics and problem bodies.
@@ -178,10 +195,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         .local_addr()
         .map_err(|source| switchyard_runtime::Error::Bind { addr, source })?;
     info!(http_addr = %bound, "gateway serving");
+    let tasks = state.tasks().clone();
     let serve = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
     let grace = config.shutdown_grace;
+    let stopped_by = tokio::time::Instant::now() + grace;
     let result = tokio::select! {
         r = serve => r.map_err(Error::Serve),
         () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
@@ -189,6 +208,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             Ok(())
         }
     };
+    tasks.close();
+    if tokio::time::timeout_at(stopped_by.max(tokio::time::Instant::now()), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = tasks.len(),
+            "audit publishes still unconfirmed at shutdown"
+        );
+    }
     if let Err(e) = client.drain().await {
         tracing::warn!(error = %e, "cannot drain the nats connection");
     }

@@ -65,6 +65,7 @@ pub(crate) async fn start<H: Handler>(
         let slots = slots.clone();
         let shutdown = shutdown.clone();
         let operation = op.name;
+        let requests = tracker.clone();
         tracker.spawn(async move {
             loop {
                 let request = tokio::select! {
@@ -75,7 +76,7 @@ pub(crate) async fn start<H: Handler>(
                     break;
                 };
                 let inner = inner.clone();
-                tokio::spawn(async move {
+                requests.spawn(async move {
                     let _permit = permit;
                     inner.answer(operation, request).await;
                 });

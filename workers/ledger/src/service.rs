@@ -101,6 +101,7 @@ pub(crate) async fn start(
             shutdown.clone(),
             worker_id.clone(),
         );
+        let requests = tracker.clone();
         tracker.spawn(async move {
             loop {
                 let request = tokio::select! {
@@ -111,7 +112,7 @@ pub(crate) async fn start(
                     break;
                 };
                 let (pool, worker_id) = (pool.clone(), worker_id.clone());
-                tokio::spawn(async move {
+                requests.spawn(async move {
                     let _permit = permit;
                     answer(&pool, operation, &worker_id, request).await;
                 });
