@@ -45,41 +45,7 @@ impl Role {
     }
 }
 
-/// What a route needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permission {
-    /// Instance status, definitions (read), validation.
-    WorkflowsRead,
-    /// Trigger, execute, cancel, signal.
-    WorkflowsRun,
-    /// Register and delete definitions.
-    DefinitionsWrite,
-    /// The live worker registry.
-    RegistryRead,
-    /// The audit log (`GET /api/v1/audit`).
-    AuditRead,
-    /// Reads about a tenant other than the token's (`tenant=` on `/usage` and `/audit`).
-    OtherTenants,
-}
-
-impl Permission {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Permission::WorkflowsRead => "workflows:read",
-            Permission::WorkflowsRun => "workflows:run",
-            Permission::DefinitionsWrite => "definitions:write",
-            Permission::RegistryRead => "registry:read",
-            Permission::AuditRead => "audit:read",
-            Permission::OtherTenants => "tenants:other",
-        }
-    }
-}
-
-impl fmt::Display for Permission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::permission::Permission;
 
 /// The one table of what each role may do.
 pub const ROLE_PERMISSIONS: [(Role, &[Permission]); 3] = [

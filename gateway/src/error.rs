@@ -13,7 +13,10 @@ use axum::{
 use serde::Serialize;
 use switchyard_proto::orchestrator::Problem as DefinitionProblem;
 
-use crate::auth::Permission;
+use crate::{
+    limits::{Group, Limited, retry_after_secs},
+    permission::Permission,
+};
 
 /// Why a request failed, as something a caller can act on.
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +56,9 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
     /// Over the rate of the route group; come back after `retry_after`.
-    #[error("too many {group} requests; retry in {}s", crate::limits::retry_after_secs(*retry_after))]
+    #[error("too many {group} requests; retry in {}s", retry_after_secs(*retry_after))]
     RateLimited {
-        group: crate::limits::Group,
+        group: Group,
         retry_after: std::time::Duration,
     },
     #[error("the request body is larger than {limit} bytes")]
@@ -88,6 +91,15 @@ pub enum Error {
     Metrics(#[from] prometheus::Error),
     #[error("serving HTTP failed: {0}")]
     Serve(std::io::Error),
+}
+
+impl From<Limited> for Error {
+    fn from(l: Limited) -> Self {
+        Error::RateLimited {
+            group: l.group,
+            retry_after: l.retry_after,
+        }
+    }
 }
 
 impl Error {
@@ -248,7 +260,7 @@ impl IntoResponse for Error {
         if let Error::RateLimited { retry_after, .. } = &self {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
-                HeaderValue::from(crate::limits::retry_after_secs(*retry_after)),
+                HeaderValue::from(retry_after_secs(*retry_after)),
             );
         }
         response.extensions_mut().insert(problem);

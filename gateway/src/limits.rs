@@ -14,7 +14,7 @@ use governor::{
 };
 use switchyard_runtime::config::{RateLimit, RateLimits, RatePeriod};
 
-use crate::{Caller, Error};
+use crate::auth::Caller;
 
 /// Keys tracked per group before idle ones are forgotten.
 const PRUNE_ABOVE: usize = 10_000;
@@ -94,7 +94,7 @@ impl Limits {
     }
 
     /// Counts one request of `caller` against `group`; an error says when to come back.
-    pub fn check(&self, group: Group, caller: &Caller) -> Result<(), Error> {
+    pub fn check(&self, group: Group, caller: &Caller) -> Result<(), Limited> {
         let limiter = match group {
             Group::Start => &self.start,
             Group::Control => &self.control,
@@ -111,12 +111,20 @@ impl Limits {
         }
         limiter.check_key(&group.key(caller)).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
-            Error::RateLimited {
+            Limited {
                 group,
                 retry_after: wait,
             }
         })
     }
+}
+
+/// A request over its group's rate (the gateway answers 429 with `Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    pub group: Group,
+    /// When the caller may come back.
+    pub retry_after: Duration,
 }
 
 /// The GCRA quota of a limit: `n` per period, a burst of up to `n`.
@@ -162,7 +170,7 @@ mod tests {
             limits.check(Group::Start, &a).expect("within the burst");
         }
         match limits.check(Group::Start, &a) {
-            Err(Error::RateLimited { group, retry_after }) => {
+            Err(Limited { group, retry_after }) => {
                 assert_eq!(group, Group::Start);
                 // One request in 20 s is the steady rate of 3/min.
                 assert!(retry_after <= Duration::from_secs(20), "{retry_after:?}");

@@ -4,6 +4,8 @@
 //! invalid input 422 naming the field, not found 404, stale version 412, refused 502 with the
 //! worker's reason, unavailable 503 (with `Retry-After` when the worker named a delay).
 
+use std::time::Duration;
+
 use async_nats::{RequestErrorKind, service::NATS_SERVICE_ERROR_CODE};
 use axum::{
     http::{HeaderValue, StatusCode, header},
@@ -19,8 +21,9 @@ use tracing::warn;
 
 use crate::{
     Error,
+    bus::Bus,
+    call::CallMeta,
     error::{FieldError, Problem},
-    routes::Ctx,
 };
 
 /// Why a call to a worker did not produce its output. Kept here rather than in
@@ -175,40 +178,37 @@ enum SendFailure {
 /// (`svc.<kind>.<op>`) and returns its result, within the request's deadline less a moment,
 /// so a slow call ends in a problem that says what to do rather than in a bare 408.
 async fn send_job(
-    ctx: &Ctx,
+    bus: &Bus,
+    meta: &CallMeta,
+    request_timeout: Duration,
     operation: &'static str,
     job_id: &str,
     input: &Value,
 ) -> Result<JobResult, SendFailure> {
     let (kind, service) = service_subject(operation);
-    let timeout = ctx
-        .state
-        .settings()
-        .request_timeout
-        .saturating_sub(std::time::Duration::from_secs(1))
-        .max(std::time::Duration::from_secs(1));
+    let timeout = request_timeout
+        .saturating_sub(Duration::from_secs(1))
+        .max(Duration::from_secs(1));
     let now = now_ms();
     let job = Job {
         job_id: job_id.to_owned(),
-        tenant: ctx.tenant().to_owned(),
+        tenant: meta.tenant.clone(),
         operation: operation.to_owned(),
         input: serde_json::to_vec(input)
             .map_err(|e| SendFailure::Gateway(Error::internal("encoding a job", e)))?,
         deadline_ms: now + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2),
-        correlation_id: ctx.correlation.clone(),
+        correlation_id: meta.correlation_id.clone(),
         created_at_ms: now,
         ..Job::default()
     };
-    let mut headers = ctx.query_headers();
+    let mut headers = meta.headers();
     headers.insert(bus_header::CONTENT_TYPE, bus_header::PROTOBUF);
-    headers.insert(bus_header::TENANT, ctx.tenant());
+    headers.insert(bus_header::TENANT, meta.tenant.as_str());
     let request = async_nats::Request::new()
         .payload(encode_proto(&job).into())
         .headers(headers)
         .timeout(Some(timeout));
-    let reply = ctx
-        .state
-        .bus()
+    let reply = bus
         .client
         .send_request(service, request)
         .await
@@ -243,9 +243,12 @@ async fn send_job(
 
 /// Checks `input` against the operation's catalog schema (operations the catalog does not
 /// list, such as `cards.register_type`, are the worker's to check), then asks a worker of the
-/// operation's kind to run it as job `job_id` and returns its output.
+/// operation's kind to run it as job `job_id` and returns its output. The call ends a moment
+/// before `request_timeout`, so a slow worker is a problem that says what to do.
 pub(crate) async fn call_worker(
-    ctx: &Ctx,
+    bus: &Bus,
+    meta: &CallMeta,
+    request_timeout: Duration,
     operation: &'static str,
     job_id: String,
     input: Value,
@@ -259,14 +262,13 @@ pub(crate) async fn call_worker(
                 problems,
             })?;
     }
-    let result =
-        send_job(ctx, operation, &job_id, &input)
-            .await
-            .map_err(|failure| match failure {
-                SendFailure::NotRunning => WorkerError::NotRunning(kind),
-                SendFailure::TimedOut => WorkerError::TimedOut(kind),
-                SendFailure::Gateway(e) => e.into(),
-            })?;
+    let result = send_job(bus, meta, request_timeout, operation, &job_id, &input)
+        .await
+        .map_err(|failure| match failure {
+            SendFailure::NotRunning => WorkerError::NotRunning(kind),
+            SendFailure::TimedOut => WorkerError::TimedOut(kind),
+            SendFailure::Gateway(e) => e.into(),
+        })?;
     job_output(operation, &job_id, result)
 }
 

@@ -12,7 +12,7 @@ use axum::{
 use common::*;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
-use switchyard_gateway::{Role, events::CONSUMER_PREFIX};
+use switchyard_gateway::{CONSUMER_PREFIX, Role};
 use switchyard_proto::stream;
 use tower::ServiceExt as _;
 

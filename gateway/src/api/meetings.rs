@@ -20,10 +20,16 @@ use serde_json::{Map, Value, json};
 use switchyard_proto::orchestrator::InstanceView;
 use uuid::Uuid;
 
+use axum::http::Method;
+
 use crate::{
     Error, Permission,
-    routes::{Ctx, IDEMPOTENCY_NAMESPACE, JsonBody, prepare_start, publish_start, status_url},
-    workers::{WorkerError, call_worker},
+    extract::{Ctx, IDEMPOTENCY_NAMESPACE, JsonBody},
+    limits::Group,
+    responses::status_url,
+    route::{Deadline, RouteDef, route},
+    start::{prepare_start, publish_start},
+    workers::WorkerError,
 };
 
 /// The workflow `POST /meetings/process` starts; a tenant's own definition of that name wins
@@ -190,7 +196,7 @@ fn body_names(e: Error) -> Error {
     params(("Idempotency-Key" = Option<String>, Header, description = "Without a `meeting_id`, the same key again returns the same meeting")),
     responses(
         (status = 202, description = "The processing is stored on the bus; follow `context_url`", body = MeetingAccepted),
-        crate::openapi::StartErrors
+        crate::responses::StartErrors
     ),
     security(("bearer" = []))
 )]
@@ -248,7 +254,7 @@ pub(crate) async fn process(
     params(("id" = String, Path, description = "The meeting id")),
     responses(
         (status = 200, description = "`{meeting_id, instance_id, status, title, date, summary, key_points, speakers, tasks, task_ids, steps, error, …}`: what the processing has produced so far", body = Object),
-        crate::openapi::ReadErrors
+        crate::responses::ReadErrors
     ),
     security(("bearer" = []))
 )]
@@ -382,7 +388,7 @@ pub(crate) struct TaskStatusRequest {
     params(("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first task instead of creating another")),
     responses(
         (status = 201, description = "`{task_id, url}` of the new ClickUp task", body = Object),
-        crate::openapi::TaskErrors
+        crate::responses::TaskErrors
     ),
     security(("bearer" = []))
 )]
@@ -392,7 +398,9 @@ pub(crate) async fn create_task(
 ) -> Result<Response, WorkerError> {
     ctx.require(Permission::WorkflowsRun)?;
     let job_id = ctx.derived_id(&["job", CREATE_TASK]);
-    let output = call_worker(&ctx, CREATE_TASK, job_id, Value::Object(body)).await?;
+    let output = ctx
+        .call_worker(CREATE_TASK, job_id, Value::Object(body))
+        .await?;
     Ok((StatusCode::CREATED, Json(output)).into_response())
 }
 
@@ -407,7 +415,7 @@ pub(crate) async fn create_task(
     request_body = TaskStatusRequest,
     responses(
         (status = 200, description = "`{task_id, status}` as ClickUp reports them", body = Object),
-        crate::openapi::TaskErrors
+        crate::responses::TaskErrors
     ),
     security(("bearer" = []))
 )]
@@ -424,7 +432,8 @@ pub(crate) async fn update_task_status(
     }
     body.insert("task_id".into(), Value::String(id.clone()));
     let job_id = ctx.derived_id(&["job", UPDATE_STATUS, &id]);
-    let output = call_worker(&ctx, UPDATE_STATUS, job_id, Value::Object(body))
+    let output = ctx
+        .call_worker(UPDATE_STATUS, job_id, Value::Object(body))
         .await
         .map_err(|e| match e {
             // The id is the path's; name it as the client wrote it.
@@ -453,7 +462,7 @@ pub(crate) async fn update_task_status(
     tag = "integrations",
     responses(
         (status = 200, description = "`{integrations: [{name, configured, ok, detail}], checked_at_ms}` for notion, slack, clickup, webhook and markdown; `ok` is null when it cannot be checked without an effect. Never contains a secret", body = Object),
-        crate::openapi::AuthErrors
+        crate::responses::AuthErrors
     ),
     security(("bearer" = []))
 )]
@@ -461,7 +470,49 @@ pub(crate) async fn integrations_status(ctx: Ctx) -> Result<Json<Value>, WorkerE
     ctx.require(Permission::WorkflowsRead)?;
     // Read-only: a fresh job id each time, since there is no effect to deduplicate.
     let job_id = Uuid::now_v7().to_string();
-    call_worker(&ctx, STATUS, job_id, json!({})).await.map(Json)
+    ctx.call_worker(STATUS, job_id, json!({})).await.map(Json)
+}
+
+/// This area's routes.
+pub(crate) fn routes() -> Vec<RouteDef> {
+    use Method as M;
+    vec![
+        route(
+            M::POST,
+            "/api/v1/meetings/process",
+            Group::Start,
+            Deadline::Request,
+            process,
+        ),
+        route(
+            M::GET,
+            "/api/v1/meetings/{id}/context",
+            Group::Read,
+            Deadline::Request,
+            context,
+        ),
+        route(
+            M::POST,
+            "/api/v1/tasks",
+            Group::Control,
+            Deadline::Request,
+            create_task,
+        ),
+        route(
+            M::PUT,
+            "/api/v1/tasks/{id}/status",
+            Group::Control,
+            Deadline::Request,
+            update_task_status,
+        ),
+        route(
+            M::GET,
+            "/api/v1/integrations/status",
+            Group::Read,
+            Deadline::Request,
+            integrations_status,
+        ),
+    ]
 }
 
 #[cfg(test)]

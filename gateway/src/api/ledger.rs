@@ -14,10 +14,14 @@ use serde_json::{Map, Value, json};
 use switchyard_proto::subject;
 use uuid::Uuid;
 
+use axum::http::Method;
+
 use crate::{
     Error, Permission,
-    routes::{Ctx, query_of},
-    workers::{WorkerError, call_worker},
+    extract::{Ctx, query_of},
+    limits::Group,
+    route::{Deadline, RouteDef, route},
+    workers::WorkerError,
 };
 
 /// The ledger's operations (service endpoints only; not workflow steps).
@@ -161,7 +165,7 @@ struct UsageParams {
     ),
     responses(
         (status = 200, description = "`{tenant, from, to, group_by, usage: [{meter, unit, quantity, events, day?, workflow?}]}`: every usage event counted once", body = Object),
-        crate::openapi::LedgerReadErrors
+        crate::responses::LedgerReadErrors
     ),
     security(("bearer" = []))
 )]
@@ -193,7 +197,7 @@ pub(crate) async fn usage(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Value>,
     input.insert("from".into(), json!(from));
     input.insert("to".into(), json!(to));
     input.insert("group_by".into(), json!(group_by));
-    call_worker(&ctx, USAGE, fresh_id(), Value::Object(input))
+    ctx.call_worker(USAGE, fresh_id(), Value::Object(input))
         .await
         .map(Json)
 }
@@ -225,7 +229,7 @@ struct InstancesParams {
     ),
     responses(
         (status = 200, description = "`{instances: [{instance_id, workflow, version, status, correlation_id, created_at_ms, started_at_ms, finished_at_ms, duration_ms, error_code, failed_step, sla_breaches, last_event_at_ms}], next_cursor}`, newest first; `next_cursor` is null on the last page", body = Object),
-        crate::openapi::LedgerReadErrors
+        crate::responses::LedgerReadErrors
     ),
     security(("bearer" = []))
 )]
@@ -256,7 +260,7 @@ pub(crate) async fn instances(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Val
     input.insert("status".into(), json!(q.status));
     input.insert("correlation_id".into(), json!(q.correlation_id));
     input.insert("cursor".into(), json!(q.cursor));
-    call_worker(&ctx, INSTANCES, fresh_id(), Value::Object(input))
+    ctx.call_worker(INSTANCES, fresh_id(), Value::Object(input))
         .await
         .map(Json)
 }
@@ -280,7 +284,7 @@ struct StatsParams {
     ),
     responses(
         (status = 200, description = "`{workflows: [{workflow, counts: {running, completed, failed, cancelled}, total, duration_ms: {p50, p95, p99}, sla_breaches}]}`; percentiles over finished instances", body = Object),
-        crate::openapi::LedgerReadErrors
+        crate::responses::LedgerReadErrors
     ),
     security(("bearer" = []))
 )]
@@ -293,7 +297,7 @@ pub(crate) async fn stats(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Value>,
     }
     window(&mut input, q.from.as_deref(), q.to.as_deref())?;
     input.insert("workflow".into(), json!(q.workflow));
-    call_worker(&ctx, STATS, fresh_id(), Value::Object(input))
+    ctx.call_worker(STATS, fresh_id(), Value::Object(input))
         .await
         .map(Json)
 }
@@ -325,7 +329,7 @@ struct AuditParams {
     ),
     responses(
         (status = 200, description = "`{tenant, entries: [{event_id, actor, action, target, outcome, at_ms, correlation_id, attributes}], next_cursor}`, newest first", body = Object),
-        crate::openapi::LedgerReadErrors
+        crate::responses::LedgerReadErrors
     ),
     security(("bearer" = []))
 )]
@@ -351,9 +355,44 @@ pub(crate) async fn audit_log(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Val
     input.insert("action".into(), json!(q.action));
     input.insert("actor".into(), json!(q.actor));
     input.insert("cursor".into(), json!(q.cursor));
-    call_worker(&ctx, AUDIT, fresh_id(), Value::Object(input))
+    ctx.call_worker(AUDIT, fresh_id(), Value::Object(input))
         .await
         .map(Json)
+}
+
+/// This area's routes.
+pub(crate) fn routes() -> Vec<RouteDef> {
+    use Method as M;
+    vec![
+        route(
+            M::GET,
+            "/api/v1/usage",
+            Group::Read,
+            Deadline::Request,
+            usage,
+        ),
+        route(
+            M::GET,
+            "/api/v1/workflows/instances",
+            Group::Read,
+            Deadline::Request,
+            instances,
+        ),
+        route(
+            M::GET,
+            "/api/v1/workflows/stats",
+            Group::Read,
+            Deadline::Request,
+            stats,
+        ),
+        route(
+            M::GET,
+            "/api/v1/audit",
+            Group::Read,
+            Deadline::Request,
+            audit_log,
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -5,10 +5,14 @@
 use axum::Json;
 use serde_json::Value;
 
+use axum::http::Method;
+
 use crate::{
     Permission,
-    routes::{Ctx, JsonBody},
-    workers::{WorkerError, call_worker},
+    extract::{Ctx, JsonBody},
+    limits::Group,
+    route::{Deadline, RouteDef, route},
+    workers::WorkerError,
 };
 
 /// The operation the route runs.
@@ -39,7 +43,7 @@ pub(crate) struct ResearchRequest {
     request_body = ResearchRequest,
     responses(
         (status = 200, description = "`{summary, key_points, sources[{title, location, snippet, score, origin}], found, skipped}`; `found` is false when no source covered the topic", body = Object),
-        crate::openapi::TaskErrors
+        crate::responses::TaskErrors
     ),
     security(("bearer" = []))
 )]
@@ -49,5 +53,17 @@ pub(crate) async fn research(
 ) -> Result<Json<Value>, WorkerError> {
     ctx.require(Permission::WorkflowsRun)?;
     let job_id = ctx.derived_id(&["research"]);
-    call_worker(&ctx, TOPIC, job_id, body).await.map(Json)
+    ctx.call_worker(TOPIC, job_id, body).await.map(Json)
+}
+
+/// This area's routes.
+pub(crate) fn routes() -> Vec<RouteDef> {
+    use Method as M;
+    vec![route(
+        M::POST,
+        "/api/v1/research",
+        Group::Research,
+        Deadline::Request,
+        research,
+    )]
 }

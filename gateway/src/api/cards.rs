@@ -20,10 +20,14 @@ use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use axum::http::Method;
+
 use crate::{
     Error, Permission,
-    routes::{Ctx, JsonBody},
-    workers::{WorkerError, call_worker},
+    extract::{Ctx, JsonBody},
+    limits::Group,
+    route::{Deadline, RouteDef, route},
+    workers::WorkerError,
 };
 
 /// Catalog names of the operations called here (`register_type` is a service endpoint only).
@@ -187,7 +191,7 @@ fn with_actor(ctx: &Ctx, mut body: Map<String, Value>) -> Result<Value, WorkerEr
     params(("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first card instead of creating another")),
     responses(
         (status = 201, description = "`{card}` at version 1, with its `ETag`", body = Object),
-        crate::openapi::CardWriteErrors
+        crate::responses::CardWriteErrors
     ),
     security(("bearer" = []))
 )]
@@ -197,7 +201,9 @@ pub(crate) async fn create(
 ) -> Result<Response, WorkerError> {
     ctx.require(Permission::WorkflowsRun)?;
     let job_id = ctx.derived_id(&["job", CREATE]);
-    let output = call_worker(&ctx, CREATE, job_id, with_actor(&ctx, body)?).await?;
+    let output = ctx
+        .call_worker(CREATE, job_id, with_actor(&ctx, body)?)
+        .await?;
     let location = output["card"]["id"]
         .as_str()
         .map(|id| format!("/api/v1/cards/{id}"));
@@ -216,7 +222,7 @@ pub(crate) async fn create(
     params(("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first cards")),
     responses(
         (status = 201, description = "`{cards}`, all created in one transaction (or none, with the failing `cards[i]` named)", body = Object),
-        crate::openapi::CardWriteErrors
+        crate::responses::CardWriteErrors
     ),
     security(("bearer" = []))
 )]
@@ -226,7 +232,9 @@ pub(crate) async fn batch(
 ) -> Result<Response, WorkerError> {
     ctx.require(Permission::WorkflowsRun)?;
     let job_id = ctx.derived_id(&["job", BATCH_CREATE]);
-    let output = call_worker(&ctx, BATCH_CREATE, job_id, with_actor(&ctx, body)?).await?;
+    let output = ctx
+        .call_worker(BATCH_CREATE, job_id, with_actor(&ctx, body)?)
+        .await?;
     Ok((StatusCode::CREATED, Json(output)).into_response())
 }
 
@@ -237,7 +245,7 @@ pub(crate) async fn batch(
     request_body = RetrieveRequest,
     responses(
         (status = 200, description = "`{cards, missing_ids, partial_result}`: the cards in the order asked; ids of missing, deleted or other tenants' cards in `missing_ids`", body = Object),
-        crate::openapi::CardReadErrors
+        crate::responses::CardReadErrors
     ),
     security(("bearer" = []))
 )]
@@ -250,7 +258,7 @@ pub(crate) async fn retrieve(
         return Err(Error::field("workflow", "unknown field").into());
     }
     body.entry("allow_partial").or_insert(Value::Bool(true));
-    call_worker(&ctx, RETRIEVE, fresh_id(), Value::Object(body))
+    ctx.call_worker(RETRIEVE, fresh_id(), Value::Object(body))
         .await
         .map(Json)
 }
@@ -266,7 +274,7 @@ pub(crate) async fn retrieve(
     ),
     responses(
         (status = 200, description = "`{cards, next_cursor?}`, newest first", body = Object),
-        crate::openapi::CardReadErrors
+        crate::responses::CardReadErrors
     ),
     security(("bearer" = []))
 )]
@@ -283,7 +291,7 @@ pub(crate) async fn list(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Value>, 
     if let Some(l) = q.limit {
         input.insert("limit".into(), json!(l));
     }
-    call_worker(&ctx, LIST, fresh_id(), Value::Object(input))
+    ctx.call_worker(LIST, fresh_id(), Value::Object(input))
         .await
         .map(Json)
 }
@@ -298,7 +306,7 @@ pub(crate) async fn list(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Value>, 
     ),
     responses(
         (status = 200, description = "`{card}`, with its version as the `ETag`", body = Object),
-        crate::openapi::CardReadErrors
+        crate::responses::CardReadErrors
     ),
     security(("bearer" = []))
 )]
@@ -314,7 +322,7 @@ pub(crate) async fn get(
     if let Some(v) = q.version {
         input["version"] = json!(v);
     }
-    let output = call_worker(&ctx, GET, fresh_id(), input).await?;
+    let output = ctx.call_worker(GET, fresh_id(), input).await?;
     Ok(with_etag(StatusCode::OK, output))
 }
 
@@ -330,7 +338,7 @@ pub(crate) async fn get(
     ),
     responses(
         (status = 200, description = "`{card}` at its new version, with the new `ETag`", body = Object),
-        crate::openapi::CardUpdateErrors
+        crate::responses::CardUpdateErrors
     ),
     security(("bearer" = []))
 )]
@@ -354,7 +362,9 @@ pub(crate) async fn update(
     }
     let version = expected.map(|v| v.to_string()).unwrap_or_default();
     let job_id = ctx.derived_id(&["job", UPDATE, &id, &version]);
-    let output = call_worker(&ctx, UPDATE, job_id, with_actor(&ctx, body)?).await?;
+    let output = ctx
+        .call_worker(UPDATE, job_id, with_actor(&ctx, body)?)
+        .await?;
     Ok(with_etag(StatusCode::OK, output))
 }
 
@@ -365,7 +375,7 @@ pub(crate) async fn update(
     params(("id" = String, Path, description = "The card id")),
     responses(
         (status = 200, description = "`{deleted}`: false when it was deleted already. Its versions are kept", body = Object),
-        crate::openapi::CardReadErrors
+        crate::responses::CardReadErrors
     ),
     security(("bearer" = []))
 )]
@@ -373,7 +383,7 @@ pub(crate) async fn delete(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Valu
     ctx.require(Permission::WorkflowsRun)?;
     card_id(&id)?;
     let job_id = ctx.derived_id(&["job", DELETE, &id]);
-    call_worker(&ctx, DELETE, job_id, json!({ "card_id": id }))
+    ctx.call_worker(DELETE, job_id, json!({ "card_id": id }))
         .await
         .map(Json)
 }
@@ -385,14 +395,14 @@ pub(crate) async fn delete(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Valu
     params(("id" = String, Path, description = "The card id")),
     responses(
         (status = 200, description = "`{versions}`: the card at each version, oldest first", body = Object),
-        crate::openapi::CardReadErrors
+        crate::responses::CardReadErrors
     ),
     security(("bearer" = []))
 )]
 pub(crate) async fn versions(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Value>, WorkerError> {
     ctx.require(Permission::WorkflowsRead)?;
     card_id(&id)?;
-    call_worker(&ctx, VERSIONS, fresh_id(), json!({ "card_id": id }))
+    ctx.call_worker(VERSIONS, fresh_id(), json!({ "card_id": id }))
         .await
         .map(Json)
 }
@@ -405,7 +415,7 @@ pub(crate) async fn versions(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Va
     request_body(content = Object, description = "The JSON schema (draft 2020-12) of the type's content; its `type` must be `object`"),
     responses(
         (status = 200, description = "`{type, version, schema}`; cards of the type are checked against it from now on", body = Object),
-        crate::openapi::CardWriteErrors
+        crate::responses::CardWriteErrors
     ),
     security(("bearer" = []))
 )]
@@ -419,8 +429,7 @@ pub(crate) async fn register_type(
         return Err(Error::field("body", "expected a JSON schema object").into());
     }
     let job_id = ctx.derived_id(&["job", REGISTER_TYPE, &card_type]);
-    call_worker(
-        &ctx,
+    ctx.call_worker(
         REGISTER_TYPE,
         job_id,
         json!({ "type": card_type, "schema": schema }),
@@ -437,7 +446,7 @@ pub(crate) async fn register_type(
     params(("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first cards")),
     responses(
         (status = 201, description = "`{card_ids, cards}`: the company, audience, voice and insight cards made from the answers", body = Object),
-        crate::openapi::CardWriteErrors
+        crate::responses::CardWriteErrors
     ),
     security(("bearer" = []))
 )]
@@ -447,8 +456,87 @@ pub(crate) async fn onboarding(
 ) -> Result<Response, WorkerError> {
     ctx.require(Permission::WorkflowsRun)?;
     let job_id = ctx.derived_id(&["job", ONBOARD]);
-    let output = call_worker(&ctx, ONBOARD, job_id, with_actor(&ctx, body)?).await?;
+    let output = ctx
+        .call_worker(ONBOARD, job_id, with_actor(&ctx, body)?)
+        .await?;
     Ok((StatusCode::CREATED, Json(output)).into_response())
+}
+
+/// This area's routes.
+pub(crate) fn routes() -> Vec<RouteDef> {
+    use Method as M;
+    vec![
+        route(
+            M::POST,
+            "/api/v1/cards",
+            Group::Control,
+            Deadline::Request,
+            create,
+        ),
+        route(
+            M::POST,
+            "/api/v1/cards/batch",
+            Group::Control,
+            Deadline::Request,
+            batch,
+        ),
+        route(
+            M::POST,
+            "/api/v1/cards/retrieve",
+            Group::Read,
+            Deadline::Request,
+            retrieve,
+        ),
+        route(
+            M::GET,
+            "/api/v1/cards",
+            Group::Read,
+            Deadline::Request,
+            list,
+        ),
+        route(
+            M::GET,
+            "/api/v1/cards/{id}",
+            Group::Read,
+            Deadline::Request,
+            get,
+        ),
+        route(
+            M::PATCH,
+            "/api/v1/cards/{id}",
+            Group::Control,
+            Deadline::Request,
+            update,
+        ),
+        route(
+            M::DELETE,
+            "/api/v1/cards/{id}",
+            Group::Control,
+            Deadline::Request,
+            delete,
+        ),
+        route(
+            M::GET,
+            "/api/v1/cards/{id}/versions",
+            Group::Read,
+            Deadline::Request,
+            versions,
+        ),
+        route(
+            M::PUT,
+            "/api/v1/cards/types/{type}",
+            Group::Definitions,
+            Deadline::Request,
+            register_type,
+        ),
+        route(
+            M::POST,
+            "/api/v1/onboarding",
+            Group::Start,
+            Deadline::Request,
+            onboarding,
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -26,7 +26,15 @@ use serde_json::{Value, json};
 use switchyard_proto::{ContentType, WorkflowEvent, decode, event, stream, subject};
 use tracing::{debug, warn};
 
-use crate::{Error, Permission, metrics::HttpMetrics, routes::Ctx};
+use axum::http::Method;
+
+use crate::{
+    Error, Permission,
+    extract::Ctx,
+    limits::Group,
+    metrics::HttpMetrics,
+    route::{Deadline, RouteDef, route},
+};
 
 /// How long a stream of an instance that had already finished waits for more history before
 /// it ends (the terminal event may be a moment behind the stored state).
@@ -49,7 +57,7 @@ pub const CONSUMER_PREFIX: &str = "sse-";
     ),
     responses(
         (status = 200, description = "Server-Sent Events, one per workflow event, in order: `id` is the stream sequence, `event` the type (`started`, `step_completed`, `ai_delta`, `completed`, …), `data` the event as JSON. The stream ends after the terminal event.", content_type = "text/event-stream"),
-        crate::openapi::ReadErrors
+        crate::responses::ReadErrors
     ),
     security(("bearer" = []))
 )]
@@ -252,6 +260,18 @@ impl Drop for ConsumerGuard {
             }
         });
     }
+}
+
+/// This area's routes.
+pub(crate) fn routes() -> Vec<RouteDef> {
+    use Method as M;
+    vec![route(
+        M::GET,
+        "/api/v1/workflows/instances/{id}/events",
+        Group::Read,
+        Deadline::Stream,
+        stream,
+    )]
 }
 
 #[cfg(test)]

@@ -1,0 +1,383 @@
+//! What a handler takes from a request: the authenticated, rate-limited context ([`Ctx`])
+//! and bodies (JSON, definition text) and query strings that fail as problems naming the
+//! field.
+
+use std::collections::HashMap;
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, MatchedPath, Query, Request},
+    http::{StatusCode, header, request::Parts},
+};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::Value;
+use switchyard_proto::orchestrator::{Endpoint, GetInstance, InstanceGet, InstanceView};
+use switchyard_proto::subject;
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::{
+    Caller, Error, Permission, audit,
+    call::CallMeta,
+    limits::Group,
+    observe::{self, CorrelationId},
+    state::AppState,
+    workers::{self, WorkerError},
+};
+
+/// Namespace of the instance ids derived from a tenant and an `Idempotency-Key`.
+pub(crate) const IDEMPOTENCY_NAMESPACE: Uuid =
+    Uuid::from_u128(0x0b7c_43f4_5d0e_4a49_9c55_7f1e_2a6d_c3b1);
+/// Longest accepted `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The authenticated context of an API request.
+pub(crate) struct Ctx {
+    pub(crate) caller: Caller,
+    pub(crate) correlation: String,
+    /// What the request's calls onto the bus carry.
+    pub(crate) meta: CallMeta,
+    idempotency_key: Option<String>,
+    pub(crate) state: AppState,
+}
+
+impl FromRequestParts<AppState> for Ctx {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let correlation = parts
+            .extensions
+            .get::<CorrelationId>()
+            .cloned()
+            .unwrap_or_else(|| CorrelationId::from_headers(&parts.headers))
+            .0;
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or_default());
+        let caller = state.auth().authenticate(authorization).inspect_err(|e| {
+            if let Error::Unauthenticated { reason } = e {
+                state
+                    .metrics()
+                    .auth_failures
+                    .with_label_values(&[*reason])
+                    .inc();
+                warn!(reason, "authentication failed");
+                let route = parts
+                    .extensions
+                    .get::<MatchedPath>()
+                    .map_or("", MatchedPath::as_str);
+                audit::refused(
+                    state,
+                    audit::Record {
+                        tenant: switchyard_proto::audit::ANONYMOUS_TENANT,
+                        actor: "",
+                        action: switchyard_proto::audit::AUTH_FAILED,
+                        target: route,
+                        outcome: reason,
+                        correlation_id: &correlation,
+                        attributes: [("method".to_owned(), parts.method.to_string())].into(),
+                    },
+                );
+            }
+        })?;
+        let group = parts
+            .extensions
+            .get::<Group>()
+            .copied()
+            .unwrap_or(Group::Read);
+        state.limits().check(group, &caller).inspect_err(|_| {
+            state
+                .metrics()
+                .rate_limited
+                .with_label_values(&[group.as_str()])
+                .inc();
+        })?;
+        let text = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        // The request span's context (a child of the caller's), or the caller's as it came.
+        let trace = observe::outgoing_trace(&parts.extensions, &parts.headers);
+        let idempotency_key = match text("idempotency-key") {
+            None => None,
+            Some(k)
+                if !k.is_empty()
+                    && k.len() <= MAX_IDEMPOTENCY_KEY_LEN
+                    && k.chars().all(|c| c.is_ascii_graphic()) =>
+            {
+                Some(k)
+            }
+            Some(_) => {
+                return Err(Error::field(
+                    "Idempotency-Key",
+                    format!("expected 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+                ));
+            }
+        };
+        Ok(Ctx {
+            meta: CallMeta {
+                tenant: caller.tenant.clone(),
+                correlation_id: correlation.clone(),
+                traceparent: trace.traceparent,
+                tracestate: trace.tracestate,
+            },
+            caller,
+            correlation,
+            idempotency_key,
+            state: state.clone(),
+        })
+    }
+}
+
+impl Ctx {
+    pub(crate) fn require(&self, permission: Permission) -> Result<(), Error> {
+        if self.caller.has(permission) {
+            return Ok(());
+        }
+        self.state
+            .metrics()
+            .auth_failures
+            .with_label_values(&["forbidden"])
+            .inc();
+        warn!(subject = %self.caller.subject, %permission, "permission denied");
+        audit::refused(
+            &self.state,
+            audit::Record {
+                tenant: self.tenant(),
+                actor: &self.caller.subject,
+                action: switchyard_proto::audit::AUTH_FAILED,
+                target: &permission.to_string(),
+                outcome: "forbidden",
+                correlation_id: &self.correlation,
+                attributes: HashMap::new(),
+            },
+        );
+        Err(Error::Forbidden { permission })
+    }
+
+    /// Records an accepted action in the audit log (see [`audit`]).
+    pub(crate) fn audit(
+        &self,
+        action: &'static str,
+        target: &str,
+        attributes: HashMap<String, String>,
+    ) {
+        audit::accepted(
+            &self.state,
+            audit::Record {
+                tenant: self.tenant(),
+                actor: &self.caller.subject,
+                action,
+                target,
+                outcome: switchyard_proto::audit::OK,
+                correlation_id: &self.correlation,
+                attributes,
+            },
+        );
+    }
+
+    pub(crate) fn tenant(&self) -> &str {
+        &self.caller.tenant
+    }
+
+    /// Asks the workflow engine's endpoint `E` on behalf of this request.
+    pub(crate) async fn query<E: Endpoint>(&self, request: &E::Request) -> Result<E::Reply, Error> {
+        self.state
+            .bus()
+            .query::<E>(request, self.meta.headers())
+            .await
+    }
+
+    /// Runs `input` as job `job_id` of `operation` on a worker's service endpoint, within
+    /// this request's deadline (see [`workers::call_worker`]).
+    pub(crate) async fn call_worker(
+        &self,
+        operation: &'static str,
+        job_id: String,
+        input: Value,
+    ) -> Result<Value, WorkerError> {
+        workers::call_worker(
+            self.state.bus(),
+            &self.meta,
+            self.state.settings().request_timeout,
+            operation,
+            job_id,
+            input,
+        )
+        .await
+    }
+
+    /// A deterministic id from the tenant, `parts` and the `Idempotency-Key`, or a fresh one.
+    pub(crate) fn derived_id(&self, parts: &[&str]) -> String {
+        match &self.idempotency_key {
+            Some(key) => {
+                let mut name = self.tenant().to_owned();
+                for p in parts.iter().chain([&key.as_str()]) {
+                    name.push('\n');
+                    name.push_str(p);
+                }
+                Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()).to_string()
+            }
+            None => Uuid::now_v7().to_string(),
+        }
+    }
+
+    pub(crate) async fn instance(&self, id: &str) -> Result<InstanceView, Error> {
+        self.query::<GetInstance>(&InstanceGet {
+            tenant: self.tenant().to_owned(),
+            instance_id: id.to_owned(),
+        })
+        .await
+    }
+}
+
+// ---- request bodies ----
+
+/// A JSON body; malformed JSON is a 400 naming line and column, a wrong field a 400 naming
+/// the field, a body over the limit a 413.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or_default();
+            let mime = ct.split(';').next().unwrap_or_default().trim();
+            if !(mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")) {
+                return Err(Error::UnsupportedMediaType(ct.to_owned()));
+            }
+        }
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonBody(T::default()));
+        }
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+async fn read_body(req: Request, state: &AppState) -> Result<Bytes, Error> {
+    Bytes::from_request(req, state).await.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::PayloadTooLarge {
+                limit: state.settings().body_limit,
+            }
+        } else {
+            Error::BadRequest(format!("cannot read the request body: {r}"))
+        }
+    })
+}
+
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            json_error(e.into_inner(), Some(path))
+        })
+        .and_then(|v| de.end().map(|()| v).map_err(|e| json_error(e, None)))?;
+    Ok(value)
+}
+
+fn json_error(e: serde_json::Error, path: Option<String>) -> Error {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => Error::MalformedJson {
+            line: e.line(),
+            column: e.column(),
+            message: strip_position(&e),
+        },
+        Category::Data => match path.filter(|p| p != ".") {
+            Some(field) => Error::field(field, strip_position(&e)),
+            None => Error::BadRequest(strip_position(&e)),
+        },
+    }
+}
+
+/// serde_json's message without its " at line L column C" tail (reported separately).
+fn strip_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+/// A definition's text: the body itself (`application/yaml`, `text/yaml`, `text/plain`, or no
+/// content type) or JSON `{"source": "..."}`.
+pub(crate) async fn definition_source(req: Request, state: &AppState) -> Result<String, Error> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let mime = ct.as_deref().map(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    });
+    match mime.as_deref() {
+        Some("application/json") => {
+            #[derive(Deserialize, Default)]
+            #[serde(deny_unknown_fields)]
+            struct Body {
+                source: String,
+            }
+            let bytes = read_body(req, state).await?;
+            let body: Body = parse_json(&bytes)?;
+            Ok(body.source)
+        }
+        None
+        | Some(
+            "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" | "text/plain",
+        ) => {
+            let bytes = read_body(req, state).await?;
+            String::from_utf8(bytes.to_vec())
+                .map_err(|e| Error::field("body", format!("not UTF-8: {e}")))
+        }
+        Some(_) => Err(Error::UnsupportedMediaType(ct.unwrap_or_default())),
+    }
+}
+
+pub(crate) fn check_token(field: &str, value: &str) -> Result<(), Error> {
+    subject::check_token(value).map_err(|e| Error::field(field, e.to_string()))
+}
+
+pub(crate) fn query_of<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, Error> {
+    Query::<T>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| Error::field("query", e.body_text()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::start::TriggerRequest;
+
+    #[test]
+    fn malformed_json_names_line_and_column_and_data_errors_name_the_field() {
+        let e =
+            parse_json::<TriggerRequest>(b"{\n  \"workflow_name\": \"x\",\n  oops\n}").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::MalformedJson {
+                    line: 3,
+                    column: 3,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = parse_json::<TriggerRequest>(br#"{"workflow_name": 7}"#).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidField { field, .. } if field == "workflow_name"),
+            "{e:?}"
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! Starting a workflow: check the input against the definition, derive the instance id
+//! and publish the start, acked by the bus before any 202.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use switchyard_proto::orchestrator::{DefinitionRef, GetDefinition};
+use switchyard_proto::{StartWorkflow, encode_proto, subject};
+use tracing::info;
+
+use crate::{
+    Error,
+    extract::{Ctx, check_token},
+};
+
+// ---- starting workflows ----
+
+/// Starts a registered workflow.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TriggerRequest {
+    /// The workflow's name.
+    pub(crate) workflow_name: String,
+    /// The workflow's input, checked against its input schema.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub(crate) input: Value,
+    /// A registered version; the latest when absent.
+    #[serde(default)]
+    pub(crate) version: Option<u32>,
+}
+
+/// Starts a workflow and, with `wait`, waits for its result.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // the body is read as a map; this documents its shape
+pub(crate) struct ExecuteRequest {
+    /// The workflow's name.
+    workflow_type: String,
+    /// The input; other top-level fields are added to it.
+    #[schema(value_type = Option<Object>)]
+    input: Option<Value>,
+    /// Seconds to wait for the result (capped at `gateway.max_wait`); 0 or absent answers 202 at once.
+    wait: Option<f64>,
+    /// A registered version; the latest when absent.
+    version: Option<u32>,
+}
+
+/// A start checked and ready to publish.
+pub(crate) struct PreparedStart {
+    pub(crate) instance_id: String,
+    workflow: String,
+    pub(crate) message: StartWorkflow,
+}
+
+pub(crate) async fn prepare_start(
+    ctx: &Ctx,
+    workflow: &str,
+    workflow_field: &str,
+    version: Option<u32>,
+    input: Value,
+) -> Result<PreparedStart, Error> {
+    check_token(workflow_field, workflow)?;
+    let input = match input {
+        Value::Null => Value::Object(Map::new()),
+        Value::Object(m) => Value::Object(m),
+        other => {
+            return Err(Error::field(
+                "input",
+                format!(
+                    "expected an object, got {}",
+                    switchyard_catalog::describe(&other)
+                ),
+            ));
+        }
+    };
+    let (resolved, def) = resolve_definition(ctx, workflow, version).await?;
+    // The checked input, defaults filled in as the orchestrator would fill them.
+    let input = match def {
+        Some(def) => def
+            .prepare_input(input)
+            .map_err(|problems| Error::InvalidInput {
+                workflow: workflow.to_owned(),
+                problems: problems.0,
+            })?,
+        None => input,
+    };
+    let instance_id = ctx.derived_id(&["start"]);
+    let message = StartWorkflow {
+        tenant: ctx.tenant().to_owned(),
+        workflow: workflow.to_owned(),
+        instance_id: instance_id.clone(),
+        // Pinned to the version the input was checked against.
+        version: resolved,
+        input: serde_json::to_vec(&input).map_err(|e| Error::internal("encoding input", e))?,
+        correlation_id: ctx.correlation.clone(),
+        requested_at_ms: switchyard_proto::now_ms(),
+        labels: Default::default(),
+    };
+    Ok(PreparedStart {
+        instance_id,
+        workflow: workflow.to_owned(),
+        message,
+    })
+}
+
+/// The version a start runs and its parsed definition: from the gateway's mirror of the
+/// definitions when it has the workflow, else from the orchestrator (a definition registered a
+/// moment ago may not have reached the mirror yet; the orchestrator also tells an unknown
+/// workflow apart). The definition is `None` when it does not parse here.
+async fn resolve_definition(
+    ctx: &Ctx,
+    workflow: &str,
+    version: Option<u32>,
+) -> Result<(u32, Option<std::sync::Arc<switchyard_workflow::Definition>>), Error> {
+    if let Some(entry) = ctx
+        .state
+        .mirror()
+        .and_then(|m| m.resolve(ctx.tenant(), workflow, version.unwrap_or(0)))
+    {
+        return Ok((entry.definition.version, Some(entry.definition)));
+    }
+    let reply = ctx
+        .query::<GetDefinition>(&DefinitionRef {
+            tenant: ctx.tenant().to_owned(),
+            name: workflow.to_owned(),
+            version,
+        })
+        .await
+        .map_err(|e| match e {
+            Error::NotFound(_) => Error::UnknownWorkflow {
+                name: workflow.to_owned(),
+            },
+            other => other,
+        })?;
+    let resolved = reply.version;
+    let def = ctx
+        .state
+        .definitions()
+        .get(ctx.tenant(), workflow, resolved, &reply.source);
+    Ok((resolved, def))
+}
+
+/// Publishes the start; `true` when the stream dropped it as a duplicate (same key again).
+pub(crate) async fn publish_start(ctx: &Ctx, start: &PreparedStart) -> Result<bool, Error> {
+    let ack = ctx
+        .state
+        .bus()
+        .publish(
+            subject::start(ctx.tenant(), &start.workflow),
+            ctx.meta.message_headers(&start.instance_id),
+            encode_proto(&start.message),
+        )
+        .await?;
+    info!(
+        instance_id = %start.instance_id,
+        workflow = %start.workflow,
+        duplicate = ack.duplicate,
+        "workflow start accepted"
+    );
+    Ok(ack.duplicate)
+}

@@ -1,0 +1,135 @@
+//! What every handler shares ([`AppState`]): the bus, the token checker, the rate limits,
+//! the metrics, the definitions and the tracker of work requests leave behind.
+
+use std::sync::Arc;
+
+use prometheus::Registry;
+use switchyard_proto::stream;
+use switchyard_runtime::{Config, config::GatewaySettings};
+use switchyard_workflow::{Store, ValidateOptions};
+use tokio_util::{
+    sync::{CancellationToken, DropGuard},
+    task::TaskTracker,
+};
+use tracing::warn;
+
+use crate::{Authenticator, Error, bus, definitions, limits, metrics};
+
+/// What every handler shares; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    bus: bus::Bus,
+    auth: Authenticator,
+    settings: GatewaySettings,
+    metrics: metrics::HttpMetrics,
+    registry: Registry,
+    definitions: definitions::DefinitionCache,
+    limits: limits::Limits,
+    /// The registered definitions, followed from `WF_DEFINITIONS`, so that a start is checked
+    /// and pinned to a version without a round trip to the orchestrator; absent when the
+    /// bucket was missing at start-up (then every start asks the orchestrator).
+    mirror: Option<Arc<Store>>,
+    /// Stops following the definitions when the last clone of the state is dropped.
+    _watch: Option<DropGuard>,
+    /// Work a request leaves behind (audit publishes awaiting their PubAck); [`run`] waits
+    /// for it within the shutdown grace period.
+    tasks: TaskTracker,
+}
+
+impl AppState {
+    /// The state of one gateway: its NATS connection, token checker, rate limits, metrics
+    /// (registered in `registry`, which `/metrics` serves) and its mirror of the definitions.
+    pub async fn new(
+        config: &Config,
+        client: async_nats::Client,
+        auth: Authenticator,
+        registry: Registry,
+    ) -> Result<AppState, Error> {
+        let metrics = metrics::HttpMetrics::register(&registry)?;
+        let bus = bus::Bus::new(client);
+        let env_allow = config.orchestrator.template_env.clone();
+        let (mirror, watch) = match bus.js.get_key_value(stream::WF_DEFINITIONS_BUCKET).await {
+            Ok(kv) => {
+                let store = Arc::new(Store::new(
+                    kv,
+                    ValidateOptions {
+                        env_allow: env_allow.clone(),
+                    },
+                ));
+                let stop = CancellationToken::new();
+                match store.clone().watch(stop.clone()).await {
+                    Ok(_) => (Some(store), Some(stop.drop_guard())),
+                    Err(e) => {
+                        warn!(error = %e, "cannot follow the definitions; every start asks the workflow engine");
+                        (None, None)
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, bucket = stream::WF_DEFINITIONS_BUCKET, "no definitions bucket; every start asks the workflow engine");
+                (None, None)
+            }
+        };
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                bus,
+                auth,
+                limits: limits::Limits::new(&config.gateway.rate_limits),
+                settings: config.gateway.clone(),
+                metrics,
+                registry,
+                definitions: definitions::DefinitionCache::new(env_allow),
+                mirror,
+                _watch: watch,
+                tasks: TaskTracker::new(),
+            }),
+        })
+    }
+
+    pub fn settings(&self) -> &GatewaySettings {
+        &self.inner.settings
+    }
+
+    pub fn metrics(&self) -> &metrics::HttpMetrics {
+        &self.inner.metrics
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub(crate) fn bus(&self) -> &bus::Bus {
+        &self.inner.bus
+    }
+
+    pub(crate) fn auth(&self) -> &Authenticator {
+        &self.inner.auth
+    }
+
+    pub(crate) fn definitions(&self) -> &definitions::DefinitionCache {
+        &self.inner.definitions
+    }
+
+    pub(crate) fn mirror(&self) -> Option<&Store> {
+        self.inner.mirror.as_deref()
+    }
+
+    pub(crate) fn limits(&self) -> &limits::Limits {
+        &self.inner.limits
+    }
+
+    /// Runs `work` after the response, tracked so that shutdown waits for it.
+    pub(crate) fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.inner.tasks.spawn(work);
+    }
+
+    /// The tracker of the work requests left behind.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
+}
