@@ -21,4 +21,4 @@ pub mod worker;
 
 pub use config::Config;
 pub use error::Error;
-pub use worker::{Handler, JobContext, JobFailure, OperationInfo, Worker};
+pub use worker::{Handler, InputError, JobContext, JobFailure, JobInput, OperationInfo, Worker};

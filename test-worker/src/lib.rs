@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_proto::Job;
+use switchyard_runtime::JobInput as _;
 use switchyard_runtime::{Handler, JobContext, JobFailure, OperationInfo};
 
 /// The configuration sections this component reads and validates, besides the common ones.
@@ -46,15 +47,6 @@ enum FailMode {
     InvalidInput,
 }
 
-fn input<T: serde::de::DeserializeOwned>(job: &Job) -> Result<T, JobFailure> {
-    let bytes: &[u8] = if job.input.is_empty() {
-        b"{}"
-    } else {
-        &job.input
-    };
-    serde_json::from_slice(bytes).map_err(|e| JobFailure::invalid_input("input", e.to_string()))
-}
-
 impl Handler for TestWorker {
     fn kind(&self) -> &'static str {
         "test"
@@ -87,7 +79,7 @@ impl Handler for TestWorker {
                     .map_err(|e| JobFailure::invalid_input("input", e.to_string()))
             }
             "test.sleep" => {
-                let Sleep { ms } = input(job)?;
+                let Sleep { ms } = job.input()?;
                 let _ = ctx
                     .event(
                         "sleeping",
@@ -105,7 +97,7 @@ impl Handler for TestWorker {
                     mode,
                     times,
                     retry_after_ms,
-                } = input(job)?;
+                } = job.input()?;
                 let _ = ctx
                     .event(
                         "attempt",

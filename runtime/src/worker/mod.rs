@@ -18,6 +18,7 @@
 
 mod bus;
 mod cancel;
+mod input;
 mod service;
 
 use std::{
@@ -48,6 +49,7 @@ use crate::{
     telemetry,
 };
 
+pub use input::{InputError, JobInput};
 pub use service::SERVICE_PREFIX;
 
 /// An operation a worker kind performs, as listed in the service registry.

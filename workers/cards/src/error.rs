@@ -45,6 +45,15 @@ pub enum Error {
     Runtime(#[from] switchyard_runtime::Error),
 }
 
+impl From<switchyard_runtime::InputError> for Error {
+    fn from(e: switchyard_runtime::InputError) -> Self {
+        Error::InvalidInput {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
 impl From<prometheus::Error> for Error {
     fn from(e: prometheus::Error) -> Self {
         Error::Runtime(switchyard_runtime::Error::Metrics(e))

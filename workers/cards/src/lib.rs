@@ -23,10 +23,11 @@ pub mod usage;
 use std::{sync::Arc, time::Duration, time::Instant};
 
 use prometheus::Registry;
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sqlx::{PgPool, Postgres, Transaction, postgres::PgPoolOptions};
 use switchyard_proto::Job;
+use switchyard_runtime::JobInput as _;
 use switchyard_runtime::{Config, Handler, JobContext, JobFailure, OperationInfo, Worker, process};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
@@ -91,24 +92,6 @@ impl CardsWorker {
 }
 
 // ---- inputs ----
-
-fn input<T: DeserializeOwned>(job: &Job) -> Result<T, Error> {
-    let bytes: &[u8] = if job.input.is_empty() {
-        b"{}"
-    } else {
-        &job.input
-    };
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            "input".to_owned()
-        } else {
-            path
-        };
-        Error::invalid(field, e.into_inner().to_string())
-    })
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -318,7 +301,7 @@ impl Inner {
         let tenant = job.tenant.as_str();
         match job.operation.as_str() {
             op::RETRIEVE => {
-                let i: RetrieveInput = input(job)?;
+                let i: RetrieveInput = job.input()?;
                 if i.card_ids.is_empty() || i.card_ids.len() > MAX_BATCH {
                     return Err(Error::invalid(
                         "card_ids",
@@ -344,7 +327,7 @@ impl Inner {
                 }))
             }
             op::GET => {
-                let i: GetInput = input(job)?;
+                let i: GetInput = job.input()?;
                 if i.version.is_some_and(|v| v < 1) {
                     return Err(Error::invalid("version", "expected 1 or more"));
                 }
@@ -365,7 +348,7 @@ impl Inner {
                 Ok(json!({ "card": card }))
             }
             op::LIST => {
-                let i: ListInput = input(job)?;
+                let i: ListInput = job.input()?;
                 if let Some(t) = &i.card_type {
                     types::check_type_name("type", t)?;
                 }
@@ -388,12 +371,12 @@ impl Inner {
                 Ok(out)
             }
             op::VERSIONS => {
-                let i: CardIdInput = input(job)?;
+                let i: CardIdInput = job.input()?;
                 let versions = store::versions(&self.pool, tenant, &i.card_id).await?;
                 Ok(json!({ "versions": versions }))
             }
             op::CREATE => {
-                let i: CreateInput = input(job)?;
+                let i: CreateInput = job.input()?;
                 let actor = actor(i.actor, job);
                 let new = NewCard {
                     card_type: i.card_type,
@@ -410,7 +393,7 @@ impl Inner {
                 self.finish(tx, job, json!({ "card": card })).await
             }
             op::BATCH_CREATE => {
-                let i: BatchCreateInput = input(job)?;
+                let i: BatchCreateInput = job.input()?;
                 if i.cards.is_empty() || i.cards.len() > MAX_BATCH {
                     return Err(Error::invalid(
                         "cards",
@@ -428,7 +411,7 @@ impl Inner {
                 self.finish(tx, job, json!({ "cards": cards })).await
             }
             op::UPDATE => {
-                let i: UpdateInput = input(job)?;
+                let i: UpdateInput = job.input()?;
                 if i.expected_version.is_some_and(|v| v < 1) {
                     return Err(Error::invalid("expected_version", "expected 1 or more"));
                 }
@@ -452,7 +435,7 @@ impl Inner {
                 self.finish(tx, job, json!({ "card": card })).await
             }
             op::DELETE => {
-                let i: CardIdInput = input(job)?;
+                let i: CardIdInput = job.input()?;
                 let mut tx = match self.begin(job).await? {
                     Begin::Done(v) => return Ok(v),
                     Begin::Go(tx) => tx,
@@ -461,7 +444,7 @@ impl Inner {
                 self.finish(tx, job, json!({ "deleted": deleted })).await
             }
             op::ONBOARD => {
-                let i: OnboardInput = input(job)?;
+                let i: OnboardInput = job.input()?;
                 let actor = actor(i.actor, job);
                 let new = onboard::cards(&i.answers)?;
                 let mut tx = match self.begin(job).await? {
@@ -474,7 +457,7 @@ impl Inner {
                 self.finish(tx, job, out).await
             }
             op::REGISTER_TYPE => {
-                let i: RegisterTypeInput = input(job)?;
+                let i: RegisterTypeInput = job.input()?;
                 let mut tx = match self.begin(job).await? {
                     Begin::Done(v) => return Ok(v),
                     Begin::Go(tx) => tx,

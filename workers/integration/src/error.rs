@@ -86,6 +86,15 @@ fn retry_hint(retry_after: &Option<Duration>) -> String {
         .unwrap_or_default()
 }
 
+impl From<switchyard_runtime::InputError> for Error {
+    fn from(e: switchyard_runtime::InputError) -> Self {
+        Error::InvalidInput {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
 impl From<prometheus::Error> for Error {
     fn from(e: prometheus::Error) -> Self {
         Error::Runtime(switchyard_runtime::Error::Metrics(e))

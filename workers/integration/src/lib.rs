@@ -28,10 +28,10 @@ pub mod webhook;
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use prometheus::Registry;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::{PgPool, postgres::PgPoolOptions};
 use switchyard_proto::Job;
+use switchyard_runtime::JobInput as _;
 use switchyard_runtime::{
     Config, Handler, JobContext, JobFailure, OperationInfo, Worker,
     config::{IntegrationSettings, Secret},
@@ -172,24 +172,6 @@ fn secret(
     }
 }
 
-fn input<T: DeserializeOwned>(job: &Job) -> Result<T, Error> {
-    let bytes: &[u8] = if job.input.is_empty() {
-        b"{}"
-    } else {
-        &job.input
-    };
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            "input".to_owned()
-        } else {
-            path
-        };
-        Error::invalid(field, e.into_inner().to_string())
-    })
-}
-
 impl Handler for IntegrationWorker {
     fn kind(&self) -> &'static str {
         KIND
@@ -250,7 +232,7 @@ impl Inner {
         let http = &self.http;
         match job.operation.as_str() {
             op::NOTION_CREATE_PAGE => {
-                let input: notion::CreatePage = input(job)?;
+                let input: notion::CreatePage = job.input()?;
                 self.effect(worker_id, attempt, job, System::Notion, |progress| {
                     self.notion
                         .create_page(http, &self.effects, &job.job_id, input, progress)
@@ -258,35 +240,35 @@ impl Inner {
                 .await
             }
             op::SLACK_POST_MESSAGE => {
-                let input: slack::PostMessage = input(job)?;
+                let input: slack::PostMessage = job.input()?;
                 self.effect(worker_id, attempt, job, System::Slack, |_| {
                     self.slack.post(http, input)
                 })
                 .await
             }
             op::CLICKUP_CREATE_TASK => {
-                let input: clickup::CreateTask = input(job)?;
+                let input: clickup::CreateTask = job.input()?;
                 self.effect(worker_id, attempt, job, System::ClickUp, |_| {
                     self.clickup.create_task(http, input)
                 })
                 .await
             }
             op::CLICKUP_UPDATE_STATUS => {
-                let input: clickup::UpdateStatus = input(job)?;
+                let input: clickup::UpdateStatus = job.input()?;
                 self.effect(worker_id, attempt, job, System::ClickUp, |_| {
                     self.clickup.update_status(http, input)
                 })
                 .await
             }
             op::WEBHOOK_POST => {
-                let input: webhook::Post = input(job)?;
+                let input: webhook::Post = job.input()?;
                 self.effect(worker_id, attempt, job, System::Webhook, |_| {
                     self.webhook.post(http, &job.job_id, input)
                 })
                 .await
             }
             op::MARKDOWN_WRITE => {
-                let input: sink::WriteInput = input(job)?;
+                let input: sink::WriteInput = job.input()?;
                 self.effect(worker_id, attempt, job, System::Markdown, |_| async {
                     let started = std::time::Instant::now();
                     let result = self.sink.write(input).await;
@@ -305,7 +287,7 @@ impl Inner {
             }
             op::STATUS => {
                 // Read-only: no effect record, so asking costs no database round trip.
-                let _: status::StatusInput = input(job)?;
+                let _: status::StatusInput = job.input()?;
                 Ok(self.status.get(|| self.check_all()).await)
             }
             other => Err(Error::invalid(

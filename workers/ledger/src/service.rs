@@ -11,7 +11,6 @@ use std::{collections::HashMap, sync::Arc};
 
 use async_nats::service::{Service, ServiceExt as _};
 use futures::StreamExt as _;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::PgPool;
 use switchyard_proto::{
@@ -19,6 +18,7 @@ use switchyard_proto::{
     subject,
 };
 use switchyard_runtime::JobFailure;
+use switchyard_runtime::JobInput as _;
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument as _, info_span, warn};
@@ -122,24 +122,6 @@ pub(crate) async fn start(
     Ok(service)
 }
 
-fn input<T: DeserializeOwned>(job: &Job) -> Result<T, Error> {
-    let bytes: &[u8] = if job.input.is_empty() {
-        b"{}"
-    } else {
-        &job.input
-    };
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            "input".to_owned()
-        } else {
-            path
-        };
-        Error::invalid(field, e.into_inner().to_string())
-    })
-}
-
 /// The tenant a query reads: the one the input names (the gateway sets it only for an
 /// admin) or the job's.
 fn tenant_of(job: &Job, named: Option<String>) -> Result<String, Error> {
@@ -156,14 +138,14 @@ fn tenant_of(job: &Job, named: Option<String>) -> Result<String, Error> {
 pub async fn run_query(pool: &PgPool, operation: &str, job: &Job) -> Result<Value, Error> {
     match operation {
         op::USAGE => {
-            let mut q: query::UsageQuery = input(job)?;
+            let mut q: query::UsageQuery = job.input()?;
             let tenant = tenant_of(job, q.tenant.take())?;
             query::usage(pool, &tenant, q).await
         }
-        op::INSTANCES => query::instances(pool, &tenant_of(job, None)?, input(job)?).await,
-        op::STATS => query::stats(pool, &tenant_of(job, None)?, input(job)?).await,
+        op::INSTANCES => query::instances(pool, &tenant_of(job, None)?, job.input()?).await,
+        op::STATS => query::stats(pool, &tenant_of(job, None)?, job.input()?).await,
         op::AUDIT => {
-            let mut q: query::AuditQuery = input(job)?;
+            let mut q: query::AuditQuery = job.input()?;
             let tenant = tenant_of(job, q.tenant.take())?;
             query::audit(pool, &tenant, q).await
         }
