@@ -26,6 +26,7 @@ fn builtin_catalog_loads_with_every_operation_under_its_kind() {
         "cards.list",
         "cards.versions",
         "cards.onboard",
+        "cards.register_type",
         "integration.notion.create_page",
         "integration.slack.post_message",
         "integration.clickup.create_task",
@@ -38,7 +39,7 @@ fn builtin_catalog_loads_with_every_operation_under_its_kind() {
     }
     assert_eq!(
         names.len(),
-        25,
+        26,
         "no undocumented extra operations: {names:?}"
     );
     for op in catalog.operations() {
@@ -57,7 +58,7 @@ fn builtin_catalog_loads_with_every_operation_under_its_kind() {
             op.name
         );
     }
-    assert_eq!(catalog.of_kind("cards").count(), 9);
+    assert_eq!(catalog.of_kind("cards").count(), 10);
 }
 
 #[test]

@@ -242,7 +242,7 @@ async fn send_job(
 }
 
 /// Checks `input` against the operation's catalog schema (operations the catalog does not
-/// list, such as `cards.register_type`, are the worker's to check), then asks a worker of the
+/// list, such as an outside worker's, are the worker's to check), then asks a worker of the
 /// operation's kind to run it as job `job_id` and returns its output. The call ends a moment
 /// before `request_timeout`, so a slow worker is a problem that says what to do.
 pub(crate) async fn call_worker(

@@ -53,20 +53,7 @@ impl Handler for TestWorker {
     }
 
     fn operations(&self) -> Vec<OperationInfo> {
-        vec![
-            OperationInfo {
-                name: "test.echo",
-                description: "returns its input as output",
-            },
-            OperationInfo {
-                name: "test.sleep",
-                description: "waits {ms} milliseconds, then returns {slept_ms}",
-            },
-            OperationInfo {
-                name: "test.fail",
-                description: "fails {times} attempts with {mode}: retryable | permanent | invalid_input, then returns {attempts}",
-            },
-        ]
+        OperationInfo::of_kind("test")
     }
 
     async fn handle(&self, ctx: JobContext, job: &Job) -> Result<Value, JobFailure> {

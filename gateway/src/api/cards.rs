@@ -30,7 +30,7 @@ use crate::{
     workers::WorkerError,
 };
 
-/// Catalog names of the operations called here (`register_type` is a service endpoint only).
+/// Catalog names of the operations called here.
 pub(crate) const CREATE: &str = "cards.create";
 pub(crate) const BATCH_CREATE: &str = "cards.batch_create";
 pub(crate) const RETRIEVE: &str = "cards.retrieve";

@@ -60,6 +60,21 @@ pub struct OperationInfo {
     pub description: &'static str,
 }
 
+impl OperationInfo {
+    /// The operations the built-in catalog declares for `kind`: what a built-in worker kind
+    /// serves, declared in one place.
+    pub fn of_kind(kind: &str) -> Vec<OperationInfo> {
+        switchyard_catalog::Catalog::builtin()
+            .operations()
+            .filter(|spec| spec.kind == kind)
+            .map(|spec| OperationInfo {
+                name: spec.name.as_str(),
+                description: spec.description.as_str(),
+            })
+            .collect()
+    }
+}
+
 /// Why a handler did not produce an output. The worker loop maps each variant to a bus
 /// outcome in one place, and to the wire in one place ([`JobFailure::to_job_error`]).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -143,13 +143,7 @@ impl Handler for AiWorker {
     }
 
     fn operations(&self) -> Vec<OperationInfo> {
-        Catalog::builtin()
-            .of_kind(KIND)
-            .map(|spec| OperationInfo {
-                name: spec.name.as_str(),
-                description: spec.description.as_str(),
-            })
-            .collect()
+        OperationInfo::of_kind(KIND)
     }
 
     #[instrument(skip_all, fields(operation = %job.operation))]

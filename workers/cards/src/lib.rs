@@ -231,48 +231,7 @@ impl Handler for CardsWorker {
     }
 
     fn operations(&self) -> Vec<OperationInfo> {
-        vec![
-            OperationInfo {
-                name: op::RETRIEVE,
-                description: "fetches cards {card_ids} → {cards, missing_ids, partial_result}; fails on missing ids unless {allow_partial}",
-            },
-            OperationInfo {
-                name: op::CREATE,
-                description: "creates a card {type, title, content} at version 1",
-            },
-            OperationInfo {
-                name: op::BATCH_CREATE,
-                description: "creates {cards} in one transaction",
-            },
-            OperationInfo {
-                name: op::GET,
-                description: "fetches one card {card_id} at its latest or a given {version}",
-            },
-            OperationInfo {
-                name: op::UPDATE,
-                description: "writes a new version {card_id, expected_version, title, content}",
-            },
-            OperationInfo {
-                name: op::DELETE,
-                description: "soft-deletes a card {card_id}",
-            },
-            OperationInfo {
-                name: op::LIST,
-                description: "lists cards newest first {type, cursor, limit}",
-            },
-            OperationInfo {
-                name: op::VERSIONS,
-                description: "lists every version of a card {card_id}",
-            },
-            OperationInfo {
-                name: op::ONBOARD,
-                description: "turns onboarding {answers} into company, audience, voice and insight cards",
-            },
-            OperationInfo {
-                name: op::REGISTER_TYPE,
-                description: "registers the JSON {schema} of a tenant's own card {type}",
-            },
-        ]
+        OperationInfo::of_kind(KIND)
     }
 
     async fn handle(&self, ctx: JobContext, job: &Job) -> Result<Value, JobFailure> {

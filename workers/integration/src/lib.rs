@@ -178,36 +178,7 @@ impl Handler for IntegrationWorker {
     }
 
     fn operations(&self) -> Vec<OperationInfo> {
-        vec![
-            OperationInfo {
-                name: op::NOTION_CREATE_PAGE,
-                description: "creates a Notion page from Markdown {parent_id, title, markdown}",
-            },
-            OperationInfo {
-                name: op::SLACK_POST_MESSAGE,
-                description: "posts {markdown | blocks} to a Slack {channel} or webhook",
-            },
-            OperationInfo {
-                name: op::CLICKUP_CREATE_TASK,
-                description: "creates a ClickUp task {list_id, name, description, assignees, due_date, priority, tags}",
-            },
-            OperationInfo {
-                name: op::CLICKUP_UPDATE_STATUS,
-                description: "sets a ClickUp task's {status}",
-            },
-            OperationInfo {
-                name: op::WEBHOOK_POST,
-                description: "POSTs a {payload} to a {url}, signed with HMAC-SHA256",
-            },
-            OperationInfo {
-                name: op::MARKDOWN_WRITE,
-                description: "writes a Markdown document {dir, filename, title, markdown} into the local sink",
-            },
-            OperationInfo {
-                name: op::STATUS,
-                description: "reports which integrations are configured and whether their credentials work (read-only)",
-            },
-        ]
+        OperationInfo::of_kind(KIND)
     }
 
     async fn handle(&self, ctx: JobContext, job: &Job) -> Result<Value, JobFailure> {

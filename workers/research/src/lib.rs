@@ -227,13 +227,7 @@ impl Handler for ResearchWorker {
     }
 
     fn operations(&self) -> Vec<OperationInfo> {
-        Catalog::builtin()
-            .of_kind(KIND)
-            .map(|spec| OperationInfo {
-                name: spec.name.as_str(),
-                description: spec.description.as_str(),
-            })
-            .collect()
+        OperationInfo::of_kind(KIND)
     }
 
     #[instrument(skip_all, fields(job_id = %job.job_id, operation = %job.operation))]
