@@ -9,200 +9,87 @@
 
 mod common;
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use async_nats::{HeaderMap, jetstream};
 use common::*;
-use futures::StreamExt as _;
 use prometheus::Registry;
 use serde_json::{Value, json};
-use switchyard_bus_config::{ApplyOptions, BusConfig, apply};
 use switchyard_integration::{IntegrationWorker, op};
-use switchyard_orchestrator::{
-    Options, Orchestrator,
-    service::{self, endpoint},
-};
-use switchyard_proto::{
-    ContentType, Job, JobResult, JobStatus, RetryPolicy, StartWorkflow, decode, encode_proto,
-    header, subject,
-};
+use switchyard_proto::{Job, JobStatus, RetryPolicy, encode_proto, subject};
 use switchyard_runtime::{
-    Config, Handler, JobContext, JobFailure, OperationInfo, Worker,
-    config::{IntegrationSettings, WorkerSettings},
+    Config, Handler, JobContext, JobFailure, OperationInfo, config::IntegrationSettings,
 };
-use switchyard_test_support::{NatsServer, TestDatabase};
-use tokio_util::sync::CancellationToken;
-
-const TENANT: &str = "acme";
+use switchyard_test_harness::{
+    Bus, Components, TENANT, TestDatabase, bus, engine, jobs::next_result, metrics,
+    orchestrator_options, worker_config,
+};
 
 struct Env {
-    server: NatsServer,
-    client: async_nats::Client,
-    js: jetstream::Context,
-    stops: Vec<CancellationToken>,
+    bus: Bus,
+    components: Components,
     _db: Option<TestDatabase>,
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        for s in &self.stops {
-            s.cancel();
-        }
+impl std::ops::Deref for Env {
+    type Target = Bus;
+    fn deref(&self) -> &Bus {
+        &self.bus
     }
 }
 
-async fn bus() -> Env {
-    let server = NatsServer::start().await;
-    let client = server.client().await;
-    let js = jetstream::new(client.clone());
-    apply(&js, &BusConfig::default(), ApplyOptions::default())
-        .await
-        .expect("bus apply");
+async fn env() -> Env {
     Env {
-        server,
-        client,
-        js,
-        stops: Vec::new(),
+        bus: bus().await,
+        components: Components::default(),
         _db: None,
     }
 }
 
 impl Env {
     fn config(&self, id: &str) -> Config {
-        Config {
-            nats_url: self.server.url(),
-            worker: WorkerSettings {
-                concurrency: 8,
-                initial_delay: Duration::from_millis(100),
-                max_delay: Duration::from_secs(1),
-                pull_expiry: Duration::from_millis(500),
-                worker_id: Some(id.to_owned()),
-                ..WorkerSettings::default()
-            },
-            ..Config::default()
-        }
+        worker_config(self.bus.url(), id)
     }
 
     async fn run<H: Handler>(&mut self, id: &str, handler: H) -> Registry {
         let registry = Registry::new();
-        let worker = Worker::new(
-            self.server.client().await,
-            &self.config(id),
-            handler,
-            &registry,
-        )
-        .expect("worker");
-        let stop = CancellationToken::new();
-        tokio::spawn(worker.run(stop.clone()));
-        self.stops.push(stop);
+        let config = self.config(id);
+        self.components
+            .worker(&self.bus, &config, handler, &registry)
+            .await;
         registry
     }
 
     /// An integration worker on its own migrated database; returns the worker loop's registry
     /// (the handler's `cross_system_*` metrics are in it too).
     async fn integration(&mut self, settings: &IntegrationSettings) -> Registry {
-        let db = switchyard_test_support::database().await;
+        let db = switchyard_test_harness::database().await;
         switchyard_integration::effects::migrate(&db.pool)
             .await
             .expect("migrate");
         let registry = Registry::new();
         let handler =
             IntegrationWorker::build(settings, db.pool.clone(), &registry).expect("handler");
-        let worker = Worker::new(
-            self.server.client().await,
-            &self.config("integration-1"),
-            handler,
-            &registry,
-        )
-        .expect("worker");
-        let stop = CancellationToken::new();
-        tokio::spawn(worker.run(stop.clone()));
-        self.stops.push(stop);
+        let config = self.config("integration-1");
+        self.components
+            .worker(&self.bus, &config, handler, &registry)
+            .await;
         self._db = Some(db);
         registry
     }
 
     async fn orchestrator(&mut self) {
-        let options = Options {
-            concurrency: 16,
-            env: BTreeMap::new(),
-            replica_id: "o1".into(),
-            grace: Duration::from_secs(5),
-        };
-        let orchestrator = Orchestrator::new(self.server.client().await, options, &Registry::new())
-            .await
-            .expect("orchestrator");
-        let stop = CancellationToken::new();
-        tokio::spawn(orchestrator.run(stop.clone()));
-        self.stops.push(stop);
-        for _ in 0..100 {
-            if self
-                .client
-                .request(
-                    service::request_subject(endpoint::DEFINITIONS_LIST),
-                    json!({ "tenant": TENANT }).to_string().into(),
-                )
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the orchestrator does not answer");
+        self.components
+            .orchestrator(&self.bus, orchestrator_options("o1"))
+            .await;
     }
 
     async fn publish(&self, subject_name: String, msg_id: &str, payload: Vec<u8>) {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::MSG_ID, msg_id);
-        self.js
-            .publish_with_headers(subject_name, headers, payload.into())
-            .await
-            .expect("publish")
-            .await
-            .expect("puback");
+        self.bus.publish(&subject_name, msg_id, payload).await;
     }
 
     /// Starts a workflow and polls its status until it is no longer running.
     async fn run_workflow(&self, workflow: &str, input: Value) -> Value {
-        let instance = format!("i-{}", uuid::Uuid::now_v7().simple());
-        let start = StartWorkflow {
-            tenant: TENANT.into(),
-            workflow: workflow.into(),
-            instance_id: instance.clone(),
-            input: serde_json::to_vec(&input).unwrap(),
-            correlation_id: format!("corr-{instance}"),
-            requested_at_ms: switchyard_proto::now_ms(),
-            ..StartWorkflow::default()
-        };
-        self.publish(
-            subject::start(TENANT, workflow),
-            &instance,
-            encode_proto(&start),
-        )
-        .await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let reply = self
-                .client
-                .request(
-                    service::request_subject(endpoint::INSTANCE_GET),
-                    json!({ "tenant": TENANT, "instance_id": instance })
-                        .to_string()
-                        .into(),
-                )
-                .await
-                .expect("status");
-            let status: Value = serde_json::from_slice(&reply.payload).unwrap();
-            if status["status"].as_str().is_some_and(|s| s != "running") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "still running: {status:#}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        engine::run_workflow(&self.bus, TENANT, workflow, input, Duration::from_secs(30)).await
     }
 }
 
@@ -222,27 +109,12 @@ fn slack_job(instance: &str, channel: &str) -> Job {
     job
 }
 
-async fn next_result(sub: &mut async_nats::Subscriber, within: Duration) -> JobResult {
-    let msg = tokio::time::timeout(within, sub.next())
-        .await
-        .expect("a result in time")
-        .expect("subscription open");
-    decode(ContentType::Protobuf, &msg.payload).expect("a job result")
-}
-
 fn jobs_total(registry: &Registry, outcome: &str) -> f64 {
-    registry
-        .gather()
-        .iter()
-        .filter(|f| f.name() == "switchyard_jobs_total")
-        .flat_map(|f| f.get_metric().to_vec())
-        .filter(|m| {
-            m.get_label()
-                .iter()
-                .any(|l| l.name() == "outcome" && l.value() == outcome)
-        })
-        .map(|m| m.get_counter().get_value())
-        .sum()
+    metrics::counter(
+        std::slice::from_ref(registry),
+        "switchyard_jobs_total",
+        &[("outcome", outcome)],
+    )
 }
 
 fn slack_ok() -> Answer {
@@ -264,7 +136,7 @@ async fn a_429_with_retry_after_is_retried_after_that_delay_then_succeeds() {
     })
     .await;
     let out = tempfile::tempdir().unwrap();
-    let mut env = bus().await;
+    let mut env = env().await;
     let registry = env
         .integration(&settings(&slack.url(), out.path().into()))
         .await;
@@ -310,7 +182,7 @@ async fn a_429_with_retry_after_is_retried_after_that_delay_then_succeeds() {
 async fn a_redelivered_job_returns_the_recorded_result_without_calling_again() {
     let slack = Loopback::start(|_, _| slack_ok()).await;
     let out = tempfile::tempdir().unwrap();
-    let mut env = bus().await;
+    let mut env = env().await;
     let registry = env
         .integration(&settings(&slack.url(), out.path().into()))
         .await;
@@ -412,7 +284,7 @@ impl Handler for FakeResearch {
 async fn research_to_docs_writes_the_document_into_the_markdown_sink() {
     let out = tempfile::tempdir().unwrap();
     let root = out.path().join("sink");
-    let mut env = bus().await;
+    let mut env = env().await;
     env.integration(&settings("http://127.0.0.1:9", root.clone()))
         .await;
     env.run("research-1", FakeResearch).await;
@@ -452,7 +324,7 @@ async fn research_to_docs_writes_the_document_into_the_markdown_sink() {
 async fn research_to_slack_posts_the_summary_to_the_loopback_slack() {
     let slack = Loopback::start(|_, _| slack_ok()).await;
     let out = tempfile::tempdir().unwrap();
-    let mut env = bus().await;
+    let mut env = env().await;
     env.integration(&settings(&slack.url(), out.path().into()))
         .await;
     env.run("research-1", FakeResearch).await;
@@ -505,7 +377,7 @@ async fn meeting_to_tasks_runs_end_to_end_with_the_local_ai_provider() {
     .await;
     let out = tempfile::tempdir().unwrap();
     let root = out.path().join("sink");
-    let mut env = bus().await;
+    let mut env = env().await;
     env.integration(&settings(&api.url(), root.clone())).await;
     let ai = switchyard_ai::AiWorker::new(
         &switchyard_runtime::config::AiSettings::default(),

@@ -307,7 +307,7 @@ steps:
     )
     .await;
     let cancels = |env: &Env, outcome: &str| {
-        env.registries[0]
+        env.registries()[0]
             .gather()
             .iter()
             .filter(|f| f.name() == "switchyard_orchestrator_messages_total")
@@ -383,7 +383,7 @@ output: "{{ steps.publish.output }}"
     assert_eq!(status["status"], "completed", "{status:#}");
     assert_eq!(status["output"], json!({ "by": "ann", "text": "draft" }));
     assert!(env.counter("switchyard_sla_breaches_total") >= 1.0);
-    env.stops.clear();
+    env.components.detach();
 }
 
 #[tokio::test]
@@ -651,7 +651,7 @@ async fn two_orchestrator_replicas_race_on_the_same_instances() {
         "the compare-and-set conflict path never ran"
     );
     let applied = |registry: usize| -> f64 {
-        env.registries[registry]
+        env.registries()[registry]
             .gather()
             .iter()
             .filter(|f| f.name() == "switchyard_orchestrator_messages_total")

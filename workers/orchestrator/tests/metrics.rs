@@ -181,7 +181,7 @@ async fn the_orchestrator_reports_dlq_depth_its_consumers_and_durations_by_tenan
     .await;
     let (instance, _) = env.start("one", json!({})).await;
     assert_eq!(env.finished(&instance, T).await["status"], "completed");
-    let registry = env.registries[index].clone();
+    let registry = env.registries()[index].clone();
 
     assert_eq!(
         gauge_becomes(&registry, "switchyard_dlq_messages", &[], 1).await,

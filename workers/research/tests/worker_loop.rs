@@ -4,81 +4,38 @@
 //! result that says when nothing was found and an error naming the URL when every source
 //! failed.
 
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, time::Duration};
 
-use async_nats::{HeaderMap, jetstream};
+use async_nats::HeaderMap;
 use prometheus::Registry;
 use serde_json::{Value, json};
-use switchyard_bus_config::{ApplyOptions, BusConfig, apply};
 use switchyard_integration::IntegrationWorker;
-use switchyard_orchestrator::{
-    Options, Orchestrator,
-    service::{self, endpoint},
-};
 use switchyard_proto::{
-    ContentType, ErrorCode, Job, JobResult, JobStatus, StartWorkflow, decode, encode_proto, header,
-    subject,
+    ContentType, ErrorCode, Job, JobResult, JobStatus, decode, encode_proto, header, subject,
 };
 use switchyard_research::ResearchWorker;
-use switchyard_runtime::{
-    Config, Worker,
-    config::{IntegrationSettings, WorkerSettings},
+use switchyard_runtime::{Config, config::IntegrationSettings};
+use switchyard_test_harness::{
+    Bus, Components, TENANT, TestDatabase, bus, engine, orchestrator_options, worker_config,
 };
-use switchyard_test_support::{NatsServer, TestDatabase};
-use tokio_util::sync::CancellationToken;
-
-const TENANT: &str = "acme";
 
 struct Env {
-    server: NatsServer,
-    client: async_nats::Client,
-    js: jetstream::Context,
-    stops: Vec<CancellationToken>,
+    bus: Bus,
+    components: Components,
     _db: Option<TestDatabase>,
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        for s in &self.stops {
-            s.cancel();
-        }
-    }
-}
-
-async fn bus() -> Env {
-    let server = NatsServer::start().await;
-    let client = server.client().await;
-    let js = jetstream::new(client.clone());
-    apply(&js, &BusConfig::default(), ApplyOptions::default())
-        .await
-        .expect("bus apply");
+async fn env() -> Env {
     Env {
-        server,
-        client,
-        js,
-        stops: Vec::new(),
+        bus: bus().await,
+        components: Components::default(),
         _db: None,
     }
 }
 
 impl Env {
     fn config(&self, id: &str) -> Config {
-        let mut config = Config {
-            nats_url: self.server.url(),
-            worker: WorkerSettings {
-                concurrency: 8,
-                initial_delay: Duration::from_millis(100),
-                max_delay: Duration::from_secs(1),
-                pull_expiry: Duration::from_millis(500),
-                worker_id: Some(id.to_owned()),
-                ..WorkerSettings::default()
-            },
-            ..Config::default()
-        };
+        let mut config = worker_config(self.bus.url(), id);
         config.research.corpus_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
         config.research.fetch_timeout = Duration::from_secs(2);
         config
@@ -89,15 +46,13 @@ impl Env {
         let handler = ResearchWorker::build(&config, &registry)
             .await
             .expect("research worker");
-        let worker =
-            Worker::new(self.server.client().await, &config, handler, &registry).expect("worker");
-        let stop = CancellationToken::new();
-        tokio::spawn(worker.run(stop.clone()));
-        self.stops.push(stop);
+        self.components
+            .worker(&self.bus, &config, handler, &registry)
+            .await;
     }
 
     async fn integration(&mut self, out: PathBuf) {
-        let db = switchyard_test_support::database().await;
+        let db = switchyard_test_harness::database().await;
         switchyard_integration::effects::migrate(&db.pool)
             .await
             .expect("migrate");
@@ -106,90 +61,21 @@ impl Env {
         let registry = Registry::new();
         let handler =
             IntegrationWorker::build(&settings, db.pool.clone(), &registry).expect("handler");
-        let worker = Worker::new(
-            self.server.client().await,
-            &self.config("integration-1"),
-            handler,
-            &registry,
-        )
-        .expect("worker");
-        let stop = CancellationToken::new();
-        tokio::spawn(worker.run(stop.clone()));
-        self.stops.push(stop);
+        let config = self.config("integration-1");
+        self.components
+            .worker(&self.bus, &config, handler, &registry)
+            .await;
         self._db = Some(db);
     }
 
     async fn orchestrator(&mut self) {
-        let options = Options {
-            concurrency: 16,
-            env: BTreeMap::new(),
-            replica_id: "o1".into(),
-            grace: Duration::from_secs(5),
-        };
-        let orchestrator = Orchestrator::new(self.server.client().await, options, &Registry::new())
-            .await
-            .expect("orchestrator");
-        let stop = CancellationToken::new();
-        tokio::spawn(orchestrator.run(stop.clone()));
-        self.stops.push(stop);
-        for _ in 0..100 {
-            let asked = self
-                .client
-                .request(
-                    service::request_subject(endpoint::DEFINITIONS_LIST),
-                    json!({ "tenant": TENANT }).to_string().into(),
-                )
-                .await;
-            if asked.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the orchestrator does not answer");
+        self.components
+            .orchestrator(&self.bus, orchestrator_options("o1"))
+            .await;
     }
 
     async fn run_workflow(&self, workflow: &str, input: Value) -> Value {
-        let instance = format!("i-{}", uuid::Uuid::now_v7().simple());
-        let start = StartWorkflow {
-            tenant: TENANT.into(),
-            workflow: workflow.into(),
-            instance_id: instance.clone(),
-            input: serde_json::to_vec(&input).unwrap(),
-            correlation_id: format!("corr-{instance}"),
-            requested_at_ms: switchyard_proto::now_ms(),
-            ..StartWorkflow::default()
-        };
-        let mut headers = HeaderMap::new();
-        headers.insert(header::MSG_ID, instance.as_str());
-        self.js
-            .publish_with_headers(
-                subject::start(TENANT, workflow),
-                headers,
-                encode_proto(&start).into(),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("puback");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let reply = self
-                .client
-                .request(
-                    service::request_subject(endpoint::INSTANCE_GET),
-                    json!({ "tenant": TENANT, "instance_id": instance })
-                        .to_string()
-                        .into(),
-                )
-                .await
-                .expect("status");
-            let status: Value = serde_json::from_slice(&reply.payload).unwrap();
-            if status["status"].as_str().is_some_and(|s| s != "running") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "still running: {status:#}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        engine::run_workflow(&self.bus, TENANT, workflow, input, Duration::from_secs(60)).await
     }
 
     /// Asks the research worker's service endpoint, as the gateway does.
@@ -212,7 +98,7 @@ impl Env {
                 .payload(encode_proto(&job).into())
                 .headers(headers.clone())
                 .timeout(Some(Duration::from_secs(20)));
-            match self.client.send_request(subject.clone(), request).await {
+            match self.bus.client.send_request(subject.clone(), request).await {
                 Ok(r) => {
                     reply = Some(r);
                     break;
@@ -232,7 +118,7 @@ impl Env {
 async fn research_to_docs_writes_summary_key_points_and_sources() {
     let out = tempfile::tempdir().unwrap();
     let root = out.path().join("sink");
-    let mut env = bus().await;
+    let mut env = env().await;
     env.integration(root.clone()).await;
     env.research(env.config("research-1")).await;
     env.orchestrator().await;
@@ -272,7 +158,7 @@ async fn research_to_docs_writes_summary_key_points_and_sources() {
 
 #[tokio::test]
 async fn the_service_endpoint_answers_and_says_when_nothing_was_found() {
-    let mut env = bus().await;
+    let mut env = env().await;
     env.research(env.config("research-1")).await;
 
     let found = env
@@ -314,7 +200,7 @@ async fn the_service_endpoint_answers_and_says_when_nothing_was_found() {
 
 #[tokio::test]
 async fn every_source_failing_is_an_error_naming_the_url() {
-    let mut env = bus().await;
+    let mut env = env().await;
     env.research(env.config("research-1")).await;
     let result = env
         .ask(json!({

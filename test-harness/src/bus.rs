@@ -1,0 +1,96 @@
+//! A real nats-server with every stream, consumer and bucket of the design applied.
+
+use std::time::Duration;
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{self, consumer::pull},
+};
+use switchyard_bus_config::{ApplyOptions, BusConfig, apply};
+use switchyard_proto::{header, stream};
+use switchyard_test_support::NatsServer;
+
+/// A server, a connection to it and its JetStream context.
+#[derive(Debug)]
+pub struct Bus {
+    pub server: NatsServer,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+}
+
+/// A fresh server on a free port with the bus applied.
+pub async fn bus() -> Bus {
+    Bus::on(NatsServer::start().await).await
+}
+
+impl Bus {
+    /// `server` with the bus applied.
+    pub async fn on(server: NatsServer) -> Bus {
+        let client = server.client().await;
+        let js = jetstream::new(client.clone());
+        apply(&js, &BusConfig::default(), ApplyOptions::default())
+            .await
+            .expect("bus apply");
+        Bus { server, client, js }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// A connection of its own, as a separate process would have.
+    pub async fn connect(&self) -> async_nats::Client {
+        self.server.client().await
+    }
+
+    /// Shortens (or lengthens) how long `consumer` of `stream_name` waits for an ack, so
+    /// messages a killed replica held come back when a test wants them to.
+    pub async fn set_ack_wait(&self, stream_name: &str, consumer: &str, ack_wait: Duration) {
+        let stream = self.js.get_stream(stream_name).await.expect("stream");
+        let c = stream
+            .get_consumer::<pull::Config>(consumer)
+            .await
+            .expect("consumer");
+        let mut config = c.cached_info().config.clone();
+        config.ack_wait = ack_wait;
+        stream.update_consumer(config).await.expect("ack wait");
+    }
+
+    /// [`Bus::set_ack_wait`] for the orchestrator's three inbox consumers.
+    pub async fn set_orchestrator_ack_wait(&self, ack_wait: Duration) {
+        for name in [
+            stream::ORCHESTRATOR_COMMANDS,
+            stream::ORCHESTRATOR_RESULTS,
+            stream::ORCHESTRATOR_TIMERS,
+        ] {
+            self.set_ack_wait(stream::WF_INBOX, name, ack_wait).await;
+        }
+    }
+
+    /// [`Bus::set_ack_wait`] for a worker kind's consumer.
+    pub async fn set_worker_ack_wait(&self, kind: &str, ack_wait: Duration) {
+        self.set_ack_wait(
+            &stream::jobs(kind),
+            &stream::worker_consumer(kind),
+            ack_wait,
+        )
+        .await;
+    }
+
+    /// Publishes to a stream with `Nats-Msg-Id: msg_id` and waits for the PubAck.
+    pub async fn publish(&self, subject: &str, msg_id: &str, payload: Vec<u8>) {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::MSG_ID, msg_id);
+        self.publish_with(subject, headers, payload).await;
+    }
+
+    /// Publishes to a stream with `headers` and waits for the PubAck.
+    pub async fn publish_with(&self, subject: &str, headers: HeaderMap, payload: Vec<u8>) {
+        self.js
+            .publish_with_headers(subject.to_owned(), headers, payload.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("puback");
+    }
+}
