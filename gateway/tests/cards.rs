@@ -23,66 +23,40 @@ use switchyard_proto::{
     ContentType, Job, JobResult, JobStatus, UsageEvent, decode, encode_proto, header, stream,
     subject,
 };
-use switchyard_runtime::{Worker, config::AiSettings};
+use switchyard_runtime::config::AiSettings;
 use switchyard_test_support::TestDatabase;
-use tokio_util::sync::CancellationToken;
 
 struct Cards {
     env: Env,
     registry: Registry,
     _db: TestDatabase,
-    stops: Vec<CancellationToken>,
-}
-
-impl Drop for Cards {
-    fn drop(&mut self) {
-        for s in &self.stops {
-            s.cancel();
-        }
-    }
 }
 
 /// The common environment plus a cards worker and an AI worker.
 async fn cards_env() -> Cards {
-    let env = env().await;
+    let mut env = env().await;
     let db = switchyard_test_support::database().await;
     switchyard_cards::store::migrate(&db.pool)
         .await
         .expect("migrate");
     let registry = Registry::new();
-    let mut stops = Vec::new();
     let handler = CardsWorker::build(db.pool.clone(), &registry).expect("cards worker");
-    let worker =
-        Worker::new(env.server.client().await, &env.config, handler, &registry).expect("worker");
-    let stop = CancellationToken::new();
-    tokio::spawn(worker.run(stop.clone()));
-    stops.push(stop);
+    let config = env.config.clone();
+    env.components
+        .worker(&env.bus, &config, handler, &registry)
+        .await;
     let ai_registry = Registry::new();
     let ai = switchyard_ai::AiWorker::new(&AiSettings::default(), &ai_registry).expect("ai");
-    let worker =
-        Worker::new(env.server.client().await, &env.config, ai, &ai_registry).expect("worker");
-    let stop = CancellationToken::new();
-    tokio::spawn(worker.run(stop.clone()));
-    stops.push(stop);
-    let cards = Cards {
+    env.components
+        .worker(&env.bus, &config, ai, &ai_registry)
+        .await;
+    env.wait_ok("/api/v1/cards", Role::Viewer, "the cards worker")
+        .await;
+    Cards {
         env,
         registry,
         _db: db,
-        stops,
-    };
-    // Wait until the cards worker answers on its service endpoint.
-    let token = cards.env.token(TENANT, Role::Viewer);
-    for _ in 0..200 {
-        let reply = cards
-            .env
-            .call(Method::GET, "/api/v1/cards", Some(&token), None)
-            .await;
-        if reply.status == StatusCode::OK {
-            return cards;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the cards worker never answered");
 }
 
 fn answers() -> Value {

@@ -27,17 +27,10 @@ const DAY2: i64 = DAY1 + 86_400_000;
 struct LedgerEnv {
     env: Env,
     _db: TestDatabase,
-    stop: CancellationToken,
-}
-
-impl Drop for LedgerEnv {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
 }
 
 async fn ledger_env() -> LedgerEnv {
-    let env = env().await;
+    let mut env = env().await;
     let db = switchyard_test_support::database().await;
     switchyard_ledger::store::migrate(&db.pool)
         .await
@@ -49,20 +42,11 @@ async fn ledger_env() -> LedgerEnv {
     };
     let ledger = Ledger::build(db.pool.clone(), &settings, "l1", &Registry::new()).expect("ledger");
     let stop = CancellationToken::new();
-    tokio::spawn(ledger.run(env.server.client().await, stop.clone()));
-    let l = LedgerEnv { env, _db: db, stop };
-    let token = l.env.token(TENANT, Role::Viewer);
-    for _ in 0..200 {
-        let reply = l
-            .env
-            .call(Method::GET, "/api/v1/workflows/stats", Some(&token), None)
-            .await;
-        if reply.status == StatusCode::OK {
-            return l;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the ledger never answered");
+    tokio::spawn(ledger.run(env.bus.connect().await, stop.clone()));
+    env.components.stop_on_drop(stop);
+    env.wait_ok("/api/v1/workflows/stats", Role::Viewer, "the ledger")
+        .await;
+    LedgerEnv { env, _db: db }
 }
 
 impl LedgerEnv {
@@ -89,30 +73,11 @@ impl LedgerEnv {
 
     /// Waits until the ledger's consumers have nothing pending or unacked.
     async fn caught_up(&self) {
-        let deadline = tokio::time::Instant::now() + T;
-        'again: loop {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the ledger never caught up"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            for source in Source::ALL {
-                let mut consumer: async_nats::jetstream::consumer::PullConsumer = self
-                    .env
-                    .js
-                    .get_stream(source.stream())
-                    .await
-                    .expect("stream")
-                    .get_consumer(source.consumer())
-                    .await
-                    .expect("consumer");
-                let info = consumer.info().await.expect("info");
-                if info.num_pending > 0 || info.num_ack_pending > 0 {
-                    continue 'again;
-                }
-            }
-            return;
-        }
+        let consumers: Vec<(&str, &str)> = Source::ALL
+            .iter()
+            .map(|s| (s.stream(), s.consumer()))
+            .collect();
+        self.env.bus.wait_idle(&consumers, T).await;
     }
 }
 

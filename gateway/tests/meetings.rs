@@ -26,12 +26,8 @@ use prometheus::Registry;
 use serde_json::{Value, json};
 use switchyard_gateway::Role;
 use switchyard_integration::IntegrationWorker;
-use switchyard_runtime::{
-    Worker,
-    config::{IntegrationSettings, Secret, WorkerSettings},
-};
+use switchyard_runtime::config::{IntegrationSettings, Secret};
 use switchyard_test_support::TestDatabase;
-use tokio_util::sync::{CancellationToken, DropGuard};
 
 // ---- a loopback ClickUp / Notion / Slack ----
 
@@ -163,10 +159,10 @@ fn clickup(call: &Call) -> (u16, Vec<(&'static str, String)>, Value) {
 
 // ---- the integration worker in this process ----
 
+/// What an integration worker run by [`run_integration`] keeps until the test ends.
 struct IntegrationRunning {
     _db: TestDatabase,
     _out: tempfile::TempDir,
-    _stop: DropGuard,
 }
 
 /// ClickUp pointed at `loopback` with `clickup_token`; Notion and Slack not configured.
@@ -180,7 +176,7 @@ fn integration_settings(loopback: &Loopback, clickup_token: &str) -> Integration
 
 /// Runs an integration worker against `env`'s bus on a migrated database of its own, and
 /// waits until its service endpoints answer.
-async fn run_integration(env: &Env, mut settings: IntegrationSettings) -> IntegrationRunning {
+async fn run_integration(env: &mut Env, mut settings: IntegrationSettings) -> IntegrationRunning {
     let db = switchyard_test_support::database().await;
     switchyard_integration::effects::migrate(&db.pool)
         .await
@@ -190,39 +186,17 @@ async fn run_integration(env: &Env, mut settings: IntegrationSettings) -> Integr
     let registry = Registry::new();
     let handler = IntegrationWorker::build(&settings, db.pool.clone(), &registry).expect("build");
     let mut config = env.config.clone();
-    config.worker = WorkerSettings {
-        worker_id: Some("integration-1".into()),
-        ..config.worker.clone()
-    };
-    let worker =
-        Worker::new(env.server.client().await, &config, handler, &registry).expect("worker");
-    let stop = CancellationToken::new();
-    tokio::spawn(worker.run(stop.clone()));
-    let running = IntegrationRunning {
-        _db: db,
-        _out: out,
-        _stop: stop.drop_guard(),
-    };
-    let viewer = env.token(TENANT, Role::Viewer);
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        let reply = env
-            .call(
-                Method::GET,
-                "/api/v1/integrations/status",
-                Some(&viewer),
-                None,
-            )
-            .await;
-        if reply.status == StatusCode::OK {
-            return running;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the integration worker never answered: {reply:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    config.worker.worker_id = Some("integration-1".into());
+    env.components
+        .worker(&env.bus, &config, handler, &registry)
+        .await;
+    env.wait_ok(
+        "/api/v1/integrations/status",
+        Role::Viewer,
+        "the integration worker",
+    )
+    .await;
+    IntegrationRunning { _db: db, _out: out }
 }
 
 async fn create(env: &Env, token: &str, key: Option<&str>, body: Value) -> Reply {
@@ -253,7 +227,7 @@ fn entry<'a>(report: &'a Value, name: &str) -> &'a Value {
 
 #[tokio::test]
 async fn tasks_are_created_once_per_idempotency_key_and_failures_are_problems() {
-    let env = env().await;
+    let mut env = env().await;
     let loopback = Loopback::start(clickup).await;
     let op = env.token(TENANT, Role::Operator);
     let task = json!({"list_id": "L1", "name": "ship", "priority": 2, "tags": ["meeting"]});
@@ -265,7 +239,7 @@ async fn tasks_are_created_once_per_idempotency_key_and_failures_are_problems() 
         "the integration worker is not running"
     );
 
-    let _worker = run_integration(&env, integration_settings(&loopback, "pk_good")).await;
+    let _worker = run_integration(&mut env, integration_settings(&loopback, "pk_good")).await;
 
     let first = create(&env, &op, Some("k-1"), task.clone()).await;
     assert_eq!(first.status, StatusCode::CREATED, "{first:#?}");
@@ -371,9 +345,9 @@ async fn tasks_are_created_once_per_idempotency_key_and_failures_are_problems() 
 
 #[tokio::test]
 async fn the_status_reports_what_is_configured_and_whether_it_works() {
-    let env = env().await;
+    let mut env = env().await;
     let loopback = Loopback::start(clickup).await;
-    let _worker = run_integration(&env, integration_settings(&loopback, "pk_good")).await;
+    let _worker = run_integration(&mut env, integration_settings(&loopback, "pk_good")).await;
     let viewer = env.token(TENANT, Role::Viewer);
     let reply = env
         .call(
@@ -405,9 +379,9 @@ async fn the_status_reports_what_is_configured_and_whether_it_works() {
 
 #[tokio::test]
 async fn a_refused_clickup_token_is_reported_with_the_api_reason() {
-    let env = env().await;
+    let mut env = env().await;
     let loopback = Loopback::start(clickup).await;
-    let _worker = run_integration(&env, integration_settings(&loopback, "pk_revoked")).await;
+    let _worker = run_integration(&mut env, integration_settings(&loopback, "pk_revoked")).await;
     let viewer = env.token(TENANT, Role::Viewer);
     let reply = env
         .call(

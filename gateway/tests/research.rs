@@ -11,15 +11,11 @@ use prometheus::Registry;
 use serde_json::json;
 use switchyard_gateway::Role;
 use switchyard_research::ResearchWorker;
-use switchyard_runtime::{
-    Worker,
-    config::{RateLimit, RatePeriod},
-};
-use tokio_util::sync::CancellationToken;
+use switchyard_runtime::config::{RateLimit, RatePeriod};
 
 /// The gateway with research limited to `per_hour` requests per user, and a research worker.
-async fn env(per_hour: u32) -> (Env, CancellationToken) {
-    let env = env_with(|c| {
+async fn env(per_hour: u32) -> Env {
+    let mut env = env_with(|c| {
         c.gateway.rate_limits.research = RateLimit::per(per_hour, RatePeriod::Hour);
         c.research.corpus_dir =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../workers/research/corpus");
@@ -29,10 +25,10 @@ async fn env(per_hour: u32) -> (Env, CancellationToken) {
     let handler = ResearchWorker::build(&env.config, &registry)
         .await
         .expect("research worker");
-    let worker =
-        Worker::new(env.server.client().await, &env.config, handler, &registry).expect("worker");
-    let stop = CancellationToken::new();
-    tokio::spawn(worker.run(stop.clone()));
+    let config = env.config.clone();
+    env.components
+        .worker(&env.bus, &config, handler, &registry)
+        .await;
     // Ready once the registry lists the operation (asking the route would spend the limit).
     let viewer = env.token(TENANT, Role::Viewer);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -49,13 +45,12 @@ async fn env(per_hour: u32) -> (Env, CancellationToken) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    (env, stop)
+    env
 }
 
 #[tokio::test]
 async fn a_topic_is_researched_over_the_corpus_and_bad_input_names_the_field() {
-    let (env, stop) = env(10).await;
-    let _stop = stop.drop_guard();
+    let env = env(10).await;
     let token = env.token(TENANT, Role::Operator);
     let reply = env
         .call(
@@ -104,8 +99,7 @@ async fn a_topic_is_researched_over_the_corpus_and_bad_input_names_the_field() {
 
 #[tokio::test]
 async fn research_is_limited_per_user() {
-    let (env, stop) = env(1).await;
-    let _stop = stop.drop_guard();
+    let env = env(1).await;
     let token = env.token(TENANT, Role::Operator);
     let body = json!({ "topic": "Raft leader election" });
     let first = env

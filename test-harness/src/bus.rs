@@ -77,6 +77,34 @@ impl Bus {
         .await;
     }
 
+    /// Waits until every `(stream, consumer)` has nothing pending and nothing unacked;
+    /// panics after `within`.
+    pub async fn wait_idle(&self, consumers: &[(&str, &str)], within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        'again: loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{consumers:?} still have work after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            for (stream_name, name) in consumers {
+                let mut consumer: jetstream::consumer::PullConsumer = self
+                    .js
+                    .get_stream(*stream_name)
+                    .await
+                    .expect("stream")
+                    .get_consumer(name)
+                    .await
+                    .expect("consumer");
+                let info = consumer.info().await.expect("consumer info");
+                if info.num_pending > 0 || info.num_ack_pending > 0 {
+                    continue 'again;
+                }
+            }
+            return;
+        }
+    }
+
     /// Publishes to a stream with `Nats-Msg-Id: msg_id` and waits for the PubAck.
     pub async fn publish(&self, subject: &str, msg_id: &str, payload: Vec<u8>) {
         let mut headers = HeaderMap::new();

@@ -30,7 +30,6 @@ pub fn worker_config(nats_url: String, worker_id: &str) -> Config {
     Config {
         nats_url,
         worker: WorkerSettings {
-            concurrency: 8,
             initial_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
             pull_expiry: Duration::from_millis(500),

@@ -3,9 +3,8 @@
 //! `oneshot` (no socket).
 #![allow(dead_code)]
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
-use async_nats::jetstream;
 use axum::{
     Router,
     body::Body,
@@ -14,17 +13,14 @@ use axum::{
 use futures::StreamExt as _;
 use prometheus::Registry;
 use serde_json::{Value, json};
-use switchyard_bus_config::{ApplyOptions, BusConfig, apply};
 use switchyard_gateway::{AppState, Authenticator, Claims, Role, auth};
-use switchyard_orchestrator::{Options, Orchestrator};
 use switchyard_proto::stream;
 use switchyard_runtime::{
-    Config, Worker,
-    config::{AuthSettings, GatewaySettings, Secret, WorkerSettings},
+    Config,
+    config::{AuthSettings, GatewaySettings, Secret},
 };
-use switchyard_test_support::NatsServer;
+use switchyard_test_harness::{Bus, Components, NatsServer, orchestrator_options, worker_config};
 use switchyard_test_worker::TestWorker;
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 pub const TENANT: &str = "acme";
@@ -33,33 +29,23 @@ pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const BODY_LIMIT: usize = 4096;
 pub const T: Duration = Duration::from_secs(15);
 
+/// A provisioned bus with an orchestrator and a `test` worker, and the gateway in front.
 pub struct Env {
-    pub server: NatsServer,
-    pub client: async_nats::Client,
-    pub js: jetstream::Context,
+    pub bus: Bus,
+    pub components: Components,
     pub app: Router,
     pub config: Config,
-    stops: Vec<CancellationToken>,
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        for s in &self.stops {
-            s.cancel();
-        }
+impl std::ops::Deref for Env {
+    type Target = Bus;
+    fn deref(&self) -> &Bus {
+        &self.bus
     }
 }
 
 pub fn config(url: String) -> Config {
     Config {
-        nats_url: url,
-        worker: WorkerSettings {
-            initial_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(1),
-            pull_expiry: Duration::from_millis(500),
-            worker_id: Some("w1".into()),
-            ..WorkerSettings::default()
-        },
         gateway: GatewaySettings {
             auth: AuthSettings {
                 secret: Some(Secret::new(SECRET)),
@@ -69,7 +55,7 @@ pub fn config(url: String) -> Config {
             max_wait: Duration::from_secs(10),
             ..GatewaySettings::default()
         },
-        ..Config::default()
+        ..worker_config(url, "w1")
     }
 }
 
@@ -89,43 +75,22 @@ pub async fn env() -> Env {
 
 /// [`env`] with the configuration changed by `adjust` first.
 pub async fn env_with(adjust: impl FnOnce(&mut Config)) -> Env {
-    let server = NatsServer::start().await;
-    let client = server.client().await;
-    let js = jetstream::new(client.clone());
-    apply(&js, &BusConfig::default(), ApplyOptions::default())
-        .await
-        .expect("bus apply");
-    let mut config = config(server.url());
+    let bus = switchyard_test_harness::bus().await;
+    let mut config = config(bus.url());
     adjust(&mut config);
-    let mut stops = Vec::new();
-
-    let worker =
-        Worker::new(server.client().await, &config, TestWorker, &Registry::new()).expect("worker");
-    let stop = CancellationToken::new();
-    tokio::spawn(worker.run(stop.clone()));
-    stops.push(stop);
-
-    let options = Options {
-        concurrency: 32,
-        env: BTreeMap::new(),
-        replica_id: "o1".into(),
-        grace: Duration::from_secs(5),
-    };
-    let orchestrator = Orchestrator::new(server.client().await, options, &Registry::new())
-        .await
-        .expect("orchestrator");
-    let stop = CancellationToken::new();
-    tokio::spawn(orchestrator.run(stop.clone()));
-    stops.push(stop);
-
-    let app = gateway(&server, &config).await;
+    let mut components = Components::default();
+    components
+        .worker(&bus, &config, TestWorker, &Registry::new())
+        .await;
+    components
+        .orchestrator(&bus, orchestrator_options("o1"))
+        .await;
+    let app = gateway(&bus.server, &config).await;
     let env = Env {
-        server,
-        client,
-        js,
+        bus,
+        components,
         app,
         config,
-        stops,
     };
     // Wait until the orchestrator answers queries.
     let admin = env.token(TENANT, Role::Admin);
@@ -247,6 +212,19 @@ impl Env {
         body: Option<String>,
     ) -> Reply {
         send(&self.app, method, uri, token, headers, body).await
+    }
+
+    /// Polls `GET uri` as `role` of [`TENANT`] until it answers 200: a worker a test started
+    /// is ready once the route it serves answers.
+    pub async fn wait_ok(&self, uri: &str, role: Role, what: &str) {
+        let token = self.token(TENANT, role);
+        for _ in 0..200 {
+            if self.call(Method::GET, uri, Some(&token), None).await.status == StatusCode::OK {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{what} never answered {uri}");
     }
 
     /// Registers a definition through the gateway.

@@ -13,45 +13,22 @@ use async_nats::{
 };
 use futures::StreamExt as _;
 use prometheus::Registry;
-use switchyard_bus_config::{ApplyOptions, BusConfig, apply};
 use switchyard_proto::{
-    DeadLetter, Job, JobResult, RetryPolicy, WorkflowEvent, decode, encode_proto, event, header,
-    stream, subject,
+    DeadLetter, Job, RetryPolicy, WorkflowEvent, decode, encode_proto, event, header, stream,
+    subject,
 };
 use switchyard_runtime::{Config, Worker, config::WorkerSettings};
-use switchyard_test_support::NatsServer;
 use switchyard_test_worker::TestWorker;
 use tokio_util::sync::CancellationToken;
 
-pub const TENANT: &str = "acme";
-
-pub struct Bus {
-    pub server: NatsServer,
-    pub client: async_nats::Client,
-    pub js: jetstream::Context,
-}
+pub use switchyard_test_harness::{Bus, TENANT, jobs::next_result};
 
 /// A server with every stream and consumer of the design, the `test` consumer's ack wait set
 /// to `ack_wait` so that redelivery after a crash is quick.
 pub async fn bus(ack_wait: Duration) -> Bus {
-    let server = NatsServer::start().await;
-    let client = server.client().await;
-    let js = jetstream::new(client.clone());
-    apply(&js, &BusConfig::default(), ApplyOptions::default())
-        .await
-        .expect("bus apply");
-    let jobs = js
-        .get_stream(stream::jobs("test"))
-        .await
-        .expect("jobs stream");
-    let consumer = jobs
-        .get_consumer::<pull::Config>(&stream::worker_consumer("test"))
-        .await
-        .expect("consumer");
-    let mut config = consumer.cached_info().config.clone();
-    config.ack_wait = ack_wait;
-    jobs.update_consumer(config).await.expect("update ack wait");
-    Bus { server, client, js }
+    let bus = switchyard_test_harness::bus().await;
+    bus.set_worker_ack_wait("test", ack_wait).await;
+    bus
 }
 
 pub fn config(bus: &Bus, worker_id: &str) -> Config {
@@ -174,14 +151,6 @@ pub async fn events(bus: &Bus, instance: &str) -> async_nats::Subscriber {
         .expect("subscribe")
 }
 
-pub async fn next_result(sub: &mut async_nats::Subscriber, within: Duration) -> JobResult {
-    let msg = tokio::time::timeout(within, sub.next())
-        .await
-        .expect("a result in time")
-        .expect("subscription open");
-    decode(switchyard_proto::ContentType::Protobuf, &msg.payload).expect("a job result")
-}
-
 /// The next event a handler published, skipping the loop's own `step_started` and
 /// `step_retrying` (the engine's tests check those).
 pub async fn next_event(sub: &mut async_nats::Subscriber, within: Duration) -> WorkflowEvent {
@@ -243,21 +212,7 @@ pub async fn consumer_info(bus: &Bus) -> jetstream::consumer::Info {
 }
 
 pub fn counter(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
-    registry
-        .gather()
-        .iter()
-        .filter(|family| family.name() == name)
-        .flat_map(|family| family.get_metric().iter())
-        .filter(|metric| {
-            labels.iter().all(|(k, v)| {
-                metric
-                    .get_label()
-                    .iter()
-                    .any(|l| l.name() == *k && l.value() == *v)
-            })
-        })
-        .map(|metric| metric.get_counter().get_value())
-        .sum()
+    switchyard_test_harness::metrics::counter(std::slice::from_ref(registry), name, labels)
 }
 
 /// Sends a signal to a child process by number, through the system's `kill` command.

@@ -3,23 +3,16 @@
 //! worker, so this registers the shipped workflow with those steps removed: every AI step
 //! runs exactly as shipped.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use prometheus::Registry;
 use serde_json::{Value, json};
 use switchyard_ai::AiWorker;
-use switchyard_bus_config::{ApplyOptions, BusConfig, apply};
-use switchyard_orchestrator::{
-    Options, Orchestrator,
-    service::{self, endpoint},
+use switchyard_proto::{UsageEvent, subject};
+use switchyard_test_harness::{
+    Bus, Components, TENANT, bus, engine, engine::step, orchestrator_options, worker_config,
 };
-use switchyard_proto::{StartWorkflow, UsageEvent, encode_proto, header, subject};
-use switchyard_runtime::{Config, Worker, config::WorkerSettings};
-use switchyard_test_support::NatsServer;
-use tokio_util::sync::CancellationToken;
-
-const TENANT: &str = "acme";
 
 /// The shipped `meeting_to_tasks` without its integration steps and inputs.
 fn ai_part_of_meeting_to_tasks() -> String {
@@ -50,136 +43,43 @@ tasks: "{{ steps.extract.output.tasks }}"
     serde_yaml_ng::to_string(&doc).expect("yaml")
 }
 
-async fn request(client: &async_nats::Client, name: &str, body: Value) -> Value {
-    for _ in 0..200 {
-        if let Ok(reply) = client
-            .request(
-                service::request_subject(name),
-                serde_json::to_vec(&body).unwrap().into(),
-            )
-            .await
-        {
-            return serde_json::from_slice(&reply.payload).expect("json reply");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the orchestrator does not answer {name}");
-}
-
 /// A nats-server with the bus applied, one `ai` worker on the local provider, an
 /// orchestrator, and the AI part of `meeting_to_tasks` registered for [`TENANT`].
 struct Env {
-    _server: NatsServer,
-    client: async_nats::Client,
-    js: async_nats::jetstream::Context,
-    _stop: tokio_util::sync::DropGuard,
+    bus: Bus,
+    _components: Components,
+}
+
+impl std::ops::Deref for Env {
+    type Target = Bus;
+    fn deref(&self) -> &Bus {
+        &self.bus
+    }
 }
 
 async fn env() -> Env {
-    let server = NatsServer::start().await;
-    let client = server.client().await;
-    let js = async_nats::jetstream::new(client.clone());
-    apply(&js, &BusConfig::default(), ApplyOptions::default())
-        .await
-        .expect("bus apply");
-
-    let stop = CancellationToken::new();
-    let config = Config {
-        nats_url: server.url(),
-        worker: WorkerSettings {
-            pull_expiry: Duration::from_millis(500),
-            worker_id: Some("ai-1".into()),
-            ..WorkerSettings::default()
-        },
-        ..Config::default()
-    };
+    let bus = bus().await;
+    let mut components = Components::default();
+    let config = worker_config(bus.url(), "ai-1");
     let registry = Registry::new();
     let handler = AiWorker::new(&config.ai, &registry).expect("ai worker");
-    let worker = Worker::new(server.client().await, &config, handler, &registry).expect("worker");
-    tokio::spawn(worker.run(stop.clone()));
-    let orchestrator = Orchestrator::new(
-        server.client().await,
-        Options {
-            concurrency: 8,
-            env: BTreeMap::new(),
-            replica_id: "o1".into(),
-            grace: Duration::from_secs(2),
-        },
-        &Registry::new(),
-    )
-    .await
-    .expect("orchestrator");
-    tokio::spawn(orchestrator.run(stop.clone()));
-
-    let reply = request(
-        &client,
-        endpoint::DEFINITIONS_PUT,
-        json!({ "tenant": TENANT, "source": ai_part_of_meeting_to_tasks() }),
-    )
-    .await;
-    assert!(
-        reply.get("error").is_none(),
-        "registration refused: {reply}"
-    );
+    components.worker(&bus, &config, handler, &registry).await;
+    let mut options = orchestrator_options("o1");
+    options.concurrency = 8;
+    components.orchestrator(&bus, options).await;
+    engine::register(&bus.client, TENANT, &ai_part_of_meeting_to_tasks()).await;
     Env {
-        _server: server,
-        client,
-        js,
-        _stop: stop.drop_guard(),
+        bus,
+        _components: components,
     }
 }
 
 impl Env {
     /// Starts the workflow on `instance` with `input` and waits for it to finish.
     async fn run(&self, instance: &str, input: Value) -> Value {
-        let start = StartWorkflow {
-            tenant: TENANT.into(),
-            workflow: "meeting_to_tasks_ai".into(),
-            instance_id: instance.to_owned(),
-            input: serde_json::to_vec(&input).unwrap(),
-            correlation_id: format!("corr-{instance}"),
-            requested_at_ms: switchyard_proto::now_ms(),
-            ..StartWorkflow::default()
-        };
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(header::MSG_ID, instance);
-        self.js
-            .publish_with_headers(
-                subject::start(TENANT, "meeting_to_tasks_ai"),
-                headers,
-                encode_proto(&start).into(),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("puback");
-
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let status = request(
-                &self.client,
-                endpoint::INSTANCE_GET,
-                json!({ "tenant": TENANT, "instance_id": instance }),
-            )
-            .await;
-            if status["status"].as_str().is_some_and(|s| s != "running") {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "still running: {status:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        engine::start_as(&self.bus, TENANT, "meeting_to_tasks_ai", instance, input).await;
+        engine::finished(&self.client, TENANT, instance, Duration::from_secs(60)).await
     }
-}
-
-/// One step of an instance's status.
-fn step<'s>(status: &'s Value, id: &str) -> &'s Value {
-    status["steps"]
-        .as_array()
-        .and_then(|steps| steps.iter().find(|s| s["id"] == id))
-        .unwrap_or_else(|| panic!("no step {id} in {status:#}"))
 }
 
 #[tokio::test]

@@ -6,61 +6,49 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use async_nats::{HeaderMap, jetstream};
+use async_nats::HeaderMap;
 use prometheus::Registry;
 use serde_json::{Value, json};
 use sqlx::{PgPool, Row as _};
-use switchyard_bus_config::{ApplyOptions, BusConfig, apply};
 use switchyard_ledger::{Ledger, Source, store};
-use switchyard_orchestrator::{
-    Options, Orchestrator,
-    service::{self as engine, endpoint},
-};
 use switchyard_proto::{
-    AuditEvent, ContentType, DeadLetter, DeadLetterReason, Job, JobResult, JobStatus,
-    StartWorkflow, UsageEvent, decode, encode_proto, header, stream, subject,
+    AuditEvent, ContentType, DeadLetter, DeadLetterReason, Job, JobStatus, UsageEvent, decode,
+    encode_proto, header, stream, subject,
 };
-use switchyard_runtime::{
-    Config, Worker,
-    config::{LedgerSettings, WorkerSettings},
-};
-use switchyard_test_support::{NatsServer, TestDatabase};
-use switchyard_test_worker::TestWorker;
+use switchyard_runtime::config::LedgerSettings;
+use switchyard_test_harness::{Bus, Components, TestDatabase, engine, jobs, metrics};
 use tokio_util::sync::CancellationToken;
 
-const TENANT: &str = "acme";
+use switchyard_test_harness::TENANT;
 const T: Duration = Duration::from_secs(20);
 /// 2026-01-15T12:00:00Z and the next day, in ms.
 const DAY1: i64 = 1_768_478_400_000;
 const DAY2: i64 = DAY1 + 86_400_000;
 
 struct Env {
-    server: NatsServer,
-    client: async_nats::Client,
-    js: jetstream::Context,
+    bus: Bus,
     db: TestDatabase,
     registry: Registry,
-    stops: Vec<CancellationToken>,
+    components: Components,
     ledger_stop: CancellationToken,
+}
+
+impl std::ops::Deref for Env {
+    type Target = Bus;
+    fn deref(&self) -> &Bus {
+        &self.bus
+    }
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
         self.ledger_stop.cancel();
-        for s in &self.stops {
-            s.cancel();
-        }
     }
 }
 
 async fn env(batch_size: usize) -> Env {
-    let server = NatsServer::start().await;
-    let client = server.client().await;
-    let js = jetstream::new(client.clone());
-    apply(&js, &BusConfig::default(), ApplyOptions::default())
-        .await
-        .expect("bus apply");
-    let db = switchyard_test_support::database().await;
+    let bus = switchyard_test_harness::bus().await;
+    let db = switchyard_test_harness::database().await;
     store::migrate(&db.pool).await.expect("migrate");
     let registry = Registry::new();
     let settings = LedgerSettings {
@@ -70,19 +58,17 @@ async fn env(batch_size: usize) -> Env {
     };
     let ledger = Ledger::build(db.pool.clone(), &settings, "l1", &registry).expect("ledger");
     let ledger_stop = CancellationToken::new();
-    let run = ledger.run(server.client().await, ledger_stop.clone());
+    let run = ledger.run(bus.connect().await, ledger_stop.clone());
     tokio::spawn(async move {
         if let Err(e) = run.await {
             panic!("the ledger stopped: {e}");
         }
     });
     Env {
-        server,
-        client,
-        js,
+        bus,
         db,
         registry,
-        stops: Vec::new(),
+        components: Components::default(),
         ledger_stop,
     }
 }
@@ -90,85 +76,15 @@ async fn env(batch_size: usize) -> Env {
 impl Env {
     /// Starts a `test` worker and an orchestrator in this process.
     async fn engine(&mut self) {
-        let config = Config {
-            nats_url: self.server.url(),
-            worker: WorkerSettings {
-                initial_delay: Duration::from_millis(100),
-                max_delay: Duration::from_secs(1),
-                pull_expiry: Duration::from_millis(500),
-                worker_id: Some("w1".into()),
-                ..WorkerSettings::default()
-            },
-            ..Config::default()
-        };
-        let worker = Worker::new(
-            self.server.client().await,
-            &config,
-            TestWorker,
-            &Registry::new(),
-        )
-        .expect("worker");
-        let stop = CancellationToken::new();
-        tokio::spawn(worker.run(stop.clone()));
-        self.stops.push(stop);
-        let options = Options {
-            concurrency: 32,
-            env: BTreeMap::new(),
-            replica_id: "o1".into(),
-            grace: Duration::from_secs(5),
-        };
-        let orchestrator = Orchestrator::new(self.server.client().await, options, &Registry::new())
-            .await
-            .expect("orchestrator");
-        let stop = CancellationToken::new();
-        tokio::spawn(orchestrator.run(stop.clone()));
-        self.stops.push(stop);
-    }
-
-    async fn engine_query(&self, endpoint_name: &str, body: Value) -> Value {
-        for _ in 0..200 {
-            if let Ok(reply) = self
-                .client
-                .request(
-                    engine::request_subject(endpoint_name),
-                    serde_json::to_vec(&body).unwrap().into(),
-                )
-                .await
-            {
-                return serde_json::from_slice(&reply.payload).expect("JSON");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the orchestrator does not answer");
+        self.components = Components::engine(&self.bus).await;
     }
 
     async fn register(&self, yaml: &str) {
-        let reply = self
-            .engine_query(
-                endpoint::DEFINITIONS_PUT,
-                json!({ "tenant": TENANT, "source": yaml }),
-            )
-            .await;
-        assert!(reply.get("error").is_none(), "refused: {reply}");
+        engine::register(&self.client, TENANT, yaml).await;
     }
 
     async fn start(&self, workflow: &str, instance: &str, input: Value) {
-        let start = StartWorkflow {
-            tenant: TENANT.into(),
-            workflow: workflow.into(),
-            instance_id: instance.into(),
-            input: serde_json::to_vec(&input).unwrap(),
-            correlation_id: format!("corr-{instance}"),
-            requested_at_ms: switchyard_proto::now_ms(),
-            ..StartWorkflow::default()
-        };
-        self.publish(
-            &subject::start(TENANT, workflow),
-            Some(instance),
-            None,
-            encode_proto(&start),
-        )
-        .await;
+        engine::start_as(&self.bus, TENANT, workflow, instance, input).await;
     }
 
     /// Publishes to a stream and waits for the PubAck; without `msg_id` the stream stores
@@ -187,39 +103,16 @@ impl Env {
         if let Some(ct) = content_type {
             headers.insert(header::CONTENT_TYPE, ct);
         }
-        self.js
-            .publish_with_headers(subject_name.to_owned(), headers, payload.into())
-            .await
-            .expect("publish")
-            .await
-            .expect("puback");
+        self.bus.publish_with(subject_name, headers, payload).await;
     }
 
     /// Waits until every durable consumer of the ledger has nothing pending or unacked.
     async fn caught_up(&self) {
-        let deadline = tokio::time::Instant::now() + T;
-        'again: loop {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the ledger never caught up"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            for source in Source::ALL {
-                let mut consumer: jetstream::consumer::PullConsumer = self
-                    .js
-                    .get_stream(source.stream())
-                    .await
-                    .expect("stream")
-                    .get_consumer(source.consumer())
-                    .await
-                    .expect("consumer");
-                let info = consumer.info().await.expect("info");
-                if info.num_pending > 0 || info.num_ack_pending > 0 {
-                    continue 'again;
-                }
-            }
-            return;
-        }
+        let consumers: Vec<(&str, &str)> = Source::ALL
+            .iter()
+            .map(|s| (s.stream(), s.consumer()))
+            .collect();
+        self.bus.wait_idle(&consumers, T).await;
     }
 
     /// Asks the ledger's service endpoint `svc.ledger.<op>`.
@@ -231,15 +124,7 @@ impl Env {
             input: serde_json::to_vec(&input).unwrap(),
             ..Job::default()
         };
-        let reply = self
-            .client
-            .request(
-                format!("{}.{op}", subject::service_group("ledger")),
-                encode_proto(&job).into(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let result: JobResult = decode(ContentType::Protobuf, &reply.payload).expect("a result");
+        let result = jobs::ask_service(&self.client, &job, T).await;
         if result.status == JobStatus::Succeeded as i32 {
             Ok(serde_json::from_slice(&result.output).unwrap())
         } else {
@@ -248,20 +133,7 @@ impl Env {
     }
 
     fn counter(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.registry
-            .gather()
-            .iter()
-            .filter(|f| f.name() == name)
-            .flat_map(|f| f.get_metric().to_vec())
-            .filter(|m| {
-                labels.iter().all(|(k, v)| {
-                    m.get_label()
-                        .iter()
-                        .any(|l| l.name() == *k && l.value() == *v)
-                })
-            })
-            .map(|m| m.get_counter().get_value())
-            .sum()
+        metrics::counter(std::slice::from_ref(&self.registry), name, labels)
     }
 }
 
@@ -536,12 +408,7 @@ async fn the_read_model_follows_real_workflows_and_a_rebuild_reproduces_every_ta
     // Cancel once its step is under way.
     let deadline = tokio::time::Instant::now() + T;
     loop {
-        let s = env
-            .engine_query(
-                endpoint::INSTANCE_GET,
-                json!({ "tenant": TENANT, "instance_id": "i-slow" }),
-            )
-            .await;
+        let s = engine::status(&env.client, TENANT, "i-slow").await;
         if s["status"] == "running" && s["steps"][0]["status"] != "pending" {
             break;
         }
