@@ -7,7 +7,6 @@
 //! promtool comes from `$SWITCHYARD_PROMTOOL` (set by `deploy/local/test.sh`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use promql_parser::parser::Expr;
 use promql_parser::util::{ExprVisitor, walk_expr};
 use serde_json::{Value as Json, json};
 use serde_yaml_ng::Value as Yaml;
-use switchyard_test_support::{NatsServer, database, promtool_binary};
+use switchyard_test_support::{NatsServer, database, free_port, promtool_binary};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -244,14 +243,6 @@ fn the_compose_set_scrapes_every_process_on_the_port_it_serves_metrics_on() {
             "{jaeger_ports:?}"
         );
     }
-}
-
-/// A free TCP port on 127.0.0.1 (another process may take it before it is bound).
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
 }
 
 /// One running Switchyard process; killed on drop, log kept in the test's directory.

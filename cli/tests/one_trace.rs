@@ -7,7 +7,7 @@
 //!   id and that trace id.
 
 use std::{
-    net::{Ipv4Addr, TcpListener},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::{Arc, Mutex},
@@ -16,7 +16,7 @@ use std::{
 
 use axum::{Router, extract::State, http::StatusCode, routing::post};
 use serde_json::{Value, json};
-use switchyard_test_support::NatsServer;
+use switchyard_test_support::{NatsServer, free_port};
 
 const SECRET: &str = "one-trace-test-secret-0123456789abcdef";
 const TENANT: &str = "demo";
@@ -37,13 +37,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
 }
 
 /// A random W3C trace context, as a caller of the API would send it.

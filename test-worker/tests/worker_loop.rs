@@ -541,8 +541,7 @@ async fn every_replica_is_listed_in_the_service_registry_with_its_operations() {
     for info in &infos {
         assert_eq!(info["name"], "switchyard-test");
         assert_eq!(
-            info["metadata"]["operations"],
-            "test.echo,test.fail,test.sleep",
+            info["metadata"]["operations"], "test.echo,test.fail,test.sleep",
             "the catalog's operations of the kind, by name"
         );
         let subjects: Vec<&str> = info["endpoints"]
