@@ -7,6 +7,8 @@
 //! streams and headers come from `switchyard-proto`.
 
 pub mod config;
+#[cfg(feature = "database")]
+pub mod database;
 pub mod error;
 pub mod http;
 pub mod metrics;

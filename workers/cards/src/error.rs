@@ -37,9 +37,6 @@ pub enum Error {
     /// Start-up: the database schema could not be brought up to date.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    /// Start-up: a setting the worker needs is missing.
-    #[error("{key}: {message}")]
-    Config { key: &'static str, message: String },
     /// The runtime (NATS, metrics, configuration) failed.
     #[error(transparent)]
     Runtime(#[from] switchyard_runtime::Error),
@@ -100,10 +97,9 @@ impl Error {
                 JobFailure::not_found(self.to_string())
             }
             Error::Conflict { .. } => JobFailure::conflict(self.to_string()),
-            Error::Refused { .. }
-            | Error::Migrate(_)
-            | Error::Config { .. }
-            | Error::Runtime(_) => JobFailure::permanent(self.to_string()),
+            Error::Refused { .. } | Error::Migrate(_) | Error::Runtime(_) => {
+                JobFailure::permanent(self.to_string())
+            }
         }
     }
 }

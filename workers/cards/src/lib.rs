@@ -20,15 +20,17 @@ pub mod store;
 pub mod types;
 pub mod usage;
 
-use std::{sync::Arc, time::Duration, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use prometheus::Registry;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sqlx::{PgPool, Postgres, Transaction, postgres::PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
 use switchyard_proto::Job;
 use switchyard_runtime::JobInput as _;
-use switchyard_runtime::{Config, Handler, JobContext, JobFailure, OperationInfo, Worker, process};
+use switchyard_runtime::{
+    Config, Handler, JobContext, JobFailure, OperationInfo, Worker, database, process,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
@@ -478,11 +480,7 @@ impl Inner {
 
 /// Connects to Postgres and brings the `cards` schema up to date.
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, Error> {
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(database_url)
-        .await?;
+    let pool = database::connect(database_url, max_connections).await?;
     store::migrate(&pool).await?;
     Ok(pool)
 }
@@ -490,12 +488,8 @@ pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool,
 /// Runs one replica of the cards worker until `shutdown` is cancelled: connects to Postgres
 /// (`database_url`, required) and migrates, then serves `cards` jobs and requests.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    let url = config.database_url.clone().ok_or(Error::Config {
-        key: "database_url",
-        message: "required by the cards worker (cards live in Postgres); set DATABASE_URL=postgres://user@host:5432/db".into(),
-    })?;
-    let connections = u32::try_from(config.worker.concurrency.clamp(2, 32)).unwrap_or(8);
-    let pool = connect(&url, connections).await?;
+    let url = database::url(&config, "the cards worker (cards live in Postgres)")?;
+    let pool = connect(&url, database::pool_size(&config)).await?;
     let worker_config = config.clone();
     process::run_process(&config, "switchyard-cards", |client, registry| async move {
         let handler = CardsWorker::build(pool, &registry)?;
@@ -512,7 +506,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 pub fn exit_code(err: &Error) -> i32 {
     match err {
         Error::Runtime(e) => process::exit_code(e),
-        Error::Config { .. } => process::EXIT_CONFIG,
         _ => process::EXIT_FAILURE,
     }
 }

@@ -29,13 +29,13 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use prometheus::Registry;
 use serde_json::Value;
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::PgPool;
 use switchyard_proto::Job;
 use switchyard_runtime::JobInput as _;
 use switchyard_runtime::{
     Config, Handler, JobContext, JobFailure, OperationInfo, Worker,
     config::{IntegrationSettings, Secret},
-    process,
+    database, process,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
@@ -343,11 +343,7 @@ impl Inner {
 
 /// Connects to Postgres and brings the `integration` schema up to date.
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, Error> {
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(database_url)
-        .await?;
+    let pool = database::connect(database_url, max_connections).await?;
     effects::migrate(&pool).await?;
     Ok(pool)
 }
@@ -355,12 +351,8 @@ pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool,
 /// Runs one replica of the integration worker until `shutdown` is cancelled: connects to
 /// Postgres (`database_url`, required) and migrates, then consumes `integration` jobs.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    let url = config.database_url.clone().ok_or(Error::Config {
-        key: "database_url",
-        message: "required by the integration worker (it records every effect); set DATABASE_URL=postgres://user@host:5432/db".into(),
-    })?;
-    let connections = u32::try_from(config.worker.concurrency.clamp(2, 32)).unwrap_or(8);
-    let pool = connect(&url, connections).await?;
+    let url = database::url(&config, "the integration worker (it records every effect)")?;
+    let pool = connect(&url, database::pool_size(&config)).await?;
     let settings = config.integration.clone();
     let worker_config = config.clone();
     process::run_process(

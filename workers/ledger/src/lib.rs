@@ -22,12 +22,12 @@ pub mod rebuild;
 pub mod service;
 pub mod store;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use async_nats::jetstream;
 use prometheus::Registry;
-use sqlx::{PgPool, postgres::PgPoolOptions};
-use switchyard_runtime::{Config, config::LedgerSettings, nats, process};
+use sqlx::PgPool;
+use switchyard_runtime::{Config, config::LedgerSettings, database, nats, process};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{error, info};
 
@@ -153,20 +153,13 @@ impl Ledger {
 
 /// Connects to Postgres and brings the `ledger` schema up to date.
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, Error> {
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(database_url)
-        .await?;
+    let pool = database::connect(database_url, max_connections).await?;
     store::migrate(&pool).await?;
     Ok(pool)
 }
 
 fn database_url(config: &Config) -> Result<String, Error> {
-    config.database_url.clone().ok_or(Error::Config {
-        key: "database_url",
-        message: "required by the ledger (it lives in Postgres); set DATABASE_URL=postgres://user@host:5432/db".into(),
-    })
+    Ok(database::url(config, "the ledger (it lives in Postgres)")?)
 }
 
 /// Runs one ledger replica as a process until `shutdown`: connects to Postgres
@@ -201,7 +194,6 @@ pub async fn rebuild(config: &Config) -> Result<RebuildReport, Error> {
 pub fn exit_code(err: &Error) -> i32 {
     match err {
         Error::Runtime(e) => process::exit_code(e),
-        Error::Config { .. } => process::EXIT_CONFIG,
         _ => process::EXIT_FAILURE,
     }
 }

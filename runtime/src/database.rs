@@ -1,0 +1,39 @@
+//! Postgres for the components that own a database (cards, integration, the ledger): the URL
+//! they cannot run without, and one shape of connection pool. Each component runs its own
+//! migrations on the pool, into a schema of its own.
+
+use std::time::Duration;
+
+use sqlx::{PgPool, postgres::PgPoolOptions};
+
+use crate::{Config, Error, config::Problem};
+
+/// How long a query waits for a free connection before it fails (and its job is retried).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `database_url`, or a configuration error that says which component needs it and why
+/// (`needed_by`, e.g. "the cards worker (cards live in Postgres)").
+pub fn url(config: &Config, needed_by: &str) -> Result<String, Error> {
+    config.database_url.clone().ok_or_else(|| {
+        Error::Config(vec![Problem {
+            key: "DATABASE_URL".into(),
+            message: format!(
+                "required by {needed_by}; set DATABASE_URL=postgres://user@host:5432/db"
+            ),
+        }])
+    })
+}
+
+/// A pool of at most `max_connections` connections to `url`.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect(url)
+        .await
+}
+
+/// Connections for a worker replica: enough for its concurrency, between 2 and 32.
+pub fn pool_size(config: &Config) -> u32 {
+    u32::try_from(config.worker.concurrency.clamp(2, 32)).unwrap_or(8)
+}
