@@ -106,7 +106,7 @@ pub(crate) async fn prepare_start(
 /// definitions when it has the workflow, else from the orchestrator (a definition registered a
 /// moment ago may not have reached the mirror yet; the orchestrator also tells an unknown
 /// workflow apart). The definition is `None` when it does not parse here.
-async fn resolve_definition(
+pub(crate) async fn resolve_definition(
     ctx: &Ctx,
     workflow: &str,
     version: Option<u32>,

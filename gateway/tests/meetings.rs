@@ -436,8 +436,15 @@ steps:
     input:
       tasks:
         - { title: "Ship it", assignee: Ann, priority: high, source_quote: "{{ input.transcript }}" }
+  - id: post_summary
+    needs: [summarize, extract]
+    wait_for_signal: { name: posted }
 output:
   summary: "{{ steps.summarize.output.summary }}"
+  key_points: "{{ steps.summarize.output.key_points }}"
+  speakers: "{{ steps.speakers.output.speakers }}"
+  tasks: "{{ steps.extract.output.tasks }}"
+  posted_by: "{{ steps.post_summary.output.by }}"
 "#;
 
 #[tokio::test]
@@ -482,17 +489,48 @@ async fn a_meeting_is_processed_once_and_its_context_is_the_tenants_own() {
     assert_eq!(again.status, StatusCode::ACCEPTED, "{again:#?}");
     assert_eq!(again.body["instance_id"], instance.as_str());
 
+    // While the last step waits, the context is the declared output rendered so far.
+    env.wait_for(&instance, "waited for its signal", |s| {
+        s["steps"].as_array().is_some_and(|steps| {
+            steps
+                .iter()
+                .any(|step| step["id"] == "post_summary" && step["status"] == "waiting")
+        })
+    })
+    .await;
+    let viewer = env.token(TENANT, Role::Viewer);
+    let running = env
+        .call(Method::GET, context_url, Some(&viewer), None)
+        .await;
+    assert_eq!(running.status, StatusCode::OK, "{running:#?}");
+    assert_eq!(running.body["status"], "running", "{running:#?}");
+    assert_eq!(running.body["summary"], "Weekly: ship on Friday");
+    assert_eq!(running.body["tasks"][0]["title"], "Ship it");
+    assert_eq!(running.body["posted_by"], Value::Null);
+    assert_eq!(running.body["output"], Value::Null);
+    let signal = format!("/api/v1/workflows/instances/{instance}/signal/posted");
+    let reply = env
+        .call(
+            Method::POST,
+            &signal,
+            Some(&op),
+            Some(json!({"by": "slack"})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:#?}");
+
     let status = env.finished(&instance).await;
     assert_eq!(status["status"], "completed", "{status:#}");
     assert_eq!(status["workflow"], "meeting_to_tasks");
 
-    let viewer = env.token(TENANT, Role::Viewer);
     let context = env
         .call(Method::GET, context_url, Some(&viewer), None)
         .await;
     assert_eq!(context.status, StatusCode::OK, "{context:#?}");
     let c = &context.body;
     assert_eq!(c["status"], "completed");
+    assert_eq!(c["posted_by"], "slack");
+    assert_eq!(c["output"]["posted_by"], "slack");
     assert_eq!(c["instance_id"], instance.as_str());
     assert_eq!(c["title"], "Weekly");
     assert_eq!(c["date"], "2025-03-14");
@@ -610,14 +648,20 @@ async fn a_long_transcript_is_passed_by_reference() {
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:#?}");
     let instance = reply.body["instance_id"].as_str().unwrap().to_owned();
-    let status = env.finished(&instance).await;
-    assert_eq!(status["status"], "completed", "{status:#}");
-    let speakers = status["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == "speakers")
-        .expect("speakers step");
+    let speakers_done = |status: &Value| {
+        status["steps"].as_array().and_then(|steps| {
+            steps
+                .iter()
+                .find(|s| s["id"] == "speakers" && s["status"] == "completed")
+                .cloned()
+        })
+    };
+    let status = env
+        .wait_for(&instance, "ran its speakers step", |s| {
+            speakers_done(s).is_some()
+        })
+        .await;
+    let speakers = speakers_done(&status).expect("speakers step");
     // The echo worker was given the reference and saw the transcript itself.
     assert_eq!(speakers["output"]["transcript"], transcript.as_str());
     let state = env

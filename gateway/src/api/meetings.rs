@@ -9,6 +9,8 @@
 //! worker's effect record turns a retried request into the first request's answer instead of
 //! a second task.
 
+use std::collections::BTreeMap;
+
 use axum::{
     Json,
     extract::Path,
@@ -18,6 +20,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use switchyard_proto::orchestrator::InstanceView;
+use switchyard_workflow::definition::{Definition, Scope};
 use uuid::Uuid;
 
 use axum::http::Method;
@@ -28,7 +31,7 @@ use crate::{
     limits::Group,
     responses::status_url,
     route::{Deadline, RouteDef, route},
-    start::{prepare_start, publish_start},
+    start::{prepare_start, publish_start, resolve_definition},
     workers::WorkerError,
 };
 
@@ -41,11 +44,6 @@ pub(crate) const UPDATE_STATUS: &str = "integration.clickup.update_status";
 pub(crate) const STATUS: &str = "integration.status";
 /// Longest meeting id, like an `Idempotency-Key`.
 const MAX_MEETING_ID_LEN: usize = 255;
-/// The step ids of `meeting_to_tasks` whose outputs make up a meeting's context.
-const SPEAKERS_STEP: &str = "speakers";
-const SUMMARY_STEP: &str = "summarize";
-const EXTRACT_STEP: &str = "extract";
-const CREATE_TASKS_STEP: &str = "create_tasks";
 
 // ---- meetings ----
 
@@ -253,7 +251,7 @@ pub(crate) async fn process(
     tag = "meetings",
     params(("id" = String, Path, description = "The meeting id")),
     responses(
-        (status = 200, description = "`{meeting_id, instance_id, status, title, date, summary, key_points, speakers, tasks, task_ids, steps, error, …}`: what the processing has produced so far", body = Object),
+        (status = 200, description = "`{meeting_id, instance_id, status, title, date, steps, error, output, …}` and every field of the workflow's declared output (`summary, key_points, speakers, speaker_stats, tasks, created_tasks, notes, task_ids` for the shipped one): what the processing has produced so far", body = Object),
         crate::responses::ReadErrors
     ),
     security(("bearer" = []))
@@ -268,87 +266,78 @@ pub(crate) async fn context(ctx: Ctx, Path(id): Path<String>) -> Result<Json<Val
     if status.workflow != MEETING_WORKFLOW {
         return Err(Error::NotFound(format!("no meeting {id:?}")));
     }
-    Ok(Json(meeting_context(&id, &status)))
+    // The version the instance runs, for its declared output; without it (a definition that
+    // does not parse here) the context has what the instance stored.
+    let def = resolve_definition(&ctx, &status.workflow, Some(status.version))
+        .await
+        .ok()
+        .and_then(|(_, def)| def);
+    Ok(Json(meeting_context(&id, &status, def.as_deref())))
 }
 
-/// A meeting's context from its instance's status: the workflow's output where it has one,
-/// else what its steps have produced so far, so a client sees the summary before the Slack
-/// post is done.
-fn meeting_context(meeting_id: &str, status: &InstanceView) -> Value {
-    let step_output = |id: &str| -> Option<&Value> {
-        status
-            .steps
-            .iter()
-            .find(|s| s.id == id)
-            .and_then(|s| s.output.as_ref())
-            .filter(|o| !o.is_null())
+/// A meeting's context: every field of the workflow's declared output — the stored output
+/// once the instance has completed, before that the output rendered from the steps finished so
+/// far (so a client sees the summary before the Slack post is done) — with the instance's
+/// status, error and steps. Nothing here knows the workflow's step ids: a tenant's own
+/// `meeting_to_tasks` shapes its context by what it declares.
+fn meeting_context(meeting_id: &str, status: &InstanceView, def: Option<&Definition>) -> Value {
+    let context = match (&status.output, def) {
+        (Some(output), _) => output.clone(),
+        (None, Some(def)) => output_so_far(def, status),
+        (None, None) => Value::Null,
     };
-    let output = status.output.as_ref().unwrap_or(&Value::Null);
-    let pick = |from_output: &str, step: &str, field: &str| -> Value {
-        output
-            .get(from_output)
-            .filter(|v| !v.is_null())
-            .or_else(|| step_output(step).and_then(|o| o.get(field)))
-            .cloned()
-            .unwrap_or(Value::Null)
-    };
-    let summary = pick("summary", SUMMARY_STEP, "summary");
-    let key_points = step_output(SUMMARY_STEP)
-        .and_then(|o| o.get("key_points"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    let speakers = step_output(SPEAKERS_STEP)
-        .and_then(|o| o.get("speakers"))
-        .cloned()
-        .or_else(|| output.get("speakers").cloned())
-        .unwrap_or(Value::Null);
-    // Each extracted action item, with the ClickUp task made of it once there is one.
-    let created = step_output(CREATE_TASKS_STEP).and_then(Value::as_array);
-    let tasks = step_output(EXTRACT_STEP)
-        .and_then(|o| o.get("tasks"))
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    let mut task = item.clone();
-                    if let (Some(obj), Some(made)) = (
-                        task.as_object_mut(),
-                        created.and_then(|c| c.get(i)).filter(|m| !m.is_null()),
-                    ) {
-                        obj.insert("task_id".into(), made["task_id"].clone());
-                        obj.insert("url".into(), made["url"].clone());
-                    }
-                    task
-                })
-                .collect::<Vec<_>>()
-        })
-        .map(Value::Array)
-        .unwrap_or(Value::Null);
     let steps: Vec<Value> = status
         .steps
         .iter()
         .map(|s| json!({ "id": s.id, "status": s.status }))
         .collect();
     let instance_id = status.instance_id.as_str();
-    json!({
+    let about = json!({
         "meeting_id": meeting_id,
         "instance_id": instance_id,
         "status": status.status,
         "title": status.input["meeting_title"],
         "date": status.input["meeting_date"],
-        "summary": summary,
-        "key_points": key_points,
-        "speakers": speakers,
-        "tasks": tasks,
-        "task_ids": output.get("task_ids").cloned().unwrap_or(Value::Null),
-        "output": output,
+        "output": status.output,
         "error": status.error,
         "steps": steps,
         "started_at_ms": status.started_at_ms,
         "finished_at_ms": status.finished_at_ms,
         "status_url": status_url(instance_id),
+    });
+    let mut fields = match context {
+        Value::Object(fields) => fields,
+        _ => Map::new(),
+    };
+    // The instance's own fields win over an output field of the same name.
+    if let Value::Object(about) = about {
+        fields.extend(about);
+    }
+    Value::Object(fields)
+}
+
+/// `def`'s declared output rendered against the steps of `status` that have an output.
+fn output_so_far(def: &Definition, status: &InstanceView) -> Value {
+    let steps: Map<String, Value> = status
+        .steps
+        .iter()
+        .map(|s| {
+            let result = json!({
+                "status": s.status,
+                "output": s.output,
+                "error": s.error.as_ref().map(|e| &e.message),
+            });
+            (s.id.clone(), result)
+        })
+        .collect();
+    let steps = Value::Object(steps);
+    let env = BTreeMap::new();
+    def.render_output_so_far(&Scope {
+        input: &status.input,
+        steps: &steps,
+        item: None,
+        signal: None,
+        env: &env,
     })
 }
 

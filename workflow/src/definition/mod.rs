@@ -351,6 +351,26 @@ impl Definition {
         Ok(Value::Object(outputs))
     }
 
+    /// The declared `output:` rendered against what the steps have produced so far, field by
+    /// field, for read models of a running instance: a field that cannot render (yet) is null,
+    /// so one missing step does not hide the others. A completed instance's stored output is
+    /// the authority; this is for the time before it exists.
+    pub fn render_output_so_far(&self, scope: &Scope<'_>) -> Value {
+        let Some(Unit {
+            body: Node::Object(fields),
+            steps,
+        }) = &self.compiled.output
+        else {
+            return self.render_output(scope).unwrap_or(Value::Null);
+        };
+        let ctx = template::context(scope, steps);
+        let fields = fields.iter().map(|(key, node)| {
+            let value = template::render(&self.compiled.env, node, &ctx).unwrap_or(Value::Null);
+            (key.clone(), value)
+        });
+        Value::Object(fields.collect())
+    }
+
     fn render(&self, unit: &Unit<Node>, scope: &Scope<'_>) -> Result<Value, RenderError> {
         if let Node::Literal(value) = &unit.body {
             return Ok(value.clone());

@@ -407,8 +407,32 @@ fn meeting_to_tasks_maps_priorities_and_lists_created_tasks() {
     );
     assert_eq!(
         def.render_output(&fixture.scope()).unwrap(),
-        json!({"summary": "We ship.", "speakers": ["Ana"], "tasks": tasks["tasks"],
+        json!({"summary": "We ship.", "key_points": [], "speakers": ["Ana"],
+               "speaker_stats": [{"name": "Ana", "turns": 1, "talk_time_seconds": 0}],
+               "tasks": tasks["tasks"],
+               "created_tasks": [{"task_id": "t1", "url": "https://app.clickup.com/t/t1"}, null],
                "notes": "meetings/Meeting.md", "task_ids": ["t1"]})
+    );
+}
+
+#[test]
+fn an_output_so_far_renders_each_field_from_the_steps_finished_so_far() {
+    let def = shipped_definition("meeting_to_tasks");
+    let input = def
+        .prepare_input(json!({"transcript": "Ana: ship it"}))
+        .unwrap();
+    let steps = json!({
+        "transcribe": completed(json!({"transcript": "Ana: ship it", "segments": []})),
+        "speakers": completed(json!({"speakers": [{"name": "Ana", "turns": 1, "talk_time_seconds": 4}], "transcript": "Ana: ship it"})),
+        "summarize": completed(json!({"summary": "We ship.", "key_points": ["ship"]})),
+        "extract": {"status": "running", "output": null, "error": null},
+    });
+    let so_far = def.render_output_so_far(&Fixture::new(input, steps).scope());
+    assert_eq!(
+        so_far,
+        json!({"summary": "We ship.", "key_points": ["ship"], "speakers": ["Ana"],
+               "speaker_stats": [{"name": "Ana", "turns": 1, "talk_time_seconds": 4}],
+               "tasks": null, "created_tasks": null, "notes": null, "task_ids": []})
     );
 }
 
