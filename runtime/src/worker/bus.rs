@@ -3,8 +3,8 @@
 
 use async_nats::{HeaderMap, jetstream};
 use switchyard_proto::{
-    ContentType, DeadLetter, DeadLetterReason, Job, JobError, JobResult, JobStatus, UsageEvent,
-    WorkflowEvent, encode_proto, header, now_ms, subject,
+    ContentType, DeadLetter, DeadLetterReason, Job, JobResult, UsageEvent, WorkflowEvent,
+    encode_proto, header, now_ms, subject,
 };
 
 use crate::{Error, objects::Objects, telemetry};
@@ -38,34 +38,6 @@ impl Bus {
 
     pub(crate) fn objects(&self) -> &Objects {
         &self.objects
-    }
-
-    pub(crate) fn result(
-        &self,
-        job: &Job,
-        status: JobStatus,
-        output: Option<serde_json::Value>,
-        error: Option<JobError>,
-        attempts: u32,
-        worker_id: &str,
-    ) -> JobResult {
-        JobResult {
-            job_id: job.job_id.clone(),
-            tenant: job.tenant.clone(),
-            instance_id: job.instance_id.clone(),
-            step_id: job.step_id.clone(),
-            operation: job.operation.clone(),
-            status: status as i32,
-            output: output
-                .map(|o| serde_json::to_vec(&o).unwrap_or_default())
-                .unwrap_or_default(),
-            error,
-            attempts,
-            worker_id: worker_id.to_owned(),
-            started_at_ms: 0,
-            finished_at_ms: now_ms(),
-            correlation_id: job.correlation_id.clone(),
-        }
     }
 
     /// Publishes a job's result to its reply subject (default `wf.result.<instance>`) and

@@ -50,7 +50,7 @@ use crate::{
 };
 
 pub use input::{InputError, JobInput};
-pub use service::SERVICE_PREFIX;
+pub use service::{Answer, SERVICE_PREFIX, ServiceSpec, serve};
 
 /// An operation a worker kind performs, as listed in the service registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -370,9 +370,10 @@ impl<H: Handler> Worker<H> {
             shutdown.clone(),
         ));
         let slots = Arc::new(Semaphore::new(inner.settings.concurrency));
-        let service = service::start(
+        let service = service::serve(
             &self.client,
-            &inner,
+            service::worker_spec(&inner),
+            inner.clone(),
             slots.clone(),
             &tracker,
             shutdown.clone(),
@@ -942,7 +943,7 @@ impl<H: Handler> Inner<H> {
     ) -> Outcome {
         match verdict {
             Verdict::Succeeded(output) => {
-                let result = self.bus.result(
+                let result = service::job_result(
                     job,
                     JobStatus::Succeeded,
                     Some(output),
@@ -986,7 +987,7 @@ impl<H: Handler> Inner<H> {
                 let code = ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified);
                 warn!(code = code.as_str_name(), error = %error.message, "job failed: dead-lettering");
                 let message = error.message.clone();
-                let result = self.bus.result(
+                let result = service::job_result(
                     job,
                     JobStatus::Failed,
                     None,
@@ -1026,7 +1027,7 @@ impl<H: Handler> Inner<H> {
             Verdict::Cancelled => {
                 info!("instance cancelled: job stopped");
                 let failed = job_error(ErrorCode::Cancelled, "instance cancelled".into());
-                let result = self.bus.result(
+                let result = service::job_result(
                     job,
                     JobStatus::Cancelled,
                     None,
