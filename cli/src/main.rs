@@ -286,12 +286,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             match kind {
                 // Boxed: both futures hold the whole `Config`, which is large.
                 WorkerKind::Test => {
-                    Box::pin(process::run_worker(
-                        config,
-                        switchyard_test_worker::TestWorker,
-                        stop,
-                    ))
-                    .await?
+                    let build = |_| async {
+                        Ok::<_, switchyard_runtime::Error>(switchyard_test_worker::TestWorker)
+                    };
+                    Box::pin(process::run_worker(&config, "switchyard-test", build, stop)).await?
                 }
                 WorkerKind::Integration => {
                     Box::pin(switchyard_integration::run(config, stop)).await?

@@ -37,3 +37,16 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
 pub fn pool_size(config: &Config) -> u32 {
     u32::try_from(config.worker.concurrency.clamp(2, 32)).unwrap_or(8)
 }
+
+/// Brings the component's `schema` up to date with `migrator` (its `sqlx::migrate!()`), the
+/// migrations' own bookkeeping table kept in that schema too, so components sharing one
+/// database never see each other's history.
+pub async fn migrate(
+    pool: &PgPool,
+    mut migrator: sqlx::migrate::Migrator,
+    schema: &'static str,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    migrator.create_schema(schema);
+    migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
+    migrator.run(pool).await
+}

@@ -10,22 +10,30 @@ use crate::{Config, Error, Handler, Worker, http, nats};
 
 use std::future::Future;
 
-/// Runs `handler` as a worker replica until `shutdown` is cancelled and in-flight jobs are done.
-pub async fn run_worker<H: Handler>(
-    config: Config,
-    handler: H,
+/// Runs one worker replica as the process `name` until `shutdown` is cancelled and in-flight
+/// jobs are done: [`run_process`], then the handler `build` makes — its metrics registered in
+/// the process's registry, beside the worker loop's — served by one [`Worker`] (its stream
+/// and its request/reply endpoints). The one shape every worker kind runs in.
+pub async fn run_worker<H, B, Fut, E>(
+    config: &Config,
+    name: &str,
+    build: B,
     shutdown: CancellationToken,
-) -> Result<(), Error> {
-    let kind = handler.kind();
+) -> Result<(), E>
+where
+    H: Handler,
+    B: FnOnce(Registry) -> Fut,
+    Fut: Future<Output = Result<H, E>>,
+    E: From<Error>,
+{
     let worker_config = config.clone();
-    run_process(
-        &config,
-        &format!("switchyard-{kind}"),
-        |client, registry| async move {
-            let worker = Worker::new(client, &worker_config, handler, &registry)?;
-            worker.run(shutdown).await
-        },
-    )
+    run_process(config, name, |client, registry| async move {
+        let handler = build(registry.clone()).await?;
+        Worker::new(client, &worker_config, handler, &registry)?
+            .run(shutdown)
+            .await?;
+        Ok(())
+    })
     .await
 }
 

@@ -17,7 +17,9 @@ async fn main() -> ExitCode {
     };
     telemetry::init(&config);
     let shutdown = shutdown::on_signals();
-    match process::run_worker(config, switchyard_test_worker::TestWorker, shutdown).await {
+    let build =
+        |_| async { Ok::<_, switchyard_runtime::Error>(switchyard_test_worker::TestWorker) };
+    match process::run_worker(&config, "switchyard-test", build, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "worker failed");

@@ -28,7 +28,7 @@ use serde_json::Value;
 use switchyard_catalog::Catalog;
 use switchyard_proto::Job;
 use switchyard_runtime::{
-    Config, Handler, JobContext, JobFailure, OperationInfo, Worker, config::AiSettings, process,
+    Config, Handler, JobContext, JobFailure, OperationInfo, config::AiSettings, process,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{instrument, warn};
@@ -89,14 +89,9 @@ impl AiWorker {
 /// Runs one `ai` replica until `shutdown` fires: the process frame of the runtime with this
 /// worker's metrics in the same registry as the loop's.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
-    let worker_config = config.clone();
-    process::run_process(&config, "switchyard-ai", |client, registry| async move {
-        let handler = AiWorker::new(&worker_config.ai, &registry)?;
-        let worker = Worker::new(client, &worker_config, handler, &registry)?;
-        worker.run(shutdown).await?;
-        Ok(())
-    })
-    .await
+    let settings = &config.ai;
+    let build = |registry: Registry| async move { Ok(AiWorker::new(settings, &registry)?) };
+    process::run_worker(&config, "switchyard-ai", build, shutdown).await
 }
 
 /// Why the worker process stopped with an error: the runtime (connection, bus, config) or

@@ -29,7 +29,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use switchyard_proto::Job;
 use switchyard_runtime::JobInput as _;
 use switchyard_runtime::{
-    Config, Handler, JobContext, JobFailure, OperationInfo, Worker, database, process,
+    Config, Handler, JobContext, JobFailure, OperationInfo, database, process,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
@@ -490,16 +490,12 @@ pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool,
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let url = database::url(&config, "the cards worker (cards live in Postgres)")?;
     let pool = connect(&url, database::pool_size(&config)).await?;
-    let worker_config = config.clone();
-    process::run_process(&config, "switchyard-cards", |client, registry| async move {
+    let build = |registry: Registry| async move {
         let handler = CardsWorker::build(pool, &registry)?;
         info!("cards worker ready");
-        Worker::new(client, &worker_config, handler, &registry)?
-            .run(shutdown)
-            .await?;
-        Ok::<(), Error>(())
-    })
-    .await
+        Ok::<_, Error>(handler)
+    };
+    process::run_worker(&config, "switchyard-cards", build, shutdown).await
 }
 
 /// The process exit code for an error: 2 for configuration, 1 otherwise.

@@ -6,6 +6,7 @@
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row as _, postgres::PgRow};
+use switchyard_runtime::database;
 use uuid::Uuid;
 
 use crate::{Error, types};
@@ -13,10 +14,7 @@ use crate::{Error, types};
 /// Runs the crate's migrations, keeping their bookkeeping table inside the `cards` schema so
 /// other workers' migrations in the same database do not collide with ours.
 pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.create_schema("cards");
-    migrator.dangerous_set_table_name("cards._sqlx_migrations");
-    migrator.run(pool).await?;
+    database::migrate(pool, sqlx::migrate!("./migrations"), "cards").await?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::{PgPool, Row as _};
+use switchyard_runtime::database;
 use tracing::warn;
 
 use crate::{Error, metrics::System};
@@ -14,10 +15,7 @@ use crate::{Error, metrics::System};
 /// Runs the crate's migrations, keeping their bookkeeping table inside the `integration`
 /// schema so other workers' migrations in the same database do not collide with ours.
 pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.create_schema("integration");
-    migrator.dangerous_set_table_name("integration._sqlx_migrations");
-    migrator.run(pool).await?;
+    database::migrate(pool, sqlx::migrate!("./migrations"), "integration").await?;
     Ok(())
 }
 

@@ -33,7 +33,7 @@ use sqlx::PgPool;
 use switchyard_proto::Job;
 use switchyard_runtime::JobInput as _;
 use switchyard_runtime::{
-    Config, Handler, JobContext, JobFailure, OperationInfo, Worker,
+    Config, Handler, JobContext, JobFailure, OperationInfo,
     config::{IntegrationSettings, Secret},
     database, process,
 };
@@ -353,24 +353,16 @@ pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool,
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let url = database::url(&config, "the integration worker (it records every effect)")?;
     let pool = connect(&url, database::pool_size(&config)).await?;
-    let settings = config.integration.clone();
-    let worker_config = config.clone();
-    process::run_process(
-        &config,
-        "switchyard-integration",
-        |client, registry| async move {
-            let handler = IntegrationWorker::build(&settings, pool, &registry)?;
-            info!(
-                output_dir = %settings.markdown.output_dir.display(),
-                "integration worker ready"
-            );
-            Worker::new(client, &worker_config, handler, &registry)?
-                .run(shutdown)
-                .await?;
-            Ok::<(), Error>(())
-        },
-    )
-    .await
+    let settings = &config.integration;
+    let build = |registry: Registry| async move {
+        let handler = IntegrationWorker::build(settings, pool, &registry)?;
+        info!(
+            output_dir = %settings.markdown.output_dir.display(),
+            "integration worker ready"
+        );
+        Ok::<_, Error>(handler)
+    };
+    process::run_worker(&config, "switchyard-integration", build, shutdown).await
 }
 
 /// The process exit code for an error: 2 for configuration, 1 otherwise.

@@ -17,16 +17,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row as _};
 use switchyard_proto::{AuditEvent, UsageEvent, WorkflowEvent, event};
+use switchyard_runtime::database;
 
 use crate::Error;
 
 /// Runs the crate's migrations, keeping their bookkeeping table inside the `ledger` schema so
 /// other workers' migrations in the same database do not collide with ours.
 pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.create_schema("ledger");
-    migrator.dangerous_set_table_name("ledger._sqlx_migrations");
-    migrator.run(pool).await?;
+    database::migrate(pool, sqlx::migrate!("./migrations"), "ledger").await?;
     Ok(())
 }
 

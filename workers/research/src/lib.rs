@@ -29,7 +29,7 @@ use switchyard_ai::{JobEnv, Ops, client::Providers};
 use switchyard_catalog::Catalog;
 use switchyard_proto::Job;
 use switchyard_runtime::{
-    Config, Handler, JobContext, JobFailure, OperationInfo, Worker,
+    Config, Handler, JobContext, JobFailure, OperationInfo,
     config::{LOCAL_PROVIDER, ResearchSettings},
     process,
 };
@@ -555,24 +555,17 @@ fn snippet(text: &str) -> String {
 /// Runs one replica of the research worker until `shutdown` is cancelled: indexes the corpus,
 /// then consumes `research` jobs and answers `svc.research.topic` requests.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    let worker_config = config.clone();
-    process::run_process(
-        &config,
-        "switchyard-research",
-        |client, registry| async move {
-            let handler = ResearchWorker::build(&worker_config, &registry).await?;
-            info!(
-                corpus_dir = %worker_config.research.corpus_dir.display(),
-                searxng = worker_config.research.searxng_url.is_some(),
-                "research worker ready"
-            );
-            Worker::new(client, &worker_config, handler, &registry)?
-                .run(shutdown)
-                .await?;
-            Ok::<(), Error>(())
-        },
-    )
-    .await
+    let worker_config = &config;
+    let build = |registry: Registry| async move {
+        let handler = ResearchWorker::build(worker_config, &registry).await?;
+        info!(
+            corpus_dir = %worker_config.research.corpus_dir.display(),
+            searxng = worker_config.research.searxng_url.is_some(),
+            "research worker ready"
+        );
+        Ok::<_, Error>(handler)
+    };
+    process::run_worker(&config, "switchyard-research", build, shutdown).await
 }
 
 /// The process exit code for an error: 2 for configuration, 1 otherwise.
