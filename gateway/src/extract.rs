@@ -308,8 +308,21 @@ fn strip_position(e: &serde_json::Error) -> String {
 }
 
 /// A definition's text: the body itself (`application/yaml`, `text/yaml`, `text/plain`, or no
-/// content type) or JSON `{"source": "..."}`.
+/// content type) or JSON `{"source": "..."}`. No text (or only blanks) is a 400 naming `body`
+/// or `source`: there is no definition to judge.
 pub(crate) async fn definition_source(req: Request, state: &AppState) -> Result<String, Error> {
+    let (field, source) = definition_text(req, state).await?;
+    if source.trim().is_empty() {
+        return Err(Error::field(
+            field,
+            "no definition: give its YAML as the body, or JSON {\"source\": \"…\"}",
+        ));
+    }
+    Ok(source)
+}
+
+/// The text and the field it came from.
+async fn definition_text(req: Request, state: &AppState) -> Result<(&'static str, String), Error> {
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -330,15 +343,16 @@ pub(crate) async fn definition_source(req: Request, state: &AppState) -> Result<
             }
             let bytes = read_body(req, state).await?;
             let body: Body = parse_json(&bytes)?;
-            Ok(body.source)
+            Ok(("source", body.source))
         }
         None
         | Some(
             "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" | "text/plain",
         ) => {
             let bytes = read_body(req, state).await?;
-            String::from_utf8(bytes.to_vec())
-                .map_err(|e| Error::field("body", format!("not UTF-8: {e}")))
+            let text = String::from_utf8(bytes.to_vec())
+                .map_err(|e| Error::field("body", format!("not UTF-8: {e}")))?;
+            Ok(("body", text))
         }
         Some(_) => Err(Error::UnsupportedMediaType(ct.unwrap_or_default())),
     }

@@ -573,12 +573,47 @@ async fn definitions_are_registered_read_validated_and_deleted() {
         (reply.body["valid"].clone(), reply.body["problems"].clone()),
         (json!(true), json!([]))
     );
-
     let reply = env.call(Method::DELETE, url, Some(&admin), None).await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:#?}");
     env.call(Method::GET, url, Some(&viewer), None)
         .await
         .problem(404);
+}
+
+#[tokio::test]
+async fn a_definition_request_without_a_definition_is_a_400() {
+    let env = env().await;
+    let viewer = env.token(TENANT, Role::Viewer);
+    let admin = env.token(TENANT, Role::Admin);
+    let yaml = [("content-type", "application/yaml")];
+    let validate = "/api/v1/workflows/definitions/validate";
+    // No definition at all is a bad request, not a verdict on a definition.
+    let all: &[&str] = &["", "  \n", r#"{"source": " "}"#];
+    for (method, path, who, bodies) in [
+        (Method::POST, validate, &viewer, all),
+        (
+            Method::PUT,
+            "/api/v1/workflows/definitions/greet",
+            &admin,
+            all,
+        ),
+    ] {
+        for &body in bodies {
+            let (headers, field): (&[(&str, &str)], _) = if body.starts_with('{') {
+                (&[("content-type", "application/json")], "source")
+            } else {
+                (&yaml, "body")
+            };
+            let reply = env
+                .send(method.clone(), path, Some(who), headers, Some(body.into()))
+                .await;
+            assert_eq!(
+                reply.problem(400)["field"],
+                field,
+                "{path} {body:?}: {reply:#?}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
