@@ -62,8 +62,10 @@ enum Command {
         /// The tenant the token acts for.
         #[arg(long)]
         tenant: String,
-        /// What the token may do: viewer (read), operator (read and run), admin (everything).
-        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        /// What the token may do: viewer (read), operator (read and run), admin (everything
+        /// within the tenant), platform (the deployment's operator: also reads other tenants'
+        /// usage and audit log).
+        #[arg(long, value_parser = ["viewer", "operator", "admin", "platform"])]
         role: String,
         /// Who the token stands for (the `sub` claim).
         #[arg(long, default_value = "dev")]

@@ -23,7 +23,12 @@ use crate::Error;
 pub enum Role {
     Viewer,
     Operator,
+    /// Everything within the token's tenant.
     Admin,
+    /// The deployment's operator: an admin who may also read about other tenants (`tenant=`
+    /// on `/usage` and `/audit`, and the refused credentials under `_anonymous`). Not a role
+    /// to give a tenant.
+    Platform,
 }
 
 impl Role {
@@ -32,6 +37,7 @@ impl Role {
             "viewer" => Some(Role::Viewer),
             "operator" => Some(Role::Operator),
             "admin" => Some(Role::Admin),
+            "platform" => Some(Role::Platform),
             _ => None,
         }
     }
@@ -41,6 +47,7 @@ impl Role {
             Role::Viewer => "viewer",
             Role::Operator => "operator",
             Role::Admin => "admin",
+            Role::Platform => "platform",
         }
     }
 }
@@ -48,7 +55,7 @@ impl Role {
 pub use crate::permission::Permission;
 
 /// The one table of what each role may do.
-pub const ROLE_PERMISSIONS: [(Role, &[Permission]); 3] = [
+pub const ROLE_PERMISSIONS: [(Role, &[Permission]); 4] = [
     (
         Role::Viewer,
         &[Permission::WorkflowsRead, Permission::RegistryRead],
@@ -63,6 +70,16 @@ pub const ROLE_PERMISSIONS: [(Role, &[Permission]); 3] = [
     ),
     (
         Role::Admin,
+        &[
+            Permission::WorkflowsRead,
+            Permission::RegistryRead,
+            Permission::WorkflowsRun,
+            Permission::DefinitionsWrite,
+            Permission::AuditRead,
+        ],
+    ),
+    (
+        Role::Platform,
         &[
             Permission::WorkflowsRead,
             Permission::RegistryRead,
@@ -345,6 +362,9 @@ mod tests {
         assert!(operator.has(Permission::WorkflowsRun));
         assert!(!operator.has(Permission::DefinitionsWrite));
         assert!(caller(vec![Role::Admin]).has(Permission::DefinitionsWrite));
+        // Another tenant is the deployment's business, not a tenant admin's.
+        assert!(!caller(vec![Role::Admin]).has(Permission::OtherTenants));
+        assert!(caller(vec![Role::Platform]).has(Permission::OtherTenants));
         assert!(!caller(vec![]).has(Permission::WorkflowsRead));
     }
 

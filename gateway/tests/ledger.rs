@@ -222,11 +222,19 @@ async fn the_ledger_routes_answer_per_tenant_with_pages_groups_stats_and_audit()
     )
     .await
     .problem(403);
+    // A tenant's admin is still that tenant's: another tenant's usage is the deployment's.
+    l.get(
+        &format!("/api/v1/usage?{range}&tenant={OTHER_TENANT}"),
+        TENANT,
+        Role::Admin,
+    )
+    .await
+    .problem(403);
     let admin_view = l
         .get(
             &format!("/api/v1/usage?{range}&tenant={OTHER_TENANT}"),
             TENANT,
-            Role::Admin,
+            Role::Platform,
         )
         .await;
     assert_eq!(admin_view.body["tenant"], OTHER_TENANT, "{admin_view:#?}");
@@ -385,14 +393,22 @@ async fn the_ledger_routes_answer_per_tenant_with_pages_groups_stats_and_audit()
     );
     let anonymous = l.env.call(Method::GET, "/api/v1/usage", None, None).await;
     anonymous.problem(401);
-    // Refused credentials are logged under `_anonymous`, which only an admin may read.
+    // Refused credentials are logged under `_anonymous`, which only the deployment's operator
+    // may read.
+    l.get(
+        "/api/v1/audit?tenant=_anonymous&action=auth.failed",
+        TENANT,
+        Role::Admin,
+    )
+    .await
+    .problem(403);
     let deadline = tokio::time::Instant::now() + T;
     loop {
         let refused = l
             .get(
                 "/api/v1/audit?tenant=_anonymous&action=auth.failed",
                 TENANT,
-                Role::Admin,
+                Role::Platform,
             )
             .await;
         assert_eq!(refused.status, StatusCode::OK, "{refused:#?}");

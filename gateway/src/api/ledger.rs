@@ -109,7 +109,7 @@ fn text(field: &str, value: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The tenant a read is about: the caller's, or for an admin, the one named.
+/// The tenant a read is about: the caller's, or for the deployment's operator (`platform`), the one named.
 fn tenant(ctx: &Ctx, named: Option<&str>) -> Result<Option<String>, Error> {
     match named {
         None => Ok(None),
@@ -337,7 +337,7 @@ pub(crate) async fn audit_log(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Val
     ctx.require(Permission::AuditRead)?;
     let q: AuditParams = query_of(&uri)?;
     let mut input = Map::new();
-    // `_anonymous` (refused credentials) is read like any other tenant: by an admin.
+    // `_anonymous` (refused credentials) is read like any other tenant: by the deployment's operator (`platform`).
     if let Some(t) = tenant(&ctx, q.tenant.as_deref())? {
         input.insert("tenant".into(), json!(t));
     }

@@ -1,6 +1,6 @@
 //! The questions the ledger answers: usage per meter, day or workflow; the instance list with
 //! filters and a cursor; per-workflow stats; the audit log. Every query is scoped to one
-//! tenant, named by the caller (the gateway passes the token's tenant, or for an admin the
+//! tenant, named by the caller (the gateway passes the token's tenant, or for the deployment's operator the
 //! tenant asked for).
 
 use serde::Deserialize;

@@ -100,8 +100,8 @@ pub(crate) async fn start(
     .await?)
 }
 
-/// The tenant a query reads: the one the input names (the gateway sets it only for an
-/// admin) or the job's.
+/// The tenant a query reads: the one the input names (the gateway sets it only for the
+/// deployment's operator) or the job's.
 fn tenant_of(job: &Job, named: Option<String>) -> Result<String, Error> {
     let tenant = named
         .filter(|t| !t.is_empty())
