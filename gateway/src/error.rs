@@ -14,7 +14,7 @@ use serde::Serialize;
 use switchyard_proto::orchestrator::Problem as DefinitionProblem;
 
 use crate::{
-    limits::{Group, Limited, retry_after_secs},
+    limits::{Group, Limited, StreamsFull, retry_after_secs},
     permission::Permission,
 };
 
@@ -61,6 +61,9 @@ pub enum Error {
         group: Group,
         retry_after: std::time::Duration,
     },
+    /// Over a cap of open event streams.
+    #[error("{} already holds {limit} open event streams; close one first", if *tenant { "the tenant" } else { "this gateway" })]
+    TooManyStreams { tenant: bool, limit: usize },
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("unsupported content type {0:?}")]
@@ -91,6 +94,15 @@ pub enum Error {
     Metrics(#[from] prometheus::Error),
     #[error("serving HTTP failed: {0}")]
     Serve(std::io::Error),
+}
+
+impl From<StreamsFull> for Error {
+    fn from(full: StreamsFull) -> Self {
+        Error::TooManyStreams {
+            tenant: full.tenant,
+            limit: full.limit,
+        }
+    }
 }
 
 impl From<Limited> for Error {
@@ -151,6 +163,11 @@ impl Error {
             Error::RateLimited { .. } => {
                 (S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
             }
+            Error::TooManyStreams { .. } => (
+                S::TOO_MANY_REQUESTS,
+                "too-many-streams",
+                "Too many event streams",
+            ),
             Error::PayloadTooLarge { .. } => (
                 S::PAYLOAD_TOO_LARGE,
                 "payload-too-large",

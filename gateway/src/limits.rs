@@ -5,7 +5,13 @@
 //! times the configured rate. The limits protect the bus and the workers from one tenant's
 //! burst; billing-grade quotas come from the usage ledger instead.
 
-use std::{fmt, num::NonZeroU32, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt,
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use governor::{
     Quota, RateLimiter,
@@ -146,6 +152,88 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
+/// Open event streams, capped per tenant and in all: each holds a consumer on the server
+/// for as long as its client stays connected, so a rate limit alone does not bound them.
+#[derive(Debug)]
+pub struct StreamSlots {
+    per_tenant: usize,
+    total: usize,
+    open: Mutex<OpenStreams>,
+}
+
+#[derive(Debug, Default)]
+struct OpenStreams {
+    total: usize,
+    by_tenant: HashMap<String, usize>,
+}
+
+/// One open event stream, given back when dropped.
+#[derive(Debug)]
+pub struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    tenant: String,
+}
+
+/// An event stream over a cap (the gateway answers 429).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamsFull {
+    /// `true` for the tenant's cap, `false` for the gateway's.
+    pub tenant: bool,
+    pub limit: usize,
+}
+
+impl StreamSlots {
+    pub fn new(per_tenant: usize, total: usize) -> Arc<StreamSlots> {
+        Arc::new(StreamSlots {
+            per_tenant,
+            total,
+            open: Mutex::new(OpenStreams::default()),
+        })
+    }
+
+    /// A slot for one more of `tenant`'s streams, unless a cap is reached.
+    pub fn acquire(self: &Arc<Self>, tenant: &str) -> Result<StreamSlot, StreamsFull> {
+        let mut open = self.lock();
+        let mine = open.by_tenant.get(tenant).copied().unwrap_or(0);
+        if mine >= self.per_tenant {
+            return Err(StreamsFull {
+                tenant: true,
+                limit: self.per_tenant,
+            });
+        }
+        if open.total >= self.total {
+            return Err(StreamsFull {
+                tenant: false,
+                limit: self.total,
+            });
+        }
+        open.total += 1;
+        open.by_tenant.insert(tenant.to_owned(), mine + 1);
+        Ok(StreamSlot {
+            slots: self.clone(),
+            tenant: tenant.to_owned(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenStreams> {
+        // Counters stay consistent even if a holder panicked.
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.lock();
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.by_tenant.get_mut(&self.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_tenant.remove(&self.tenant);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +299,30 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
         assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
         assert_eq!(retry_after_secs(Duration::from_millis(2001)), 3);
+    }
+
+    #[test]
+    fn event_streams_are_capped_per_tenant_and_in_all_and_given_back_on_drop() {
+        let slots = StreamSlots::new(2, 3);
+        let a1 = slots.acquire("a").unwrap();
+        let _a2 = slots.acquire("a").unwrap();
+        assert_eq!(
+            slots.acquire("a").unwrap_err(),
+            StreamsFull {
+                tenant: true,
+                limit: 2
+            }
+        );
+        let _b1 = slots.acquire("b").unwrap();
+        assert_eq!(
+            slots.acquire("b").unwrap_err(),
+            StreamsFull {
+                tenant: false,
+                limit: 3
+            }
+        );
+        drop(a1);
+        let _b2 = slots.acquire("b").unwrap();
+        assert!(slots.acquire("a").is_err(), "the gateway is full again");
     }
 }

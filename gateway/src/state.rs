@@ -30,6 +30,7 @@ struct Inner {
     registry: Registry,
     definitions: definitions::DefinitionCache,
     limits: limits::Limits,
+    streams: Arc<limits::StreamSlots>,
     /// The registered definitions, followed from `WF_DEFINITIONS`, so that a start is checked
     /// and pinned to a version without a round trip to the orchestrator; absent when the
     /// bucket was missing at start-up (then every start asks the orchestrator).
@@ -80,6 +81,10 @@ impl AppState {
                 bus,
                 auth,
                 limits: limits::Limits::new(&config.gateway.rate_limits),
+                streams: limits::StreamSlots::new(
+                    config.gateway.event_streams_per_tenant,
+                    config.gateway.event_streams,
+                ),
                 settings: config.gateway.clone(),
                 metrics,
                 registry,
@@ -121,6 +126,11 @@ impl AppState {
 
     pub(crate) fn limits(&self) -> &limits::Limits {
         &self.inner.limits
+    }
+
+    /// The caps on open event streams.
+    pub(crate) fn streams(&self) -> &Arc<limits::StreamSlots> {
+        &self.inner.streams
     }
 
     /// Runs `work` after the response, tracked so that shutdown waits for it.

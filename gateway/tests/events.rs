@@ -290,3 +290,38 @@ async fn a_client_that_leaves_mid_stream_leaves_nothing_behind() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn open_event_streams_are_capped_and_a_closed_one_frees_its_slot() {
+    let env = env_with(|c| c.gateway.event_streams_per_tenant = 1).await;
+    env.register(SLEEPY).await;
+    let instance = env.trigger("sleepy", json!({})).await;
+
+    let first = open(&env, &instance, None).await;
+    let token = env.token(TENANT, Role::Viewer);
+    let uri = format!("/api/v1/workflows/instances/{instance}/events");
+    let over = env.call(Method::GET, &uri, Some(&token), None).await;
+    assert_eq!(
+        over.problem(429)["type"],
+        "urn:switchyard:problem:too-many-streams",
+        "{over:#?}"
+    );
+    assert_eq!(
+        sse_consumers(&env).await,
+        1,
+        "the refused stream opened nothing"
+    );
+
+    drop(first);
+    let mut again = open(&env, &instance, None).await;
+    assert_eq!(again.next().await.expect("an event").event, "started");
+
+    let op = env.token(TENANT, Role::Operator);
+    env.call(
+        Method::POST,
+        &format!("/api/v1/workflows/instances/{instance}/cancel"),
+        Some(&op),
+        None,
+    )
+    .await;
+}

@@ -105,6 +105,11 @@ pub struct GatewaySettings {
     /// Requests allowed per route group; a request over its group's rate is answered 429 with
     /// `Retry-After`.
     pub rate_limits: RateLimits,
+    /// Event streams (`GET …/instances/{id}/events`) one tenant may hold open on this gateway
+    /// at once; one more is answered 429. Each holds a consumer on the server. Default 20.
+    pub event_streams_per_tenant: usize,
+    /// Event streams this gateway holds open at once, over all tenants. Default 1000.
+    pub event_streams: usize,
 }
 
 impl Default for GatewaySettings {
@@ -115,6 +120,8 @@ impl Default for GatewaySettings {
             request_timeout: Duration::from_secs(30),
             max_wait: Duration::from_secs(60),
             rate_limits: RateLimits::default(),
+            event_streams_per_tenant: 20,
+            event_streams: 1000,
         }
     }
 }
@@ -970,6 +977,18 @@ impl Config {
                             problems,
                         ),
                     },
+                    event_streams_per_tenant: field(
+                        &figment,
+                        "gateway.event_streams_per_tenant",
+                        d.gateway.event_streams_per_tenant,
+                        problems,
+                    ),
+                    event_streams: field(
+                        &figment,
+                        "gateway.event_streams",
+                        d.gateway.event_streams,
+                        problems,
+                    ),
                 }
             }),
             integration: section(wants(Section::Integration), &mut problems, |problems| {
@@ -1086,6 +1105,18 @@ impl Config {
         }
         if g.max_wait > Duration::from_secs(3600) {
             bad("gateway.max_wait", "must be at most 1h".into());
+        }
+        if g.event_streams == 0 {
+            bad("gateway.event_streams", "must be at least 1".into());
+        }
+        if !(1..=g.event_streams.max(1)).contains(&g.event_streams_per_tenant) {
+            bad(
+                "gateway.event_streams_per_tenant",
+                format!(
+                    "{} is out of range; expected 1 to gateway.event_streams ({})",
+                    g.event_streams_per_tenant, g.event_streams
+                ),
+            );
         }
         let a = &g.auth;
         if let Some(secret) = &a.secret
@@ -1242,6 +1273,8 @@ const KNOWN_KEYS: &[&str] = &[
     "gateway.rate_limits.read",
     "gateway.rate_limits.definitions",
     "gateway.rate_limits.research",
+    "gateway.event_streams_per_tenant",
+    "gateway.event_streams",
 ];
 
 fn unknown_keys(figment: &Figment) -> Vec<Problem> {

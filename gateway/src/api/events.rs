@@ -9,10 +9,7 @@
 
 use std::{convert::Infallible, time::Duration};
 
-use async_nats::jetstream::{
-    self,
-    consumer::{AckPolicy, DeliverPolicy, pull},
-};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use axum::{
     extract::Path,
     http::{HeaderMap, HeaderValue, header},
@@ -29,10 +26,9 @@ use tracing::{debug, warn};
 use axum::http::Method;
 
 use crate::{
-    Error, Permission,
+    AppState, Error, Permission,
     extract::Ctx,
-    limits::Group,
-    metrics::HttpMetrics,
+    limits::{Group, StreamSlot},
     route::{Deadline, RouteDef, route},
 };
 
@@ -71,6 +67,7 @@ pub(crate) async fn stream(
     // Another tenant's instance, or none at all, is a 404 before anything is opened.
     let status = instance_soon(&ctx, &id).await?;
     let finished = status.status.is_finished();
+    let slot = ctx.state.streams().acquire(ctx.tenant())?;
 
     let bus = ctx.state.bus();
     let events = bus
@@ -102,7 +99,12 @@ pub(crate) async fn stream(
         .messages()
         .await
         .map_err(|e| Error::unavailable("opening the event stream", e))?;
-    let guard = ConsumerGuard::new(bus.js.clone(), name, ctx.state.metrics().clone());
+    let guard = ConsumerGuard {
+        state: ctx.state.clone(),
+        name,
+        _slot: slot,
+    };
+    ctx.state.metrics().event_streams.inc();
     debug!(instance_id = %id, after, "event stream opened");
 
     let body = sse_events(messages, guard, finished);
@@ -224,30 +226,21 @@ fn view(e: &WorkflowEvent) -> Value {
     })
 }
 
-/// Deletes the connection's consumer when the response body is dropped: the stream ended or
-/// the client went away.
+/// Deletes the connection's consumer when the response body is dropped (the stream ended or
+/// the client went away), on the gateway's tracker so that shutdown waits for it, and gives
+/// back the stream's slot.
 struct ConsumerGuard {
-    js: jetstream::Context,
+    state: AppState,
     name: String,
-    metrics: HttpMetrics,
-}
-
-impl ConsumerGuard {
-    fn new(js: jetstream::Context, name: String, metrics: HttpMetrics) -> Self {
-        metrics.event_streams.inc();
-        ConsumerGuard { js, name, metrics }
-    }
+    _slot: StreamSlot,
 }
 
 impl Drop for ConsumerGuard {
     fn drop(&mut self) {
-        self.metrics.event_streams.dec();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let js = self.js.clone();
+        self.state.metrics().event_streams.dec();
+        let js = self.state.bus().js.clone();
         let name = std::mem::take(&mut self.name);
-        runtime.spawn(async move {
+        self.state.spawn(async move {
             match js
                 .delete_consumer_from_stream(&name, stream::WF_EVENTS)
                 .await
