@@ -281,14 +281,7 @@ async fn a_client_that_leaves_mid_stream_leaves_nothing_behind() {
     // The instance itself is untouched by the client leaving.
     let status = env.status(&instance).await;
     assert_eq!(status.body["status"], "running", "{status:#?}");
-    let op = env.token(TENANT, Role::Operator);
-    env.call(
-        Method::POST,
-        &format!("/api/v1/workflows/instances/{instance}/cancel"),
-        Some(&op),
-        None,
-    )
-    .await;
+    cancel(&env, &instance).await;
 }
 
 #[tokio::test]
@@ -316,12 +309,13 @@ async fn open_event_streams_are_capped_and_a_closed_one_frees_its_slot() {
     let mut again = open(&env, &instance, None).await;
     assert_eq!(again.next().await.expect("an event").event, "started");
 
+    cancel(&env, &instance).await;
+}
+
+/// Cancels `instance` as an operator of [`TENANT`], so a test leaves no sleeping job behind.
+async fn cancel(env: &Env, instance: &str) {
     let op = env.token(TENANT, Role::Operator);
-    env.call(
-        Method::POST,
-        &format!("/api/v1/workflows/instances/{instance}/cancel"),
-        Some(&op),
-        None,
-    )
-    .await;
+    let uri = format!("/api/v1/workflows/instances/{instance}/cancel");
+    let reply = env.call(Method::POST, &uri, Some(&op), None).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:#?}");
 }
