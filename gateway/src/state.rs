@@ -13,7 +13,7 @@ use tokio_util::{
 };
 use tracing::warn;
 
-use crate::{Authenticator, Error, bus, definitions, limits, metrics};
+use crate::{Authenticator, Error, audit, bus, definitions, limits, metrics};
 
 /// What every handler shares; cheap to clone.
 #[derive(Debug, Clone)]
@@ -31,6 +31,7 @@ struct Inner {
     definitions: definitions::DefinitionCache,
     limits: limits::Limits,
     streams: Arc<limits::StreamSlots>,
+    refusals: audit::RefusalSampler,
     /// The registered definitions, followed from `WF_DEFINITIONS`, so that a start is checked
     /// and pinned to a version without a round trip to the orchestrator; absent when the
     /// bucket was missing at start-up (then every start asks the orchestrator).
@@ -85,6 +86,7 @@ impl AppState {
                     config.gateway.event_streams_per_tenant,
                     config.gateway.event_streams,
                 ),
+                refusals: audit::RefusalSampler::default(),
                 settings: config.gateway.clone(),
                 metrics,
                 registry,
@@ -126,6 +128,11 @@ impl AppState {
 
     pub(crate) fn limits(&self) -> &limits::Limits {
         &self.inner.limits
+    }
+
+    /// Which refused credentials reach the audit log.
+    pub(crate) fn refusals(&self) -> &audit::RefusalSampler {
+        &self.inner.refusals
     }
 
     /// The caps on open event streams.

@@ -180,3 +180,33 @@ async fn refusals_definition_changes_cancels_and_signals_are_audited() {
     assert_eq!(delete.attributes["version"], "1");
     assert_eq!(events.len(), 7, "{events:#?}");
 }
+
+#[tokio::test]
+async fn a_flood_of_refused_credentials_adds_a_bounded_number_of_audit_entries() {
+    let env = env().await;
+    const FLOOD: usize = 300;
+    for _ in 0..FLOOD {
+        env.call(Method::GET, "/api/v1/workflows/definitions", None, None)
+            .await
+            .problem(401);
+    }
+    let metrics = env.call(Method::GET, "/metrics", None, None).await;
+    assert!(
+        metrics.text.contains(&format!(
+            "switchyard_auth_failures_total{{reason=\"missing\"}} {FLOOD}"
+        )),
+        "every refusal is counted: {}",
+        metrics.text
+    );
+    // Whatever reached the stream by now; a sampled flood leaves one entry per window.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = audit_events(&env, 1).await;
+    assert!(
+        (1..=2).contains(&events.len()),
+        "{} audit entries for {FLOOD} refusals",
+        events.len()
+    );
+    let (_, first) = &events[0];
+    assert_eq!(first.outcome, "missing");
+    assert_eq!(first.attributes["refusals"], "1");
+}
