@@ -2,11 +2,11 @@
 //! and bodies (JSON, definition text) and query strings that fail as problems naming the
 //! field.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::SocketAddr};
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, FromRequestParts, MatchedPath, Query, Request},
+    extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Query, Request},
     http::{StatusCode, header, request::Parts},
 };
 use serde::{Deserialize, de::DeserializeOwned};
@@ -51,6 +51,20 @@ impl FromRequestParts<AppState> for Ctx {
             .cloned()
             .unwrap_or_else(|| CorrelationId::from_headers(&parts.headers))
             .0;
+        // The TCP peer, when the server was started with connection info.
+        let address = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        if let Some(address) = &address {
+            state.limits().check_address(address).inspect_err(|_| {
+                state
+                    .metrics()
+                    .rate_limited
+                    .with_label_values(&[Group::Refused.as_str()])
+                    .inc();
+            })?;
+        }
         let authorization = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -80,7 +94,23 @@ impl FromRequestParts<AppState> for Ctx {
                     },
                 );
             }
-        })?;
+        });
+        let caller = match caller {
+            Ok(caller) => caller,
+            // The refusal that takes an address over its rate is answered as the ones after it.
+            Err(e @ Error::Unauthenticated { .. }) => {
+                let over = address.as_deref().and_then(|a| state.limits().refused(a));
+                return Err(over.map_or(e, |limited| {
+                    state
+                        .metrics()
+                        .rate_limited
+                        .with_label_values(&[Group::Refused.as_str()])
+                        .inc();
+                    limited.into()
+                }));
+            }
+            Err(e) => return Err(e),
+        };
         let group = parts
             .extensions
             .get::<Group>()

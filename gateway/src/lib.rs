@@ -77,7 +77,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         .map_err(|source| switchyard_runtime::Error::Bind { addr, source })?;
     info!(http_addr = %bound, "gateway serving");
     let tasks = state.tasks().clone();
-    let serve = axum::serve(listener, router(state))
+    // With the peer's address, for the rate of refused credentials per client.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let serve = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
     let grace = config.shutdown_grace;

@@ -10,7 +10,7 @@ use std::{
     fmt,
     num::NonZeroU32,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use governor::{
@@ -40,6 +40,8 @@ pub enum Group {
     Research,
     /// Health, readiness, metrics and the OpenAPI document: no token, no limit.
     Open,
+    /// Refused credentials, counted per client address before any token is checked.
+    Refused,
 }
 
 impl Group {
@@ -51,6 +53,7 @@ impl Group {
             Group::Definitions => "definitions",
             Group::Research => "research",
             Group::Open => "open",
+            Group::Refused => "refused",
         }
     }
 
@@ -81,6 +84,9 @@ pub struct Limits {
     read: Option<Keyed>,
     definitions: Option<Keyed>,
     research: Option<Keyed>,
+    refused: Option<Keyed>,
+    /// Client addresses over their refused-credentials rate, until when.
+    blocked: Mutex<HashMap<String, Instant>>,
 }
 
 impl Limits {
@@ -95,8 +101,49 @@ impl Limits {
             read: make(settings.read),
             definitions: make(settings.definitions),
             research: make(settings.research),
+            refused: make(settings.refused),
+            blocked: Mutex::new(HashMap::new()),
             clock,
         }
+    }
+
+    /// Whether `address` may be heard at all: not while it is over its rate of refused
+    /// credentials (see [`Limits::refused`]).
+    pub fn check_address(&self, address: &str) -> Result<(), Limited> {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(until) = blocked.get(address).copied() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if until > now {
+            return Err(Limited {
+                group: Group::Refused,
+                retry_after: until - now,
+            });
+        }
+        blocked.remove(address);
+        Ok(())
+    }
+
+    /// Counts refused credentials from `address`; over the rate, the address is answered 429
+    /// before its token is checked until the rate allows again, and this refusal is too.
+    pub fn refused(&self, address: &str) -> Option<Limited> {
+        let limiter = self.refused.as_ref()?;
+        if limiter.len() > PRUNE_ABOVE {
+            limiter.retain_recent();
+        }
+        let not_until = limiter.check_key(&address.to_owned()).err()?;
+        let retry_after = not_until.wait_time_from(self.clock.now());
+        let now = Instant::now();
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        if blocked.len() > PRUNE_ABOVE {
+            blocked.retain(|_, until| *until > now);
+        }
+        blocked.insert(address.to_owned(), now + retry_after);
+        Some(Limited {
+            group: Group::Refused,
+            retry_after,
+        })
     }
 
     /// Counts one request of `caller` against `group`; an error says when to come back.
@@ -107,7 +154,7 @@ impl Limits {
             Group::Read => &self.read,
             Group::Definitions => &self.definitions,
             Group::Research => &self.research,
-            Group::Open => &None,
+            Group::Open | Group::Refused => &None,
         };
         let Some(limiter) = limiter else {
             return Ok(());

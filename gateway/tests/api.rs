@@ -617,6 +617,45 @@ async fn a_definition_request_without_a_definition_is_a_400() {
 }
 
 #[tokio::test]
+async fn an_address_that_keeps_sending_bad_tokens_is_answered_429_before_any_token_is_checked() {
+    use switchyard_runtime::config::{RateLimit, RatePeriod};
+    let env =
+        env_with(|c| c.gateway.rate_limits.refused = RateLimit::per(5, RatePeriod::Minute)).await;
+    let uri = "/api/v1/workflows/definitions";
+    let good = env.token(TENANT, Role::Viewer);
+    let mut statuses = Vec::new();
+    for _ in 0..50 {
+        let reply = get_from(&env.app, "192.0.2.7", uri, "not-a-token").await;
+        statuses.push(reply.status.as_u16());
+    }
+    assert_eq!(&statuses[..5], [401; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Even a good token from that address waits; another address is heard.
+    let blocked = get_from(&env.app, "192.0.2.7", uri, &good).await;
+    assert!(
+        blocked
+            .header("retry-after")
+            .parse::<u64>()
+            .is_ok_and(|s| s >= 1)
+    );
+    assert_eq!(
+        blocked.problem(429)["type"],
+        "urn:switchyard:problem:rate-limited"
+    );
+    let other = get_from(&env.app, "192.0.2.8", uri, &good).await;
+    assert_eq!(other.status, StatusCode::OK, "{other:#?}");
+    let metrics = env.call(Method::GET, "/metrics", None, None).await;
+    // The five answered 401 and the one that took the address over its rate.
+    assert!(
+        metrics
+            .text
+            .contains("switchyard_auth_failures_total{reason=\"malformed\"} 6"),
+        "only the requests heard had their token checked: {}",
+        metrics.text
+    );
+}
+
+#[tokio::test]
 async fn the_registry_lists_the_test_worker_with_its_operations() {
     let env = env().await;
     let viewer = env.token(TENANT, Role::Viewer);

@@ -142,6 +142,10 @@ pub struct RateLimits {
     pub definitions: RateLimit,
     /// Research requests, per user (the product asks for 10 an hour). Default `10/h`.
     pub research: RateLimit,
+    /// Refused credentials (401) per client address. Over it, the address is answered 429
+    /// before its token is checked until the rate allows again. The address is the TCP peer's:
+    /// behind a proxy that is the proxy, so raise this or set `off` there. Default `30/m`.
+    pub refused: RateLimit,
 }
 
 impl Default for RateLimits {
@@ -152,6 +156,7 @@ impl Default for RateLimits {
             read: RateLimit::per(500, RatePeriod::Second),
             definitions: RateLimit::per(10, RatePeriod::Second),
             research: RateLimit::per(10, RatePeriod::Hour),
+            refused: RateLimit::per(30, RatePeriod::Minute),
         }
     }
 }
@@ -976,6 +981,7 @@ impl Config {
                             d.gateway.rate_limits.research,
                             problems,
                         ),
+                        refused: rate(&figment, "refused", d.gateway.rate_limits.refused, problems),
                     },
                     event_streams_per_tenant: field(
                         &figment,
@@ -1273,6 +1279,7 @@ const KNOWN_KEYS: &[&str] = &[
     "gateway.rate_limits.read",
     "gateway.rate_limits.definitions",
     "gateway.rate_limits.research",
+    "gateway.rate_limits.refused",
     "gateway.event_streams_per_tenant",
     "gateway.event_streams",
 ];

@@ -334,6 +334,25 @@ pub async fn send(
     let req = req
         .body(body.map(Body::from).unwrap_or_else(Body::empty))
         .expect("request");
+    send_request(app, req).await
+}
+
+/// `GET uri` as a client at `address` (the peer address the server would see), with `token`.
+pub async fn get_from(app: &Router, address: &str, uri: &str, token: &str) -> Reply {
+    let peer: std::net::SocketAddr = format!("{address}:40000").parse().expect("an address");
+    let mut req = Request::builder()
+        .method(Method::GET)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .expect("request");
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    send_request(app, req).await
+}
+
+/// Sends `req` to the app and reads the whole answer.
+pub async fn send_request(app: &Router, req: Request<Body>) -> Reply {
     let response = app.clone().oneshot(req).await.expect("infallible");
     let status = response.status();
     let headers = response.headers().clone();
