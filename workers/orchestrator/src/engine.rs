@@ -33,7 +33,7 @@ use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use switchyard_workflow::{
     Store,
-    definition::{self, Definition, ValidateOptions},
+    definition::{self, ValidateOptions},
 };
 
 use crate::{
@@ -41,6 +41,7 @@ use crate::{
     instance::{Effect, Instance, timer_id},
     metrics::Metrics,
     service,
+    shared::Shared,
     transition::{self, Ctx, Decision, Input},
 };
 
@@ -74,19 +75,6 @@ pub struct Options {
     pub replica_id: String,
     /// How long in-flight messages may take after shutdown begins.
     pub grace: Duration,
-}
-
-/// What every shard and the query service share.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) client: async_nats::Client,
-    pub(crate) js: jetstream::Context,
-    pub(crate) state: kv::Store,
-    pub(crate) definitions: Arc<Store>,
-    pub(crate) metrics: Metrics,
-    pub(crate) lag: ConsumerLag,
-    pub(crate) env: BTreeMap<String, String>,
-    pub(crate) replica_id: String,
 }
 
 /// The workflow engine of one process.
@@ -895,14 +883,4 @@ fn record_metrics(shared: &Shared, work: &Work, next: &Instance) {
             }
         }
     }
-}
-
-/// Loads a definition for the query service (any version, deleted or not).
-pub(crate) async fn definition_of(shared: &Shared, state: &Instance) -> Option<Arc<Definition>> {
-    shared
-        .definitions
-        .exact(&state.tenant, &state.workflow, state.version)
-        .await
-        .ok()
-        .flatten()
 }

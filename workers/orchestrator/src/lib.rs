@@ -12,6 +12,7 @@ pub mod error;
 pub mod instance;
 pub mod metrics;
 pub mod service;
+mod shared;
 pub mod transition;
 
 use std::collections::BTreeMap;

@@ -33,8 +33,8 @@ use tracing::warn;
 
 use crate::{
     Error,
-    engine::{Shared, definition_of},
     instance::{Instance, StepStatus},
+    shared::Shared,
 };
 
 pub use switchyard_proto::orchestrator::{
@@ -308,7 +308,7 @@ async fn instance_get(shared: &Shared, payload: &[u8]) -> Reply<GetInstance> {
     if state.tenant != req.tenant {
         return Err(not_found());
     }
-    let def = definition_of(shared, &state).await;
+    let def = shared.definition_of(&state).await;
     Ok(status_view(&state, def.as_deref()))
 }
 

@@ -1,0 +1,35 @@
+//! What every shard of the engine and the query service share: the connection, the buckets,
+//! the definitions, the metrics. In a module of its own so that the engine (which starts the
+//! service) and the service (which reads through it) do not import each other.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use async_nats::jetstream::{self, kv};
+use switchyard_runtime::metrics::ConsumerLag;
+use switchyard_workflow::{Store, definition::Definition};
+
+use crate::{instance::Instance, metrics::Metrics};
+
+/// What every shard and the query service share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) state: kv::Store,
+    pub(crate) definitions: Arc<Store>,
+    pub(crate) metrics: Metrics,
+    pub(crate) lag: ConsumerLag,
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) replica_id: String,
+}
+
+impl Shared {
+    /// The definition an instance runs, for the query service (any version, deleted or not).
+    pub(crate) async fn definition_of(&self, state: &Instance) -> Option<Arc<Definition>> {
+        self.definitions
+            .exact(&state.tenant, &state.workflow, state.version)
+            .await
+            .ok()
+            .flatten()
+    }
+}
