@@ -691,6 +691,10 @@ mod tests {
                 "stream for {kind} missing"
             );
         }
+        // The audit log is bounded in size as well as in age, oldest entries dropped first.
+        let audit = &config.streams.audit;
+        assert_eq!(audit.max_bytes, Some(ByteSize(8 << 30)));
+        assert_eq!(audit.discard, Discard::Old);
 
         let consumers = config.consumer_specs();
         for kind in WORKER_KINDS {
