@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::{
     Caller, Error, Permission, audit,
     call::CallMeta,
-    limits::Group,
+    limits::{Group, Limited},
     observe::{self, CorrelationId},
     state::AppState,
     workers::{self, WorkerError},
@@ -55,15 +55,20 @@ impl FromRequestParts<AppState> for Ctx {
         let address = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
-        if let Some(address) = &address {
-            state.limits().check_address(address).inspect_err(|_| {
-                state
-                    .metrics()
-                    .rate_limited
-                    .with_label_values(&[Group::Refused.as_str()])
-                    .inc();
-            })?;
+            .map(|c| c.0.ip());
+        let over_refusals = |limited: Limited| -> Error {
+            state
+                .metrics()
+                .rate_limited
+                .with_label_values(&[Group::Refused.as_str()])
+                .inc();
+            limited.into()
+        };
+        if let Some(address) = address {
+            state
+                .limits()
+                .check_address(address)
+                .map_err(over_refusals)?;
         }
         let authorization = parts
             .headers
@@ -99,15 +104,8 @@ impl FromRequestParts<AppState> for Ctx {
             Ok(caller) => caller,
             // The refusal that takes an address over its rate is answered as the ones after it.
             Err(e @ Error::Unauthenticated { .. }) => {
-                let over = address.as_deref().and_then(|a| state.limits().refused(a));
-                return Err(over.map_or(e, |limited| {
-                    state
-                        .metrics()
-                        .rate_limited
-                        .with_label_values(&[Group::Refused.as_str()])
-                        .inc();
-                    limited.into()
-                }));
+                let over = address.and_then(|a| state.limits().refused(a));
+                return Err(over.map_or(e, over_refusals));
             }
             Err(e) => return Err(e),
         };

@@ -8,8 +8,9 @@
 use std::{
     collections::HashMap,
     fmt,
+    net::IpAddr,
     num::NonZeroU32,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
 
@@ -74,6 +75,7 @@ impl fmt::Display for Group {
 }
 
 type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+type ByAddress = RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>;
 
 /// One limiter per limited group.
 #[derive(Debug)]
@@ -84,9 +86,10 @@ pub struct Limits {
     read: Option<Keyed>,
     definitions: Option<Keyed>,
     research: Option<Keyed>,
-    refused: Option<Keyed>,
-    /// Client addresses over their refused-credentials rate, until when.
-    blocked: Mutex<HashMap<String, Instant>>,
+    refused: Option<ByAddress>,
+    /// Client addresses over their refused-credentials rate, until when. Read on every
+    /// request, written only when an address crosses its rate or its time is up.
+    blocked: RwLock<HashMap<IpAddr, Instant>>,
 }
 
 impl Limits {
@@ -101,17 +104,26 @@ impl Limits {
             read: make(settings.read),
             definitions: make(settings.definitions),
             research: make(settings.research),
-            refused: make(settings.refused),
-            blocked: Mutex::new(HashMap::new()),
+            refused: quota(settings.refused)
+                .map(|q| RateLimiter::dashmap_with_clock(q, clock.clone())),
+            blocked: RwLock::new(HashMap::new()),
             clock,
         }
     }
 
     /// Whether `address` may be heard at all: not while it is over its rate of refused
     /// credentials (see [`Limits::refused`]).
-    pub fn check_address(&self, address: &str) -> Result<(), Limited> {
-        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(until) = blocked.get(address).copied() else {
+    pub fn check_address(&self, address: IpAddr) -> Result<(), Limited> {
+        if self.refused.is_none() {
+            return Ok(());
+        }
+        let until = self
+            .blocked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&address)
+            .copied();
+        let Some(until) = until else {
             return Ok(());
         };
         let now = Instant::now();
@@ -121,25 +133,28 @@ impl Limits {
                 retry_after: until - now,
             });
         }
-        blocked.remove(address);
+        self.blocked
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&address);
         Ok(())
     }
 
     /// Counts refused credentials from `address`; over the rate, the address is answered 429
     /// before its token is checked until the rate allows again, and this refusal is too.
-    pub fn refused(&self, address: &str) -> Option<Limited> {
+    pub fn refused(&self, address: IpAddr) -> Option<Limited> {
         let limiter = self.refused.as_ref()?;
         if limiter.len() > PRUNE_ABOVE {
             limiter.retain_recent();
         }
-        let not_until = limiter.check_key(&address.to_owned()).err()?;
+        let not_until = limiter.check_key(&address).err()?;
         let retry_after = not_until.wait_time_from(self.clock.now());
         let now = Instant::now();
-        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let mut blocked = self.blocked.write().unwrap_or_else(|p| p.into_inner());
         if blocked.len() > PRUNE_ABOVE {
             blocked.retain(|_, until| *until > now);
         }
-        blocked.insert(address.to_owned(), now + retry_after);
+        blocked.insert(address, now + retry_after);
         Some(Limited {
             group: Group::Refused,
             retry_after,

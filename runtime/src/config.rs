@@ -1708,6 +1708,11 @@ mod tests {
             RateLimit::per(30, RatePeriod::Minute)
         );
         assert_eq!(g.rate_limits.research, RateLimit::per(10, RatePeriod::Hour));
+        assert_eq!(
+            g.rate_limits.refused,
+            RateLimit::per(30, RatePeriod::Minute)
+        );
+        assert_eq!((g.event_streams_per_tenant, g.event_streams), (20, 1000));
         assert_eq!(config.gateway.body_limit, 4096);
         assert_eq!(config.gateway.max_wait, Duration::from_secs(5));
         assert_eq!(config.gateway.auth.algorithm, JwtAlgorithm::Rs256);
@@ -1719,6 +1724,8 @@ mod tests {
             ("SWITCHYARD_GATEWAY__REQUEST_TIMEOUT", "soon"),
             ("SWITCHYARD_GATEWAY__BODY_LIMT", "1"),
             ("SWITCHYARD_GATEWAY__RATE_LIMITS__CONTROL", "0/s"),
+            ("SWITCHYARD_GATEWAY__EVENT_STREAMS", "10"),
+            ("SWITCHYARD_GATEWAY__EVENT_STREAMS_PER_TENANT", "11"),
         ])) else {
             panic!("accepted")
         };
@@ -1729,6 +1736,10 @@ mod tests {
             "{text:#?}"
         );
         assert!(has("gateway.auth.public_key_file: required"), "{text:#?}");
+        assert!(
+            has("11 is out of range; expected 1 to gateway.event_streams (10)"),
+            "{text:#?}"
+        );
         assert!(
             has("SWITCHYARD_GATEWAY__BODY_LIMIT: 0 is out of range"),
             "{text:#?}"

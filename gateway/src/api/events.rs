@@ -238,6 +238,10 @@ struct ConsumerGuard {
 impl Drop for ConsumerGuard {
     fn drop(&mut self) {
         self.state.metrics().event_streams.dec();
+        // Dropped outside a runtime (its shutdown): the inactivity threshold removes it.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
         let js = self.state.bus().js.clone();
         let name = std::mem::take(&mut self.name);
         self.state.spawn(async move {
