@@ -105,6 +105,44 @@ enum BusCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The bus's keys: create them (once) and write the server's `auth.conf` and every
+    /// service's credentials (`creds/<role>.creds`) from them.
+    AuthInit {
+        /// The directory of the keys; keep it private.
+        #[arg(long, env = "SWITCHYARD_BUS_AUTH_DIR")]
+        dir: PathBuf,
+        /// Definitions file whose worker kinds get credentials; the built-in one when absent.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Credentials for a tenant's own services to publish its workflows straight onto the
+    /// bus: start, cancel and signal its instances, read its events, nothing else.
+    TenantCredentials {
+        tenant: String,
+        #[command(flatten)]
+        issue: IssueArgs,
+    },
+    /// Credentials for one role: `operator`, `gateway`, `orchestrator`, `ledger`,
+    /// `worker-<kind>` or `tenant-<tenant>` (e.g. a worker kind added after `auth-init`).
+    Credentials {
+        role: switchyard_bus_auth::Role,
+        #[command(flatten)]
+        issue: IssueArgs,
+    },
+}
+
+/// Where the keys are and what to issue.
+#[derive(Debug, clap::Args)]
+struct IssueArgs {
+    /// The directory of the bus's keys (from `auth-init`).
+    #[arg(long, env = "SWITCHYARD_BUS_AUTH_DIR")]
+    dir: PathBuf,
+    /// How long they stay valid, e.g. `90d`; without it they do not expire.
+    #[arg(long)]
+    expires: Option<humantime::Duration>,
+    /// Write them to this file (owner-readable only) instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,20 +218,39 @@ async fn main() -> ExitCode {
     if let Some(url) = &cli.nats_url {
         sources = sources.with_override("nats_url", url.clone());
     }
-    let config = match Config::load_sections(&sources, &config_sections(&cli.command)) {
+    let mut config = match Config::load_sections(&sources, &config_sections(&cli.command)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchyard: {e}");
             return ExitCode::from(process::exit_code(&e) as u8);
         }
     };
-    match run(cli.command, config).await {
+    config.nats.use_role(&bus_role(&cli.command));
+    match Box::pin(run(cli.command, config)).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("switchyard: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The bus user a subcommand connects as (see `nats.credentials_dir`).
+fn bus_role(command: &Command) -> String {
+    use switchyard_bus_auth::Role;
+    let role = match command {
+        Command::Gateway => Role::Gateway,
+        Command::Orchestrator => Role::Orchestrator,
+        Command::Ledger { .. } => Role::Ledger,
+        Command::Worker { kind } => Role::Worker(kind_name(*kind)),
+        _ => Role::Operator,
+    };
+    role.name()
+}
+
+fn kind_name(kind: WorkerKind) -> String {
+    kind.to_possible_value()
+        .map_or_else(|| "worker".to_owned(), |v| v.get_name().to_owned())
 }
 
 /// The configuration sections a subcommand reads and validates besides the common ones: a
@@ -239,6 +296,23 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bus {
+            command: BusCommand::AuthInit { dir, file },
+        } => {
+            let definitions = load_definitions(file)?;
+            let keys = switchyard_bus_auth::AuthDir::open(&dir)?;
+            let roles = switchyard_bus_auth::service_roles(&definitions.jobs.kinds);
+            for path in keys.init(&roles)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bus {
+            command: BusCommand::TenantCredentials { tenant, issue },
+        } => issue_credentials(&switchyard_bus_auth::Role::Tenant(tenant), issue),
+        Command::Bus {
+            command: BusCommand::Credentials { role, issue },
+        } => issue_credentials(&role, issue),
         Command::Bus { command } => {
             let client = nats::connect(&config, "switchyard-cli").await?;
             let js = async_nats::jetstream::new(client);
@@ -263,6 +337,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                         ExitCode::SUCCESS
                     })
                 }
+                BusCommand::AuthInit { .. }
+                | BusCommand::TenantCredentials { .. }
+                | BusCommand::Credentials { .. } => unreachable!("handled without a connection"),
                 BusCommand::Status { file, json } => {
                     let definitions = load_definitions(file)?;
                     let report = switchyard_bus_config::status(&js, &definitions).await?;
@@ -280,9 +357,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Worker { kind } => {
-            let name = kind
-                .to_possible_value()
-                .map_or_else(|| "worker".to_owned(), |v| v.get_name().to_owned());
+            let name = kind_name(kind);
             telemetry::init_as(&config, &format!("switchyard-{name}"));
             let stop = shutdown::on_signals();
             match kind {
@@ -453,6 +528,34 @@ async fn workflow_command(
         }
     }
     client.flush().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints (or writes to `out`) credentials for `role`, signed with the keys in `dir`.
+fn issue_credentials(
+    role: &switchyard_bus_auth::Role,
+    IssueArgs { dir, expires, out }: IssueArgs,
+) -> anyhow::Result<ExitCode> {
+    let keys = switchyard_bus_auth::AuthDir::open(&dir)?;
+    let expires = expires.map(|d| {
+        (std::time::SystemTime::now() + *d)
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_secs())
+    });
+    let creds = keys.credentials(role, expires)?;
+    match out {
+        Some(path) => {
+            keys.write_to(&path, &creds)?;
+            eprintln!("wrote {role}'s credentials to {}", path.display());
+            if let switchyard_bus_auth::Role::Tenant(_) = role {
+                eprintln!(
+                    "connect with them and the inbox prefix {:?} (NATS clients' custom inbox prefix)",
+                    role.inbox_prefix()
+                );
+            }
+        }
+        None => print!("{creds}"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

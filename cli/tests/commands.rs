@@ -3,13 +3,13 @@
 use std::process::{Command, Output, Stdio};
 
 use switchyard_proto::stream;
-use switchyard_test_support::NatsServer;
+use switchyard_test_support::{NatsServer, Role};
 
 fn switchyard(server: &NatsServer, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
         .env_clear()
-        .env("SWITCHYARD_NATS_URL", server.url())
+        .envs(server.env_for(&Role::Operator))
         .env("SWITCHYARD_NATS_CONNECT_TIMEOUT", "5s")
         .stdin(Stdio::null())
         .output()
@@ -88,7 +88,7 @@ async fn the_demo_runs_against_worker_processes_and_reports_every_outcome() {
     let worker = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["worker", "test"])
         .env_clear()
-        .env("SWITCHYARD_NATS_URL", server.url())
+        .envs(server.env_for(&Role::Worker("test".into())))
         .env("SWITCHYARD_WORKER__WORKER_ID", "demo-replica")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -114,11 +114,11 @@ async fn the_demo_runs_against_worker_processes_and_reports_every_outcome() {
     assert!(out.status.success());
 }
 
-fn spawn(server: &NatsServer, args: &[&str]) -> std::process::Child {
+fn spawn(server: &NatsServer, role: &Role, args: &[&str]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
         .env_clear()
-        .env("SWITCHYARD_NATS_URL", server.url())
+        .envs(server.env_for(role))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -139,8 +139,8 @@ fn stop(child: std::process::Child) {
 async fn a_workflow_is_validated_registered_run_and_followed_from_the_command_line() {
     let server = NatsServer::start().await;
     assert!(switchyard(&server, &["bus", "apply"]).status.success());
-    let worker = spawn(&server, &["worker", "test"]);
-    let orchestrator = spawn(&server, &["orchestrator"]);
+    let worker = spawn(&server, &Role::Worker("test".into()), &["worker", "test"]);
+    let orchestrator = spawn(&server, &Role::Orchestrator, &["orchestrator"]);
     let hello = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../workflows/examples/hello.yaml"
@@ -251,11 +251,11 @@ async fn a_missing_ai_key_file_stops_the_ai_worker_and_not_the_gateway() {
             missing.display().to_string(),
         ),
     ];
-    let command = |args: &[&str]| {
+    let command = |role: Role, args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
         cmd.args(args)
             .env_clear()
-            .env("SWITCHYARD_NATS_URL", server.url())
+            .envs(server.env_for(&role))
             .env("SWITCHYARD_NATS_CONNECT_TIMEOUT", "5s")
             .env("SWITCHYARD_METRICS_ADDR", "127.0.0.1:0")
             .envs(ai_env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -263,7 +263,7 @@ async fn a_missing_ai_key_file_stops_the_ai_worker_and_not_the_gateway() {
         cmd
     };
 
-    let ai = command(&["worker", "ai"])
+    let ai = command(Role::Worker("ai".into()), &["worker", "ai"])
         .output()
         .expect("run the AI worker");
     assert_eq!(ai.status.code(), Some(2), "{}", text(&ai));
@@ -274,7 +274,7 @@ async fn a_missing_ai_key_file_stops_the_ai_worker_and_not_the_gateway() {
     );
 
     let port = switchyard_test_support::free_port();
-    let mut gateway = command(&["gateway"])
+    let mut gateway = command(Role::Gateway, &["gateway"])
         .env("SWITCHYARD_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env(
             "SWITCHYARD_GATEWAY__AUTH__SECRET",
@@ -306,4 +306,123 @@ async fn a_missing_ai_key_file_stops_the_ai_worker_and_not_the_gateway() {
     let _ = gateway.kill();
     let _ = gateway.wait();
     assert_eq!(served, reqwest::StatusCode::OK);
+}
+
+/// A process refuses a server that admits anyone, unless told it is for development; wrong
+/// credentials fail at once, naming the setting.
+#[tokio::test]
+async fn a_process_refuses_an_open_server_and_wrong_credentials() {
+    let open = NatsServer::start_with(switchyard_test_support::NatsOptions {
+        auth: false,
+        ..Default::default()
+    })
+    .await;
+    let refused = switchyard(&open, &["bus", "apply"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("accepts clients without credentials"),
+        "{}",
+        text(&refused)
+    );
+    let allowed = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["bus", "apply"])
+        .env_clear()
+        .envs(open.env_for(&Role::Operator))
+        .env("SWITCHYARD_NATS__ALLOW_UNAUTHENTICATED", "true")
+        .output()
+        .expect("run switchyard");
+    assert!(allowed.status.success(), "{}", text(&allowed));
+
+    let secured = NatsServer::start().await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let foreign = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["bus", "credentials", "operator", "--dir"])
+        .arg(elsewhere.path())
+        .arg("--out")
+        .arg(elsewhere.path().join("operator.creds"))
+        .env_clear()
+        .output()
+        .expect("run switchyard");
+    assert!(foreign.status.success(), "{}", text(&foreign));
+    let started = std::time::Instant::now();
+    let wrong = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["bus", "status"])
+        .env_clear()
+        .env("SWITCHYARD_NATS_URL", secured.url())
+        .env(
+            "SWITCHYARD_NATS__CREDENTIALS",
+            elsewhere.path().join("operator.creds"),
+        )
+        .output()
+        .expect("run switchyard");
+    assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong));
+    assert!(
+        text(&wrong).contains("refused this process's credentials"),
+        "{}",
+        text(&wrong)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "refused credentials are not retried for the whole connect timeout"
+    );
+}
+
+/// `switchyard bus tenant-credentials` signs a publisher the running server admits, confined
+/// to its tenant, without any change to the server.
+#[tokio::test]
+async fn tenant_credentials_from_the_command_start_only_that_tenants_workflows() {
+    let server = NatsServer::start().await;
+    assert!(switchyard(&server, &["bus", "apply"]).status.success());
+    let keys = server.auth().expect("keys").path().to_owned();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "bus",
+            "tenant-credentials",
+            "acme",
+            "--expires",
+            "1h",
+            "--dir",
+        ])
+        .arg(&keys)
+        .env_clear()
+        .output()
+        .expect("run switchyard");
+    assert!(out.status.success(), "{}", text(&out));
+    let creds = String::from_utf8(out.stdout).expect("utf-8");
+    let jwt = creds.lines().nth(1).expect("the JWT line");
+    let claims = switchyard_bus_auth::claims(jwt).expect("claims");
+    assert_eq!(claims["name"], "tenant-acme");
+    assert!(claims["exp"].as_u64().is_some(), "{claims}");
+
+    let client = async_nats::ConnectOptions::with_credentials(&creds)
+        .expect("creds")
+        .custom_inbox_prefix("_INBOX_acme")
+        .connect(server.url())
+        .await
+        .expect("the server admits the tenant");
+    let js = async_nats::jetstream::new(client);
+    js.publish("wf.start.acme.hello", "{}".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("its own start is stored");
+    let other = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        js.publish("wf.start.globex.hello", "{}".into())
+            .await?
+            .await
+    })
+    .await;
+    assert!(
+        !matches!(other, Ok(Ok(_))),
+        "another tenant's start must not be stored: {other:?}"
+    );
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["bus", "tenant-credentials", "acme.>", "--dir"])
+        .arg(&keys)
+        .env_clear()
+        .output()
+        .expect("run switchyard");
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("acme.>"), "{}", text(&bad));
 }

@@ -177,7 +177,10 @@ fn the_compose_set_scrapes_every_process_on_the_port_it_serves_metrics_on() {
         let listens = env["SWITCHYARD_METRICS_ADDR"]
             .as_str()
             .or_else(|| env["SWITCHYARD_HTTP_ADDR"].as_str());
-        if service["image"].as_str() == Some("switchyard:local") && name != "bus-apply" {
+        // The one-shot set-up services serve nothing.
+        if service["image"].as_str() == Some("switchyard:local")
+            && !["bus-apply", "bus-auth"].contains(&name)
+        {
             seen.insert(name.to_owned());
             let listens = listens.unwrap_or_else(|| panic!("{name} sets no metrics address"));
             assert!(
@@ -471,17 +474,20 @@ async fn every_process_serves_metrics_promtool_accepts_and_the_dashboard_and_ale
     let dir = tempfile::tempdir().expect("temp dir");
     let secret = "observability-test-secret-0123456789abcdef".to_owned();
     let run = Run {
-        env: vec![
-            ("SWITCHYARD_NATS_URL".into(), nats.url()),
-            ("SWITCHYARD_NATS_CONNECT_TIMEOUT".into(), "10s".into()),
-            ("DATABASE_URL".into(), db.url.clone()),
-            ("SWITCHYARD_GATEWAY__AUTH__SECRET".into(), secret),
-            ("SWITCHYARD_SHUTDOWN_GRACE".into(), "2s".into()),
-            (
-                "SWITCHYARD_INTEGRATION__MARKDOWN__OUTPUT_DIR".into(),
-                dir.path().join("out").display().to_string(),
-            ),
-        ],
+        env: [
+            nats.process_env(),
+            vec![
+                ("SWITCHYARD_NATS_CONNECT_TIMEOUT".into(), "10s".into()),
+                ("DATABASE_URL".into(), db.url.clone()),
+                ("SWITCHYARD_GATEWAY__AUTH__SECRET".into(), secret),
+                ("SWITCHYARD_SHUTDOWN_GRACE".into(), "2s".into()),
+                (
+                    "SWITCHYARD_INTEGRATION__MARKDOWN__OUTPUT_DIR".into(),
+                    dir.path().join("out").display().to_string(),
+                ),
+            ],
+        ]
+        .concat(),
         dir,
     };
     run.run(&["bus", "apply"]);

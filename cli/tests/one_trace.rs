@@ -70,8 +70,8 @@ struct Run {
 impl Run {
     async fn start(otlp: Option<&str>) -> Run {
         let server = NatsServer::start().await;
-        let mut env = vec![
-            ("SWITCHYARD_NATS_URL".to_owned(), server.url()),
+        let mut env = server.process_env();
+        env.extend([
             ("SWITCHYARD_NATS_CONNECT_TIMEOUT".into(), "10s".into()),
             ("SWITCHYARD_GATEWAY__AUTH__SECRET".into(), SECRET.into()),
             ("SWITCHYARD_SHUTDOWN_GRACE".into(), "5s".into()),
@@ -80,7 +80,7 @@ impl Run {
                 "SWITCHYARD_LOG_LEVEL".into(),
                 "info,switchyard_gateway=debug,switchyard_orchestrator=debug,switchyard_runtime=debug,switchyard_test_worker=debug".into(),
             ),
-        ];
+        ]);
         if let Some(endpoint) = otlp {
             env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.to_owned()));
             env.push(("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/json".into()));

@@ -152,7 +152,7 @@ ensure_nats_server() {
 # The nats-py version the Python example (examples/python) is tested with.
 NATS_PY_VERSION="2.16.0"
 
-# Installs nats-py into the same venv as the pinned nats-server (run ensure_nats_server first
+# Installs nats-py (with nkeys, for creds files) into the same venv as the pinned nats-server (run ensure_nats_server first
 # when SWITCHYARD_NATS_SERVER is not set) and exports SWITCHYARD_PYTHON, the interpreter the
 # tests run the Python example with.
 ensure_nats_py() {
@@ -167,13 +167,31 @@ ensure_nats_py() {
     fi
     local have
     have="$("$venv/bin/python3" -m pip show nats-py 2>/dev/null | sed -n 's/^Version: //p' || true)"
-    if [[ "$have" != "$NATS_PY_VERSION" ]]; then
-        log "pip install nats-py==$NATS_PY_VERSION"
+    # With its `nkeys` extra: the bus asks for credentials (creds files are signed NKeys).
+    if [[ "$have" != "$NATS_PY_VERSION" ]] || ! "$venv/bin/python3" -c 'import nkeys' 2>/dev/null; then
+        log "pip install nats-py[nkeys]==$NATS_PY_VERSION"
         "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
-            "nats-py==$NATS_PY_VERSION"
+            "nats-py[nkeys]==$NATS_PY_VERSION"
     fi
     export SWITCHYARD_PYTHON="$venv/bin/python3"
     log "nats-py $NATS_PY_VERSION: $SWITCHYARD_PYTHON"
+}
+
+# The Python linters CI runs on examples/python (typed, checked strictly).
+RUFF_VERSION="0.17.6"
+MYPY_VERSION="2.4.1"
+
+# Installs ruff and mypy (pinned) into the venv of ensure_nats_py, beside nats-py whose types
+# mypy checks the examples against.
+ensure_python_lint() {
+    ensure_nats_py
+    local venv="$SWITCHYARD_HOME/venv"
+    if [[ "$("$venv/bin/ruff" --version 2>/dev/null)" != "ruff $RUFF_VERSION" ]] ||
+        [[ "$("$venv/bin/mypy" --version 2>/dev/null)" != "mypy $MYPY_VERSION"* ]]; then
+        log "pip install ruff==$RUFF_VERSION mypy==$MYPY_VERSION"
+        "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
+            "ruff==$RUFF_VERSION" "mypy==$MYPY_VERSION"
+    fi
 }
 
 # Installs Debian's nats-server (2.9.10) for the tests that check an unsupported server is
@@ -231,10 +249,13 @@ ensure_promtool() {
 }
 
 # Starts the pinned nats-server on 127.0.0.1:$SWITCHYARD_NATS_PORT (default 4333) unless a
-# 2.10+ server already answers there; exports SWITCHYARD_NATS_URL. Uses
-# bus-config/nats/single.conf when it exists, else a config with JetStream and
-# sync_interval: always written under $SWITCHYARD_HOME.
+# 2.10+ server already answers there; exports SWITCHYARD_NATS_URL. The server runs
+# bus-config/nats/single.conf with authentication on: `$1 bus auth-init` ($1 is the
+# switchyard binary) keeps the bus's keys in $SWITCHYARD_HOME/bus and writes auth.conf beside
+# a copy of single.conf, and every process takes its own credentials from
+# SWITCHYARD_NATS__CREDENTIALS_DIR ($SWITCHYARD_HOME/bus/creds).
 start_nats() {
+    local switchyard="$1"
     ensure_nats_server
     local port="${SWITCHYARD_NATS_PORT:-4333}"
     local monitor_port="${SWITCHYARD_NATS_MONITOR_PORT:-8333}"
@@ -242,14 +263,20 @@ start_nats() {
     export SWITCHYARD_NATS_URL="nats://127.0.0.1:$port"
     export SWITCHYARD_NATS_MONITOR_URL="http://127.0.0.1:$monitor_port"
     export SWITCHYARD_NATS_STORE="${SWITCHYARD_NATS_STORE:-$SWITCHYARD_HOME/nats}"
+    export SWITCHYARD_BUS_AUTH_DIR="${SWITCHYARD_BUS_AUTH_DIR:-$SWITCHYARD_HOME/bus}"
+    export SWITCHYARD_NATS__CREDENTIALS_DIR="$SWITCHYARD_BUS_AUTH_DIR/creds"
     local pidfile="$SWITCHYARD_HOME/nats.pid"
     local logfile="$SWITCHYARD_HOME/nats.log"
+
+    # The keys are kept across runs; the credentials are written afresh from them.
+    "$switchyard" bus auth-init --dir "$SWITCHYARD_BUS_AUTH_DIR" >/dev/null ||
+        die "switchyard bus auth-init failed"
 
     if port_open "$port"; then
         local running
         running="$(nats_version_at "$port")"
         if [[ -n "$running" ]] && version_ge "$running" "$NATS_SERVER_MIN_VERSION"; then
-            log "nats-server $running already running on $SWITCHYARD_NATS_URL; reusing it"
+            log "nats-server $running already running on $SWITCHYARD_NATS_URL; reusing it (it must trust the keys in ${SWITCHYARD_BUS_AUTH_DIR#"$SWITCHYARD_ROOT"/})"
             return 0
         fi
         local what="something that is not a NATS server"
@@ -262,19 +289,9 @@ start_nats() {
     fi
 
     mkdir -p "$SWITCHYARD_NATS_STORE"
-    local conf="$SWITCHYARD_ROOT/bus-config/nats/single.conf"
-    if [[ ! -f "$conf" ]]; then
-        conf="$SWITCHYARD_HOME/nats-local.conf"
-        cat >"$conf" <<EOF
-# Written by deploy/local/env.sh; used while bus-config/nats/single.conf does not exist.
-listen: "127.0.0.1:$port"
-jetstream {
-  store_dir: "$SWITCHYARD_NATS_STORE"
-  # A PubAck means "on disk" (see ARCHITECTURE.md, invariant 1).
-  sync_interval: always
-}
-EOF
-    fi
+    # The shipped config, beside the auth.conf it includes.
+    local conf="$SWITCHYARD_BUS_AUTH_DIR/nats.conf"
+    cp "$SWITCHYARD_ROOT/bus-config/nats/single.conf" "$conf"
     log "starting nats-server on $SWITCHYARD_NATS_URL (config ${conf#"$SWITCHYARD_ROOT"/}, log ${logfile#"$SWITCHYARD_ROOT"/})"
     # The command line overrides the config file's ports (4222 and 8222 are often taken).
     nohup "$SWITCHYARD_NATS_SERVER" -c "$conf" -p "$port" -m "$monitor_port" \

@@ -56,21 +56,22 @@ ensure_rust
 command -v curl >/dev/null 2>&1 || ensure_apt curl
 command -v cc >/dev/null 2>&1 || ensure_apt build-essential
 command -v pkg-config >/dev/null 2>&1 || ensure_apt pkg-config
-start_nats
-ensure_postgres
 
 cd "$SWITCHYARD_ROOT"
 log "cargo build --bin switchyard"
 if ! cargo build --bin switchyard; then
     die "building the switchyard binary failed"
 fi
+switchyard="$SWITCHYARD_ROOT/target/debug/switchyard"
 
-log "NATS:     $SWITCHYARD_NATS_URL"
+start_nats "$switchyard"
+ensure_postgres
+
+log "NATS:     $SWITCHYARD_NATS_URL (authentication on: each process connects with its own credentials from ${SWITCHYARD_NATS__CREDENTIALS_DIR#"$SWITCHYARD_ROOT"/})"
 log "Postgres: $DATABASE_URL"
 
 # --- run the system ---
 
-switchyard="$SWITCHYARD_ROOT/target/debug/switchyard"
 logs="$SWITCHYARD_HOME/logs"
 mkdir -p "$logs"
 

@@ -239,10 +239,12 @@ async fn onboarding_cards_drive_a_linkedin_post_and_each_fetched_card_is_counted
         4.0
     );
 
-    // A redelivered retrieve job (same job id, delivered twice) counts its cards once.
+    // A redelivered retrieve job (same job id, delivered twice) counts its cards once. Its
+    // result comes back to an inbox: a worker may answer there, not on any subject.
+    let reply = env.client.new_inbox();
     let mut results = env
         .client
-        .subscribe("test.cards.results")
+        .subscribe(reply.clone())
         .await
         .expect("subscribe");
     env.client.flush().await.unwrap();
@@ -256,7 +258,7 @@ async fn onboarding_cards_drive_a_linkedin_post_and_each_fetched_card_is_counted
             &json!({"card_ids": [ids[0], ids[1]], "workflow": "linkedin_post"}),
         )
         .unwrap(),
-        reply_subject: "test.cards.results".into(),
+        reply_subject: reply.clone(),
         ..Job::default()
     };
     for delivery in ["d1", "d2"] {

@@ -42,7 +42,14 @@ async fn ledger_env() -> LedgerEnv {
     };
     let ledger = Ledger::build(db.pool.clone(), &settings, "l1", &Registry::new()).expect("ledger");
     let stop = CancellationToken::new();
-    tokio::spawn(ledger.run(env.bus.connect().await, stop.clone()));
+    tokio::spawn(
+        ledger.run(
+            env.bus
+                .connect_as(&switchyard_test_support::Role::Ledger)
+                .await,
+            stop.clone(),
+        ),
+    );
     env.components.stop_on_drop(stop);
     env.wait_ok("/api/v1/workflows/stats", Role::Viewer, "the ledger")
         .await;

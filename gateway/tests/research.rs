@@ -50,7 +50,7 @@ async fn env(per_hour: u32) -> Env {
 
 #[tokio::test]
 async fn a_topic_is_researched_over_the_corpus_and_bad_input_names_the_field() {
-    let env = env(10).await;
+    let env = Box::pin(env(10)).await;
     let token = env.token(TENANT, Role::Operator);
     let reply = env
         .call(
@@ -99,7 +99,7 @@ async fn a_topic_is_researched_over_the_corpus_and_bad_input_names_the_field() {
 
 #[tokio::test]
 async fn research_is_limited_per_user() {
-    let env = env(1).await;
+    let env = Box::pin(env(1)).await;
     let token = env.token(TENANT, Role::Operator);
     let body = json!({ "topic": "Raft leader election" });
     let first = env

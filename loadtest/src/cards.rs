@@ -83,18 +83,21 @@ pub async fn run(
 ) -> anyhow::Result<Measurement> {
     let (server, _client, _js) = provisioned_server(false).await?;
     let db = switchyard_test_support::database().await;
-    let url = server.url();
     let addr: SocketAddr = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
         probe.local_addr()?
     };
     let children = vec![
-        spawn(binaries.orchestrator, &url, &[])?,
-        spawn(binaries.ai, &url, &[])?,
-        spawn(binaries.cards, &url, &[("DATABASE_URL", db.url.as_str())])?,
+        spawn(binaries.orchestrator, &server, &[])?,
+        spawn(binaries.ai, &server, &[])?,
+        spawn(
+            binaries.cards,
+            &server,
+            &[("DATABASE_URL", db.url.as_str())],
+        )?,
         spawn(
             binaries.gateway,
-            &url,
+            &server,
             &[
                 ("SWITCHYARD_HTTP_ADDR", &addr.to_string()),
                 ("SWITCHYARD_GATEWAY__AUTH__SECRET", SECRET),

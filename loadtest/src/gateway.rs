@@ -122,7 +122,7 @@ pub async fn run(
     };
     let child = spawn(
         binaries.gateway,
-        &server.url(),
+        &server,
         &[
             ("SWITCHYARD_HTTP_ADDR", &addr.to_string()),
             ("SWITCHYARD_GATEWAY__AUTH__SECRET", SECRET),
@@ -244,16 +244,15 @@ async fn drain(
         })
         .await?;
     let mut done_events = consumer.messages().await?;
-    let url = server.url();
     let _engine = Processes(vec![
         spawn(
             binaries.orchestrator,
-            &url,
+            server,
             &[("SWITCHYARD_ORCHESTRATOR__CONCURRENCY", "256")],
         )?,
         spawn(
             binaries.worker,
-            &url,
+            server,
             &[("SWITCHYARD_WORKER__CONCURRENCY", "256")],
         )?,
     ]);

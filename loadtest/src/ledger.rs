@@ -137,18 +137,17 @@ pub async fn run(args: &LedgerArgs) -> anyhow::Result<Measurement> {
     anyhow::ensure!(args.workflows > 0, "--workflows must be at least 1");
     let (server, client, js) = provisioned_server(false).await?;
     let db = switchyard_test_support::database().await;
-    let url = server.url();
     let batch = args.batch_size.to_string();
     let _processes = Processes(vec![
-        spawn(&args.orchestrator, &url, &[])?,
+        spawn(&args.orchestrator, &server, &[])?,
         spawn(
             &args.worker,
-            &url,
+            &server,
             &[("SWITCHYARD_WORKER__CONCURRENCY", "256")],
         )?,
         spawn(
             &args.ledger,
-            &url,
+            &server,
             &[
                 ("DATABASE_URL", db.url.as_str()),
                 ("SWITCHYARD_LEDGER__BATCH_SIZE", batch.as_str()),

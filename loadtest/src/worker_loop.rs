@@ -136,7 +136,7 @@ pub async fn run(
     let mut results = client.subscribe(subject::result("bench")).await?;
     let mut child = Command::new(worker_binary)
         .env_clear()
-        .env("SWITCHYARD_NATS_URL", server.url())
+        .envs(server.process_env())
         .env("SWITCHYARD_WORKER__CONCURRENCY", "256")
         .env("SWITCHYARD_LOG_LEVEL", "warn")
         .stdin(Stdio::null())

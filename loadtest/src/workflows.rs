@@ -204,11 +204,10 @@ impl Engine {
         chains: &[Chain],
     ) -> anyhow::Result<Engine> {
         let (server, client, js) = provisioned_server(setup.sync_always).await?;
-        let url = server.url();
         let orchestrator_concurrency = setup.orchestrator_concurrency.to_string();
         let orchestrator = spawn(
             binaries.orchestrator,
-            &url,
+            &server,
             &[(
                 "SWITCHYARD_ORCHESTRATOR__CONCURRENCY",
                 &orchestrator_concurrency,
@@ -220,7 +219,7 @@ impl Engine {
         for _ in 0..setup.replicas {
             processes.0.push(spawn(
                 binaries.worker,
-                &url,
+                &server,
                 &[("SWITCHYARD_WORKER__CONCURRENCY", &concurrency)],
             )?);
         }
@@ -492,12 +491,16 @@ impl Drop for Processes {
     }
 }
 
-/// Starts a Switchyard binary with a clean environment: `url` as its NATS, warnings only,
-/// and `extra` settings.
-pub(crate) fn spawn(binary: &Path, url: &str, extra: &[(&str, &str)]) -> anyhow::Result<Child> {
+/// Starts a Switchyard binary with a clean environment: `server` as its NATS (each binary
+/// takes its own user's credentials), warnings only, and `extra` settings.
+pub(crate) fn spawn(
+    binary: &Path,
+    server: &NatsServer,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<Child> {
     let mut cmd = Command::new(binary);
     cmd.env_clear()
-        .env("SWITCHYARD_NATS_URL", url)
+        .envs(server.process_env())
         .env("SWITCHYARD_LOG_LEVEL", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -32,6 +32,8 @@ pub struct Config {
     /// How long to keep retrying the first connection to NATS. Default `30s`.
     #[serde(with = "humantime_serde")]
     pub nats_connect_timeout: Duration,
+    /// How this process proves who it is to NATS, and TLS.
+    pub nats: NatsSettings,
     /// PostgreSQL URL for the processes that own a database. Env `DATABASE_URL` (or
     /// `SWITCHYARD_DATABASE_URL`). No default.
     pub database_url: Option<String>,
@@ -62,6 +64,100 @@ pub struct Config {
     pub research: ResearchSettings,
     /// The ledger worker's batching (see [`LedgerSettings`]).
     pub ledger: LedgerSettings,
+}
+
+/// Credentials and TLS for the NATS connection. Give one way of authenticating: a creds
+/// file (from `switchyard bus auth init` or `switchyard bus tenant-credentials`), an NKey
+/// seed file, a user and password, or a token. Env e.g.
+/// `SWITCHYARD_NATS__CREDENTIALS=/etc/switchyard/creds/gateway.creds`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSettings {
+    /// A `.creds` file: the user's JWT and NKey seed.
+    pub credentials: Option<PathBuf>,
+    /// A directory of `<role>.creds` files, as `switchyard bus auth-init` writes them: each
+    /// `switchyard` process takes its own role's (`gateway`, `orchestrator`, `ledger`,
+    /// `worker-<kind>`, and `operator` for the other commands). Ignored when `credentials`
+    /// is set.
+    pub credentials_dir: Option<PathBuf>,
+    /// A file holding an NKey user seed (`SU…`).
+    pub nkey_seed_file: Option<PathBuf>,
+    /// User name, with `password`.
+    pub user: Option<String>,
+    /// Password, with `user`.
+    pub password: Option<Secret>,
+    /// An authentication token.
+    pub token: Option<Secret>,
+    /// The inbox prefix replies come back on; a tenant publisher's credentials allow only
+    /// `_INBOX_<tenant>`. Default `_INBOX`.
+    pub inbox_prefix: Option<String>,
+    /// CA certificates (PEM) to trust for the server's TLS certificate; setting it requires
+    /// TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for servers that verify clients, with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Require TLS even without a CA file (the system's roots are trusted). Default false.
+    pub tls_required: bool,
+    /// Connect to a server that does not ask for credentials. Only for development: on such
+    /// a server anyone can read and write every tenant's data. Default false: the process
+    /// refuses to start.
+    pub allow_unauthenticated: bool,
+}
+
+impl NatsSettings {
+    /// The ways of authenticating that are set, by their keys.
+    pub fn methods(&self) -> Vec<&'static str> {
+        let mut set = Vec::new();
+        if self.credentials.is_some() || self.credentials_dir.is_some() {
+            set.push("nats.credentials");
+        }
+        if self.nkey_seed_file.is_some() {
+            set.push("nats.nkey_seed_file");
+        }
+        if self.user.is_some() || self.password.is_some() {
+            set.push("nats.user/nats.password");
+        }
+        if self.token.is_some() {
+            set.push("nats.token");
+        }
+        set
+    }
+
+    /// Takes `role`'s file from `credentials_dir` unless `credentials` names one.
+    pub fn use_role(&mut self, role: &str) {
+        if self.credentials.is_none()
+            && let Some(dir) = &self.credentials_dir
+        {
+            self.credentials = Some(dir.join(format!("{role}.creds")));
+        }
+    }
+
+    fn check(&self, bad: &mut impl FnMut(&str, String)) {
+        let methods = self.methods();
+        if methods.len() > 1 {
+            bad(
+                "nats",
+                format!(
+                    "give one way of authenticating to NATS, not {}",
+                    methods.join(" and ")
+                ),
+            );
+        }
+        if self.user.is_some() != self.password.is_some() {
+            bad(
+                "nats.user",
+                "nats.user and nats.password go together".to_owned(),
+            );
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bad(
+                "nats.tls_cert",
+                "nats.tls_cert and nats.tls_key go together".to_owned(),
+            );
+        }
+    }
 }
 
 /// Settings of the orchestrator (the workflow engine).
@@ -640,6 +736,7 @@ impl Default for Config {
         Config {
             nats_url: "nats://127.0.0.1:4222".into(),
             nats_connect_timeout: Duration::from_secs(30),
+            nats: NatsSettings::default(),
             database_url: None,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -878,6 +975,7 @@ impl Config {
         let config = Config {
             nats_url: field(&figment, "nats_url", d.nats_url, &mut problems),
             nats_connect_timeout: duration(&figment, "nats_connect_timeout", &mut problems),
+            nats: field(&figment, "nats", d.nats.clone(), &mut problems),
             database_url: section(wants(Section::Database), &mut problems, |problems| {
                 field(&figment, "database_url", d.database_url.clone(), problems)
             }),
@@ -1034,6 +1132,7 @@ impl Config {
                 format!("{reason} ({:?}); expected nats://host:port", self.nats_url),
             );
         }
+        self.nats.check(&mut bad);
         if let Some(url) = &self.database_url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
@@ -1157,6 +1256,11 @@ impl Config {
         let mut shown = self.clone();
         shown.database_url = shown.database_url.as_deref().map(redact_url);
         shown.nats_url = redact_url(&shown.nats_url);
+        for secret in [&mut shown.nats.password, &mut shown.nats.token] {
+            if secret.is_some() {
+                *secret = Some(Secret::new("****"));
+            }
+        }
         if shown.gateway.auth.secret.is_some() {
             shown.gateway.auth.secret = Some(Secret::new("****"));
         }
@@ -1217,6 +1321,19 @@ fn check_nats_url(url: &str) -> Result<(), &'static str> {
 const KNOWN_KEYS: &[&str] = &[
     "nats_url",
     "nats_connect_timeout",
+    "nats",
+    "nats.credentials",
+    "nats.credentials_dir",
+    "nats.nkey_seed_file",
+    "nats.user",
+    "nats.password",
+    "nats.token",
+    "nats.inbox_prefix",
+    "nats.tls_ca",
+    "nats.tls_cert",
+    "nats.tls_key",
+    "nats.tls_required",
+    "nats.allow_unauthenticated",
     "database_url",
     "http_addr",
     "metrics_addr",

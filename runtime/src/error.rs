@@ -16,6 +16,12 @@ pub enum Error {
         found: String,
         required: String,
     },
+    #[error(
+        "NATS server at {url} accepts clients without credentials: anyone who reaches it can read and change every tenant's data. Secure it (`switchyard bus auth init`, see bus-config/README.md), or set nats.allow_unauthenticated = true (SWITCHYARD_NATS__ALLOW_UNAUTHENTICATED=true) for development only"
+    )]
+    Unauthenticated { url: String },
+    #[error("NATS credentials: {0}")]
+    Credentials(String),
     #[error("{what} is missing on the NATS server: run `switchyard bus apply` first")]
     NotProvisioned { what: String },
     #[error("JetStream request failed: {0}")]

@@ -8,7 +8,7 @@ use async_nats::{
 };
 use switchyard_bus_config::{ApplyOptions, BusConfig, apply};
 use switchyard_proto::{header, stream};
-use switchyard_test_support::NatsServer;
+use switchyard_test_support::{NatsServer, Role};
 
 /// A server, a connection to it and its JetStream context.
 #[derive(Debug)]
@@ -38,9 +38,15 @@ impl Bus {
         self.server.url()
     }
 
-    /// A connection of its own, as a separate process would have.
+    /// A connection of its own, as a separate process would have, as the operator.
     pub async fn connect(&self) -> async_nats::Client {
         self.server.client().await
+    }
+
+    /// A connection of its own as `role`, with only that role's permissions: components a
+    /// test runs connect this way, so the suite runs each one as it is deployed.
+    pub async fn connect_as(&self, role: &Role) -> async_nats::Client {
+        self.server.connect_as(role).await
     }
 
     /// Shortens (or lengthens) how long `consumer` of `stream_name` waits for an ack, so

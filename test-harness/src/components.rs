@@ -5,6 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 use prometheus::Registry;
 use switchyard_orchestrator::{Options, Orchestrator};
 use switchyard_runtime::{Config, Handler, Worker, config::WorkerSettings};
+use switchyard_test_support::Role;
 use switchyard_test_worker::TestWorker;
 use tokio_util::sync::CancellationToken;
 
@@ -78,7 +79,9 @@ impl Components {
         handler: H,
         registry: &Registry,
     ) {
-        let worker = Worker::new(bus.connect().await, config, handler, registry).expect("worker");
+        let role = Role::Worker(handler.kind().to_owned());
+        let worker =
+            Worker::new(bus.connect_as(&role).await, config, handler, registry).expect("worker");
         let stop = CancellationToken::new();
         let run = worker.run(stop.clone());
         tokio::spawn(async move {
@@ -100,9 +103,13 @@ impl Components {
     /// answers; the index of its metrics registry in [`Components::registries`].
     pub async fn orchestrator(&mut self, bus: &Bus, options: Options) -> usize {
         let registry = Registry::new();
-        let orchestrator = Orchestrator::new(bus.connect().await, options, &registry)
-            .await
-            .expect("orchestrator");
+        let orchestrator = Orchestrator::new(
+            bus.connect_as(&Role::Orchestrator).await,
+            options,
+            &registry,
+        )
+        .await
+        .expect("orchestrator");
         let stop = CancellationToken::new();
         let run = orchestrator.run(stop.clone());
         let task = tokio::spawn(async move {

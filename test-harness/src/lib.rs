@@ -15,7 +15,7 @@ pub mod metrics;
 
 pub use bus::{Bus, bus};
 pub use components::{Components, orchestrator_options, worker_config};
-pub use switchyard_test_support::{NatsServer, TestDatabase, database, free_port};
+pub use switchyard_test_support::{NatsServer, Role as BusRole, TestDatabase, database, free_port};
 
 /// The tenant tests act as, unless they name another.
 pub const TENANT: &str = "acme";

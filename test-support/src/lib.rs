@@ -33,4 +33,5 @@ pub use nats::{
 };
 pub use postgres::{TestDatabase, database, throwaway_database};
 pub use promtool::promtool_binary;
+pub use switchyard_bus_auth::Role;
 pub use util::free_port;

@@ -3,13 +3,14 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use tempfile::TempDir;
 
 use crate::util::{find_on_path, free_port, is_executable, log_stdio, log_tail};
+use switchyard_bus_auth::{AuthDir, Role};
 use switchyard_proto::server::{MIN_SERVER_VERSION, Version};
 
 /// How long a server (or a cluster) may take to answer JetStream requests after start-up.
@@ -119,6 +120,11 @@ pub struct NatsOptions {
     /// Extra lines appended verbatim to the generated server config file (e.g. `max_payload`,
     /// `accounts { … }`).
     pub extra_config: String,
+    /// Authentication as shipped (default `true`): the server trusts a fresh operator and
+    /// admits only users it signed; [`NatsServer::client`] connects as the operator and
+    /// [`NatsServer::credentials`] issues any role's. `false` admits anyone (for tests of
+    /// what happens then, and for old servers).
+    pub auth: bool,
 }
 
 impl Default for NatsOptions {
@@ -128,6 +134,7 @@ impl Default for NatsOptions {
             jetstream: true,
             sync_always: false,
             extra_config: String::new(),
+            auth: true,
         }
     }
 }
@@ -153,6 +160,8 @@ pub struct NatsServer {
     /// only declared by this server and not by a foreign one that won the race for the port.
     /// Cluster members keep their `n1`… names and are not checked this way.
     expected_name: Option<String>,
+    /// The keys the server trusts, when it asks for credentials.
+    auth: Option<Arc<TestAuth>>,
     /// Holds the store, config and log; removed on drop (after `Drop` killed the process).
     _dir: TempDir,
     store_dir: PathBuf,
@@ -176,7 +185,8 @@ impl NatsServer {
     pub async fn start_with(opts: NatsOptions) -> NatsServer {
         let mut attempt = 1;
         loop {
-            let mut server = Self::spawn(&opts, None);
+            let auth = opts.auth.then(|| Arc::new(TestAuth::new()));
+            let mut server = Self::spawn(&opts, None, auth);
             match server.wait_ready(server.jetstream).await {
                 Ok(()) => return server,
                 Err(_) if attempt < PORT_ATTEMPTS && server.lost_port_race() => attempt += 1,
@@ -186,7 +196,11 @@ impl NatsServer {
     }
 
     /// Writes the config file and starts the process, without waiting for it.
-    fn spawn(opts: &NatsOptions, cluster: Option<ClusterMember>) -> NatsServer {
+    fn spawn(
+        opts: &NatsOptions,
+        cluster: Option<ClusterMember>,
+        auth: Option<Arc<TestAuth>>,
+    ) -> NatsServer {
         let dir = tempfile::Builder::new()
             .prefix("switchyard-nats-")
             .tempdir()
@@ -229,6 +243,9 @@ impl NatsServer {
             let _ = writeln!(config, "  routes: [{}]", routes.join(", "));
             let _ = writeln!(config, "}}");
         }
+        if let Some(auth) = &auth {
+            config.push_str(&auth.server_config);
+        }
         config.push_str(&opts.extra_config);
         config.push('\n');
         std::fs::write(&config_path, config)
@@ -240,6 +257,7 @@ impl NatsServer {
             jetstream: opts.jetstream,
             port,
             expected_name,
+            auth,
             _dir: dir,
             store_dir,
             config_path,
@@ -289,11 +307,58 @@ impl NatsServer {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// A client connected to this server.
+    /// A client connected to this server, as the operator (allowed everything) when the
+    /// server asks for credentials.
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(self.url())
+        self.connect_as(&Role::Operator).await
+    }
+
+    /// A client connected as `role`, with the inbox prefix the role may read.
+    ///
+    /// # Panics
+    ///
+    /// If the server does not admit it.
+    pub async fn connect_as(&self, role: &Role) -> async_nats::Client {
+        connect(&[self.url()], self.auth.as_deref(), role)
             .await
-            .unwrap_or_else(|e| panic!("connecting to the test nats-server at {}: {e}", self.url()))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "connecting to the test nats-server at {} as {role}: {e}",
+                    self.url()
+                )
+            })
+    }
+
+    /// A credentials file for `role`, signed by the account this server trusts, or `None`
+    /// when the server admits anyone.
+    pub fn credentials(&self, role: &Role) -> Option<PathBuf> {
+        self.auth.as_deref().map(|auth| auth.path(role))
+    }
+
+    /// The environment a `switchyard` process needs to connect to this server as `role`:
+    /// `SWITCHYARD_NATS_URL` and, when the server asks for credentials,
+    /// `SWITCHYARD_NATS__CREDENTIALS`.
+    pub fn env_for(&self, role: &Role) -> Vec<(String, String)> {
+        process_env(self.url(), self.credentials(role))
+    }
+
+    /// The environment `switchyard` processes of every role need: `SWITCHYARD_NATS_URL` and,
+    /// when the server asks for credentials, `SWITCHYARD_NATS__CREDENTIALS_DIR` (each process
+    /// takes its own role's file from it).
+    pub fn process_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("SWITCHYARD_NATS_URL".to_owned(), self.url())];
+        if let Some(auth) = &self.auth {
+            env.push((
+                "SWITCHYARD_NATS__CREDENTIALS_DIR".to_owned(),
+                auth.dir.path().join("creds").display().to_string(),
+            ));
+        }
+        env
+    }
+
+    /// The keys this server trusts, when it asks for credentials.
+    pub fn auth(&self) -> Option<&AuthDir> {
+        self.auth.as_deref().map(|a| &a.dir)
     }
 
     /// Kills the server with SIGKILL (no chance to flush anything) and waits for it to exit.
@@ -342,8 +407,13 @@ impl NatsServer {
                     log_tail(&self.log_path)
                 ));
             }
-            let Err(last_error) =
-                probe(&self.url(), jetstream, self.expected_name.as_deref()).await
+            let Err(last_error) = probe(
+                &self.url(),
+                jetstream,
+                self.expected_name.as_deref(),
+                self.auth.as_deref(),
+            )
+            .await
             else {
                 return Ok(());
             };
@@ -372,14 +442,19 @@ impl Drop for NatsServer {
 /// One readiness probe: TCP accept, NATS connect (to the server named `expected_name`, when
 /// given), and optionally a JetStream account-info request answered without error (in a
 /// cluster, that needs a meta leader).
-async fn probe(url: &str, jetstream: bool, expected_name: Option<&str>) -> Result<(), String> {
+async fn probe(
+    url: &str,
+    jetstream: bool,
+    expected_name: Option<&str>,
+    auth: Option<&TestAuth>,
+) -> Result<(), String> {
     const STEP: Duration = Duration::from_secs(2);
     let addr = url.trim_start_matches("nats://");
     tokio::time::timeout(STEP, tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| "TCP connect timed out".to_owned())?
         .map_err(|e| format!("TCP connect: {e}"))?;
-    let client = tokio::time::timeout(STEP, async_nats::connect(url))
+    let client = tokio::time::timeout(STEP, connect(&[url.to_owned()], auth, &Role::Operator))
         .await
         .map_err(|_| "NATS connect timed out".to_owned())?
         .map_err(|e| format!("NATS connect: {e}"))?;
@@ -427,6 +502,7 @@ impl NatsCluster {
         let cluster_name = format!("switchyard-test-{}", uuid::Uuid::new_v4().simple());
         let cluster_ports: Vec<u16> = (0..Self::SIZE).map(|_| free_port()).collect();
         let opts = NatsOptions::default();
+        let auth = Some(Arc::new(TestAuth::new()));
         let nodes: Vec<NatsServer> = (0..Self::SIZE)
             .map(|i| {
                 let member = ClusterMember {
@@ -435,7 +511,7 @@ impl NatsCluster {
                     cluster_port: cluster_ports[i],
                     route_ports: cluster_ports.clone(),
                 };
-                NatsServer::spawn(&opts, Some(member))
+                NatsServer::spawn(&opts, Some(member), auth.clone())
             })
             .collect();
         let mut cluster = NatsCluster { nodes };
@@ -454,9 +530,7 @@ impl NatsCluster {
 
     async fn wait_replicated_stream(&self) -> Result<(), String> {
         let started = Instant::now();
-        let client = async_nats::connect(self.urls())
-            .await
-            .map_err(|e| format!("connecting to the test cluster: {e}"))?;
+        let client = self.connect_as(&Role::Operator).await?;
         let js = jetstream::new(client);
         let probe_name = format!("READY_PROBE_{}", uuid::Uuid::new_v4().simple());
         loop {
@@ -502,11 +576,33 @@ impl NatsCluster {
         self.nodes.iter().map(NatsServer::url).collect()
     }
 
-    /// A client that knows all three nodes and fails over between them.
+    /// A client that knows all three nodes and fails over between them, as the operator.
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(self.urls())
+        self.connect_as(&Role::Operator)
             .await
-            .unwrap_or_else(|e| panic!("connecting to the test cluster at {:?}: {e}", self.urls()))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A client of all three nodes connected as `role`.
+    pub async fn connect_as(&self, role: &Role) -> Result<async_nats::Client, String> {
+        connect(&self.urls(), self.nodes[0].auth.as_deref(), role)
+            .await
+            .map_err(|e| {
+                format!(
+                    "connecting to the test cluster at {:?} as {role}: {e}",
+                    self.urls()
+                )
+            })
+    }
+
+    /// A credentials file for `role`, signed by the account the cluster trusts.
+    pub fn credentials(&self, role: &Role) -> Option<PathBuf> {
+        self.nodes[0].credentials(role)
+    }
+
+    /// [`NatsServer::env_for`] with every node's URL.
+    pub fn env_for(&self, role: &Role) -> Vec<(String, String)> {
+        process_env(self.urls().join(","), self.credentials(role))
     }
 
     /// Node `i` (0-based; `n1` is 0), e.g. to [`kill`](NatsServer::kill) and
@@ -523,4 +619,73 @@ impl NatsCluster {
         );
         &mut self.nodes[i]
     }
+}
+
+/// The keys a test server trusts: a fresh operator and account per server (or cluster) in a
+/// temporary directory, and the credentials of each role written there on first use.
+#[derive(Debug)]
+struct TestAuth {
+    dir: AuthDir,
+    server_config: String,
+    _tmp: TempDir,
+}
+
+impl TestAuth {
+    fn new() -> TestAuth {
+        let tmp = tempfile::Builder::new()
+            .prefix("switchyard-nats-auth-")
+            .tempdir()
+            .expect("creating a temporary directory for the bus keys");
+        let dir = AuthDir::open(tmp.path()).expect("bus keys");
+        let server_config = dir.server_config().expect("the server's auth config");
+        // Every service's credentials, for processes started with a credentials directory.
+        dir.init(&switchyard_bus_auth::service_roles(
+            &switchyard_proto::WORKER_KINDS,
+        ))
+        .expect("service credentials");
+        TestAuth {
+            dir,
+            server_config,
+            _tmp: tmp,
+        }
+    }
+
+    /// `role`'s credentials file, written on first use.
+    fn path(&self, role: &Role) -> PathBuf {
+        let path = self.dir.creds_path(role);
+        if !path.exists() {
+            self.dir
+                .write_credentials(role)
+                .unwrap_or_else(|e| panic!("credentials for {role}: {e}"));
+        }
+        path
+    }
+}
+
+fn process_env(url: String, credentials: Option<PathBuf>) -> Vec<(String, String)> {
+    let mut env = vec![("SWITCHYARD_NATS_URL".to_owned(), url)];
+    if let Some(path) = credentials {
+        env.push((
+            "SWITCHYARD_NATS__CREDENTIALS".to_owned(),
+            path.display().to_string(),
+        ));
+    }
+    env
+}
+
+/// Connects to `urls` as `role` (anonymously when `auth` is `None`).
+async fn connect(
+    urls: &[String],
+    auth: Option<&TestAuth>,
+    role: &Role,
+) -> Result<async_nats::Client, String> {
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(auth) = auth {
+        options = options
+            .credentials_file(auth.path(role))
+            .await
+            .map_err(|e| format!("reading credentials: {e}"))?
+            .custom_inbox_prefix(role.inbox_prefix());
+    }
+    options.connect(urls).await.map_err(|e| e.to_string())
 }

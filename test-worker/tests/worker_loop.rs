@@ -580,10 +580,11 @@ async fn a_worker_refuses_an_unsupported_server_and_names_the_version_it_needs()
     );
     let server = NatsServer::start_with(NatsOptions {
         binary: Some(old),
+        auth: false,
         ..NatsOptions::default()
     })
     .await;
-    let child = process_at(&server.url(), "w-old");
+    let child = process_at(&server, "w-old");
     let (status, log) = output_of(child);
     assert!(!status.success());
     assert!(

@@ -62,9 +62,16 @@ pub fn config(url: String) -> Config {
 /// The gateway's router over `server`, with its own metrics registry.
 pub async fn gateway(server: &NatsServer, config: &Config) -> Router {
     let auth = Authenticator::from_settings(&config.gateway.auth).expect("auth");
-    let state = AppState::new(config, server.client().await, auth, Registry::new())
-        .await
-        .expect("state");
+    let state = AppState::new(
+        config,
+        server
+            .connect_as(&switchyard_test_harness::BusRole::Gateway)
+            .await,
+        auth,
+        Registry::new(),
+    )
+    .await
+    .expect("state");
     switchyard_gateway::router(state)
 }
 

@@ -21,7 +21,7 @@ use switchyard_runtime::{Config, Worker, config::WorkerSettings};
 use switchyard_test_worker::TestWorker;
 use tokio_util::sync::CancellationToken;
 
-pub use switchyard_test_harness::{Bus, TENANT, jobs::next_result};
+pub use switchyard_test_harness::{Bus, NatsServer, TENANT, jobs::next_result};
 
 /// A server with every stream and consumer of the design, the `test` consumer's ack wait set
 /// to `ack_wait` so that redelivery after a crash is quick.
@@ -57,7 +57,9 @@ pub async fn in_process(
     tokio::task::JoinHandle<Result<(), switchyard_runtime::Error>>,
 ) {
     let registry = Registry::new();
-    let client = bus.server.client().await;
+    let client = bus
+        .connect_as(&switchyard_test_harness::BusRole::Worker("test".into()))
+        .await;
     let worker =
         Worker::new(client, &config(bus, worker_id), TestWorker, &registry).expect("worker");
     let stop = CancellationToken::new();
@@ -67,13 +69,13 @@ pub async fn in_process(
 
 /// A replica as its own process (the `switchyard-test-worker` binary).
 pub fn process(bus: &Bus, worker_id: &str) -> Child {
-    process_at(&bus.server.url(), worker_id)
+    process_at(&bus.server, worker_id)
 }
 
-pub fn process_at(url: &str, worker_id: &str) -> Child {
+pub fn process_at(server: &NatsServer, worker_id: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_switchyard-test-worker"))
         .env_clear()
-        .env("SWITCHYARD_NATS_URL", url)
+        .envs(server.env_for(&switchyard_test_harness::BusRole::Worker("test".into())))
         .env("SWITCHYARD_NATS_CONNECT_TIMEOUT", "5s")
         .env("SWITCHYARD_WORKER__WORKER_ID", worker_id)
         .env("SWITCHYARD_WORKER__PULL_EXPIRY", "500ms")

@@ -9,13 +9,15 @@ use switchyard_runtime::{Config, config::Sources, process, shutdown, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let sources = Sources::from_process(std::env::args_os().nth(1).map(Into::into));
-    let config = match Config::load_sections(&sources, &switchyard_ai::CONFIG_SECTIONS) {
+    let mut config = match Config::load_sections(&sources, &switchyard_ai::CONFIG_SECTIONS) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchyard-ai: {e}");
             return ExitCode::from(process::exit_code(&e) as u8);
         }
     };
+    // Its own user from `nats.credentials_dir`, unless `nats.credentials` names one.
+    config.nats.use_role("worker-ai");
     telemetry::init(&config);
     let shutdown = shutdown::on_signals();
     match switchyard_ai::run(config, shutdown).await {

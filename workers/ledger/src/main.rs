@@ -14,13 +14,15 @@ async fn main() -> ExitCode {
         args.remove(0);
     }
     let sources = Sources::from_process(args.into_iter().next().map(Into::into));
-    let config = match Config::load_sections(&sources, &switchyard_ledger::CONFIG_SECTIONS) {
+    let mut config = match Config::load_sections(&sources, &switchyard_ledger::CONFIG_SECTIONS) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchyard-ledger: {e}");
             return ExitCode::from(process::exit_code(&e) as u8);
         }
     };
+    // Its own user from `nats.credentials_dir`, unless `nats.credentials` names one.
+    config.nats.use_role("ledger");
     telemetry::init(&config);
     let result = if rebuild {
         switchyard_ledger::rebuild(&config).await.map(|report| {

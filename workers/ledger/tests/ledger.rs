@@ -58,7 +58,10 @@ async fn env(batch_size: usize) -> Env {
     };
     let ledger = Ledger::build(db.pool.clone(), &settings, "l1", &registry).expect("ledger");
     let ledger_stop = CancellationToken::new();
-    let run = ledger.run(bus.connect().await, ledger_stop.clone());
+    let run = ledger.run(
+        bus.connect_as(&switchyard_test_support::Role::Ledger).await,
+        ledger_stop.clone(),
+    );
     tokio::spawn(async move {
         if let Err(e) = run.await {
             panic!("the ledger stopped: {e}");

@@ -8,13 +8,16 @@ use switchyard_runtime::{Config, config::Sources, process, shutdown, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let sources = Sources::from_process(std::env::args_os().nth(1).map(Into::into));
-    let config = match Config::load_sections(&sources, &switchyard_orchestrator::CONFIG_SECTIONS) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("switchyard-orchestrator: {e}");
-            return ExitCode::from(process::exit_code(&e) as u8);
-        }
-    };
+    let mut config =
+        match Config::load_sections(&sources, &switchyard_orchestrator::CONFIG_SECTIONS) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("switchyard-orchestrator: {e}");
+                return ExitCode::from(process::exit_code(&e) as u8);
+            }
+        };
+    // Its own user from `nats.credentials_dir`, unless `nats.credentials` names one.
+    config.nats.use_role("orchestrator");
     telemetry::init(&config);
     let env = switchyard_orchestrator::template_env(&config, |name| std::env::var(name).ok());
     let shutdown = shutdown::on_signals();

@@ -670,8 +670,7 @@ async fn two_orchestrator_replicas_race_on_the_same_instances() {
 async fn a_killed_orchestrator_process_is_replaced_and_every_instance_completes() {
     let mut env = bus(Duration::from_secs(2)).await;
     env.worker("w1").await;
-    let url = env.server.url();
-    let mut first = orchestrator_process(&url, "o-first");
+    let mut first = orchestrator_process(&env.server, "o-first");
     // Registration needs a running orchestrator.
     for _ in 0..200 {
         let reply = env
@@ -700,7 +699,7 @@ async fn a_killed_orchestrator_process_is_replaced_and_every_instance_completes(
     until_event(&mut events[0], event::STEP_SCHEDULED, T).await;
     first.kill().expect("SIGKILL");
     first.wait().expect("reaped");
-    let mut second = orchestrator_process(&url, "o-second");
+    let mut second = orchestrator_process(&env.server, "o-second");
     for instance in &instances {
         let status = env.finished(instance, Duration::from_secs(60)).await;
         assert_eq!(status["status"], "completed", "{status:#}");

@@ -38,10 +38,16 @@ async fn the_python_example_starts_a_workflow_and_follows_it_to_completion() {
         "/../../examples/python/start_workflow.py"
     );
     let url = env.server.url();
+    let creds = env
+        .server
+        .credentials(&switchyard_test_harness::BusRole::Operator)
+        .expect("the bus asks for credentials");
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(script)
             .args(["--nats", &url, "--tenant", TENANT, "--workflow", "hello"])
+            .arg("--creds")
+            .arg(creds)
             .args([
                 "--input",
                 r#"{"name": "Python", "words": ["a", "b"]}"#,

@@ -8,13 +8,15 @@ use switchyard_runtime::{Config, config::Sources, process, shutdown, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let sources = Sources::from_process(std::env::args_os().nth(1).map(Into::into));
-    let config = match Config::load_sections(&sources, &switchyard_research::CONFIG_SECTIONS) {
+    let mut config = match Config::load_sections(&sources, &switchyard_research::CONFIG_SECTIONS) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchyard-research: {e}");
             return ExitCode::from(process::exit_code(&e) as u8);
         }
     };
+    // Its own user from `nats.credentials_dir`, unless `nats.credentials` names one.
+    config.nats.use_role("worker-research");
     telemetry::init(&config);
     let shutdown = shutdown::on_signals();
     match switchyard_research::run(config, shutdown).await {

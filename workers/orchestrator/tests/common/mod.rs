@@ -12,7 +12,7 @@ use std::{
 use prometheus::Registry;
 use serde_json::Value;
 use switchyard_test_harness::{
-    Bus, Components, engine, metrics, orchestrator_options, worker_config,
+    Bus, Components, NatsServer, engine, metrics, orchestrator_options, worker_config,
 };
 use switchyard_test_worker::TestWorker;
 
@@ -129,10 +129,10 @@ impl Env {
 }
 
 /// The orchestrator as its own process.
-pub fn orchestrator_process(url: &str, id: &str) -> Child {
+pub fn orchestrator_process(server: &NatsServer, id: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_switchyard-orchestrator"))
         .env_clear()
-        .env("SWITCHYARD_NATS_URL", url)
+        .envs(server.env_for(&switchyard_test_harness::BusRole::Orchestrator))
         .env("SWITCHYARD_NATS_CONNECT_TIMEOUT", "5s")
         .env("SWITCHYARD_WORKER__WORKER_ID", id)
         .env("SWITCHYARD_LOG_LEVEL", "warn")
