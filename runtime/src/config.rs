@@ -171,6 +171,10 @@ pub struct OrchestratorSettings {
     /// variable is visible to a template. Env `SWITCHYARD_ORCHESTRATOR__TEMPLATE_ENV` as a list,
     /// e.g. `[PUBLIC_BASE_URL, SLACK_CHANNEL]`. Default: none.
     pub template_env: Vec<String>,
+    /// Deliveries of an inbox message (start, result, cancel, signal) the engine keeps failing
+    /// on before it is dead-lettered to `dlq.orchestrator` with the reason; the wait between
+    /// deliveries grows by a second each time, up to 30 s. Default 10 (about a minute).
+    pub max_deliveries: i64,
 }
 
 impl Default for OrchestratorSettings {
@@ -178,6 +182,7 @@ impl Default for OrchestratorSettings {
         OrchestratorSettings {
             concurrency: 256,
             template_env: Vec::new(),
+            max_deliveries: 10,
         }
     }
 }
@@ -1019,6 +1024,12 @@ impl Config {
                         d.orchestrator.template_env,
                         problems,
                     ),
+                    max_deliveries: field(
+                        &figment,
+                        "orchestrator.max_deliveries",
+                        d.orchestrator.max_deliveries,
+                        problems,
+                    ),
                 }
             }),
             gateway: section(wants(Section::Gateway), &mut problems, |problems| {
@@ -1152,6 +1163,15 @@ impl Config {
             bad(
                 "worker.concurrency",
                 format!("{} is out of range; expected 1 to 10000", w.concurrency),
+            );
+        }
+        if self.orchestrator.max_deliveries < 1 {
+            bad(
+                "orchestrator.max_deliveries",
+                format!(
+                    "{} is out of range; expected 1 or more",
+                    self.orchestrator.max_deliveries
+                ),
             );
         }
         if w.max_attempts == 0 {
@@ -1351,6 +1371,7 @@ const KNOWN_KEYS: &[&str] = &[
     "orchestrator",
     "orchestrator.concurrency",
     "orchestrator.template_env",
+    "orchestrator.max_deliveries",
     "integration",
     "integration.request_timeout",
     "integration.markdown",

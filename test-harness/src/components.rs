@@ -42,13 +42,14 @@ pub fn worker_config(nats_url: String, worker_id: &str) -> Config {
 }
 
 /// An orchestrator replica's options for tests: 32 messages at once, no template variables,
-/// a 5 s grace period.
+/// a 5 s grace period, 10 deliveries before a failing message is dead-lettered.
 pub fn orchestrator_options(replica_id: &str) -> Options {
     Options {
         concurrency: 32,
         env: BTreeMap::new(),
         replica_id: replica_id.to_owned(),
         grace: Duration::from_secs(5),
+        max_deliveries: 10,
     }
 }
 

@@ -59,6 +59,12 @@ const REPUBLISH_WITHIN_MS: i64 = 60_000;
 const UNKNOWN_WORKFLOW_DELIVERIES: i64 = 4;
 /// Compare-and-set attempts before the message is handed back for later.
 const CAS_ATTEMPTS: usize = 16;
+
+/// Room a stored state leaves in a message for its subject and headers.
+const STATE_HEADROOM: usize = 4096;
+
+/// The longest wait before a failing inbox message is delivered again.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 /// Instances kept in one shard's cache before it is cleared.
 const CACHE_LIMIT: usize = 4096;
 /// The DLQ subject token for messages the orchestrator cannot read.
@@ -75,6 +81,9 @@ pub struct Options {
     pub replica_id: String,
     /// How long in-flight messages may take after shutdown begins.
     pub grace: Duration,
+    /// Deliveries of a start, result, cancel or signal the engine keeps failing on before it
+    /// goes to the DLQ (`dlq.orchestrator`) with the reason.
+    pub max_deliveries: i64,
 }
 
 /// The workflow engine of one process.
@@ -110,7 +119,13 @@ impl Orchestrator {
                 env_allow: options.env.keys().cloned().collect(),
             },
         ));
+        let max_state_bytes = client
+            .server_info()
+            .max_payload
+            .saturating_sub(STATE_HEADROOM);
         let shared = Arc::new(Shared {
+            max_state_bytes,
+            max_deliveries: options.max_deliveries,
             client,
             js,
             state,
@@ -372,7 +387,9 @@ async fn pull(
                                 })
                                 .await;
                         }
-                        Err(reason) => dead_letter(&shared, msg, &reason).await,
+                        Err(reason) => {
+                            dead_letter(&shared, &msg, DeadLetterReason::Decode, &reason).await;
+                        }
                     }
                 }
                 Some(Err(e)) => {
@@ -489,12 +506,18 @@ fn derived_instance_id(msg: &jetstream::Message) -> String {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).to_string()
 }
 
-async fn dead_letter(shared: &Shared, msg: jetstream::Message, reason: &str) {
+/// Moves `msg` to `dlq.orchestrator` with why it was given up on, then terminates it.
+async fn dead_letter(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    why: DeadLetterReason,
+    reason: &str,
+) {
     let (stream_name, seq, delivered) = msg
         .info()
         .map(|i| (i.stream.to_owned(), i.stream_sequence, i.delivered))
         .unwrap_or_default();
-    warn!(subject = %msg.subject, seq, reason, "unreadable inbox message: dead-lettered");
+    warn!(subject = %msg.subject, seq, reason, "inbox message dead-lettered");
     let headers = msg
         .headers
         .iter()
@@ -506,7 +529,7 @@ async fn dead_letter(shared: &Shared, msg: jetstream::Message, reason: &str) {
         subject: msg.subject.to_string(),
         payload: msg.payload.to_vec(),
         headers,
-        reason: DeadLetterReason::Decode as i32,
+        reason: why as i32,
         error: reason.to_owned(),
         attempts: u32::try_from(delivered).unwrap_or(0),
         stream_sequence: seq,
@@ -567,9 +590,23 @@ async fn shard(shared: Arc<Shared>, mut rx: mpsc::Receiver<Delivery>) {
             let (outcome, ack) = match handle(&shared, &mut cache, &delivery, &trace).await {
                 Ok(done) => done,
                 Err(e) => {
-                    warn!(error = %e, instance = delivery.work.instance(), kind, "cannot handle; retrying later");
                     cache.remove(delivery.work.instance());
-                    ("retry", AckKind::Nak(Some(Duration::from_secs(1))))
+                    let delivered = delivery.msg.info().map_or(1, |i| i.delivered);
+                    // Timers are handed back until due, so their deliveries say nothing.
+                    if kind != "timer" && delivered >= shared.max_deliveries {
+                        dead_letter(
+                            &shared,
+                            &delivery.msg,
+                            DeadLetterReason::RetriesExhausted,
+                            &format!("gave up after {delivered} deliveries: {e}"),
+                        )
+                        .await;
+                        return "dead_letter";
+                    }
+                    warn!(error = %e, instance = delivery.work.instance(), kind, delivered, "cannot handle; retrying later");
+                    let wait = Duration::from_secs(u64::try_from(delivered).unwrap_or(1).max(1))
+                        .min(MAX_RETRY_DELAY);
+                    ("retry", AckKind::Nak(Some(wait)))
                 }
             };
             if let Err(e) = delivery.msg.ack_with(ack).await {
@@ -579,11 +616,14 @@ async fn shard(shared: Arc<Shared>, mut rx: mpsc::Receiver<Delivery>) {
         }
         .instrument(span)
         .await;
-        shared
-            .metrics
-            .messages
-            .with_label_values(&[kind, outcome])
-            .inc();
+        // A dead letter was counted when it was stored.
+        if outcome != "dead_letter" {
+            shared
+                .metrics
+                .messages
+                .with_label_values(&[kind, outcome])
+                .inc();
+        }
         shared
             .metrics
             .handle_seconds
@@ -699,7 +739,13 @@ async fn handle(
         };
 
         next.last_message = seq;
-        let bytes = serde_json::to_vec(&next).map_err(|e| Error::bus("encoding state", e))?;
+        let mut bytes = serde_json::to_vec(&next).map_err(|e| Error::bus("encoding state", e))?;
+        if bytes.len() > shared.max_state_bytes {
+            // Redelivering would make it no smaller: the instance fails, once.
+            warn!(instance = %id, bytes = bytes.len(), limit = shared.max_state_bytes, "instance state too large to store; failing the instance");
+            next = transition::fail_too_large(next, bytes.len(), shared.max_state_bytes, ctx);
+            bytes = serde_json::to_vec(&next).map_err(|e| Error::bus("encoding state", e))?;
+        }
         let written = match revision {
             None => shared
                 .state

@@ -56,6 +56,7 @@ pub async fn run(
         env,
         replica_id: config.worker_id(),
         grace: config.shutdown_grace,
+        max_deliveries: config.orchestrator.max_deliveries,
     };
     process::run_process(
         &config,

@@ -21,6 +21,11 @@ pub(crate) struct Shared {
     pub(crate) lag: ConsumerLag,
     pub(crate) env: BTreeMap<String, String>,
     pub(crate) replica_id: String,
+    /// The largest stored state: the server's largest message, less room for the subject
+    /// and headers.
+    pub(crate) max_state_bytes: usize,
+    /// Deliveries of a failing inbox message before it is dead-lettered.
+    pub(crate) max_deliveries: i64,
 }
 
 impl Shared {

@@ -119,6 +119,42 @@ pub fn start_refused(
     inst
 }
 
+/// The failure code of an instance whose state grew too large to store.
+pub const STATE_TOO_LARGE: &str = "state_too_large";
+
+/// `next`, whose stored form would be `size` bytes, more than the `limit` a stored state may
+/// have: failed instead, with the reason, and without the outputs, signals and effects that
+/// made it too large (none of its effects was published). Its running steps are stopped and
+/// the `failed` event tells workers to abort their jobs. The input is dropped only when it is
+/// itself too large.
+pub fn fail_too_large(mut next: Instance, size: usize, limit: usize, ctx: Ctx<'_>) -> Instance {
+    next.outbox.clear();
+    next.output = None;
+    next.pending_signals.clear();
+    for step in &mut next.steps {
+        step.output = None;
+        step.signal = None;
+        for item in &mut step.items {
+            item.output = None;
+        }
+    }
+    if serde_json::to_vec(&next.input).map_or(0, |b| b.len()) > limit / 2 {
+        next.input = Value::Null;
+    }
+    let failure = Failure {
+        step: None,
+        code: STATE_TOO_LARGE.to_owned(),
+        message: format!(
+            "the instance's state would have been {size} bytes, more than the {limit} bytes a \
+             stored state may have: a step's input or output is too large"
+        ),
+    };
+    let mut fx = Vec::new();
+    finish_failed(&mut next, failure, ctx, &mut fx);
+    next.outbox = fx;
+    next
+}
+
 /// A running instance with no steps and no input yet.
 fn new_instance(
     msg: &StartWorkflow,

@@ -811,3 +811,103 @@ output: "{{ steps.b.output.v }}"
     assert_eq!(status["status"], "completed", "{status:#}");
     assert_eq!(status["output"], 7);
 }
+
+/// A start whose first state cannot be stored (its rendered step input is larger than a
+/// message may be) fails its instance once, with the reason, instead of being redelivered.
+#[tokio::test]
+async fn a_start_whose_state_cannot_be_stored_fails_its_instance_once() {
+    let env = env().await;
+    env.register(
+        "name: big\nversion: 1\ninput:\n  n: { type: integer }\n\
+         steps:\n  - { id: a, operation: test.echo, input: { text: \"{{ 'x' * input.n }}\" } }\n",
+    )
+    .await;
+    let (instance, mut events) = env.start("big", json!({ "n": 2_000_000 })).await;
+    let (failed, _) = until_event(&mut events, event::FAILED, T).await;
+    let data = event_data(&failed);
+    assert_eq!(data["code"], "state_too_large", "{data}");
+    assert!(
+        data["message"].as_str().unwrap().contains("bytes"),
+        "{data}"
+    );
+    let status = env.finished(&instance, T).await;
+    assert_eq!(status["status"], "failed", "{status}");
+    assert_eq!(status["error"]["code"], "state_too_large");
+    // Handled once: nothing of it is left in the inbox to come back.
+    env.wait_idle(
+        &[(
+            switchyard_proto::stream::WF_INBOX,
+            switchyard_proto::stream::ORCHESTRATOR_COMMANDS,
+        )],
+        T,
+    )
+    .await;
+    assert!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            until_event(&mut events, event::FAILED, T)
+        )
+        .await
+        .is_err(),
+        "the start was handled again"
+    );
+}
+
+/// A message the engine keeps failing on (here: a cancel for an instance whose stored state
+/// is unreadable) goes to the DLQ after a bounded number of deliveries, with the reason.
+#[tokio::test]
+async fn an_inbox_message_that_keeps_failing_goes_to_the_dlq() {
+    let mut env = bus(Duration::from_secs(30)).await;
+    env.worker("w1").await;
+    let mut options = switchyard_test_harness::orchestrator_options("o1");
+    options.max_deliveries = 3;
+    env.components.orchestrator(&env.bus, options).await;
+    let instance = switchyard_test_harness::engine::new_instance();
+    env.js
+        .publish(format!("$KV.WF_STATE.{instance}"), "{not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    env.cancel(&instance, "poison").await;
+
+    let deadline = tokio::time::Instant::now() + T;
+    let letter = loop {
+        let mut dlq = env
+            .js
+            .get_stream(switchyard_proto::stream::DLQ)
+            .await
+            .unwrap();
+        if let Ok(raw) = dlq
+            .get_last_raw_message_by_subject(&subject::dlq("orchestrator"))
+            .await
+        {
+            break decode::<switchyard_proto::DeadLetter>(
+                switchyard_proto::ContentType::Protobuf,
+                &raw.payload,
+            )
+            .unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dead letter after {T:?}"
+        );
+        let _ = dlq.info().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(letter.attempts, 3, "{letter:?}");
+    assert!(letter.subject.starts_with("wf.cancel."), "{letter:?}");
+    assert!(
+        letter.error.contains("decoding instance state"),
+        "{}",
+        letter.error
+    );
+    env.wait_idle(
+        &[(
+            switchyard_proto::stream::WF_INBOX,
+            switchyard_proto::stream::ORCHESTRATOR_COMMANDS,
+        )],
+        T,
+    )
+    .await;
+}
