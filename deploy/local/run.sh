@@ -185,7 +185,7 @@ for t in o["tasks"]:
 print(o["notes"])')" || http_status=1
     if [[ "$http_status" -eq 0 ]]; then
         printf '%s\n' "$notes" | sed '$d'
-        notes_file="$SWITCHYARD_INTEGRATION__MARKDOWN__OUTPUT_DIR/$(printf '%s\n' "$notes" | tail -n 1)"
+        notes_file="$SWITCHYARD_INTEGRATION__MARKDOWN__OUTPUT_DIR/demo/$(printf '%s\n' "$notes" | tail -n 1)"
         log "the meeting notes, $notes_file:"
         sed 's/^/  | /' "$notes_file" | head -n 40
     else
@@ -202,7 +202,7 @@ if s.get("status") != "completed":
     sys.exit("research_to_docs: " + json.dumps(s)[:800])
 print(s["output"]["path"])')" || http_status=1
     if [[ "$http_status" -eq 0 ]]; then
-        doc_file="$SWITCHYARD_INTEGRATION__MARKDOWN__OUTPUT_DIR/$doc"
+        doc_file="$SWITCHYARD_INTEGRATION__MARKDOWN__OUTPUT_DIR/demo/$doc"
         log "the research document, $doc_file:"
         sed 's/^/  | /' "$doc_file" | head -n 30
     else

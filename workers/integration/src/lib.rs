@@ -242,7 +242,7 @@ impl Inner {
                 let input: sink::WriteInput = job.input()?;
                 self.effect(worker_id, attempt, job, System::Markdown, |_| async {
                     let started = std::time::Instant::now();
-                    let result = self.sink.write(input).await;
+                    let result = self.sink.write(&job.tenant, input).await;
                     let outcome = match &result {
                         Ok(_) => "ok",
                         Err(e) => e.outcome(),

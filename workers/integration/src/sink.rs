@@ -1,5 +1,7 @@
 //! The local Markdown sink: documents written under one configured directory, the default
-//! destination that works offline.
+//! destination that works offline. Each tenant writes under a directory of its own,
+//! `<root>/<tenant>/`, and sees paths relative to it: one tenant's document never replaces
+//! another's.
 //!
 //! Nothing is written outside the root: `dir` must be a relative path of plain components,
 //! `filename` may not be or contain a `..` component or start at the root, and the directory
@@ -63,12 +65,16 @@ impl Sink {
         Check::checked(NAME, outcome)
     }
 
-    /// Writes the document; returns `{path, bytes}` with `path` relative to the root.
-    pub async fn write(&self, input: WriteInput) -> Result<Value, Error> {
+    /// Writes `tenant`'s document; returns `{path, bytes}` with `path` relative to the
+    /// tenant's directory.
+    pub async fn write(&self, tenant: &str, input: WriteInput) -> Result<Value, Error> {
+        switchyard_proto::subject::check_token(tenant).map_err(|e| {
+            Error::invalid("tenant", format!("{tenant:?} cannot name a directory: {e}"))
+        })?;
         let dir = relative_dir(input.dir.as_deref().unwrap_or(""))?;
         let name = file_name(&input.filename)?;
         let document = document(&input.title, &input.markdown);
-        let root = self.root.clone();
+        let root = self.root.join(tenant);
         let rel = dir.join(&name);
         let shown = rel
             .components()
@@ -281,27 +287,27 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let sink = Sink::new(root.path().join("out"));
         let out = sink
-            .write(input(Some("research/2025"), "Rust vs. Go / async?"))
+            .write("t1", input(Some("research/2025"), "Rust vs. Go / async?"))
             .await
             .unwrap();
         assert_eq!(out["path"], "research/2025/Rust vs. Go - async-.md");
         let text = std::fs::read_to_string(
             root.path()
-                .join("out/research/2025/Rust vs. Go - async-.md"),
+                .join("out/t1/research/2025/Rust vs. Go - async-.md"),
         )
         .unwrap();
         assert_eq!(text, "# Rust async\n\nBody *text*.\n");
         assert_eq!(out["bytes"], text.len());
         // Writing again replaces the file and leaves no temporary files behind.
-        sink.write(input(Some("research/2025"), "Rust vs. Go / async?"))
+        sink.write("t1", input(Some("research/2025"), "Rust vs. Go / async?"))
             .await
             .unwrap();
-        let names: Vec<_> = std::fs::read_dir(root.path().join("out/research/2025"))
+        let names: Vec<_> = std::fs::read_dir(root.path().join("out/t1/research/2025"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
-        let out = sink.write(input(None, "notes.txt")).await.unwrap();
+        let out = sink.write("t1", input(None, "notes.txt")).await.unwrap();
         assert_eq!(out["path"], "notes.txt");
     }
 
@@ -320,10 +326,23 @@ mod tests {
             (Some("/tmp"), "x", "dir"),
             (Some("C:\\temp"), "x", "dir"),
         ] {
-            let err = sink.write(input(dir, filename)).await.expect_err(filename);
+            let err = sink
+                .write("t1", input(dir, filename))
+                .await
+                .expect_err(filename);
             assert!(
                 matches!(&err, Error::InvalidInput { field: f, .. } if f == field),
                 "{dir:?} {filename:?}: {err:?}"
+            );
+        }
+        for tenant in ["..", "a/b", ""] {
+            let err = sink
+                .write(tenant, input(None, "x"))
+                .await
+                .expect_err(tenant);
+            assert!(
+                matches!(&err, Error::InvalidInput { field, .. } if field == "tenant"),
+                "{tenant:?}: {err:?}"
             );
         }
         assert!(!root.path().join("escape").exists());
@@ -337,10 +356,11 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         let out = root.path().join("out");
         std::fs::create_dir_all(&out).unwrap();
-        std::os::unix::fs::symlink(outside.path(), out.join("link")).unwrap();
+        std::fs::create_dir_all(out.join("t1")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), out.join("t1/link")).unwrap();
         let sink = Sink::new(&out);
         let err = sink
-            .write(input(Some("link"), "x"))
+            .write("t1", input(Some("link"), "x"))
             .await
             .expect_err("escaped");
         assert!(
@@ -351,11 +371,11 @@ mod tests {
         // A symbolic link in place of the file is replaced, not followed.
         let victim = outside.path().join("victim.md");
         std::fs::write(&victim, "keep").unwrap();
-        std::os::unix::fs::symlink(&victim, out.join("y.md")).unwrap();
-        sink.write(input(None, "y")).await.unwrap();
+        std::os::unix::fs::symlink(&victim, out.join("t1/y.md")).unwrap();
+        sink.write("t1", input(None, "y")).await.unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
         assert!(
-            std::fs::read_to_string(out.join("y.md"))
+            std::fs::read_to_string(out.join("t1/y.md"))
                 .unwrap()
                 .starts_with("# Rust async")
         );

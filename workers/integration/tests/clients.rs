@@ -611,7 +611,7 @@ async fn the_markdown_sink_writes_once_and_refuses_traversal() {
         json!({ "path": "research/Rust async.md", "bytes": 20 })
     );
     assert_eq!(
-        std::fs::read_to_string(root.join("research/Rust async.md")).unwrap(),
+        std::fs::read_to_string(root.join("acme/research/Rust async.md")).unwrap(),
         "# Rust async\n\nBody.\n"
     );
     let state: (String, i32) =
@@ -645,4 +645,35 @@ async fn the_markdown_sink_writes_once_and_refuses_traversal() {
     assert!(!out.path().join("outside").exists() && !out.path().join("evil.md").exists());
     assert_eq!(calls_metric(&registry, "markdown", "ok"), 1.0);
     assert_eq!(calls_metric(&registry, "markdown", "invalid_input"), 5.0);
+}
+
+/// Each tenant's documents live under a directory of its own: another tenant's document with
+/// the same title is another file, and neither replaces the other.
+#[tokio::test]
+async fn two_tenants_writing_the_same_title_get_two_documents() {
+    let out = tempfile::tempdir().unwrap();
+    let root = out.path().join("sink");
+    let (worker, _db, _) = worker(&settings("http://127.0.0.1:9", root.clone())).await;
+    for (id, tenant, body) in [("md-a", "acme", "Acme's."), ("md-b", "globex", "Globex's.")] {
+        let mut write = job(
+            id,
+            op::MARKDOWN_WRITE,
+            json!({ "dir": "research", "filename": "Plans", "title": "Plans", "markdown": body }),
+        );
+        write.tenant = tenant.into();
+        let output = worker.run_job("w1", &write).await.expect("written");
+        assert_eq!(output["path"], "research/Plans.md", "{output}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(root.join("acme/research/Plans.md")).unwrap(),
+        "# Plans\n\nAcme's.\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("globex/research/Plans.md")).unwrap(),
+        "# Plans\n\nGlobex's.\n"
+    );
+    assert!(
+        !root.join("research").exists(),
+        "nothing outside a tenant's directory"
+    );
 }

@@ -302,7 +302,8 @@ async fn research_to_docs_writes_the_document_into_the_markdown_sink() {
         "{status:#}"
     );
     assert_eq!(status["output"]["destination"], "markdown");
-    let text = std::fs::read_to_string(root.join("research/Rust async runtimes.md")).unwrap();
+    let text =
+        std::fs::read_to_string(root.join(TENANT).join("research/Rust async runtimes.md")).unwrap();
     assert!(
         text.starts_with(
             "# Rust async runtimes\n\nRust async runtimes: an intermediate overview in 3 words."
@@ -420,7 +421,11 @@ async fn meeting_to_tasks_runs_end_to_end_with_the_local_ai_provider() {
         0,
         "no ClickUp or Slack call without a list or channel"
     );
-    let notes = std::fs::read_to_string(root.join("meetings/2025-03-12 Product sync.md")).unwrap();
+    let notes = std::fs::read_to_string(
+        root.join(TENANT)
+            .join("meetings/2025-03-12 Product sync.md"),
+    )
+    .unwrap();
     assert!(
         notes.starts_with("# Product sync (2025-03-12)\n"),
         "{notes}"
