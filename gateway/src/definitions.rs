@@ -26,11 +26,11 @@ pub struct DefinitionCache {
 }
 
 impl DefinitionCache {
-    /// `env_allow`: the environment variables templates may read (the orchestrator's
-    /// `orchestrator.template_env`), so definitions parse here as they do there.
-    pub fn new(env_allow: Vec<String>) -> Self {
+    /// `options`: the orchestrator's template variables and limits, so definitions parse here
+    /// as they do there.
+    pub fn new(options: ValidateOptions) -> Self {
         DefinitionCache {
-            options: ValidateOptions { env_allow },
+            options,
             entries: Mutex::new(HashMap::new()),
         }
     }

@@ -54,15 +54,10 @@ impl AppState {
     ) -> Result<AppState, Error> {
         let metrics = metrics::HttpMetrics::register(&registry)?;
         let bus = bus::Bus::new(client);
-        let env_allow = config.orchestrator.template_env.clone();
+        let options = validate_options(config);
         let (mirror, watch) = match bus.js.get_key_value(stream::WF_DEFINITIONS_BUCKET).await {
             Ok(kv) => {
-                let store = Arc::new(Store::new(
-                    kv,
-                    ValidateOptions {
-                        env_allow: env_allow.clone(),
-                    },
-                ));
+                let store = Arc::new(Store::new(kv, options.clone()));
                 let stop = CancellationToken::new();
                 match store.clone().watch(stop.clone()).await {
                     Ok(_) => (Some(store), Some(stop.drop_guard())),
@@ -90,7 +85,7 @@ impl AppState {
                 settings: config.gateway.clone(),
                 metrics,
                 registry,
-                definitions: definitions::DefinitionCache::new(env_allow),
+                definitions: definitions::DefinitionCache::new(options),
                 mirror,
                 _watch: watch,
                 tasks: TaskTracker::new(),
@@ -148,5 +143,19 @@ impl AppState {
     /// The tracker of the work requests left behind.
     pub fn tasks(&self) -> &TaskTracker {
         &self.inner.tasks
+    }
+}
+
+/// How definitions parse here: as in the orchestrator, with its template variables and
+/// limits.
+fn validate_options(config: &Config) -> ValidateOptions {
+    let t = config.orchestrator.template_limits;
+    ValidateOptions {
+        env_allow: config.orchestrator.template_env.clone(),
+        limits: switchyard_workflow::RenderLimits {
+            value_bytes: t.value_bytes,
+            output_bytes: t.output_bytes,
+            step_input_bytes: t.step_input_bytes,
+        },
     }
 }

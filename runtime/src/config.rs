@@ -175,6 +175,9 @@ pub struct OrchestratorSettings {
     /// on before it is dead-lettered to `dlq.orchestrator` with the reason; the wait between
     /// deliveries grows by a second each time, up to 30 s. Default 10 (about a minute).
     pub max_deliveries: i64,
+    /// How large rendering a template may make things. The gateway reads these too, for the
+    /// definitions it parses.
+    pub template_limits: TemplateLimits,
 }
 
 impl Default for OrchestratorSettings {
@@ -183,6 +186,30 @@ impl Default for OrchestratorSettings {
             concurrency: 256,
             template_env: Vec::new(),
             max_deliveries: 10,
+            template_limits: TemplateLimits::default(),
+        }
+    }
+}
+
+/// Limits of rendering, in bytes. A template that would exceed one fails to render: at
+/// validation it is a problem of the definition, at run time its step fails with the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplateLimits {
+    /// The largest value one operation (`~`, `+`, `*`, a filter) may produce. Default 1 MiB.
+    pub value_bytes: usize,
+    /// The most one template may write. Default 1 MiB.
+    pub output_bytes: usize,
+    /// The largest rendered input of a step (its JSON). Default 1 MiB.
+    pub step_input_bytes: usize,
+}
+
+impl Default for TemplateLimits {
+    fn default() -> Self {
+        TemplateLimits {
+            value_bytes: 1024 * 1024,
+            output_bytes: 1024 * 1024,
+            step_input_bytes: 1024 * 1024,
         }
     }
 }
@@ -1030,6 +1057,12 @@ impl Config {
                         d.orchestrator.max_deliveries,
                         problems,
                     ),
+                    template_limits: field(
+                        &figment,
+                        "orchestrator.template_limits",
+                        d.orchestrator.template_limits,
+                        problems,
+                    ),
                 }
             }),
             gateway: section(wants(Section::Gateway), &mut problems, |problems| {
@@ -1164,6 +1197,22 @@ impl Config {
                 "worker.concurrency",
                 format!("{} is out of range; expected 1 to 10000", w.concurrency),
             );
+        }
+        let t = &self.orchestrator.template_limits;
+        for (key, value) in [
+            ("orchestrator.template_limits.value_bytes", t.value_bytes),
+            ("orchestrator.template_limits.output_bytes", t.output_bytes),
+            (
+                "orchestrator.template_limits.step_input_bytes",
+                t.step_input_bytes,
+            ),
+        ] {
+            if value < 1024 {
+                bad(
+                    key,
+                    format!("{value} is out of range; expected 1024 or more"),
+                );
+            }
         }
         if self.orchestrator.max_deliveries < 1 {
             bad(
@@ -1372,6 +1421,10 @@ const KNOWN_KEYS: &[&str] = &[
     "orchestrator.concurrency",
     "orchestrator.template_env",
     "orchestrator.max_deliveries",
+    "orchestrator.template_limits",
+    "orchestrator.template_limits.value_bytes",
+    "orchestrator.template_limits.output_bytes",
+    "orchestrator.template_limits.step_input_bytes",
     "integration",
     "integration.request_timeout",
     "integration.markdown",

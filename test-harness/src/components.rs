@@ -50,6 +50,7 @@ pub fn orchestrator_options(replica_id: &str) -> Options {
         replica_id: replica_id.to_owned(),
         grace: Duration::from_secs(5),
         max_deliveries: 10,
+        limits: switchyard_workflow::RenderLimits::default(),
     }
 }
 

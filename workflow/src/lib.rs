@@ -9,7 +9,7 @@
 pub mod definition;
 pub mod store;
 
-pub use definition::{Definition, Problem, Problems, ValidateOptions};
+pub use definition::{Definition, Problem, Problems, RenderLimits, ValidateOptions};
 pub use store::{Entry, PutError, Scope, Store};
 
 /// Why reading or writing the registry failed.

@@ -341,6 +341,7 @@ fn env_is_limited_to_the_allow_list_and_other_names_are_unknown() {
     );
     let options = ValidateOptions {
         env_allow: vec!["REGION".into()],
+        ..ValidateOptions::default()
     };
     let Problems(found) = Definition::parse(&source, Catalog::builtin(), &options).unwrap_err();
     assert_eq!(found.len(), 1, "{found:#?}");

@@ -84,6 +84,8 @@ pub struct Options {
     /// Deliveries of a start, result, cancel or signal the engine keeps failing on before it
     /// goes to the DLQ (`dlq.orchestrator`) with the reason.
     pub max_deliveries: i64,
+    /// How large rendering a template may make things.
+    pub limits: switchyard_workflow::RenderLimits,
 }
 
 /// The workflow engine of one process.
@@ -117,6 +119,7 @@ impl Orchestrator {
             defs_kv,
             ValidateOptions {
                 env_allow: options.env.keys().cloned().collect(),
+                limits: options.limits,
             },
         ));
         let max_state_bytes = client

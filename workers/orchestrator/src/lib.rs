@@ -57,6 +57,14 @@ pub async fn run(
         replica_id: config.worker_id(),
         grace: config.shutdown_grace,
         max_deliveries: config.orchestrator.max_deliveries,
+        limits: {
+            let t = config.orchestrator.template_limits;
+            switchyard_workflow::RenderLimits {
+                value_bytes: t.value_bytes,
+                output_bytes: t.output_bytes,
+                step_input_bytes: t.step_input_bytes,
+            }
+        },
     };
     process::run_process(
         &config,

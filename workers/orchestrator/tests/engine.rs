@@ -812,17 +812,18 @@ output: "{{ steps.b.output.v }}"
     assert_eq!(status["output"], 7);
 }
 
-/// A start whose first state cannot be stored (its rendered step input is larger than a
+/// A result whose state cannot be stored (two step outputs that together are larger than a
 /// message may be) fails its instance once, with the reason, instead of being redelivered.
 #[tokio::test]
-async fn a_start_whose_state_cannot_be_stored_fails_its_instance_once() {
+async fn a_result_whose_state_cannot_be_stored_fails_its_instance_once() {
     let env = env().await;
     env.register(
-        "name: big\nversion: 1\ninput:\n  n: { type: integer }\n\
-         steps:\n  - { id: a, operation: test.echo, input: { text: \"{{ 'x' * input.n }}\" } }\n",
+        "name: big\nversion: 1\ninput:\n  n: { type: integer }\nsteps:\n  \
+         - { id: a, operation: test.echo, input: { text: \"{{ 'x' * input.n }}\" } }\n  \
+         - { id: b, operation: test.echo, needs: [a], input: { text: \"{{ 'y' * input.n }}\" } }\n",
     )
     .await;
-    let (instance, mut events) = env.start("big", json!({ "n": 2_000_000 })).await;
+    let (instance, mut events) = env.start("big", json!({ "n": 600_000 })).await;
     let (failed, _) = until_event(&mut events, event::FAILED, T).await;
     let data = event_data(&failed);
     assert_eq!(data["code"], "state_too_large", "{data}");
@@ -837,7 +838,7 @@ async fn a_start_whose_state_cannot_be_stored_fails_its_instance_once() {
     env.wait_idle(
         &[(
             switchyard_proto::stream::WF_INBOX,
-            switchyard_proto::stream::ORCHESTRATOR_COMMANDS,
+            switchyard_proto::stream::ORCHESTRATOR_RESULTS,
         )],
         T,
     )
@@ -849,7 +850,7 @@ async fn a_start_whose_state_cannot_be_stored_fails_its_instance_once() {
         )
         .await
         .is_err(),
-        "the start was handled again"
+        "the result was handled again"
     );
 }
 
@@ -910,4 +911,54 @@ async fn an_inbox_message_that_keeps_failing_goes_to_the_dlq() {
         T,
     )
     .await;
+}
+
+/// A template that doubles a string (the attack from a viewer's `validate`) is refused at
+/// validation, rendering within the limits instead of growing without end.
+#[tokio::test]
+async fn a_template_that_keeps_doubling_a_string_is_refused_at_validation() {
+    let env = env().await;
+    let doubling = format!(
+        "{{% set a = 'x' * 1024 %}}{}{{{{ a }}}}",
+        "{% set a = a ~ a %}".repeat(16)
+    );
+    let source = format!(
+        "name: grow\nversion: 1\nsteps:\n  - id: a\n    operation: test.echo\n    input: {{ text: {doubling:?} }}\n"
+    );
+    let reply = env
+        .query(
+            endpoint::DEFINITIONS_VALIDATE,
+            json!({ "tenant": TENANT, "source": source }),
+        )
+        .await;
+    assert_eq!(reply["valid"], false, "{reply}");
+    assert_eq!(
+        reply["problems"][0]["path"], "steps[0].input.text",
+        "{reply}"
+    );
+    let message = reply["problems"][0]["message"].as_str().unwrap();
+    assert!(message.contains("over the render limit"), "{message}");
+}
+
+/// A step whose input renders over the limit at run time fails with the reason, naming the
+/// templated value; the engine goes on.
+#[tokio::test]
+async fn a_step_whose_input_renders_over_the_limit_fails_naming_it() {
+    let env = env().await;
+    env.register(
+        "name: grow_later\nversion: 1\ninput:\n  n: { type: integer }\n\
+         steps:\n  - { id: a, operation: test.echo, input: { text: \"{{ 'x' * input.n }}\" } }\n",
+    )
+    .await;
+    let (instance, _) = env.start("grow_later", json!({ "n": 2_000_000 })).await;
+    let status = env.finished(&instance, T).await;
+    assert_eq!(status["status"], "failed", "{status}");
+    let error = step(&status, "a")["error"].clone();
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("steps[0].input.text") && message.contains("over the render limit"),
+        "{status}"
+    );
+    let (fine, _) = env.start("grow_later", json!({ "n": 10 })).await;
+    assert_eq!(env.finished(&fine, T).await["status"], "completed");
 }

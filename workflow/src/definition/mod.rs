@@ -39,6 +39,7 @@
 //! auto-escaping, and no function reads the clock or a random source, so rendering the same
 //! scope twice gives the same value.
 
+mod bounded;
 mod parse;
 mod shipped;
 mod template;
@@ -52,6 +53,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard_catalog::{Catalog, Schema};
 
+pub use bounded::RenderLimits;
 pub use shipped::shipped;
 
 use parse::Path;
@@ -80,6 +82,7 @@ pub struct Definition {
 #[derive(Debug)]
 struct Compiled {
     env: Environment<'static>,
+    limits: RenderLimits,
     steps: Vec<CompiledStep>,
     output: Option<Unit<Node>>,
 }
@@ -160,6 +163,8 @@ pub struct WaitForSignal {
 pub struct ValidateOptions {
     /// Environment variables templates may read as `env.NAME`.
     pub env_allow: Vec<String>,
+    /// How large a render may make values, its text and a step's input.
+    pub limits: RenderLimits,
 }
 
 /// One reason a definition (or a workflow input) is rejected; part of the wire contract,
@@ -273,10 +278,22 @@ impl Definition {
     ///
     /// When `step` is out of range.
     pub fn render_step_input(&self, step: usize, scope: &Scope<'_>) -> Result<Value, RenderError> {
-        match &self.compiled.steps[step].input {
-            None => Ok(Value::Object(serde_json::Map::new())),
-            Some(unit) => self.render(unit, scope),
+        let input = match &self.compiled.steps[step].input {
+            None => return Ok(Value::Object(serde_json::Map::new())),
+            Some(unit) => self.render(unit, scope)?,
+        };
+        let limit = self.compiled.limits.step_input_bytes;
+        let size = serde_json::to_vec(&input).map_or(0, |b| b.len());
+        if size > limit {
+            return Err(RenderError {
+                path: Path::root("steps").index(step).key("input").to_string(),
+                message: format!(
+                    "the rendered input is {size} bytes, over the limit of {limit} bytes a \
+                     step's input may have"
+                ),
+            });
         }
+        Ok(input)
     }
 
     /// Evaluates the step's `when` (Jinja truthiness); `true` when it has none.
@@ -292,7 +309,10 @@ impl Definition {
             Condition::Always(value) => Ok(*value),
             Condition::Expr(name) => {
                 let ctx = template::context(scope, &unit.steps);
-                Ok(template::evaluate(&self.compiled.env, name, &ctx)?.is_true())
+                Ok(
+                    template::evaluate(&self.compiled.env, self.compiled.limits, name, &ctx)?
+                        .is_true(),
+                )
             }
         }
     }
@@ -365,7 +385,8 @@ impl Definition {
         };
         let ctx = template::context(scope, steps);
         let fields = fields.iter().map(|(key, node)| {
-            let value = template::render(&self.compiled.env, node, &ctx).unwrap_or(Value::Null);
+            let value = template::render(&self.compiled.env, self.compiled.limits, node, &ctx)
+                .unwrap_or(Value::Null);
             (key.clone(), value)
         });
         Value::Object(fields.collect())
@@ -376,7 +397,12 @@ impl Definition {
             return Ok(value.clone());
         }
         let ctx = template::context(scope, &unit.steps);
-        Ok(template::render(&self.compiled.env, &unit.body, &ctx)?)
+        Ok(template::render(
+            &self.compiled.env,
+            self.compiled.limits,
+            &unit.body,
+            &ctx,
+        )?)
     }
 }
 

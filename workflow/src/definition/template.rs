@@ -10,6 +10,7 @@ use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 
 use super::Scope;
+use super::bounded::{self, OVER_LIMIT, RenderLimits};
 use super::parse::Path;
 
 /// The variable a whole-value expression is stored in (see [`Compiler::expression`]).
@@ -29,6 +30,7 @@ pub(super) fn environment() -> Environment<'static> {
     env.set_fuel(Some(FUEL));
     // Prints the whole context; nothing a workflow needs.
     env.remove_global("debug");
+    bounded::install(&mut env);
     env
 }
 
@@ -101,6 +103,8 @@ pub(super) fn classify(s: &str) -> Kind<'_> {
 /// Compiles templated values into one environment, recording problems by path.
 pub(super) struct Compiler {
     pub env: Environment<'static>,
+    /// The limits dry runs render within.
+    pub limits: RenderLimits,
     /// Templates compiled since the last [`Compiler::take`].
     templates: Vec<TemplateInfo>,
     /// Every template name used, to keep them unique (a key may contain a dot).
@@ -109,9 +113,10 @@ pub(super) struct Compiler {
 }
 
 impl Compiler {
-    pub fn new() -> Compiler {
+    pub fn new(limits: RenderLimits) -> Compiler {
         Compiler {
             env: environment(),
+            limits,
             templates: Vec::new(),
             names: BTreeSet::new(),
             problems: Vec::new(),
@@ -230,12 +235,18 @@ impl Compiler {
         let mut vars: Vec<String> = template.undeclared_variables(true).into_iter().collect();
         vars.sort();
         // A dry run with nothing defined finds unknown filters and tests, which minijinja only
-        // reports when they are called.
-        if let Err(err) = template.render(minijinja::context! {})
-            && matches!(
-                err.kind(),
-                ErrorKind::UnknownFilter | ErrorKind::UnknownTest
-            )
+        // reports when they are called, and a template that grows past the render limits on
+        // its own (it runs within them, so it cannot take the engine's memory).
+        if let Err(err) = bounded::render(
+            &self.env,
+            &name,
+            minijinja::context! {},
+            self.limits,
+            RESULT,
+        ) && (matches!(
+            err.kind(),
+            ErrorKind::UnknownFilter | ErrorKind::UnknownTest
+        ) || err.detail().is_some_and(|d| d.contains(OVER_LIMIT)))
         {
             self.problems.push((path.clone(), render_message(&err)));
         }
@@ -308,19 +319,16 @@ pub(super) struct Failure {
 /// Evaluates a whole-value expression to a minijinja value (undefined when it is).
 pub(super) fn evaluate(
     env: &Environment<'static>,
+    limits: RenderLimits,
     name: &str,
     ctx: &minijinja::Value,
 ) -> Result<minijinja::Value, Failure> {
-    let fail = |err: minijinja::Error| Failure {
-        name: name.to_string(),
-        message: render_message(&err),
-    };
-    let template = env.get_template(name).map_err(fail)?;
-    let captured = template.render_captured(ctx.clone()).map_err(fail)?;
-    Ok(captured
-        .state()
-        .lookup(RESULT)
-        .unwrap_or(minijinja::Value::UNDEFINED))
+    let (_, value) =
+        bounded::render(env, name, ctx.clone(), limits, RESULT).map_err(|err| Failure {
+            name: name.to_string(),
+            message: render_message(&err),
+        })?;
+    Ok(value.unwrap_or(minijinja::Value::UNDEFINED))
 }
 
 /// Converts a rendered value to JSON: undefined and none become `null`; integers stay
@@ -335,37 +343,31 @@ pub(super) fn to_json(name: &str, value: &minijinja::Value) -> Result<Value, Fai
     })
 }
 
-/// Renders a compiled value.
+/// Renders a compiled value within `limits`.
 pub(super) fn render(
     env: &Environment<'static>,
+    limits: RenderLimits,
     node: &Node,
     ctx: &minijinja::Value,
 ) -> Result<Value, Failure> {
     match node {
         Node::Literal(value) => Ok(value.clone()),
-        Node::Expr(name) => to_json(name, &evaluate(env, name, ctx)?),
-        Node::Text(name) => {
-            let template = env.get_template(name).map_err(|err| Failure {
+        Node::Expr(name) => to_json(name, &evaluate(env, limits, name, ctx)?),
+        Node::Text(name) => bounded::render(env, name, ctx.clone(), limits, RESULT)
+            .map(|(text, _)| Value::String(text))
+            .map_err(|err| Failure {
                 name: name.clone(),
                 message: render_message(&err),
-            })?;
-            template
-                .render(ctx.clone())
-                .map(Value::String)
-                .map_err(|err| Failure {
-                    name: name.clone(),
-                    message: render_message(&err),
-                })
-        }
+            }),
         Node::Array(items) => items
             .iter()
-            .map(|item| render(env, item, ctx))
+            .map(|item| render(env, limits, item, ctx))
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array),
         Node::Object(fields) => {
             let mut map = serde_json::Map::new();
             for (key, item) in fields {
-                map.insert(key.clone(), render(env, item, ctx)?);
+                map.insert(key.clone(), render(env, limits, item, ctx)?);
             }
             Ok(Value::Object(map))
         }
@@ -416,7 +418,7 @@ mod tests {
 
     #[test]
     fn nested_attribute_paths_are_reported_up_to_the_first_subscript() {
-        let mut compiler = Compiler::new();
+        let mut compiler = Compiler::new(RenderLimits::default());
         let cases = [
             (
                 "{{ steps.research.output.summary }}",
@@ -454,7 +456,7 @@ mod tests {
 
     #[test]
     fn unknown_filters_are_found_at_compile_time() {
-        let mut compiler = Compiler::new();
+        let mut compiler = Compiler::new(RenderLimits::default());
         compiler.value(
             &Value::String("{{ input.x | shout }}".into()),
             &Path::root("x"),

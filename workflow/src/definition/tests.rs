@@ -272,6 +272,7 @@ fn env_and_signal_are_in_scope_where_allowed() {
     let source = "name: s\nversion: 1\nsteps:\n  - id: gate\n    operation: test.echo\n    wait_for_signal: { name: approval, sla: 1h }\n    input: { by: \"{{ signal.by }}\", region: \"{{ env.REGION }}\" }\n";
     let options = ValidateOptions {
         env_allow: vec!["REGION".into()],
+        ..ValidateOptions::default()
     };
     let def = Definition::parse(source, Catalog::builtin(), &options).unwrap();
     assert_eq!(
@@ -510,4 +511,134 @@ proptest! {
         let rendered = def.render_step_input(0, &fixture.scope()).unwrap();
         prop_assert_eq!(&rendered["v"], &value);
     }
+}
+
+/// A step `a` whose input is `{x: <template>}`, rendered with `input`.
+fn render_x(template: &str, input: Value) -> Result<Value, RenderError> {
+    let source = format!(
+        "name: r\nversion: 1\ninput:\n  s: {{ type: any }}\n  n: {{ type: any }}\nsteps:\n  - id: a\n    operation: test.echo\n    input: {{ x: {template:?} }}\n"
+    );
+    let def = definition(&source);
+    let fixture = Fixture::new(input, json!({}));
+    def.render_step_input(0, &fixture.scope())
+        .map(|v| v["x"].clone())
+}
+
+#[test]
+fn checked_operations_keep_minijinja_semantics() {
+    // The oracle is minijinja itself, rendering the same template without the checks.
+    let mut plain = minijinja::Environment::new();
+    plain.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+    plain.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    let input = json!({"s": "abc", "n": 1});
+    for template in [
+        "{{ 1 + 2 }}",
+        "{{ 2 * 3 }}",
+        "{{ 'ab' * 3 }}",
+        "{{ 'a' ~ 1 ~ none ~ [1, 'x'] }}",
+        "{{ [1] + [2, 3] }}",
+        "{{ 'x' + 'y' }}",
+        "{{ 2 ** 10 }} {{ 7 // 2 }} {{ 7 % 3 }} {{ -input.n }}",
+        "{{ input.s | replace('b', 'BB') }}",
+        "{{ ['a', 'b'] | join('-') }} {{ [{'n': 1}, {'n': 2}] | join(',', attribute='n') }}",
+        "{{ 'a\nb' | indent(2) }}",
+        "{{ '%s=%d' | format('n', 4) }}",
+        "{{ {'k': 'v<'} | tojson }} {{ [1] | string }} {{ 'a<b' | escape }} {{ [1] | pprint }}",
+        "{% for i in range(3) %}{% if i > 0 %},{% endif %}{{ i * 2 }}{% else %}none{% endfor %}",
+        "{% for i in [] %}x{% else %}empty{% endfor %}",
+        "{% if input.n and not input.s %}yes{% elif input.s %}s{% else %}no{% endif %}",
+        "{% set ns = namespace(t='') %}{% for c in 'abc' %}{% set ns.t = ns.t ~ c | upper %}{% endfor %}{{ ns.t }}",
+        "{% set c %}<{{ input.s }}>{% endset %}{{ c }}{{ c | length }}",
+        "{{ input.s if input.n else 'no' }} {{ none or 'default' }}",
+        "{% for x in [3, 1, 2] | sort %}{{ loop.index }}:{{ x }}{% if not loop.last %} {% endif %}{% endfor %}",
+    ] {
+        let want = plain
+            .render_str(
+                template,
+                minijinja::context! { input => minijinja::Value::from(minijinja::value::Serde(&input)) },
+            )
+            .unwrap_or_else(|e| panic!("{template}: {e}"));
+        // Text around the template keeps it a text template (a lone expression keeps its
+        // JSON type instead).
+        assert_eq!(
+            render_x(&format!("v:{template}"), input.clone()).unwrap(),
+            json!(format!("v:{want}")),
+            "{template}"
+        );
+    }
+}
+
+#[test]
+fn growth_past_the_limits_is_refused_before_it_happens() {
+    let long = json!({"s": "x".repeat(600_000), "n": 3_000_000});
+    let lines = json!({"s": "x\n".repeat(300_000)});
+    for (template, input) in [
+        // Doubling with `~` or `+`, repeating with `*`, and multiplying filters.
+        (
+            "{% set a = input.s %}{% set a = a ~ a %}{{ a | length }}",
+            &long,
+        ),
+        ("{{ (input.s + input.s) | length }}", &long),
+        ("{{ ('x' * input.n) | length }}", &long),
+        ("{{ ([1, 2] * input.n) | length }}", &long),
+        ("{{ input.s | replace('x', 'yyy') | length }}", &long),
+        ("{{ [input.s, input.s] | join | length }}", &long),
+        ("{{ input.s | indent(4) | length }}", &lines),
+        ("{{ ('%' ~ input.n ~ 's') | format('x') | length }}", &long),
+        ("{{ [input.s, input.s] | tojson | length }}", &long),
+        ("{{ [input.s, input.s] | string | length }}", &long),
+        // Writing the same value again and again, into the output or a capture.
+        ("{% for i in range(3) %}{{ input.s }}{% endfor %}", &long),
+        (
+            "{% set c %}{{ input.s }}{{ input.s }}{% endset %}{{ c | length }}",
+            &long,
+        ),
+    ] {
+        match render_x(template, input.clone()) {
+            Ok(v) => panic!("{template}: rendered {} bytes", v.to_string().len()),
+            Err(err) => {
+                assert!(
+                    err.message.contains("over the render limit"),
+                    "{template}: {}",
+                    &err.message[..err.message.len().min(300)]
+                );
+                assert_eq!(err.path, "steps[0].input.x", "{template}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_definition_that_grows_on_its_own_is_refused_at_validation() {
+    let doubling = format!(
+        "{{% set a = 'x' * 1024 %}}{}{{{{ a }}}}",
+        "{% set a = a ~ a %}".repeat(40)
+    );
+    let source = format!(
+        "name: g\nversion: 1\nsteps:\n  - id: a\n    operation: test.echo\n    input: {{ x: {doubling:?} }}\n"
+    );
+    let Problems(found) =
+        Definition::parse(&source, Catalog::builtin(), &ValidateOptions::default()).unwrap_err();
+    assert_eq!(found[0].path, "steps[0].input.x");
+    assert!(
+        found[0].message.contains("over the render limit"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_step_input_over_its_limit_fails_naming_the_step() {
+    let source = "name: l\nversion: 1\ninput:\n  s: { type: any }\nsteps:\n  - id: a\n    operation: test.echo\n    input: { x: \"{{ input.s }}\", y: \"{{ input.s }}\" }\n";
+    let options = ValidateOptions {
+        limits: RenderLimits {
+            step_input_bytes: 1500,
+            ..RenderLimits::default()
+        },
+        ..ValidateOptions::default()
+    };
+    let def = Definition::parse(source, Catalog::builtin(), &options).unwrap();
+    let fixture = Fixture::new(json!({"s": "z".repeat(1000)}), json!({}));
+    let err = def.render_step_input(0, &fixture.scope()).unwrap_err();
+    assert_eq!(err.path, "steps[0].input");
+    assert!(err.message.contains("1500 bytes"), "{err}");
 }

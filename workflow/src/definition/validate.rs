@@ -26,7 +26,7 @@ pub(super) fn build(
         catalog,
         options,
         issues: Vec::new(),
-        compiler: Compiler::new(),
+        compiler: Compiler::new(options.limits),
     };
     let definition = v.definition(raw, source);
     let mut issues = v.issues;
@@ -170,6 +170,7 @@ impl Validator<'_> {
             source: source.to_string(),
             index,
             compiled: Compiled {
+                limits: self.compiler.limits,
                 env: std::mem::replace(&mut self.compiler.env, template::environment()),
                 steps: compiled_steps,
                 output,
