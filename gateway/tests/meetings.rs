@@ -171,6 +171,9 @@ fn integration_settings(loopback: &Loopback, clickup_token: &str) -> Integration
     s.clickup.token = Some(Secret::new(clickup_token));
     s.clickup.base_url = loopback.url();
     s.request_timeout = Duration::from_secs(5);
+    // The deployment's ClickUp token serves every tenant here; the tasks are still bound to
+    // the tenant that created them.
+    s.shared_credentials = true;
     s
 }
 
@@ -276,6 +279,19 @@ async fn tasks_are_created_once_per_idempotency_key_and_failures_are_problems() 
     let puts = loopback.calls(Method::PUT, "/api/v2/task/t-ship");
     assert_eq!(puts.len(), 1);
     assert_eq!(puts[0].body, json!({"status": "in progress"}));
+
+    // Another tenant's operator cannot move it: its id reads as not found there.
+    let stranger = env.token(OTHER_TENANT, Role::Operator);
+    let reply = env
+        .call(
+            Method::PUT,
+            "/api/v1/tasks/t-ship/status",
+            Some(&stranger),
+            Some(json!({"status": "done"})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:#?}");
+    assert_eq!(loopback.calls(Method::PUT, "/api/v2/task/t-ship").len(), 1);
 
     // Bodies that do not fit the operation never reach ClickUp, and name the field.
     let before = loopback.calls.lock().unwrap().len();

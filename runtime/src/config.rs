@@ -417,6 +417,35 @@ pub struct IntegrationSettings {
     pub slack: SlackSettings,
     pub clickup: ClickUpSettings,
     pub webhook: WebhookSettings,
+    /// Credentials and settings per tenant, by tenant id: a tenant's Notion, Slack and ClickUp
+    /// calls and its webhook signatures use its own. Env e.g.
+    /// `SWITCHYARD_INTEGRATION__TENANTS__ACME__CLICKUP__TOKEN`.
+    pub tenants: BTreeMap<String, TenantIntegrations>,
+    /// Whether the deployment-wide credentials above serve tenants without a section of their
+    /// own. Default `false`: such a tenant's calls fail as not configured, so one tenant never
+    /// acts with credentials another relies on. Set it for a single-tenant deployment.
+    pub shared_credentials: bool,
+}
+
+/// One tenant's integration credentials and settings; each system it leaves out is not
+/// configured for it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantIntegrations {
+    pub notion: NotionSettings,
+    pub slack: SlackSettings,
+    pub clickup: ClickUpSettings,
+    pub webhook: TenantWebhookSettings,
+}
+
+/// A tenant's webhook signing key (where webhooks may go is the deployment's setting).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantWebhookSettings {
+    /// The HMAC-SHA256 key, at least 32 bytes.
+    pub signing_secret: Option<Secret>,
+    /// A file holding it instead.
+    pub signing_secret_file: Option<PathBuf>,
 }
 
 /// The local Markdown sink, the destination that works offline.
@@ -503,6 +532,8 @@ impl Default for IntegrationSettings {
             slack: SlackSettings::default(),
             clickup: ClickUpSettings::default(),
             webhook: WebhookSettings::default(),
+            tenants: BTreeMap::new(),
+            shared_credentials: false,
         }
     }
 }
@@ -608,6 +639,8 @@ impl IntegrationSettings {
                     problems,
                 ),
             },
+            tenants: field(figment, &f("tenants"), BTreeMap::new(), problems),
+            shared_credentials: field(figment, &f("shared_credentials"), false, problems),
         }
     }
 
@@ -695,13 +728,25 @@ impl IntegrationSettings {
 
     /// Replaces every secret with `****`.
     fn redact(&mut self) {
+        let tenants = self.tenants.values_mut().flat_map(|t| {
+            [
+                &mut t.notion.token,
+                &mut t.slack.bot_token,
+                &mut t.slack.webhook_url,
+                &mut t.clickup.token,
+                &mut t.webhook.signing_secret,
+            ]
+        });
         for secret in [
             &mut self.notion.token,
             &mut self.slack.bot_token,
             &mut self.slack.webhook_url,
             &mut self.clickup.token,
             &mut self.webhook.signing_secret,
-        ] {
+        ]
+        .into_iter()
+        .chain(tenants)
+        {
             if secret.is_some() {
                 *secret = Some(Secret::new("****"));
             }
@@ -1449,6 +1494,28 @@ const KNOWN_KEYS: &[&str] = &[
     "integration.webhook.signing_secret",
     "integration.webhook.signing_secret_file",
     "integration.webhook.allow_private_addresses",
+    "integration.tenants",
+    "integration.shared_credentials",
+    "integration.tenants.*",
+    "integration.tenants.*.notion",
+    "integration.tenants.*.notion.token",
+    "integration.tenants.*.notion.token_file",
+    "integration.tenants.*.notion.base_url",
+    "integration.tenants.*.notion.version",
+    "integration.tenants.*.slack",
+    "integration.tenants.*.slack.bot_token",
+    "integration.tenants.*.slack.bot_token_file",
+    "integration.tenants.*.slack.webhook_url",
+    "integration.tenants.*.slack.webhook_url_file",
+    "integration.tenants.*.slack.base_url",
+    "integration.tenants.*.slack.default_channel",
+    "integration.tenants.*.clickup",
+    "integration.tenants.*.clickup.token",
+    "integration.tenants.*.clickup.token_file",
+    "integration.tenants.*.clickup.base_url",
+    "integration.tenants.*.webhook",
+    "integration.tenants.*.webhook.signing_secret",
+    "integration.tenants.*.webhook.signing_secret_file",
     "ai",
     "ai.default_provider",
     "ai.audio_allowed_addresses",
@@ -1475,6 +1542,17 @@ const KNOWN_KEYS: &[&str] = &[
     "gateway.event_streams",
 ];
 
+/// `integration.tenants.<id>…` as `integration.tenants.*…`.
+fn tenant_key_pattern(key: &str) -> String {
+    match key.strip_prefix("integration.tenants.") {
+        Some(rest) => match rest.split_once('.') {
+            Some((_, field)) => format!("integration.tenants.*.{field}"),
+            None => "integration.tenants.*".into(),
+        },
+        None => key.to_owned(),
+    }
+}
+
 fn unknown_keys(figment: &Figment) -> Vec<Problem> {
     let Ok(data) = figment.data() else {
         return Vec::new();
@@ -1493,8 +1571,9 @@ fn collect_unknown(figment: &Figment, prefix: &str, dict: &Dict, problems: &mut 
         } else {
             format!("{prefix}.{key}")
         };
-        // Provider names under `ai.providers` are free: match them as `*`.
-        let pattern = ai::key_pattern(&path);
+        // Provider names under `ai.providers` and tenant ids under `integration.tenants` are
+        // free: match them as `*`.
+        let pattern = tenant_key_pattern(&ai::key_pattern(&path));
         let known = || {
             KNOWN_KEYS
                 .iter()

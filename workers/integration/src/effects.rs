@@ -157,6 +157,30 @@ impl Effects {
         Ok(())
     }
 
+    /// Whether `tenant` created the object whose id `field` of `operation`'s result holds
+    /// (e.g. a ClickUp task): objects are bound to the tenant whose job created them.
+    pub async fn created(
+        &self,
+        tenant: &str,
+        operation: &str,
+        field: &str,
+        id: &str,
+    ) -> Result<bool, Error> {
+        let found: bool = sqlx::query_scalar(
+            "SELECT EXISTS (
+                 SELECT 1 FROM integration.effects
+                 WHERE tenant = $1 AND operation = $2 AND state = 'done' AND result ->> $3 = $4
+             )",
+        )
+        .bind(tenant)
+        .bind(operation)
+        .bind(field)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(found)
+    }
+
     /// Records the effect as done with its result. Tried a few times: the effect has
     /// happened, and a lost record is what could make a redelivery repeat it.
     pub async fn done(&self, job_id: &str, result: &Value) -> Result<(), Error> {

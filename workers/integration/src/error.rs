@@ -39,6 +39,9 @@ pub enum Error {
     /// The job's input is well-formed but cannot be used.
     #[error("field `{field}`: {message}")]
     InvalidInput { field: String, message: String },
+    /// What the job names does not exist for its tenant (another tenant's task reads so).
+    #[error("{what} not found")]
+    NotFound { what: String },
     /// The operation needs a setting that is not there.
     #[error("{what} is not configured: set {key}")]
     NotConfigured {
@@ -120,6 +123,7 @@ impl Error {
             | Error::Rejected { .. }
             | Error::InvalidInput { .. }
             | Error::NotConfigured { .. }
+            | Error::NotFound { .. }
             | Error::InProgress { .. }
             | Error::Store(_)
             | Error::Write { .. }
@@ -155,6 +159,7 @@ impl Error {
             Error::InvalidInput { field, message } => {
                 JobFailure::invalid_input(field.clone(), message.clone())
             }
+            Error::NotFound { .. } => JobFailure::not_found(self.to_string()),
             Error::Rejected { .. }
             | Error::BadResponse { .. }
             | Error::NotConfigured { .. }

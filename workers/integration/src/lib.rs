@@ -25,7 +25,7 @@ pub mod slack;
 pub mod status;
 pub mod webhook;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use prometheus::Registry;
 use serde_json::Value;
@@ -34,7 +34,10 @@ use switchyard_proto::Job;
 use switchyard_runtime::JobInput as _;
 use switchyard_runtime::{
     Config, Handler, JobContext, JobFailure, OperationInfo,
-    config::{IntegrationSettings, Secret},
+    config::{
+        ClickUpSettings, IntegrationSettings, NotionSettings, Secret, SlackSettings,
+        TenantIntegrations,
+    },
     database, process,
 };
 use tokio_util::sync::CancellationToken;
@@ -76,12 +79,71 @@ pub struct IntegrationWorker {
 struct Inner {
     effects: Effects,
     http: http::Http,
+    /// The deployment-wide clients, for tenants without their own when they are shared.
+    shared: Clients,
+    share: bool,
+    /// Each configured tenant's own clients.
+    tenants: HashMap<String, Clients>,
+    /// Clients with no credentials: what a tenant without its own gets when none are shared.
+    unconfigured: Clients,
+    sink: sink::Sink,
+}
+
+/// The clients of one tenant (or of the deployment), and its cached status report.
+#[derive(Debug)]
+struct Clients {
     notion: notion::Notion,
     slack: slack::Slack,
     clickup: clickup::ClickUp,
     webhook: webhook::Webhook,
-    sink: sink::Sink,
     status: status::Reuse,
+}
+
+/// The keys secrets are read from, named in errors.
+struct SecretKeys {
+    notion: &'static str,
+    slack_bot: &'static str,
+    slack_webhook: &'static str,
+    clickup: &'static str,
+    webhook: &'static str,
+}
+
+const SHARED_KEYS: SecretKeys = SecretKeys {
+    notion: "integration.notion.token_file",
+    slack_bot: "integration.slack.bot_token_file",
+    slack_webhook: "integration.slack.webhook_url_file",
+    clickup: "integration.clickup.token_file",
+    webhook: "integration.webhook.signing_secret_file",
+};
+
+const TENANT_KEYS: SecretKeys = SecretKeys {
+    notion: "integration.tenants.*.notion.token_file",
+    slack_bot: "integration.tenants.*.slack.bot_token_file",
+    slack_webhook: "integration.tenants.*.slack.webhook_url_file",
+    clickup: "integration.tenants.*.clickup.token_file",
+    webhook: "integration.tenants.*.webhook.signing_secret_file",
+};
+
+impl Clients {
+    fn build(
+        n: &NotionSettings,
+        s: &SlackSettings,
+        c: &ClickUpSettings,
+        signing: (&Option<Secret>, &Option<PathBuf>),
+        keys: &SecretKeys,
+    ) -> Result<Clients, Error> {
+        Ok(Clients {
+            notion: notion::Notion::new(n, secret(keys.notion, &n.token, &n.token_file)?),
+            slack: slack::Slack::new(
+                s,
+                secret(keys.slack_bot, &s.bot_token, &s.bot_token_file)?,
+                secret(keys.slack_webhook, &s.webhook_url, &s.webhook_url_file)?,
+            ),
+            clickup: clickup::ClickUp::new(c, secret(keys.clickup, &c.token, &c.token_file)?),
+            webhook: webhook::Webhook::new(secret(keys.webhook, signing.0, signing.1)?),
+            status: status::Reuse::default(),
+        })
+    }
 }
 
 impl IntegrationWorker {
@@ -101,43 +163,39 @@ impl IntegrationWorker {
         let http = http::Http::new(settings.request_timeout, guard, metrics)?;
         // A claim outlives one call with margin; multi-call effects renew it as they go.
         let lease = settings.request_timeout * 2 + Duration::from_secs(10);
-        let n = &settings.notion;
-        let s = &settings.slack;
+        let w = &settings.webhook;
+        let shared = Clients::build(
+            &settings.notion,
+            &settings.slack,
+            &settings.clickup,
+            (&w.signing_secret, &w.signing_secret_file),
+            &SHARED_KEYS,
+        )?;
+        let tenants = settings
+            .tenants
+            .iter()
+            .map(|(tenant, t)| {
+                let signing = (&t.webhook.signing_secret, &t.webhook.signing_secret_file);
+                Clients::build(&t.notion, &t.slack, &t.clickup, signing, &TENANT_KEYS)
+                    .map(|c| (tenant.clone(), c))
+            })
+            .collect::<Result<HashMap<_, _>, _>>()?;
+        let none = TenantIntegrations::default();
+        let unconfigured = Clients::build(
+            &none.notion,
+            &none.slack,
+            &none.clickup,
+            (&None, &None),
+            &TENANT_KEYS,
+        )?;
         let inner = Inner {
             effects: Effects::new(pool, lease),
             http,
-            notion: notion::Notion::new(
-                n,
-                secret("integration.notion.token_file", &n.token, &n.token_file)?,
-            ),
-            slack: slack::Slack::new(
-                s,
-                secret(
-                    "integration.slack.bot_token_file",
-                    &s.bot_token,
-                    &s.bot_token_file,
-                )?,
-                secret(
-                    "integration.slack.webhook_url_file",
-                    &s.webhook_url,
-                    &s.webhook_url_file,
-                )?,
-            ),
-            clickup: clickup::ClickUp::new(
-                &settings.clickup,
-                secret(
-                    "integration.clickup.token_file",
-                    &settings.clickup.token,
-                    &settings.clickup.token_file,
-                )?,
-            ),
-            webhook: webhook::Webhook::new(secret(
-                "integration.webhook.signing_secret_file",
-                &settings.webhook.signing_secret,
-                &settings.webhook.signing_secret_file,
-            )?),
+            shared,
+            share: settings.shared_credentials,
+            tenants,
+            unconfigured,
             sink: sink::Sink::new(settings.markdown.output_dir.clone()),
-            status: status::Reuse::default(),
         };
         Ok(IntegrationWorker {
             inner: Arc::new(inner),
@@ -198,14 +256,26 @@ impl IntegrationWorker {
 }
 
 impl Inner {
+    /// The clients `tenant` acts with: its own, else the deployment's when they are shared,
+    /// else none.
+    fn clients(&self, tenant: &str) -> &Clients {
+        match self.tenants.get(tenant) {
+            Some(own) => own,
+            None if self.share => &self.shared,
+            None => &self.unconfigured,
+        }
+    }
+
     #[instrument(skip_all, fields(job_id = %job.job_id, operation = %job.operation))]
     async fn handle(&self, worker_id: &str, attempt: u32, job: &Job) -> Result<Value, Error> {
         let http = &self.http;
+        let clients = self.clients(&job.tenant);
         match job.operation.as_str() {
             op::NOTION_CREATE_PAGE => {
                 let input: notion::CreatePage = job.input()?;
                 self.effect(worker_id, attempt, job, System::Notion, |progress| {
-                    self.notion
+                    clients
+                        .notion
                         .create_page(http, &self.effects, &job.job_id, input, progress)
                 })
                 .await
@@ -213,28 +283,40 @@ impl Inner {
             op::SLACK_POST_MESSAGE => {
                 let input: slack::PostMessage = job.input()?;
                 self.effect(worker_id, attempt, job, System::Slack, |_| {
-                    self.slack.post(http, input)
+                    clients.slack.post(http, input)
                 })
                 .await
             }
             op::CLICKUP_CREATE_TASK => {
                 let input: clickup::CreateTask = job.input()?;
                 self.effect(worker_id, attempt, job, System::ClickUp, |_| {
-                    self.clickup.create_task(http, input)
+                    clients.clickup.create_task(http, input)
                 })
                 .await
             }
             op::CLICKUP_UPDATE_STATUS => {
                 let input: clickup::UpdateStatus = job.input()?;
+                // A task is moved only by the tenant that created it.
+                let task_id = input.task_id.trim();
+                http::check_id("task_id", task_id)?;
+                if !self
+                    .effects
+                    .created(&job.tenant, op::CLICKUP_CREATE_TASK, "task_id", task_id)
+                    .await?
+                {
+                    return Err(Error::NotFound {
+                        what: format!("ClickUp task {:?}", input.task_id),
+                    });
+                }
                 self.effect(worker_id, attempt, job, System::ClickUp, |_| {
-                    self.clickup.update_status(http, input)
+                    clients.clickup.update_status(http, input)
                 })
                 .await
             }
             op::WEBHOOK_POST => {
                 let input: webhook::Post = job.input()?;
                 self.effect(worker_id, attempt, job, System::Webhook, |_| {
-                    self.webhook.post(http, &job.job_id, input)
+                    clients.webhook.post(http, &job.job_id, input)
                 })
                 .await
             }
@@ -259,7 +341,7 @@ impl Inner {
             op::STATUS => {
                 // Read-only: no effect record, so asking costs no database round trip.
                 let _: status::StatusInput = job.input()?;
-                Ok(self.status.get(|| self.check_all()).await)
+                Ok(clients.status.get(|| self.check_all(clients)).await)
             }
             other => Err(Error::invalid(
                 "operation",
@@ -268,15 +350,15 @@ impl Inner {
         }
     }
 
-    /// Checks every integration at once; see [`status`].
-    async fn check_all(&self) -> Value {
+    /// Checks every integration of `clients` at once; see [`status`].
+    async fn check_all(&self, clients: &Clients) -> Value {
         let (notion, slack, clickup, markdown) = tokio::join!(
-            self.notion.check(&self.http),
-            self.slack.check(&self.http),
-            self.clickup.check(&self.http),
+            clients.notion.check(&self.http),
+            clients.slack.check(&self.http),
+            clients.clickup.check(&self.http),
             self.sink.check(),
         );
-        let checks = [notion, slack, clickup, self.webhook.check(), markdown];
+        let checks = [notion, slack, clickup, clients.webhook.check(), markdown];
         status::report(&checks, switchyard_proto::now_ms())
     }
 

@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
     config.nats.use_role("worker-integration");
     telemetry::init(&config);
     let shutdown = shutdown::on_signals();
-    match switchyard_integration::run(config, shutdown).await {
+    match Box::pin(switchyard_integration::run(config, shutdown)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "worker failed");

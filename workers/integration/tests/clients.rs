@@ -677,3 +677,121 @@ async fn two_tenants_writing_the_same_title_get_two_documents() {
         "nothing outside a tenant's directory"
     );
 }
+
+/// Each tenant calls with its own credentials and signs with its own key; another tenant's
+/// task id reads as not found, and a tenant without credentials of its own gets none of the
+/// deployment's unless the operator shares them.
+#[tokio::test]
+async fn each_tenant_acts_with_its_own_credentials_on_its_own_tasks_only() {
+    let server = Loopback::start(|call, n| match (call.method.as_str(), call.path.as_str()) {
+        ("POST", "/api/v2/list/901/task") => Answer::json(
+            200,
+            json!({ "id": format!("task-{n}"), "url": format!("https://app.clickup.com/t/task-{n}") }),
+        ),
+        ("PUT", path) if path.starts_with("/api/v2/task/") => Answer::json(
+            200,
+            json!({ "id": path.trim_start_matches("/api/v2/task/"), "status": { "status": "done" } }),
+        ),
+        _ => Answer::text(202, "accepted"),
+    })
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let mut s = settings(&server.url(), out.path().into());
+    s.shared_credentials = false;
+    for (tenant, token, key) in [
+        ("acme", "pk_acme", "acme-signing-key-0123456789abcdef0123"),
+        (
+            "globex",
+            "pk_globex",
+            "globex-signing-key-0123456789abcdef01",
+        ),
+    ] {
+        let mut t = switchyard_runtime::config::TenantIntegrations::default();
+        t.clickup.token = Some(switchyard_runtime::config::Secret::new(token));
+        t.clickup.base_url = server.url();
+        t.webhook.signing_secret = Some(switchyard_runtime::config::Secret::new(key));
+        s.tenants.insert(tenant.into(), t);
+    }
+    let (worker, _db, _) = worker(&s).await;
+    let as_tenant = |id: &str, tenant: &str, operation: &str, input: Value| {
+        let mut j = job(id, operation, input);
+        j.tenant = tenant.into();
+        j
+    };
+    let create = json!({ "list_id": "901", "name": "Ship it" });
+    let acme_task = worker
+        .run_job(
+            "w1",
+            &as_tenant("c-a", "acme", op::CLICKUP_CREATE_TASK, create.clone()),
+        )
+        .await
+        .expect("acme creates")["task_id"]
+        .clone();
+    worker
+        .run_job(
+            "w1",
+            &as_tenant("c-g", "globex", op::CLICKUP_CREATE_TASK, create.clone()),
+        )
+        .await
+        .expect("globex creates");
+    let tokens: Vec<String> = server
+        .calls()
+        .iter()
+        .map(|c| c.header("authorization").to_owned())
+        .collect();
+    assert_eq!(tokens, ["pk_acme", "pk_globex"]);
+
+    // Globex cannot move Acme's task: not found, and ClickUp is not called.
+    let update = json!({ "task_id": acme_task, "status": "done" });
+    let err = worker
+        .run_job(
+            "w1",
+            &as_tenant("u-g", "globex", op::CLICKUP_UPDATE_STATUS, update.clone()),
+        )
+        .await
+        .expect_err("another tenant's task");
+    assert!(
+        matches!(err.failure(), JobFailure::NotFound { .. }),
+        "{err:?}"
+    );
+    assert_eq!(server.count(), 2);
+    worker
+        .run_job(
+            "w1",
+            &as_tenant("u-a", "acme", op::CLICKUP_UPDATE_STATUS, update),
+        )
+        .await
+        .expect("acme moves its own task");
+    assert_eq!(server.calls()[2].header("authorization"), "pk_acme");
+
+    // Webhooks are signed with the sender's key.
+    for (id, tenant, key) in [
+        ("h-a", "acme", "acme-signing-key-0123456789abcdef0123"),
+        ("h-g", "globex", "globex-signing-key-0123456789abcdef01"),
+    ] {
+        let post = json!({ "url": format!("{}/hook", server.url()), "payload": {"t": tenant} });
+        worker
+            .run_job("w1", &as_tenant(id, tenant, op::WEBHOOK_POST, post))
+            .await
+            .expect("delivered");
+        let call = server.calls().last().cloned().unwrap();
+        let ts: u64 = call.header("x-switchyard-timestamp").parse().unwrap();
+        assert_eq!(
+            call.header("x-switchyard-signature"),
+            switchyard_integration::webhook::sign(key.as_bytes(), ts, &call.body),
+            "{tenant}"
+        );
+    }
+
+    // A tenant with no credentials of its own gets none of the deployment's.
+    let before = server.count();
+    let err = worker
+        .run_job(
+            "w1",
+            &as_tenant("c-i", "initech", op::CLICKUP_CREATE_TASK, create),
+        )
+        .await
+        .expect_err("not configured for initech");
+    assert!(err.to_string().contains("not configured"), "{err}");
+    assert_eq!(server.count(), before);
+}

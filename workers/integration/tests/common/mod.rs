@@ -160,6 +160,8 @@ pub fn settings(base: &str, out: PathBuf) -> IntegrationSettings {
     s.webhook.signing_secret = Some(Secret::new(WEBHOOK_SECRET));
     s.webhook.allow_private_addresses = true;
     s.request_timeout = std::time::Duration::from_secs(10);
+    // One tenant, `acme`, in most tests: the deployment-wide credentials serve it.
+    s.shared_credentials = true;
     s
 }
 
