@@ -426,3 +426,86 @@ async fn tenant_credentials_from_the_command_start_only_that_tenants_workflows()
     assert!(!bad.status.success());
     assert!(text(&bad).contains("acme.>"), "{}", text(&bad));
 }
+
+/// TLS to the bus with configurable certificates: a process trusting the server's CA
+/// (`nats.tls_ca`) connects; one that does not refuses the server's certificate.
+#[tokio::test]
+async fn a_process_connects_over_tls_only_to_a_server_whose_ca_it_trusts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    // A CA, and a certificate for 127.0.0.1 signed by it.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    std::fs::write(path("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(path("server.pem"), server_cert.pem()).unwrap();
+    std::fs::write(path("server-key.pem"), server_key.serialize_pem()).unwrap();
+
+    // A server as the shipped configs describe it: the bus's keys, and TLS for clients.
+    let keys = switchyard_bus_auth::AuthDir::open(&path("bus")).unwrap();
+    keys.init(&[switchyard_bus_auth::Role::Operator]).unwrap();
+    let port = switchyard_test_support::free_port();
+    std::fs::write(
+        path("nats.conf"),
+        format!(
+            "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {store:?} }}\n\
+             tls {{ cert_file: {cert:?}, key_file: {key:?} }}\n{auth}\n",
+            store = path("store").display().to_string(),
+            cert = path("server.pem").display().to_string(),
+            key = path("server-key.pem").display().to_string(),
+            auth = keys.server_config().unwrap(),
+        ),
+    )
+    .unwrap();
+    let mut server = Command::new(switchyard_test_support::nats_server_binary())
+        .arg("-c")
+        .arg(path("nats.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nats-server");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nats-server did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let status = |ca: Option<&std::path::Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["bus", "status"])
+            .env_clear()
+            .env("SWITCHYARD_NATS_URL", format!("tls://127.0.0.1:{port}"))
+            .env("SWITCHYARD_NATS_CONNECT_TIMEOUT", "3s")
+            .env(
+                "SWITCHYARD_NATS__CREDENTIALS",
+                keys.creds_path(&switchyard_bus_auth::Role::Operator),
+            );
+        if let Some(ca) = ca {
+            cmd.env("SWITCHYARD_NATS__TLS_CA", ca);
+        }
+        cmd.output().expect("run switchyard")
+    };
+    // Connected: the bus is not applied yet, so `status` reports every object missing (3).
+    let trusted = status(Some(&path("ca.pem")));
+    assert_eq!(trusted.status.code(), Some(3), "{}", text(&trusted));
+    assert!(text(&trusted).contains("missing"), "{}", text(&trusted));
+    let untrusted = status(None);
+    assert_eq!(untrusted.status.code(), Some(1), "{}", text(&untrusted));
+    assert!(
+        text(&untrusted).contains("cannot connect to NATS"),
+        "{}",
+        text(&untrusted)
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -133,7 +133,7 @@ async fn research_to_docs_writes_summary_key_points_and_sources() {
     assert_eq!(status["status"], "completed", "{status:#}");
     let path = status["output"]["path"].as_str().unwrap().to_owned();
     assert_eq!(path, format!("research/{topic}.md"));
-    let text = std::fs::read_to_string(root.join(&path)).unwrap();
+    let text = std::fs::read_to_string(root.join(TENANT).join(&path)).unwrap();
     eprintln!("{text}");
     let summary = status["output"]["summary"].as_str().unwrap();
     assert!(!summary.is_empty());
