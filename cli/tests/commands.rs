@@ -509,3 +509,24 @@ async fn a_process_connects_over_tls_only_to_a_server_whose_ca_it_trusts() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// A credentials file that is not there stops the process at once, naming the setting.
+#[test]
+fn a_missing_credentials_file_is_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["bus", "status"])
+        .env_clear()
+        .env("SWITCHYARD_NATS_URL", "nats://127.0.0.1:9")
+        .env(
+            "SWITCHYARD_NATS__CREDENTIALS",
+            "/nonexistent/operator.creds",
+        )
+        .output()
+        .expect("run switchyard");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("nats.credentials /nonexistent/operator.creds"),
+        "{}",
+        text(&out)
+    );
+}

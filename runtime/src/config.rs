@@ -1819,6 +1819,76 @@ mod tests {
     }
 
     #[test]
+    fn bus_credentials_and_engine_limits_are_checked_and_secrets_redacted() {
+        let problems = |pairs: &[(&str, &str)]| match Config::load(&env(pairs)) {
+            Err(Error::Config(p)) => p.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            Ok(_) => Vec::new(),
+            Err(e) => panic!("{e}"),
+        };
+        let two = problems(&[
+            ("SWITCHYARD_NATS__CREDENTIALS", "/x.creds"),
+            ("SWITCHYARD_NATS__TOKEN", "t"),
+            ("SWITCHYARD_NATS__USER", "u"),
+            ("SWITCHYARD_NATS__TLS_CERT", "/c.pem"),
+        ]);
+        assert!(
+            two.iter()
+                .any(|p| p.contains("give one way of authenticating")),
+            "{two:?}"
+        );
+        assert!(
+            two.iter()
+                .any(|p| p.contains("nats.user and nats.password")),
+            "{two:?}"
+        );
+        assert!(
+            two.iter()
+                .any(|p| p.contains("nats.tls_cert and nats.tls_key")),
+            "{two:?}"
+        );
+        let limits = problems(&[
+            ("SWITCHYARD_ORCHESTRATOR__MAX_DELIVERIES", "0"),
+            (
+                "SWITCHYARD_ORCHESTRATOR__TEMPLATE_LIMITS__VALUE_BYTES",
+                "10",
+            ),
+            ("SWITCHYARD_INTEGRATION__TENANTS__ACME__CLICKUP__TOKNE", "x"),
+        ]);
+        assert!(
+            limits.iter().any(|p| p.contains("MAX_DELIVERIES")),
+            "{limits:?}"
+        );
+        assert!(
+            limits.iter().any(|p| p.contains("VALUE_BYTES")),
+            "{limits:?}"
+        );
+        assert!(limits.iter().any(|p| p.contains("TOKNE")), "{limits:?}");
+
+        let config = Config::load(&env(&[
+            ("SWITCHYARD_NATS__USER", "u"),
+            ("SWITCHYARD_NATS__PASSWORD", "bus-password"),
+            (
+                "SWITCHYARD_INTEGRATION__TENANTS__ACME__CLICKUP__TOKEN",
+                "pk_acme_secret",
+            ),
+        ]))
+        .expect("loads");
+        assert_eq!(
+            config.integration.tenants["acme"]
+                .clickup
+                .token
+                .as_ref()
+                .map(Secret::expose),
+            Some("pk_acme_secret")
+        );
+        let shown = config.redacted_toml();
+        assert!(
+            !shown.contains("bus-password") && !shown.contains("pk_acme_secret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn secrets_are_redacted() {
         let config = Config {
             database_url: Some("postgres://app:hunter2@db:5432/app".into()),

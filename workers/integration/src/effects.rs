@@ -157,25 +157,25 @@ impl Effects {
         Ok(())
     }
 
-    /// Whether `tenant` created the object whose id `field` of `operation`'s result holds
-    /// (e.g. a ClickUp task): objects are bound to the tenant whose job created them.
+    /// Whether `tenant`'s `operation` created the task `task_id` (its result's `task_id`):
+    /// tasks are bound to the tenant whose job created them. The expression matches the
+    /// index `effects_created_objects`.
     pub async fn created(
         &self,
         tenant: &str,
         operation: &str,
-        field: &str,
-        id: &str,
+        task_id: &str,
     ) -> Result<bool, Error> {
         let found: bool = sqlx::query_scalar(
             "SELECT EXISTS (
                  SELECT 1 FROM integration.effects
-                 WHERE tenant = $1 AND operation = $2 AND state = 'done' AND result ->> $3 = $4
+                 WHERE tenant = $1 AND operation = $2 AND state = 'done'
+                   AND result ->> 'task_id' = $3
              )",
         )
         .bind(tenant)
         .bind(operation)
-        .bind(field)
-        .bind(id)
+        .bind(task_id)
         .fetch_one(&self.pool)
         .await?;
         Ok(found)

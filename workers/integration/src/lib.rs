@@ -301,7 +301,7 @@ impl Inner {
                 http::check_id("task_id", task_id)?;
                 if !self
                     .effects
-                    .created(&job.tenant, op::CLICKUP_CREATE_TASK, "task_id", task_id)
+                    .created(&job.tenant, op::CLICKUP_CREATE_TASK, task_id)
                     .await?
                 {
                     return Err(Error::NotFound {

@@ -19,10 +19,11 @@
 
 use std::cell::Cell;
 use std::fmt::{self, Write as _};
+use std::sync::LazyLock;
 
 use minijinja::machinery::{self, Instruction, Instructions};
 use minijinja::value::{Kwargs, Rest, StringInput, ValueOrKwargs};
-use minijinja::{Environment, Error, ErrorKind, State, Value, filters};
+use minijinja::{Environment, Error, ErrorKind, Expression, State, Value, filters};
 
 /// Items a list built by a template may have.
 pub const MAX_ITEMS: usize = 100_000;
@@ -116,12 +117,30 @@ fn items(v: &Value) -> Option<usize> {
     if v.as_str().is_some() { None } else { v.len() }
 }
 
+/// The environment `+` and `*` are evaluated in once their size is checked: their meaning
+/// does not depend on the definition, so each is compiled once per process, not per use.
+static OPS: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+    env
+});
+
+static PLUS: LazyLock<Result<Expression<'static, 'static>, Error>> =
+    LazyLock::new(|| OPS.compile_expression("a + b"));
+
+static TIMES: LazyLock<Result<Expression<'static, 'static>, Error>> =
+    LazyLock::new(|| OPS.compile_expression("a * b"));
+
 /// Evaluates `a <op> b` with minijinja's own semantics.
-fn delegate(state: &State, op: &str, a: Value, b: Value) -> Result<Value, Error> {
-    let expr = state
-        .env()
-        .compile_expression_owned(format!("__a {op} __b"))?;
-    expr.eval(minijinja::context! { __a => a, __b => b })
+fn delegate(
+    op: &LazyLock<Result<Expression<'static, 'static>, Error>>,
+    a: Value,
+    b: Value,
+) -> Result<Value, Error> {
+    match &**op {
+        Ok(expr) => expr.eval(minijinja::context! { a => a, b => b }),
+        Err(e) => Err(Error::new(e.kind(), e.to_string())),
+    }
 }
 
 fn concat(a: &Value, b: &Value) -> Result<Value, Error> {
@@ -134,7 +153,7 @@ fn concat(a: &Value, b: &Value) -> Result<Value, Error> {
     Ok(Value::from(format!("{a}{b}")))
 }
 
-fn add(state: &State, a: Value, b: Value) -> Result<Value, Error> {
+fn add(a: Value, b: Value) -> Result<Value, Error> {
     let limit = limits().value_bytes;
     if let (Some(x), Some(y)) = (a.as_str(), b.as_str())
         && x.len() + y.len() > limit
@@ -155,10 +174,10 @@ fn add(state: &State, a: Value, b: Value) -> Result<Value, Error> {
             ),
         ));
     }
-    delegate(state, "+", a, b)
+    delegate(&PLUS, a, b)
 }
 
-fn mul(state: &State, a: Value, b: Value) -> Result<Value, Error> {
+fn mul(a: Value, b: Value) -> Result<Value, Error> {
     let limit = limits().value_bytes;
     for (seq, n) in [(&a, &b), (&b, &a)] {
         let Some(n) = n.as_usize() else { continue };
@@ -180,7 +199,7 @@ fn mul(state: &State, a: Value, b: Value) -> Result<Value, Error> {
             ));
         }
     }
-    delegate(state, "*", a, b)
+    delegate(&TIMES, a, b)
 }
 
 /// Counts what is about to be written against the output limit.
