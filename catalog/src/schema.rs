@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The JSON type a schema accepts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +66,15 @@ impl Type {
             Type::Object => value.is_object(),
             Type::Any => true,
         }
+    }
+}
+
+/// A bound as a JSON number: an integer when it is one (`1`, not `1.0`).
+fn number(x: f64) -> Value {
+    if x.fract() == 0.0 && x.abs() < 9.0e15 {
+        Value::from(x as i64)
+    } else {
+        Value::from(x)
     }
 }
 
@@ -195,6 +204,75 @@ impl Schema {
     /// Whether `name` is listed in `required`.
     pub fn is_required(&self, name: &str) -> bool {
         self.required.iter().any(|r| r == name)
+    }
+
+    /// This schema in standard JSON Schema (draft 2020-12), accepting exactly what
+    /// [`Schema::validate`] accepts, for documents such as the gateway's OpenAPI: a closed
+    /// object says `additionalProperties: false`, and an optional property also accepts `null`.
+    pub fn to_json_schema(&self) -> Value {
+        self.json_schema(false)
+    }
+
+    fn json_schema(&self, nullable: bool) -> Value {
+        let mut out = serde_json::Map::new();
+        if !self.ty.is_any() {
+            let ty = Value::from(self.ty.as_str());
+            out.insert(
+                "type".into(),
+                if nullable { json!([ty, "null"]) } else { ty },
+            );
+        }
+        if !self.description.is_empty() {
+            out.insert("description".into(), self.description.clone().into());
+        }
+        if let Some(values) = &self.enum_values {
+            let mut values = values.clone();
+            if nullable && !values.contains(&Value::Null) {
+                values.push(Value::Null);
+            }
+            out.insert("enum".into(), values.into());
+        }
+        for (key, value) in [
+            ("minimum", self.minimum.map(number)),
+            ("maximum", self.maximum.map(number)),
+            ("minLength", self.min_length.map(Value::from)),
+            ("maxLength", self.max_length.map(Value::from)),
+            ("minItems", self.min_items.map(Value::from)),
+            ("maxItems", self.max_items.map(Value::from)),
+            ("default", self.default.clone()),
+        ] {
+            if let Some(value) = value {
+                out.insert(key.into(), value);
+            }
+        }
+        if let Some(items) = &self.items {
+            out.insert("items".into(), items.json_schema(false));
+        }
+        if self.ty == Type::Object || !self.properties.is_empty() {
+            if !self.properties.is_empty() {
+                let properties: serde_json::Map<String, Value> = self
+                    .properties
+                    .iter()
+                    .map(|(name, schema)| {
+                        let required = self.is_required(name);
+                        let mut property = schema.json_schema(!required);
+                        // A required property must not be null, whatever its type.
+                        if required && schema.ty.is_any() {
+                            property["not"] = json!({ "type": "null" });
+                        }
+                        (name.clone(), property)
+                    })
+                    .collect();
+                out.insert("properties".into(), properties.into());
+            }
+            if !self.required.is_empty() {
+                out.insert("required".into(), json!(self.required));
+            }
+            if !self.allows_additional() {
+                out.insert("additionalProperties".into(), false.into());
+            }
+        }
+        Value::Object(out)
     }
 
     /// Checks `value`, reporting every problem found, each with its path.
@@ -809,5 +887,74 @@ properties:
             json,
             json!({"type": "object", "properties": {"n": {"type": "integer", "minLength": 1}}, "additionalProperties": false})
         );
+    }
+
+    /// `to_json_schema` accepts exactly what `validate` accepts: checked with a standard JSON
+    /// Schema validator on every keyword's edges, and on every built-in operation's input.
+    #[test]
+    fn the_standard_json_schema_accepts_exactly_what_validate_accepts() {
+        let agree = |schema: &Schema, value: &Value| {
+            let standard =
+                jsonschema::validator_for(&schema.to_json_schema()).expect("a valid JSON Schema");
+            assert_eq!(
+                standard.is_valid(value),
+                schema.validate(value).is_ok(),
+                "{value} against {:#}",
+                schema.to_json_schema()
+            );
+        };
+        let s = schema(
+            "{ type: object, required: [name, any], properties: {
+                name: { type: string, minLength: 1, maxLength: 3 },
+                any: {},
+                n: { type: integer, minimum: 1, maximum: 4 },
+                x: { type: number, minimum: 0.5 },
+                level: { type: string, enum: [low, high] },
+                tags: { type: array, minItems: 1, maxItems: 2, items: { type: string } },
+                open: { type: object },
+                closed: { type: object, properties: { a: { type: boolean } } } } }",
+        );
+        for value in [
+            json!({"name": "ab", "any": 1}),
+            json!({"name": "ab", "any": null}),
+            json!({"name": "", "any": 1}),
+            json!({"name": "abcd", "any": 1}),
+            json!({"name": null, "any": 1}),
+            json!({"any": 1}),
+            json!({"name": "a", "any": [], "n": null, "x": null, "level": null, "tags": null}),
+            json!({"name": "a", "any": {}, "n": 0}),
+            json!({"name": "a", "any": {}, "n": 2.0}),
+            json!({"name": "a", "any": {}, "n": 2.5}),
+            json!({"name": "a", "any": {}, "n": 5}),
+            json!({"name": "a", "any": {}, "x": 0.25}),
+            json!({"name": "a", "any": {}, "level": "mid"}),
+            json!({"name": "a", "any": {}, "level": "low"}),
+            json!({"name": "a", "any": {}, "tags": []}),
+            json!({"name": "a", "any": {}, "tags": ["a", null]}),
+            json!({"name": "a", "any": {}, "tags": ["a", "b", "c"]}),
+            json!({"name": "a", "any": {}, "open": {"anything": [1]}}),
+            json!({"name": "a", "any": {}, "closed": {"a": true}}),
+            json!({"name": "a", "any": {}, "closed": {"b": true}}),
+            json!({"name": "a", "any": {}, "closed": {"a": null}}),
+            json!({"name": "a", "any": {}, "unknown": 1}),
+            json!([]),
+            json!(null),
+        ] {
+            agree(&s, &value);
+        }
+        for op in crate::Catalog::builtin().operations() {
+            let mut values = vec![json!({}), json!(null), json!({"not_a_field": 1})];
+            for (name, property) in &op.input.properties {
+                for v in [json!(null), json!(""), json!(0), json!([]), json!({})] {
+                    values.push(json!({ name: v }));
+                }
+                if let Some(d) = &property.default {
+                    values.push(json!({ name: d }));
+                }
+            }
+            for value in &values {
+                agree(&op.input, value);
+            }
+        }
     }
 }

@@ -56,6 +56,8 @@ enum Command {
     },
     /// Print the effective configuration, secrets redacted.
     Config,
+    /// Print the HTTP API's OpenAPI 3.1 document (what the gateway serves at `/openapi.json`).
+    Openapi,
     /// Print a development bearer token for the gateway, signed with the configured HS256
     /// secret (`gateway.auth.secret`). RS256 tokens come from an identity provider instead.
     Token {
@@ -268,7 +270,10 @@ fn config_sections(command: &Command) -> Vec<Section> {
             WorkerKind::Research => switchyard_research::CONFIG_SECTIONS.to_vec(),
             WorkerKind::Cards => switchyard_cards::CONFIG_SECTIONS.to_vec(),
         },
-        Command::Bus { .. } | Command::Workflow { .. } | Command::Demo { .. } => Vec::new(),
+        Command::Bus { .. }
+        | Command::Workflow { .. }
+        | Command::Demo { .. }
+        | Command::Openapi => Vec::new(),
     }
 }
 
@@ -276,6 +281,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Config => {
             print!("{}", config.redacted_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Openapi => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&switchyard_gateway::openapi::document())?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Token {

@@ -194,6 +194,22 @@ ensure_python_lint() {
     fi
 }
 
+# The schemathesis release the API's property-based test (deploy/local/api-fuzz.sh) runs.
+SCHEMATHESIS_VERSION="4.32.5"
+
+# Installs schemathesis (pinned) into the venv of ensure_nats_py; exports SWITCHYARD_SCHEMATHESIS,
+# its command.
+ensure_schemathesis() {
+    ensure_nats_py
+    local venv="$SWITCHYARD_HOME/venv"
+    if [[ "$("$venv/bin/python3" -m pip show schemathesis 2>/dev/null | sed -n 's/^Version: //p' || true)" != "$SCHEMATHESIS_VERSION" ]]; then
+        log "pip install schemathesis==$SCHEMATHESIS_VERSION"
+        "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
+            "schemathesis==$SCHEMATHESIS_VERSION"
+    fi
+    export SWITCHYARD_SCHEMATHESIS="$venv/bin/st"
+}
+
 # Installs Debian's nats-server (2.9.10) for the tests that check an unsupported server is
 # refused; exports SWITCHYARD_OLD_NATS_SERVER.
 ensure_old_nats_server() {

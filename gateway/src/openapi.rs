@@ -2,7 +2,8 @@
 //! `/openapi.json`. A test checks that it lists exactly the routes the router serves.
 
 use axum::{Json, http::header, response::IntoResponse};
-use serde_json::Value;
+use serde_json::{Value, json};
+use switchyard_catalog::Catalog;
 use utoipa::{
     Modify, OpenApi,
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},
@@ -11,6 +12,7 @@ use utoipa::{
 use switchyard_proto::orchestrator as contract;
 
 use crate::{
+    api::{cards, meetings, research},
     error::{FieldError, Problem},
     responses,
 };
@@ -102,11 +104,337 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The document as JSON.
+/// The document as JSON, each catalog-checked request body in its catalog schema.
 pub fn document() -> Value {
-    serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null)
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
+    constrain_parameters(&mut doc);
+    for body in CATALOG_BODIES {
+        let schema = body.schema();
+        if let Some(content) = doc.pointer_mut(&format!(
+            "/paths/{}/{}/requestBody/content",
+            escape(body.path),
+            body.method
+        )) {
+            content["application/json"]["schema"] = schema;
+        }
+    }
+    doc
 }
 
+/// What the handlers check of each parameter, by name (and the routes it applies to: all
+/// when empty), in JSON Schema: the macros above say what a parameter means, this says which
+/// values the gateway accepts.
+fn parameter_rules() -> Vec<(&'static str, &'static [&'static str], Value)> {
+    use switchyard_proto::subject::MAX_TOKEN_LEN;
+    let token =
+        json!({ "type": "string", "pattern": format!("^[A-Za-z0-9_-]{{1,{MAX_TOKEN_LEN}}}$") });
+    // RFC 3339 with any offset, a date (its midnight UTC) or milliseconds since the epoch.
+    let instant = json!({ "anyOf": [
+        { "type": "string", "format": "date-time" },
+        { "type": "string", "format": "date" },
+        { "type": "string", "pattern": "^[0-9]{1,15}$" }
+    ]});
+    let text = json!({ "type": "string", "maxLength": 256 });
+    // A ledger cursor: hex of `<ms>:<id>`.
+    let ledger_cursor =
+        json!({ "type": "string", "pattern": "^(3[0-9]){1,15}3a([2-7][0-9a-f])*$" });
+    let ledger = &[
+        "/api/v1/workflows/instances",
+        "/api/v1/workflows/stats",
+        "/api/v1/audit",
+    ][..];
+    let cards_list = &["/api/v1/cards"][..];
+    vec![
+        (
+            "Idempotency-Key",
+            &[][..],
+            json!({ "type": "string", "pattern": "^[!-~]{1,255}$" }),
+        ),
+        (
+            "Last-Event-ID",
+            &[],
+            json!({ "type": "integer", "minimum": 0 }),
+        ),
+        (
+            "If-Match",
+            &[],
+            json!({ "type": "string", "pattern": "^(\\*|(W/)?\"0*[1-9][0-9]{0,8}\"|0*[1-9][0-9]{0,8})$" }),
+        ),
+        ("workflow", ledger, token.clone()),
+        ("tenant", &[], token.clone()),
+        (
+            "status",
+            &["/api/v1/workflows/instances"],
+            json!({ "type": "string", "enum": ["running", "completed", "failed", "cancelled"] }),
+        ),
+        ("from", ledger, instant.clone()),
+        ("to", ledger, instant),
+        (
+            "from",
+            &["/api/v1/usage"],
+            json!({ "type": "string", "format": "date" }),
+        ),
+        (
+            "to",
+            &["/api/v1/usage"],
+            json!({ "type": "string", "format": "date" }),
+        ),
+        (
+            "group_by",
+            &[],
+            json!({ "type": "string", "enum": ["meter", "day", "workflow"] }),
+        ),
+        ("correlation_id", &[], text.clone()),
+        ("action", &[], text.clone()),
+        ("actor", &[], text),
+        (
+            "limit",
+            ledger,
+            json!({ "type": "integer", "minimum": 1, "maximum": 500 }),
+        ),
+        ("cursor", ledger, ledger_cursor),
+        (
+            "limit",
+            cards_list,
+            json!({ "type": "integer", "minimum": 1, "maximum": 200 }),
+        ),
+        (
+            "cursor",
+            cards_list,
+            json!({ "type": "string", "format": "uuid" }),
+        ),
+        (
+            "type",
+            cards_list,
+            json!({ "type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$" }),
+        ),
+        (
+            "version",
+            &["/api/v1/cards/{id}"],
+            json!({ "type": "integer", "minimum": 1, "maximum": i32::MAX }),
+        ),
+        (
+            "id",
+            &["/api/v1/cards/{id}", "/api/v1/cards/{id}/versions"],
+            json!({ "type": "string", "minLength": 1, "maxLength": 64 }),
+        ),
+        (
+            "id",
+            &["/api/v1/meetings/{id}/context"],
+            json!({ "type": "string", "pattern": "^[A-Za-z0-9._:~@-]{1,255}$" }),
+        ),
+        (
+            "name",
+            &["/api/v1/workflows/instances/{id}/signal/{name}"],
+            token,
+        ),
+        (
+            "type",
+            &["/api/v1/cards/types/{type}"],
+            json!({
+                "type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$",
+                "not": { "enum": switchyard_catalog::cards::BUILTIN }
+            }),
+        ),
+    ]
+}
+
+/// Puts [`parameter_rules`] into the document.
+fn constrain_parameters(doc: &mut Value) {
+    let rules = parameter_rules();
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in item.values_mut() {
+            let Some(parameters) = operation
+                .get_mut("parameters")
+                .and_then(Value::as_array_mut)
+            else {
+                continue;
+            };
+            for parameter in parameters {
+                let name = parameter["name"].as_str().unwrap_or_default();
+                if let Some((_, _, schema)) = rules.iter().find(|(n, routes, _)| {
+                    *n == name && (routes.is_empty() || routes.contains(&path.as_str()))
+                }) {
+                    parameter["schema"] = schema.clone();
+                }
+            }
+        }
+    }
+}
+
+/// `path` as one JSON Pointer segment.
+fn escape(path: &str) -> String {
+    path.replace('~', "~0").replace('/', "~1")
+}
+
+/// A route whose JSON body is a worker operation's input, less the fields the gateway fills in
+/// itself: the document shows the catalog schema the gateway checks the body against, so the
+/// two cannot drift apart.
+struct CatalogBody {
+    method: &'static str,
+    path: &'static str,
+    operation: &'static str,
+    /// Input fields the gateway fills in (from the token or the path); a body naming one is
+    /// refused.
+    filled: &'static [&'static str],
+    /// What the worker checks beyond the catalog schema, in JSON Schema.
+    refine: fn(&mut Value),
+}
+
+impl CatalogBody {
+    fn schema(&self) -> Value {
+        let Some(spec) = Catalog::builtin().get(self.operation) else {
+            return json!({ "type": "object" });
+        };
+        let mut schema = spec.input.to_json_schema();
+        for field in self.filled {
+            if let Some(properties) = schema["properties"].as_object_mut() {
+                properties.remove(*field);
+            }
+            if let Some(required) = schema["required"].as_array_mut() {
+                required.retain(|r| r != field);
+            }
+        }
+        (self.refine)(&mut schema);
+        schema
+    }
+}
+
+const CATALOG_BODIES: &[CatalogBody] = &[
+    CatalogBody {
+        method: "post",
+        path: "/api/v1/cards",
+        operation: cards::CREATE,
+        filled: &["actor"],
+        refine: refine_new_card,
+    },
+    CatalogBody {
+        method: "post",
+        path: "/api/v1/cards/batch",
+        operation: cards::BATCH_CREATE,
+        filled: &["actor"],
+        refine: |schema| {
+            let card = &mut schema["properties"]["cards"]["items"];
+            if let Some(properties) = card["properties"].as_object_mut() {
+                properties.remove("actor");
+            }
+            refine_new_card(card)
+        },
+    },
+    CatalogBody {
+        method: "post",
+        path: "/api/v1/cards/retrieve",
+        operation: cards::RETRIEVE,
+        filled: &["workflow"],
+        refine: |_| {},
+    },
+    CatalogBody {
+        method: "patch",
+        path: "/api/v1/cards/{id}",
+        operation: cards::UPDATE,
+        filled: &["card_id", "expected_version", "actor"],
+        refine: |schema| {
+            // Something must change.
+            schema["anyOf"] = json!([
+                { "required": ["title"], "properties": { "title": { "type": "string" } } },
+                { "required": ["content"], "properties": { "content": { "type": "object" } } }
+            ]);
+        },
+    },
+    CatalogBody {
+        method: "post",
+        path: "/api/v1/onboarding",
+        operation: cards::ONBOARD,
+        filled: &["actor"],
+        refine: |schema| schema["properties"]["answers"] = onboarding_answers(),
+    },
+    CatalogBody {
+        method: "post",
+        path: "/api/v1/research",
+        operation: research::TOPIC,
+        filled: &[],
+        refine: |_| {},
+    },
+    CatalogBody {
+        method: "post",
+        path: "/api/v1/tasks",
+        operation: meetings::CREATE_TASK,
+        filled: &[],
+        refine: |_| {},
+    },
+    CatalogBody {
+        method: "put",
+        path: "/api/v1/tasks/{id}/status",
+        operation: meetings::UPDATE_STATUS,
+        filled: &["task_id"],
+        refine: |_| {},
+    },
+];
+
+/// A new card: a built-in type, its content in that type's schema. A type a tenant registered
+/// is accepted too (checked against its registered schema), which a document shared by all
+/// tenants cannot list.
+fn refine_new_card(schema: &mut Value) {
+    use switchyard_catalog::cards::{BUILTIN, builtin_schema};
+    schema["properties"]["type"]["description"] = json!(format!(
+        "The card type: {}, or a type registered with `PUT /api/v1/cards/types/{{type}}`",
+        BUILTIN.join(", ")
+    ));
+    schema["properties"]["type"]["enum"] = json!(BUILTIN);
+    let by_type: Vec<Value> = BUILTIN
+        .iter()
+        .filter_map(|t| {
+            Some(json!({
+                "if": { "properties": { "type": { "const": t } }, "required": ["type"] },
+                "then": { "properties": { "content": builtin_schema(t)? } }
+            }))
+        })
+        .collect();
+    schema["allOf"] = Value::Array(by_type);
+}
+
+/// The onboarding answers: each a string or a list of strings that says something; a card is
+/// made for each topic whose first question is answered, and a topic's other answers need that
+/// first one.
+fn onboarding_answers() -> Value {
+    use switchyard_catalog::cards::{ONBOARDING_LIST_QUESTIONS, ONBOARDING_TOPICS};
+    let items =
+        json!({ "type": "array", "minItems": 1, "items": { "type": "string", "pattern": "\\S" } });
+    let answer = |question: &str| {
+        // A list given as one string is split on new lines, `;` and `,`, bullet marks dropped.
+        let pattern = if ONBOARDING_LIST_QUESTIONS.contains(&question) {
+            "[^\\s,;*\u{2022}-]"
+        } else {
+            "\\S"
+        };
+        json!({ "anyOf": [{ "type": "string", "pattern": pattern }, items] })
+    };
+    let mut properties = serde_json::Map::new();
+    let mut needs = serde_json::Map::new();
+    let mut any_of = Vec::new();
+    for (first, others) in ONBOARDING_TOPICS {
+        properties.insert(first.into(), answer(first));
+        any_of.push(json!({ "required": [first] }));
+        for other in others {
+            properties.insert((*other).into(), answer(other));
+            needs.insert((*other).into(), json!([first]));
+        }
+    }
+    json!({
+        "type": "object",
+        "description": "Answers by question id, each a string or a list of strings. A card is made for each topic whose first question is answered: company (`company_name`; `company_description`, `industry`, `website`, `products`), audience (`audience`; `audience_roles`, `pains`, `goals`), voice (`tone`; `style`, `dos`, `donts`) and insight (`insight`; `evidence`, `source`). Long answers are summarized. An empty answer is refused: leave the question out.",
+        "properties": properties,
+        "additionalProperties": false,
+        "dependentRequired": needs,
+        "anyOf": any_of
+    })
+}
 /// This document.
 #[utoipa::path(
     get,

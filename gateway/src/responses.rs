@@ -120,7 +120,7 @@ problem_set! {
     /// Registering, deleting and validating definitions.
     DefinitionWriteErrors = [400, 401, 403, 404, 408, 409, 413, 415, 429, 503];
     /// Tasks created and updated in an external service through the integration worker.
-    TaskErrors = [400, 401, 403, 408, 413, 415, 422, 429, 502, 503];
+    TaskErrors = [400, 401, 403, 404, 408, 413, 415, 422, 429, 502, 503];
     /// Card reads (and deletes) through the cards worker.
     CardReadErrors = [400, 401, 403, 404, 408, 415, 422, 429, 503];
     /// Card writes through the cards worker.

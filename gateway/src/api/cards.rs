@@ -70,7 +70,7 @@ fn with_etag(status: StatusCode, output: Value) -> Response {
 
 /// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`; `None` without the header
 /// (or with `*`, which any existing card matches).
-fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Error> {
+fn if_match(headers: &HeaderMap) -> Result<Option<i32>, Error> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -79,7 +79,8 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Error> {
         return Ok(None);
     }
     let bare = text.trim_start_matches("W/").trim_matches('"');
-    bare.parse::<i64>()
+    // Versions are 32-bit in the store: a larger one cannot be a card's.
+    bare.parse::<i32>()
         .ok()
         .filter(|v| *v >= 1)
         .map(Some)
@@ -93,66 +94,14 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Error> {
 
 /// A card id from the path: refused early when it cannot be one.
 fn card_id(id: &str) -> Result<(), WorkerError> {
-    if id.len() <= 64 && !id.is_empty() {
+    if id.chars().count() <= 64 && !id.is_empty() {
         Ok(())
     } else {
         Err(Error::field("id", "not a card id").into())
     }
 }
 
-// ---- documented shapes ----
-
-/// A card to create.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code)] // the body is checked against the catalog schema; this documents its shape
-pub(crate) struct NewCardRequest {
-    /// `company`, `audience`, `voice`, `insight`, or a type registered with `PUT /api/v1/cards/types/{type}`.
-    r#type: String,
-    /// A short title (1–200 characters).
-    title: String,
-    /// The content, a JSON object in the shape of the type: company `{name, description, industry, website, products[]}`, audience `{description, roles[], pains[], goals[]}`, voice `{tone, style, dos[], donts[]}`, insight `{text, evidence, source}`.
-    #[schema(value_type = Object)]
-    content: Value,
-}
-
-/// Several cards to create in one transaction.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code)] // the body is checked against the catalog schema; this documents its shape
-pub(crate) struct BatchRequest {
-    /// 1 to 100 cards.
-    cards: Vec<NewCardRequest>,
-}
-
-/// Cards to fetch at once.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code)] // the body is checked against the catalog schema; this documents its shape
-pub(crate) struct RetrieveRequest {
-    /// 1 to 100 card ids.
-    card_ids: Vec<String>,
-    /// Answer with the cards that exist when some are missing (`partial_result: true`); true
-    /// when absent. With false, any missing id is a 404 naming it.
-    allow_partial: Option<bool>,
-}
-
-/// A change to a card; absent fields stay as they are.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code)] // the body is checked against the catalog schema; this documents its shape
-pub(crate) struct UpdateRequest {
-    /// The new title.
-    title: Option<String>,
-    /// The new content, checked against the card type's schema.
-    #[schema(value_type = Option<Object>)]
-    content: Option<Value>,
-}
-
-/// Onboarding answers.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code)] // the body is checked against the catalog schema; this documents its shape
-pub(crate) struct OnboardingRequest {
-    /// Answers by question id (strings or lists of strings): `company_name`, `company_description`, `industry`, `website`, `products`; `audience`, `audience_roles`, `pains`, `goals`; `tone`, `style`, `dos`, `donts`; `insight`, `evidence`, `source`. A card is made for each topic whose first question is answered.
-    #[schema(value_type = Object)]
-    answers: Value,
-}
+// ---- query parameters ----
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,7 +118,7 @@ struct ListParams {
 #[serde(deny_unknown_fields)]
 struct VersionParams {
     #[serde(default)]
-    version: Option<u32>,
+    version: Option<i32>,
 }
 
 // ---- routes ----
@@ -187,7 +136,7 @@ fn with_actor(ctx: &Ctx, mut body: Map<String, Value>) -> Result<Value, WorkerEr
     post,
     path = "/api/v1/cards",
     tag = "cards",
-    request_body = NewCardRequest,
+    request_body(content = Object, description = "A card to create; the schema is the one the body is checked against"),
     params(("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first card instead of creating another")),
     responses(
         (status = 201, description = "`{card}` at version 1, with its `ETag`", body = Object),
@@ -218,7 +167,7 @@ pub(crate) async fn create(
     post,
     path = "/api/v1/cards/batch",
     tag = "cards",
-    request_body = BatchRequest,
+    request_body(content = Object, description = "1 to 100 cards to create in one transaction; the schema is the one the body is checked against"),
     params(("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first cards")),
     responses(
         (status = 201, description = "`{cards}`, all created in one transaction (or none, with the failing `cards[i]` named)", body = Object),
@@ -231,6 +180,17 @@ pub(crate) async fn batch(
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> Result<Response, WorkerError> {
     ctx.require(Permission::WorkflowsRun)?;
+    let named = body
+        .get("cards")
+        .and_then(Value::as_array)
+        .and_then(|cards| cards.iter().position(|c| c.get("actor").is_some()));
+    if let Some(i) = named {
+        return Err(Error::field(
+            format!("cards[{i}].actor"),
+            "the writer comes from the token; leave it out",
+        )
+        .into());
+    }
     let job_id = ctx.derived_id(&["job", BATCH_CREATE]);
     let output = ctx
         .call_worker(BATCH_CREATE, job_id, with_actor(&ctx, body)?)
@@ -242,7 +202,7 @@ pub(crate) async fn batch(
     post,
     path = "/api/v1/cards/retrieve",
     tag = "cards",
-    request_body = RetrieveRequest,
+    request_body(content = Object, description = "Cards to fetch at once; `allow_partial` is true when absent (with false, any missing id is a 404 naming it); the schema is the one the body is checked against"),
     responses(
         (status = 200, description = "`{cards, missing_ids, partial_result}`: the cards in the order asked; ids of missing, deleted or other tenants' cards in `missing_ids`", body = Object),
         crate::responses::CardReadErrors
@@ -330,7 +290,7 @@ pub(crate) async fn get(
     patch,
     path = "/api/v1/cards/{id}",
     tag = "cards",
-    request_body = UpdateRequest,
+    request_body(content = Object, description = "A change to a card: a new `title`, new `content` (checked against the card type's schema) or both; the schema is the one the body is checked against"),
     params(
         ("id" = String, Path, description = "The card id"),
         ("If-Match" = Option<String>, Header, description = "The `ETag` the change is based on; a card at another version answers 412"),
@@ -442,7 +402,7 @@ pub(crate) async fn register_type(
     post,
     path = "/api/v1/onboarding",
     tag = "cards",
-    request_body = OnboardingRequest,
+    request_body(content = Object, description = "Onboarding answers; the schema is the one the body is checked against"),
     params(("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first cards")),
     responses(
         (status = 201, description = "`{card_ids, cards}`: the company, audience, voice and insight cards made from the answers", body = Object),

@@ -6,8 +6,6 @@
 //! Every read is scoped to the caller's tenant. An admin may name another tenant with
 //! `tenant=` on `/usage` and `/audit` (refused credentials are logged under `_anonymous`).
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -36,18 +34,22 @@ const MAX_TEXT: usize = 256;
 
 /// A UTC day `YYYY-MM-DD`, checked to be a real date.
 fn day(field: &str, value: &str) -> Result<String, Error> {
-    let ok = value.len() == 10 && humantime::parse_rfc3339(&format!("{value}T00:00:00Z")).is_ok();
-    if ok {
-        Ok(value.to_owned())
-    } else {
-        Err(Error::field(
+    parse_date(value).map(|_| value.to_owned()).ok_or_else(|| {
+        Error::field(
             field,
             format!("{value:?} is not a date; expected YYYY-MM-DD"),
-        ))
-    }
+        )
+    })
 }
 
-/// A point in time as milliseconds since the epoch: RFC 3339 in UTC (`…Z`), a date (its
+fn parse_date(value: &str) -> Option<time::Date> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    (value.len() == 10)
+        .then(|| time::Date::parse(value, &format).ok())
+        .flatten()
+}
+
+/// A point in time as milliseconds since the epoch: RFC 3339 with any offset, a date (its
 /// midnight UTC, or with `end_of_day` the next midnight, so `to=<date>` includes that day), or
 /// milliseconds since the epoch.
 fn instant(field: &str, value: &str, end_of_day: bool) -> Result<i64, Error> {
@@ -62,24 +64,19 @@ fn instant(field: &str, value: &str, end_of_day: bool) -> Result<i64, Error> {
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         return value.parse().map_err(|_| bad());
     }
-    let (text, extra) = if value.len() == 10 {
-        (
-            format!("{value}T00:00:00Z"),
+    let at = match parse_date(value) {
+        Some(date) => {
+            let midnight = date.midnight().assume_utc();
             if end_of_day {
-                Duration::from_secs(86_400)
+                midnight + time::Duration::DAY
             } else {
-                Duration::ZERO
-            },
-        )
-    } else {
-        (value.to_owned(), Duration::ZERO)
+                midnight
+            }
+        }
+        None => time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| bad())?,
     };
-    let t = humantime::parse_rfc3339(&text).map_err(|_| bad())?;
-    let ms = (t + extra)
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| bad())?
-        .as_millis();
-    i64::try_from(ms).map_err(|_| bad())
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).map_err(|_| bad())
 }
 
 fn limit(value: Option<&str>) -> Result<Option<i64>, Error> {
@@ -128,13 +125,9 @@ fn window(
     from: Option<&str>,
     to: Option<&str>,
 ) -> Result<(), Error> {
+    // A window that ends before it starts is empty, not an error.
     let from = from.map(|v| instant("from", v, false)).transpose()?;
     let to = to.map(|v| instant("to", v, true)).transpose()?;
-    if let (Some(f), Some(t)) = (from, to)
-        && f > t
-    {
-        return Err(Error::field("from", "must not be after `to`"));
-    }
     input.insert("from_ms".into(), json!(from));
     input.insert("to_ms".into(), json!(to));
     Ok(())
@@ -178,11 +171,6 @@ pub(crate) async fn usage(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Value>,
     }
     let from = q.from.as_deref().map(|v| day("from", v)).transpose()?;
     let to = q.to.as_deref().map(|v| day("to", v)).transpose()?;
-    if let (Some(f), Some(t)) = (&from, &to)
-        && f > t
-    {
-        return Err(Error::field("from", "must not be after `to`").into());
-    }
     let group_by = match q.group_by.as_deref() {
         None => "meter",
         Some(g @ ("meter" | "day" | "workflow")) => g,

@@ -341,39 +341,11 @@ fn output_so_far(def: &Definition, status: &InstanceView) -> Value {
     })
 }
 
-/// A ClickUp task to create; see `integration.clickup.create_task` in the catalog.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code)] // the body is checked against the catalog schema; this documents its shape
-pub(crate) struct CreateTaskRequest {
-    /// The ClickUp list to create the task in.
-    list_id: String,
-    /// The task name.
-    name: String,
-    /// The description (Markdown).
-    description: Option<String>,
-    /// ClickUp user ids (digits).
-    assignees: Option<Vec<String>>,
-    /// ISO 8601: `2025-03-21` or `2025-03-21T17:00:00Z`.
-    due_date: Option<String>,
-    /// 1 urgent, 2 high, 3 normal, 4 low.
-    priority: Option<u8>,
-    /// Tag names.
-    tags: Option<Vec<String>>,
-}
-
-/// A task's new status.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code)] // the body is checked against the catalog schema; this documents its shape
-pub(crate) struct TaskStatusRequest {
-    /// A status of the task's list, e.g. `in progress` or `complete`.
-    status: String,
-}
-
 #[utoipa::path(
     post,
     path = "/api/v1/tasks",
     tag = "integrations",
-    request_body = CreateTaskRequest,
+    request_body(content = Object, description = "A ClickUp task to create; the schema is the one the body is checked against"),
     params(("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first task instead of creating another")),
     responses(
         (status = 201, description = "`{task_id, url}` of the new ClickUp task", body = Object),
@@ -401,7 +373,7 @@ pub(crate) async fn create_task(
         ("id" = String, Path, description = "The ClickUp task id"),
         ("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first answer")
     ),
-    request_body = TaskStatusRequest,
+    request_body(content = Object, description = "The task's new status; the schema is the one the body is checked against"),
     responses(
         (status = 200, description = "`{task_id, status}` as ClickUp reports them", body = Object),
         crate::responses::TaskErrors

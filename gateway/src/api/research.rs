@@ -18,29 +18,11 @@ use crate::{
 /// The operation the route runs.
 pub(crate) const TOPIC: &str = "research.topic";
 
-/// What to research; see `research.topic` in the catalog.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code)] // the body is checked against the catalog schema; this documents its shape
-pub(crate) struct ResearchRequest {
-    /// What to research, in a few words or a question.
-    topic: String,
-    /// `beginner`, `intermediate` (default) or `advanced`: the reader's level.
-    difficulty: Option<String>,
-    /// The most sources to use and return (1–50, default 5).
-    max_sources: Option<u32>,
-    /// http(s) URLs to read as well; addresses in private networks are refused.
-    sources: Option<Vec<String>>,
-    /// Search the local document corpus (default true).
-    corpus: Option<bool>,
-    /// Query the configured search API (default true; ignored when none is configured).
-    web_search: Option<bool>,
-}
-
 #[utoipa::path(
     post,
     path = "/api/v1/research",
     tag = "research",
-    request_body = ResearchRequest,
+    request_body(content = Object, description = "What to research; the schema is the one the body is checked against"),
     responses(
         (status = 200, description = "`{summary, key_points, sources[{title, location, snippet, score, origin}], found, skipped}`; `found` is false when no source covered the topic", body = Object),
         crate::responses::TaskErrors

@@ -224,7 +224,7 @@ pub(crate) struct CancelRequest {
 pub(crate) async fn cancel(
     ctx: Ctx,
     Path(id): Path<String>,
-    JsonBody(req): JsonBody<CancelRequest>,
+    JsonBody(req): JsonBody<Option<CancelRequest>>,
 ) -> Result<Response, Error> {
     ctx.require(Permission::WorkflowsRun)?;
     let status = ctx.instance(&id).await?;
@@ -237,7 +237,9 @@ pub(crate) async fn cancel(
     let message = CancelWorkflow {
         tenant: ctx.tenant().to_owned(),
         instance_id: id.clone(),
-        reason: req.reason.unwrap_or_else(|| "cancelled over HTTP".into()),
+        reason: req
+            .and_then(|r| r.reason)
+            .unwrap_or_else(|| "cancelled over HTTP".into()),
         requested_by: ctx.caller.subject.clone(),
         correlation_id: ctx.correlation.clone(),
     };

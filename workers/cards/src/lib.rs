@@ -227,6 +227,36 @@ enum Begin {
     Go(Transaction<'static, Postgres>),
 }
 
+/// Refuses text with U+0000 anywhere (a key or a string, at any depth): Postgres cannot store
+/// it in `text` or `jsonb`, so it is the caller's 422 naming where, not a failed write.
+fn refuse_nul(value: &Value, path: &mut String) -> Result<(), Error> {
+    let found = |path: &str| Error::invalid(path, "contains U+0000 (NUL), which cannot be stored");
+    match value {
+        Value::String(s) if s.contains('\0') => Err(found(path)),
+        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, v)| {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            refuse_nul(v, path)?;
+            path.truncate(len);
+            Ok(())
+        }),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(k);
+            if k.contains('\0') {
+                return Err(found(path));
+            }
+            refuse_nul(v, path)?;
+            path.truncate(len);
+            Ok(())
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl Handler for CardsWorker {
     fn kind(&self) -> &'static str {
         KIND
@@ -260,6 +290,9 @@ impl Inner {
     #[instrument(skip_all, fields(job_id = %job.job_id, operation = %job.operation, tenant = %job.tenant))]
     async fn handle(&self, ctx: &JobContext, job: &Job) -> Result<Value, Error> {
         let tenant = job.tenant.as_str();
+        if let Ok(input) = serde_json::from_slice::<Value>(&job.input) {
+            refuse_nul(&input, &mut String::new())?;
+        }
         match job.operation.as_str() {
             op::RETRIEVE => {
                 let i: RetrieveInput = job.input()?;
@@ -503,5 +536,28 @@ pub fn exit_code(err: &Error) -> i32 {
     match err {
         Error::Runtime(e) => process::exit_code(e),
         _ => process::EXIT_FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_with_nul_is_refused_where_it_is() {
+        let field = |v: Value| match refuse_nul(&v, &mut String::new()) {
+            Err(Error::InvalidInput { field, .. }) => Some(field),
+            _ => None,
+        };
+        assert_eq!(field(json!({"title": "a\u{0}b"})), Some("title".into()));
+        assert_eq!(
+            field(json!({"cards": [{"content": {"x": ["ok", "\u{0}"]}}]})),
+            Some("cards[0].content.x[1]".into())
+        );
+        assert_eq!(
+            field(json!({"content": {"k\u{0}": 1}})),
+            Some("content.k\u{0}".into())
+        );
+        assert_eq!(field(json!({"title": "fine", "content": {"n": 1}})), None);
     }
 }

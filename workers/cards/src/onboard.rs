@@ -51,15 +51,17 @@ pub fn question_ids() -> Vec<&'static str> {
     QUESTIONS.iter().map(|q| q.0).collect()
 }
 
-/// A string answer trimmed, or a list answer's items joined (`field` names it in errors).
-fn text(field: &str, value: &Value) -> Result<Option<String>, Error> {
+/// What every empty answer is told.
+const EMPTY: &str = "empty; leave the question out or answer it";
+
+/// A string answer trimmed, or a list answer's items joined (`field` names it in errors). An
+/// answer that says nothing (blank, an empty list, `null`) is refused rather than dropped, so
+/// every answer given is used.
+fn text(field: &str, value: &Value) -> Result<String, Error> {
     match value {
-        Value::Null => Ok(None),
-        Value::String(s) => Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty())),
-        Value::Array(_) => {
-            let parts = list(field, value)?;
-            Ok(Some(parts.join("; ")).filter(|s| !s.is_empty()))
-        }
+        Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+        Value::String(_) => Err(Error::invalid(field, EMPTY)),
+        Value::Array(_) => Ok(list(field, value)?.join("; ")),
         _ => Err(Error::invalid(
             field,
             "expected a string or a list of strings",
@@ -67,24 +69,30 @@ fn text(field: &str, value: &Value) -> Result<Option<String>, Error> {
     }
 }
 
-/// A list answer; a string answer is split on new lines, `;` and `,`.
+/// Whether a list item says something: more than white space and bullet marks.
+fn says_something(item: &str) -> bool {
+    item.chars()
+        .any(|c| !c.is_whitespace() && !LIST_MARKS.contains(&c))
+}
+
+/// Bullet marks a list item may start with.
+const LIST_MARKS: [char; 3] = ['-', '*', '•'];
+
+/// A list answer; a string answer is split on new lines, `;` and `,`, its parts without their
+/// bullet marks. A list item must not be blank.
 fn list(field: &str, value: &Value) -> Result<Vec<String>, Error> {
     let items: Vec<String> = match value {
-        Value::Null => Vec::new(),
         Value::String(s) => s
             .split(['\n', ';', ','])
-            .map(|p| {
-                p.trim()
-                    .trim_start_matches(['-', '*', '•'])
-                    .trim()
-                    .to_owned()
-            })
+            .filter(|p| says_something(p))
+            .map(|p| p.trim().trim_start_matches(LIST_MARKS).trim().to_owned())
             .collect(),
         Value::Array(items) => items
             .iter()
             .enumerate()
             .map(|(i, v)| match v {
-                Value::String(s) => Ok(s.trim().to_owned()),
+                Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+                Value::String(_) => Err(Error::invalid(format!("{field}[{i}]"), EMPTY)),
                 _ => Err(Error::invalid(format!("{field}[{i}]"), "expected a string")),
             })
             .collect::<Result<_, _>>()?,
@@ -95,7 +103,10 @@ fn list(field: &str, value: &Value) -> Result<Vec<String>, Error> {
             ));
         }
     };
-    Ok(items.into_iter().filter(|s| !s.is_empty()).collect())
+    if items.is_empty() {
+        return Err(Error::invalid(field, EMPTY));
+    }
+    Ok(items)
 }
 
 /// `text` shortened to its most central sentences when it is long.
@@ -120,6 +131,8 @@ fn title_of(text: &str) -> String {
         .trim()
         .trim_end_matches(['.', '!', '?'])
         .trim();
+    // Only punctuation before the first stop: the whole text is the title.
+    let first = if first.is_empty() { text.trim() } else { first };
     if first.chars().count() <= 80 {
         return first.to_owned();
     }
@@ -162,12 +175,9 @@ pub fn cards(answers: &Map<String, Value>) -> Result<Vec<NewCard>, Error> {
             };
             let path = format!("answers.{question}");
             if is_list {
-                let items = list(&path, value)?;
-                if !items.is_empty() {
-                    content.insert(field.to_owned(), json!(items));
-                }
-            } else if let Some(text) = text(&path, value)? {
-                content.insert(field.to_owned(), Value::String(text));
+                content.insert(field.to_owned(), json!(list(&path, value)?));
+            } else {
+                content.insert(field.to_owned(), Value::String(text(&path, value)?));
             }
         }
         if content.is_empty() {
@@ -177,7 +187,6 @@ pub fn cards(answers: &Map<String, Value>) -> Result<Vec<NewCard>, Error> {
             .get(required)
             .map(|v| text(&format!("answers.{required}"), v))
             .transpose()?
-            .flatten()
         else {
             return Err(Error::invalid(
                 format!("answers.{required}"),
@@ -302,5 +311,52 @@ mod tests {
             panic!("a non-string item is refused");
         };
         assert_eq!(field, "answers.dos[1]");
+    }
+
+    #[test]
+    fn an_answer_that_says_nothing_is_refused_by_name() {
+        for (answer, field) in [
+            (json!({"tone": "calm", "style": "  "}), "answers.style"),
+            (json!({"tone": "calm", "dos": []}), "answers.dos"),
+            (json!({"tone": "calm", "dos": ", ; -"}), "answers.dos"),
+            (json!({"tone": "calm", "dos": ["a", " "]}), "answers.dos[1]"),
+            (json!({"tone": null}), "answers.tone"),
+            (json!({"tone": " ", "insight": "x"}), "answers.tone"),
+        ] {
+            let Err(Error::InvalidInput { field: got, .. }) = cards(&answers(answer.clone()))
+            else {
+                panic!("{answer} is refused");
+            };
+            assert_eq!(got, field, "{answer}");
+        }
+        // Bullet marks go, words stay.
+        let made = cards(&answers(json!({"tone": "calm", "dos": "- a-b\n* c"}))).unwrap();
+        assert_eq!(made[0].content["dos"], json!(["a-b", "c"]));
+    }
+
+    #[test]
+    fn a_title_is_never_empty() {
+        assert_eq!(title_of("."), ".");
+        assert_eq!(title_of("?! Acme"), "?! Acme");
+        assert_eq!(title_of("Acme. Freight."), "Acme");
+        let made = cards(&answers(json!({"company_name": "..."}))).unwrap();
+        assert_eq!(made[0].title, "...");
+    }
+
+    /// The questions here are the ones the catalog (and so the API document) lists.
+    #[test]
+    fn the_questions_are_the_catalogs() {
+        use switchyard_catalog::cards::{ONBOARDING_LIST_QUESTIONS, ONBOARDING_TOPICS};
+        let mut from_catalog: Vec<(&str, bool)> = Vec::new();
+        for (first, others) in ONBOARDING_TOPICS {
+            for q in std::iter::once(first).chain(others.iter().copied()) {
+                from_catalog.push((q, ONBOARDING_LIST_QUESTIONS.contains(&q)));
+            }
+        }
+        let here: Vec<(&str, bool)> = QUESTIONS.iter().map(|q| (q.0, q.3)).collect();
+        assert_eq!(here, from_catalog);
+        let firsts: Vec<&str> = REQUIRED.iter().map(|r| r.1).collect();
+        let catalog_firsts: Vec<&str> = ONBOARDING_TOPICS.iter().map(|t| t.0).collect();
+        assert_eq!(firsts, catalog_firsts);
     }
 }

@@ -6,58 +6,14 @@
 
 use std::sync::LazyLock;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::Error;
 
-/// The built-in types.
-pub const COMPANY: &str = "company";
-pub const AUDIENCE: &str = "audience";
-pub const VOICE: &str = "voice";
-pub const INSIGHT: &str = "insight";
-pub const BUILTIN: [&str; 4] = [COMPANY, AUDIENCE, VOICE, INSIGHT];
+pub use switchyard_catalog::cards::{AUDIENCE, BUILTIN, COMPANY, INSIGHT, VOICE, builtin_schema};
 
 /// Longest type name.
 pub const MAX_TYPE_LEN: usize = 64;
-
-fn strings() -> Value {
-    json!({ "type": "array", "items": { "type": "string" } })
-}
-
-/// The JSON schema of a built-in type's content.
-pub fn builtin_schema(card_type: &str) -> Option<Value> {
-    let text = || json!({ "type": "string", "minLength": 1 });
-    let opt = || json!({ "type": "string" });
-    let schema = match card_type {
-        COMPANY => json!({
-            "type": "object",
-            "required": ["name"],
-            "properties": {
-                "name": text(), "description": opt(), "industry": opt(), "website": opt(),
-                "products": strings()
-            }
-        }),
-        AUDIENCE => json!({
-            "type": "object",
-            "required": ["description"],
-            "properties": {
-                "description": text(), "roles": strings(), "pains": strings(), "goals": strings()
-            }
-        }),
-        VOICE => json!({
-            "type": "object",
-            "required": ["tone"],
-            "properties": { "tone": text(), "style": opt(), "dos": strings(), "donts": strings() }
-        }),
-        INSIGHT => json!({
-            "type": "object",
-            "required": ["text"],
-            "properties": { "text": text(), "evidence": opt(), "source": opt() }
-        }),
-        _ => return None,
-    };
-    Some(schema)
-}
 
 static BUILTIN_VALIDATORS: LazyLock<Vec<(&'static str, jsonschema::Validator)>> =
     LazyLock::new(|| {
@@ -168,6 +124,7 @@ fn path(field: &str, pointer: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn builtin_content_is_checked_and_extra_properties_are_allowed() {
