@@ -256,6 +256,8 @@ fn gateway() -> Permissions {
     // A read-only mirror of the definitions; transcripts too long for a message are stored.
     p.publish.extend(kv_read(stream::WF_DEFINITIONS_BUCKET));
     p.publish.extend(objects());
+    // The Idempotency-Keys it has seen, each with its request's fingerprint.
+    p.publish.extend(kv_write(stream::IDEMPOTENCY_BUCKET));
     p
 }
 

@@ -586,6 +586,7 @@ async fn apply_kv(
             history: spec.settings.history,
             storage: nats_storage(spec.settings.storage),
             num_replicas: replicas,
+            max_age: spec.settings.max_age.unwrap_or_default(),
             ..Default::default()
         })
         .await
@@ -619,6 +620,15 @@ async fn apply_kv(
         show_storage(nats_storage(spec.settings.storage)).to_owned(),
         false,
     );
+    let max_age = spec.settings.max_age.unwrap_or_default();
+    if d.check(
+        "max_age",
+        show_duration(server.max_age),
+        show_duration(max_age),
+        true,
+    ) {
+        patched.max_age = max_age;
+    }
     if d.check(
         "replicas",
         server.num_replicas.max(1).to_string(),

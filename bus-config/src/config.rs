@@ -90,6 +90,8 @@ pub struct KvBuckets {
     pub state: KvSettings,
     /// `WF_DEFINITIONS`: one key per registered workflow definition version.
     pub definitions: KvSettings,
+    /// `WF_IDEMPOTENCY`: one key per `Idempotency-Key` the gateway has seen.
+    pub idempotency: KvSettings,
 }
 
 /// The declared settings of one stream. Only these are compared with the server.
@@ -139,6 +141,13 @@ pub struct KvSettings {
     /// Values kept per key (1 to 64).
     pub history: i64,
     pub storage: Storage,
+    /// How long a value lives; `None` (key left out) keeps it until deleted.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_age: Option<Duration>,
 }
 
 /// The declared settings of the object store. Only these are compared with the server.
@@ -597,6 +606,10 @@ impl BusConfig {
             KvSpec {
                 bucket: stream::WF_DEFINITIONS_BUCKET.to_owned(),
                 settings: self.kv.definitions.clone(),
+            },
+            KvSpec {
+                bucket: stream::IDEMPOTENCY_BUCKET.to_owned(),
+                settings: self.kv.idempotency.clone(),
             },
         ]
     }

@@ -403,10 +403,20 @@ impl Schema {
         }
     }
 
-    /// Fills every absent (or `null`) object property that has a default, recursively through
-    /// properties and array items. Values of the wrong type are left alone for
+    /// Fills every absent (or `null`) object property that has a default, removes an
+    /// optional property that is `null` without one (it means absent), and writes an integer
+    /// given with a fraction of zero (`3.0`) as one, recursively through properties and array
+    /// items. Values of the wrong type are left alone for
     /// [`Schema::validate`] to report.
     pub fn apply_defaults(&self, value: &mut Value) {
+        // `3.0` is an integer to the schema; a typed reader wants it as one.
+        if self.ty == Type::Integer
+            && let Some(x) = value.as_f64().filter(|_| value.is_f64())
+            && x.fract() == 0.0
+            && x.abs() < 9.0e15
+        {
+            *value = Value::from(x as i64);
+        }
         match value {
             Value::Object(map) => {
                 for (name, schema) in &self.properties {
@@ -417,6 +427,9 @@ impl Schema {
                                 let mut default = default.clone();
                                 schema.apply_defaults(&mut default);
                                 map.insert(name.clone(), default);
+                            } else if !self.is_required(name) {
+                                // `null` for an optional property is its absence.
+                                map.remove(name);
                             }
                         }
                     }
@@ -956,5 +969,23 @@ properties:
                 agree(&op.input, value);
             }
         }
+    }
+
+    #[test]
+    fn integers_written_with_a_zero_fraction_become_integers() {
+        let s = schema(
+            "{ type: object, properties: { n: { type: integer }, x: { type: number }, l: { type: array, items: { type: integer } } } }",
+        );
+        let mut v = json!({"n": 3.0, "x": 2.0, "l": [1.0, 2]});
+        s.apply_defaults(&mut v);
+        assert!(v["n"].is_i64(), "{v}");
+        assert!(v["x"].is_f64(), "numbers stay as given: {v}");
+        assert!(v["l"][0].is_i64(), "{v}");
+        let mut v = json!({"n": 3.5});
+        s.apply_defaults(&mut v);
+        assert!(
+            v["n"].is_f64(),
+            "a real fraction is left for validate to refuse: {v}"
+        );
     }
 }

@@ -91,7 +91,7 @@ fn builtin_schemas_validate_and_default_realistic_input() {
     research.apply_defaults(&mut input);
     assert_eq!(
         input,
-        json!({"topic": "rust async", "difficulty": "intermediate", "max_sources": 5, "corpus": true, "web_search": true})
+        json!({"topic": "rust async", "difficulty": "intermediate", "max_sources": 5, "corpus": true, "web_search": true, "allow_unread": false})
     );
     assert_eq!(research.validate(&input), Ok(()));
 

@@ -32,7 +32,7 @@ finish() {
     stop_started
     if [[ "$status" -ne 0 ]]; then
         warn "the API's property-based test failed; the processes' logs:"
-        tail -n 20 "$logs"/*.log >&2 || true
+        tail -n 5 "$logs"/*.log >&2 || true
     fi
     rm -rf "$work"
     exit "$status"
@@ -60,6 +60,19 @@ for group in START CONTROL READ DEFINITIONS RESEARCH REFUSED; do
 done
 SWITCHYARD_GATEWAY__AUTH__SECRET="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
 export SWITCHYARD_GATEWAY__AUTH__SECRET
+
+# ClickUp, on a loopback server that speaks its API, so task routes run their whole path.
+clickup_port_file="$work/clickup.port"
+"$SWITCHYARD_PYTHON" "$SWITCHYARD_ROOT/deploy/local/clickup_loopback.py" pk_fuzz >"$clickup_port_file" 2>"$logs/clickup.log" &
+PIDS+=("$!")
+for _ in $(seq 1 50); do
+    [[ -s "$clickup_port_file" ]] && break
+    sleep 0.1
+done
+[[ -s "$clickup_port_file" ]] || die "the loopback ClickUp did not start"
+export SWITCHYARD_INTEGRATION__TENANTS__FUZZ__CLICKUP__TOKEN=pk_fuzz
+SWITCHYARD_INTEGRATION__TENANTS__FUZZ__CLICKUP__BASE_URL="http://127.0.0.1:$(cat "$clickup_port_file")"
+export SWITCHYARD_INTEGRATION__TENANTS__FUZZ__CLICKUP__BASE_URL
 
 start() {
     local name="$1"
@@ -96,7 +109,9 @@ seed="${SWITCHYARD_FUZZ_SEED:-1}"
 seed_args=()
 [[ "$seed" == random ]] || seed_args=(--seed "$seed")
 log "schemathesis ${SCHEMATHESIS_VERSION}: every check against $base/openapi.json (seed $seed)"
-"$SWITCHYARD_SCHEMATHESIS" run "$base/openapi.json" \
+SCHEMATHESIS_HOOKS="$SWITCHYARD_ROOT/deploy/local/api_fuzz_hooks.py" \
+    "$SWITCHYARD_SCHEMATHESIS" --config-file "$SWITCHYARD_ROOT/deploy/local/schemathesis.toml" \
+    run "$base/openapi.json" \
     --checks all \
     --header "Authorization: Bearer $token" \
     --max-examples "${SWITCHYARD_FUZZ_EXAMPLES:-20}" \

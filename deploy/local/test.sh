@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test in the workspace against real servers, installing what is missing first:
+# Runs every test in the workspace against real servers, then the HTTP API's property-based
+# test (deploy/local/api-fuzz.sh), installing what is missing first:
 # build tools, the pinned nats-server (tests start their own servers from it), Debian's old
 # nats-server (for the unsupported-server tests), nats-py (for the Python example's test),
 # promtool (for the checks of deploy/prometheus and of every process's /metrics) and
@@ -40,4 +41,10 @@ log cargo test "${scope[@]}" --all-targets "$@"
 cargo test "${scope[@]}" --all-targets "$@"
 log cargo test "${scope[@]}" --doc "$@"
 cargo test "${scope[@]}" --doc "$@"
+# The HTTP API against its own OpenAPI document, on a whole running system: with every test,
+# not with a selection.
+if [[ "$#" -eq 0 ]]; then
+    log "deploy/local/api-fuzz.sh (schemathesis, every check, against /openapi.json)"
+    bash "$SWITCHYARD_ROOT/deploy/local/api-fuzz.sh" </dev/null
+fi
 log "all tests passed"

@@ -55,6 +55,11 @@ pub enum Error {
     Timeout,
     #[error("{0}")]
     Conflict(String),
+    /// An `Idempotency-Key` already used for a different request.
+    #[error(
+        "this Idempotency-Key was used for a different request; use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
     /// Over the rate of the route group; come back after `retry_after`.
     #[error("too many {group} requests; retry in {}s", retry_after_secs(*retry_after))]
     RateLimited {
@@ -160,6 +165,11 @@ impl Error {
             ),
             Error::Timeout => (S::REQUEST_TIMEOUT, "timeout", "Request timeout"),
             Error::Conflict(_) => (S::CONFLICT, "conflict", "Conflict"),
+            Error::IdempotencyKeyReused => (
+                S::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
+            ),
             Error::RateLimited { .. } => {
                 (S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
             }
@@ -210,6 +220,7 @@ impl Error {
         };
         match self {
             Error::InvalidField { field, .. } => problem.field = Some(field.clone()),
+            Error::IdempotencyKeyReused => problem.field = Some("Idempotency-Key".into()),
             Error::InvalidDefinition { problems, .. } | Error::InvalidInput { problems, .. } => {
                 problem.errors = problems
                     .iter()

@@ -2,7 +2,11 @@
 //! and bodies (JSON, definition text) and query strings that fail as problems naming the
 //! field.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+};
 
 use axum::{
     body::Bytes,
@@ -38,6 +42,8 @@ pub(crate) struct Ctx {
     /// What the request's calls onto the bus carry.
     pub(crate) meta: CallMeta,
     idempotency_key: Option<String>,
+    /// The fingerprint of the body of a request with an `Idempotency-Key`, once read.
+    body_print: Arc<OnceLock<String>>,
     pub(crate) state: AppState,
 }
 
@@ -146,6 +152,16 @@ impl FromRequestParts<AppState> for Ctx {
                 ));
             }
         };
+        let body_print = Arc::new(OnceLock::new());
+        if let Some(key) = &idempotency_key {
+            parts.extensions.insert(crate::idempotency::Claim {
+                tenant: caller.tenant.clone(),
+                key: key.clone(),
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_owned(),
+                print: body_print.clone(),
+            });
+        }
         Ok(Ctx {
             meta: CallMeta {
                 tenant: caller.tenant.clone(),
@@ -156,6 +172,7 @@ impl FromRequestParts<AppState> for Ctx {
             caller,
             correlation,
             idempotency_key,
+            body_print,
             state: state.clone(),
         })
     }
@@ -244,7 +261,8 @@ impl Ctx {
         match &self.idempotency_key {
             Some(key) => {
                 let mut name = self.tenant().to_owned();
-                for p in parts.iter().chain([&key.as_str()]) {
+                let print = self.body_print.get().map(String::as_str);
+                for p in parts.iter().chain([&key.as_str()]).chain(print.as_ref()) {
                     name.push('\n');
                     name.push_str(p);
                 }
@@ -288,8 +306,15 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
+/// The body; for a request with an `Idempotency-Key`, checked to be the request the key was
+/// first used for.
 async fn read_body(req: Request, state: &AppState) -> Result<Bytes, Error> {
-    Bytes::from_request(req, state).await.map_err(|r| {
+    let claim = req.extensions().get::<crate::idempotency::Claim>().cloned();
+    let recorded = req
+        .extensions()
+        .get::<crate::idempotency::Recorded>()
+        .cloned();
+    let bytes = Bytes::from_request(req, state).await.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Error::PayloadTooLarge {
                 limit: state.settings().body_limit,
@@ -297,7 +322,16 @@ async fn read_body(req: Request, state: &AppState) -> Result<Bytes, Error> {
         } else {
             Error::BadRequest(format!("cannot read the request body: {r}"))
         }
-    })
+    })?;
+    if let Some(claim) = claim {
+        let print = claim
+            .print
+            .get_or_init(|| crate::idempotency::fingerprint(&bytes));
+        if let Some(store) = state.idempotency() {
+            crate::idempotency::settle(store, &claim, print, recorded.as_ref()).await?;
+        }
+    }
+    Ok(bytes)
 }
 
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
@@ -346,7 +380,28 @@ pub(crate) async fn definition_source(req: Request, state: &AppState) -> Result<
             "no definition: give its YAML as the body, or JSON {\"source\": \"…\"}",
         ));
     }
+    // YAML that reads as something other than a mapping is no definition at all; a syntax
+    // error is left to validation, which names its line.
+    let not_a_mapping = match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&source) {
+        Ok(document) => !document.is_mapping(),
+        Err(_) => starts_as_sequence(&source),
+    };
+    if not_a_mapping {
+        return Err(Error::field(
+            field,
+            "not a definition: expected a YAML mapping with name, version and steps",
+        ));
+    }
     Ok(source)
+}
+
+/// Whether YAML that does not parse begins a sequence (`- …` or `[…`) at the top: no
+/// definition, whatever else is wrong with it.
+fn starts_as_sequence(source: &str) -> bool {
+    let first = source.lines().map(str::trim_start).find(|l| {
+        !(l.is_empty() || l.starts_with('#') || l.starts_with('%') || l.trim_end() == "---")
+    });
+    first.is_some_and(|l| l == "-" || l.starts_with("- ") || l.starts_with('['))
 }
 
 /// The text and the field it came from.

@@ -16,6 +16,7 @@ mod call;
 pub mod definitions;
 pub mod error;
 mod extract;
+mod idempotency;
 pub mod limits;
 pub mod metrics;
 pub mod observe;

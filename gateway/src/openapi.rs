@@ -108,6 +108,20 @@ impl Modify for BearerAuth {
 pub fn document() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
     constrain_parameters(&mut doc);
+    if let Some(meeting) = doc.pointer_mut("/components/schemas/ProcessMeeting") {
+        refine_meeting(meeting);
+    }
+    // A type's schema: a JSON Schema that says something, about an object.
+    if let Some(content) = doc.pointer_mut(&format!(
+        "/paths/{}/put/requestBody/content",
+        escape("/api/v1/cards/types/{type}")
+    )) {
+        content["application/json"]["schema"] = json!({
+            "type": "object",
+            "minProperties": 1,
+            "properties": { "type": { "const": "object" } }
+        });
+    }
     for body in CATALOG_BODIES {
         let schema = body.schema();
         if let Some(content) = doc.pointer_mut(&format!(
@@ -229,6 +243,11 @@ fn parameter_rules() -> Vec<(&'static str, &'static [&'static str], Value)> {
             token,
         ),
         (
+            "id",
+            &["/api/v1/tasks/{id}/status"],
+            json!({ "type": "string", "pattern": CLICKUP_ID }),
+        ),
+        (
             "type",
             &["/api/v1/cards/types/{type}"],
             json!({
@@ -266,6 +285,20 @@ fn constrain_parameters(doc: &mut Value) {
             }
         }
     }
+}
+
+/// A meeting to process: a title, and a transcript or a recording's URL (one of them).
+fn refine_meeting(schema: &mut Value) {
+    let text = json!({ "type": "string", "pattern": NOT_BLANK });
+    let p = &mut schema["properties"];
+    p["meeting_id"]["pattern"] = json!("^[A-Za-z0-9._:~@-]{1,255}$");
+    p["title"] = json!({ "description": p["title"]["description"].clone(), "type": "string", "pattern": NOT_BLANK });
+    p["format"]["enum"] = json!(["auto", "vtt", "srt", "lines", "json", null]);
+    schema["required"] = json!(["title"]);
+    schema["oneOf"] = json!([
+        { "required": ["transcript"], "properties": { "transcript": text } },
+        { "required": ["audio_url"], "properties": { "audio_url": text } }
+    ]);
 }
 
 /// `path` as one JSON Pointer segment.
@@ -306,6 +339,24 @@ impl CatalogBody {
     }
 }
 
+/// Unicode's white space (`White_Space`, what Rust's `trim` removes), spelled out: `\s` means
+/// other sets in other regex dialects (ECMA-262 leaves out U+0085 and adds U+FEFF).
+macro_rules! white_space {
+    () => {
+        "\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+    };
+}
+
+/// Text that is not only white space, as the workers check it (`trim().is_empty()`).
+const NOT_BLANK: &str = concat!("[^", white_space!(), "]");
+
+/// A list given as one string that holds an item: something besides separators (new lines,
+/// `;`, `,`), bullet marks and white space.
+const LIST_ITEM: &str = concat!("[^", white_space!(), ",;*\\u2022-]");
+
+/// A ClickUp id as the integration worker accepts it.
+const CLICKUP_ID: &str = "^[A-Za-z0-9_-]{1,100}$";
+
 const CATALOG_BODIES: &[CatalogBody] = &[
     CatalogBody {
         method: "post",
@@ -340,6 +391,7 @@ const CATALOG_BODIES: &[CatalogBody] = &[
         operation: cards::UPDATE,
         filled: &["card_id", "expected_version", "actor"],
         refine: |schema| {
+            schema["properties"]["title"]["pattern"] = json!(NOT_BLANK);
             // Something must change.
             schema["anyOf"] = json!([
                 { "required": ["title"], "properties": { "title": { "type": "string" } } },
@@ -359,21 +411,39 @@ const CATALOG_BODIES: &[CatalogBody] = &[
         path: "/api/v1/research",
         operation: research::TOPIC,
         filled: &[],
-        refine: |_| {},
+        refine: |schema| {
+            let p = &mut schema["properties"];
+            p["topic"]["pattern"] = json!(NOT_BLANK);
+            p["sources"]["items"]["format"] = json!("uri");
+            p["allow_unread"]["default"] = json!(true);
+        },
     },
     CatalogBody {
         method: "post",
         path: "/api/v1/tasks",
         operation: meetings::CREATE_TASK,
         filled: &[],
-        refine: |_| {},
+        refine: |schema| {
+            let p = &mut schema["properties"];
+            p["list_id"]["pattern"] = json!(CLICKUP_ID);
+            p["name"]["pattern"] = json!(NOT_BLANK);
+            p["assignees"]["items"]["pattern"] = json!("^[0-9]{1,19}$");
+            p["due_date"] = json!({
+                "description": p["due_date"]["description"].clone(),
+                "anyOf": [
+                    { "type": "string", "format": "date" },
+                    { "type": "string", "format": "date-time" },
+                    { "type": "null" }
+                ]
+            });
+        },
     },
     CatalogBody {
         method: "put",
         path: "/api/v1/tasks/{id}/status",
         operation: meetings::UPDATE_STATUS,
         filled: &["task_id"],
-        refine: |_| {},
+        refine: |schema| schema["properties"]["status"]["pattern"] = json!(NOT_BLANK),
     },
 ];
 
@@ -387,6 +457,8 @@ fn refine_new_card(schema: &mut Value) {
         BUILTIN.join(", ")
     ));
     schema["properties"]["type"]["enum"] = json!(BUILTIN);
+    // Not only white space.
+    schema["properties"]["title"]["pattern"] = json!(NOT_BLANK);
     let by_type: Vec<Value> = BUILTIN
         .iter()
         .filter_map(|t| {
@@ -404,14 +476,13 @@ fn refine_new_card(schema: &mut Value) {
 /// first one.
 fn onboarding_answers() -> Value {
     use switchyard_catalog::cards::{ONBOARDING_LIST_QUESTIONS, ONBOARDING_TOPICS};
-    let items =
-        json!({ "type": "array", "minItems": 1, "items": { "type": "string", "pattern": "\\S" } });
+    let items = json!({ "type": "array", "minItems": 1, "items": { "type": "string", "pattern": NOT_BLANK } });
     let answer = |question: &str| {
         // A list given as one string is split on new lines, `;` and `,`, bullet marks dropped.
         let pattern = if ONBOARDING_LIST_QUESTIONS.contains(&question) {
-            "[^\\s,;*\u{2022}-]"
+            LIST_ITEM
         } else {
-            "\\S"
+            NOT_BLANK
         };
         json!({ "anyOf": [{ "type": "string", "pattern": pattern }, items] })
     };

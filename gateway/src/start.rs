@@ -19,14 +19,38 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub(crate) struct TriggerRequest {
     /// The workflow's name.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,128}$")]
     pub(crate) workflow_name: String,
     /// The workflow's input, checked against its input schema.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub(crate) input: Value,
     /// A registered version; the latest when absent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "version")]
     pub(crate) version: Option<u32>,
+}
+
+/// A version number: a JSON integer, also when written with a zero fraction (`2.0`).
+pub(crate) fn version_of(value: &Value) -> Option<u32> {
+    value
+        .as_u64()
+        .or_else(|| {
+            value
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+                .map(|f| f as u64)
+        })
+        .and_then(|v| u32::try_from(v).ok())
+}
+
+fn version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let value = Option::<Value>::deserialize(d)?;
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => version_of(&v).map(Some).ok_or_else(|| {
+            serde::de::Error::custom("expected a whole number from 0 to 4294967295")
+        }),
+    }
 }
 
 /// Starts a workflow and, with `wait`, waits for its result.
@@ -34,11 +58,13 @@ pub(crate) struct TriggerRequest {
 #[allow(dead_code)] // the body is read as a map; this documents its shape
 pub(crate) struct ExecuteRequest {
     /// The workflow's name.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,128}$")]
     workflow_type: String,
     /// The input; other top-level fields are added to it.
     #[schema(value_type = Option<Object>)]
     input: Option<Value>,
     /// Seconds to wait for the result (capped at `gateway.max_wait`); 0 or absent answers 202 at once.
+    #[schema(minimum = 0)]
     wait: Option<f64>,
     /// A registered version; the latest when absent.
     version: Option<u32>,

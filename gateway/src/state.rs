@@ -36,6 +36,9 @@ struct Inner {
     /// and pinned to a version without a round trip to the orchestrator; absent when the
     /// bucket was missing at start-up (then every start asks the orchestrator).
     mirror: Option<Arc<Store>>,
+    /// The `Idempotency-Key`s seen, each with its request's fingerprint; absent when the
+    /// bucket was missing at start-up (then a reused key is not told apart from a retry).
+    idempotency: Option<async_nats::jetstream::kv::Store>,
     /// Stops following the definitions when the last clone of the state is dropped.
     _watch: Option<DropGuard>,
     /// Work a request leaves behind (audit publishes awaiting their PubAck); [`run`] waits
@@ -72,8 +75,16 @@ impl AppState {
                 (None, None)
             }
         };
+        let idempotency = match bus.js.get_key_value(stream::IDEMPOTENCY_BUCKET).await {
+            Ok(kv) => Some(kv),
+            Err(e) => {
+                warn!(error = %e, bucket = stream::IDEMPOTENCY_BUCKET, "no idempotency bucket; a reused Idempotency-Key is not told apart from a retry (run `switchyard bus apply`)");
+                None
+            }
+        };
         Ok(AppState {
             inner: Arc::new(Inner {
+                idempotency,
                 bus,
                 auth,
                 limits: limits::Limits::new(&config.gateway.rate_limits),
@@ -115,6 +126,10 @@ impl AppState {
 
     pub(crate) fn definitions(&self) -> &definitions::DefinitionCache {
         &self.inner.definitions
+    }
+
+    pub(crate) fn idempotency(&self) -> Option<&async_nats::jetstream::kv::Store> {
+        self.inner.idempotency.as_ref()
     }
 
     pub(crate) fn mirror(&self) -> Option<&Store> {

@@ -4,7 +4,7 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 use switchyard_gateway::Role;
 
 const GREET: &str = r#"
@@ -353,6 +353,67 @@ async fn the_same_idempotency_key_starts_one_instance() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_reused_for_another_request_is_a_422_and_a_refused_first_use_frees_it() {
+    let env = env().await;
+    env.register(GREET).await;
+    let op = env.token(TENANT, Role::Operator);
+    let trigger = |key: &'static str, body: Value| {
+        let env = &env;
+        let op = op.clone();
+        async move {
+            env.send(
+                Method::POST,
+                "/api/v1/workflows/trigger",
+                Some(&op),
+                &[
+                    ("content-type", "application/json"),
+                    ("idempotency-key", key),
+                ],
+                Some(body.to_string()),
+            )
+            .await
+        }
+    };
+    let body = json!({ "workflow_name": "greet", "input": { "topic": "one" } });
+    let first = trigger("order-8", body.clone()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:#?}");
+    // A retry, spelled differently: the same request, the same instance.
+    let retry = trigger(
+        "order-8",
+        json!({ "input": { "topic": "one" }, "workflow_name": "greet" }),
+    )
+    .await;
+    assert_eq!(retry.status, StatusCode::ACCEPTED, "{retry:#?}");
+    assert_eq!(retry.body["instance_id"], first.body["instance_id"]);
+    // Another request under the same key is refused, not answered with the first's result.
+    let other = trigger(
+        "order-8",
+        json!({ "workflow_name": "greet", "input": { "topic": "two" } }),
+    )
+    .await;
+    let problem = other.problem(422);
+    assert_eq!(problem["field"], "Idempotency-Key", "{problem:#}");
+    assert_eq!(
+        problem["type"], "urn:switchyard:problem:idempotency-key-reused",
+        "{problem:#}"
+    );
+
+    // A first use that is refused leaves the key free for the corrected request.
+    let refused = trigger(
+        "order-9",
+        json!({ "workflow_name": "greet", "input": { "topic": 7 } }),
+    )
+    .await;
+    refused.problem(422);
+    let corrected = trigger(
+        "order-9",
+        json!({ "workflow_name": "greet", "input": { "topic": "fixed" } }),
+    )
+    .await;
+    assert_eq!(corrected.status, StatusCode::ACCEPTED, "{corrected:#?}");
+}
+
+#[tokio::test]
 async fn execute_waits_for_the_result_and_merges_extra_fields_into_the_input() {
     let env = env().await;
     env.register(GREET).await;
@@ -582,13 +643,26 @@ async fn definitions_are_registered_read_validated_and_deleted() {
 
 #[tokio::test]
 async fn a_definition_request_without_a_definition_is_a_400() {
-    let env = env().await;
+    // More requests than the definitions group's rate allows in a second.
+    let env = env_with(|c| {
+        c.gateway.rate_limits.definitions = switchyard_runtime::config::RateLimit::Off;
+    })
+    .await;
     let viewer = env.token(TENANT, Role::Viewer);
     let admin = env.token(TENANT, Role::Admin);
     let yaml = [("content-type", "application/yaml")];
     let validate = "/api/v1/workflows/definitions/validate";
-    // No definition at all is a bad request, not a verdict on a definition.
-    let all: &[&str] = &["", "  \n", r#"{"source": " "}"#];
+    // No definition at all is a bad request, not a verdict on a definition: nothing, or YAML
+    // that is not a mapping (a scalar, a list, also one that does not parse).
+    let all: &[&str] = &[
+        "",
+        "  \n",
+        r#"{"source": " "}"#,
+        "just text\n",
+        "- name: greet\n",
+        "# a list\n- 1\n- 99999999999999999999999999999999999999999\n",
+        r#"{"source": "[1, 2]"}"#,
+    ];
     for (method, path, who, bodies) in [
         (Method::POST, validate, &viewer, all),
         (

@@ -15,6 +15,9 @@ pub const DLQ: &str = "DLQ";
 pub const WF_STATE_BUCKET: &str = "WF_STATE";
 /// KV bucket holding registered workflow definitions, one key per version.
 pub const WF_DEFINITIONS_BUCKET: &str = "WF_DEFINITIONS";
+/// KV bucket of the `Idempotency-Key`s the gateway has seen, each with a fingerprint of its
+/// request, so a key reused for a different request is refused; entries expire.
+pub const IDEMPOTENCY_BUCKET: &str = "WF_IDEMPOTENCY";
 /// Object store for payloads too large to copy into every message (long transcripts); a
 /// message carries a reference instead (see [`OBJECT_REF_PREFIX`]).
 pub const WF_OBJECTS_BUCKET: &str = "WF_OBJECTS";

@@ -217,7 +217,10 @@ pub(crate) async fn retrieve(
     if body.contains_key("workflow") {
         return Err(Error::field("workflow", "unknown field").into());
     }
-    body.entry("allow_partial").or_insert(Value::Bool(true));
+    // Absent or null: partial answers are allowed over HTTP.
+    if body.get("allow_partial").is_none_or(Value::is_null) {
+        body.insert("allow_partial".into(), Value::Bool(true));
+    }
     ctx.call_worker(RETRIEVE, fresh_id(), Value::Object(body))
         .await
         .map(Json)

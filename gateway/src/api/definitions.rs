@@ -141,7 +141,7 @@ pub(crate) async fn delete_definition(
     path = "/api/v1/workflows/definitions/{name}",
     tag = "definitions",
     params(("name" = String, Path, description = "The workflow name; must match `name` in the definition")),
-    request_body(content = String, description = "The definition as YAML (`application/yaml`, `text/yaml`, `text/plain`), or JSON `{\"source\": \"…\"}`", content_type = "application/yaml"),
+    request_body(content = Object, description = "The definition as a YAML mapping (`application/yaml`, `text/yaml`, `text/plain`), or JSON `{\"source\": \"…\"}` holding that YAML", content_type = "application/yaml"),
     responses(
         (status = 201, description = "A new version was registered", body = switchyard_proto::orchestrator::PutReply),
         (status = 200, description = "The same version with the same text was registered already", body = switchyard_proto::orchestrator::PutReply),
@@ -205,7 +205,7 @@ pub(crate) async fn put_definition(
     post,
     path = "/api/v1/workflows/definitions/validate",
     tag = "definitions",
-    request_body(content = String, description = "The definition as YAML, or JSON `{\"source\": \"…\"}`", content_type = "application/yaml"),
+    request_body(content = Object, description = "The definition as a YAML mapping, or JSON `{\"source\": \"…\"}` holding that YAML; a body that is no mapping at all is a 400, anything else is answered with its problems", content_type = "application/yaml"),
     responses(
         (status = 200, description = "Whether it is valid, and every problem with its path", body = ValidateReply),
         crate::responses::DefinitionWriteErrors

@@ -70,6 +70,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(settings.body_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            crate::idempotency::release_refused,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             observe::observe,
         ))
         .with_state(state)

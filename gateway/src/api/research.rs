@@ -31,9 +31,16 @@ pub(crate) const TOPIC: &str = "research.topic";
 )]
 pub(crate) async fn research(
     ctx: Ctx,
-    JsonBody(body): JsonBody<Value>,
+    JsonBody(mut body): JsonBody<Value>,
 ) -> Result<Json<Value>, WorkerError> {
     ctx.require(Permission::WorkflowsRun)?;
+    // Over HTTP, sources that cannot be read are reported in the answer (`found: false`,
+    // `skipped`) unless the caller asks for a failure.
+    if let Some(map) = body.as_object_mut()
+        && map.get("allow_unread").is_none_or(Value::is_null)
+    {
+        map.insert("allow_unread".into(), Value::Bool(true));
+    }
     let job_id = ctx.derived_id(&["research"]);
     ctx.call_worker(TOPIC, job_id, body).await.map(Json)
 }

@@ -87,11 +87,9 @@ pub(crate) async fn execute(
     .min(ctx.state.settings().max_wait);
     let version = match body.remove("version") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .and_then(|v| u32::try_from(v).ok())
-                .ok_or_else(|| Error::field("version", "expected a positive integer"))?,
-        ),
+        Some(v) => Some(crate::start::version_of(&v).ok_or_else(|| {
+            Error::field("version", "expected a whole number from 0 to 4294967295")
+        })?),
     };
     let mut input = match body.remove("input") {
         None | Some(Value::Null) => Map::new(),

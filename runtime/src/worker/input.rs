@@ -23,7 +23,9 @@ impl From<InputError> for JobFailure {
 
 /// Decoding a job's JSON input.
 pub trait JobInput {
-    /// The input as `T`; an empty input reads as `{}`.
+    /// The input as `T`; an empty input reads as `{}`. For an operation the catalog lists, its
+    /// defaults are applied first and an optional field given as `null` reads as absent, as
+    /// the catalog's schemas promise.
     fn input<T: DeserializeOwned>(&self) -> Result<T, InputError>;
 }
 
@@ -34,18 +36,27 @@ impl JobInput for Job {
         } else {
             &self.input
         };
+        let spec = switchyard_catalog::Catalog::builtin().get(&self.operation);
+        if let Some(spec) = spec
+            && let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes)
+        {
+            spec.input.apply_defaults(&mut value);
+            return serde_path_to_error::deserialize(value).map_err(input_error);
+        }
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            InputError {
-                field: if path == "." {
-                    "input".to_owned()
-                } else {
-                    path
-                },
-                message: e.into_inner().to_string(),
-            }
-        })
+        serde_path_to_error::deserialize(&mut de).map_err(input_error)
+    }
+}
+
+fn input_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> InputError {
+    let path = e.path().to_string();
+    InputError {
+        field: if path == "." {
+            "input".to_owned()
+        } else {
+            path
+        },
+        message: e.into_inner().to_string(),
     }
 }
 
@@ -86,5 +97,31 @@ mod tests {
             ..Job::default()
         };
         assert_eq!(job.input::<Nothing>().unwrap_err().field, "input");
+    }
+
+    #[test]
+    fn a_catalog_operations_null_optional_fields_read_as_absent_and_defaults_apply() {
+        #[derive(Debug, Deserialize)]
+        struct Retrieve {
+            card_ids: Vec<String>,
+            allow_partial: bool,
+            workflow: Option<String>,
+        }
+        let job = Job {
+            operation: "cards.retrieve".into(),
+            input: br#"{"card_ids": ["a"], "allow_partial": null, "workflow": null}"#.to_vec(),
+            ..Job::default()
+        };
+        let input = job.input::<Retrieve>().unwrap();
+        assert_eq!(input.card_ids, ["a"]);
+        assert!(!input.allow_partial);
+        assert_eq!(input.workflow, None);
+        // A required field given as null is still named.
+        let job = Job {
+            operation: "cards.retrieve".into(),
+            input: br#"{"card_ids": null}"#.to_vec(),
+            ..Job::default()
+        };
+        assert_eq!(job.input::<Retrieve>().unwrap_err().field, "card_ids");
     }
 }

@@ -117,6 +117,12 @@ impl ClickUp {
     ) -> Result<Value, Error> {
         let task_id = input.task_id.trim();
         check_id("task_id", task_id)?;
+        if input.status.trim().is_empty() {
+            return Err(Error::invalid(
+                "status",
+                "blank; give a status of the task's list",
+            ));
+        }
         let url = endpoint(&self.base_url, &["api", "v2", "task", task_id])?;
         let request = self
             .request(http, Method::PUT, url)?
@@ -133,6 +139,9 @@ impl ClickUp {
 /// The create-task body: Markdown description in `markdown_content`, assignees as the
 /// integer user ids ClickUp expects, the due date in Unix milliseconds.
 fn task_body(input: &CreateTask) -> Result<Value, Error> {
+    if input.name.trim().is_empty() {
+        return Err(Error::invalid("name", "blank; give the task a name"));
+    }
     let mut body = json!({ "name": input.name.trim() });
     if let Some(d) = input
         .description
@@ -155,12 +164,7 @@ fn task_body(input: &CreateTask) -> Result<Value, Error> {
             .collect::<Result<Vec<u64>, Error>>()?;
         body["assignees"] = json!(ids);
     }
-    if let Some(due) = input
-        .due_date
-        .as_deref()
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-    {
+    if let Some(due) = input.due_date.as_deref().map(str::trim) {
         let (ms, has_time) = parse_due(due)?;
         body["due_date"] = json!(ms);
         body["due_date_time"] = json!(has_time);
@@ -329,5 +333,29 @@ mod tests {
         assert!(
             matches!(task_body(&input), Err(Error::InvalidInput { field, .. }) if field == "assignees")
         );
+    }
+
+    #[test]
+    fn a_blank_name_or_due_date_is_refused_by_name() {
+        let task = |name: &str, due: Option<&str>| CreateTask {
+            list_id: "1".into(),
+            name: name.into(),
+            description: None,
+            assignees: None,
+            due_date: due.map(str::to_owned),
+            priority: None,
+            tags: None,
+        };
+        for (input, want) in [
+            (task(" \u{c}", None), "name"),
+            (task("n", Some("")), "due_date"),
+            (task("n", Some("  ")), "due_date"),
+        ] {
+            assert!(
+                matches!(task_body(&input), Err(Error::InvalidInput { ref field, .. }) if field == want),
+                "{input:?}"
+            );
+        }
+        assert!(task_body(&task("n", Some("2025-03-21"))).is_ok());
     }
 }

@@ -88,6 +88,10 @@ pub struct TopicInput {
     pub corpus: bool,
     #[serde(default = "yes")]
     pub web_search: bool,
+    /// Answer `found: false` (every failure under `skipped`) when no source could be read,
+    /// instead of failing.
+    #[serde(default)]
+    pub allow_unread: bool,
 }
 
 fn default_max_sources() -> usize {
@@ -259,8 +263,16 @@ impl Inner {
             return Err(Error::invalid("max_sources", "expected 1 to 50"));
         }
         let mut urls: Vec<String> = Vec::new();
-        for url in &input.sources {
+        for (i, url) in input.sources.iter().enumerate() {
             let url = url.trim().to_owned();
+            let web = reqwest::Url::parse(&url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !web {
+                return Err(Error::invalid(
+                    format!("sources[{i}]"),
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
             if !urls.contains(&url) {
                 urls.push(url);
             }
@@ -339,7 +351,7 @@ impl Inner {
             .map(|f| json!({ "location": f.location, "reason": f.failure.to_string() }))
             .collect();
         if found.is_empty() {
-            if !failures.is_empty() {
+            if !failures.is_empty() && !input.allow_unread {
                 return Err(Error::AllSourcesFailed(failures));
             }
             let mut searched = Vec::new();

@@ -228,3 +228,42 @@ async fn every_source_failing_is_an_error_naming_the_url() {
         error.message
     );
 }
+
+#[tokio::test]
+async fn with_allow_unread_every_source_failing_is_an_answer_and_a_non_url_is_refused() {
+    let mut env = env().await;
+    env.research(env.config("research-1")).await;
+    let result = env
+        .ask(json!({
+            "topic": "cloud metadata",
+            "corpus": false,
+            "allow_unread": true,
+            "sources": ["http://169.254.169.254/latest/meta-data/"]
+        }))
+        .await;
+    assert_eq!(
+        JobStatus::try_from(result.status),
+        Ok(JobStatus::Succeeded),
+        "{result:?}"
+    );
+    let output: serde_json::Value = serde_json::from_slice(&result.output).unwrap();
+    assert_eq!(output["found"], false, "{output:#}");
+    assert_eq!(
+        output["skipped"][0]["location"], "http://169.254.169.254/latest/meta-data/",
+        "{output:#}"
+    );
+
+    // Something that is no http(s) URL is the caller's mistake, named before any fetch.
+    for source in ["00", "ftp://example.com/a", "http://"] {
+        let result = env
+            .ask(json!({ "topic": "x", "corpus": false, "sources": ["https://example.com", source] }))
+            .await;
+        let error = result.error.unwrap_or_default();
+        assert_eq!(
+            ErrorCode::try_from(error.code),
+            Ok(ErrorCode::InvalidInput),
+            "{source}: {error:?}"
+        );
+        assert_eq!(error.field, "sources[1]", "{source}: {error:?}");
+    }
+}
