@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
     config.nats.use_role("gateway");
     telemetry::init(&config);
     let shutdown = shutdown::on_signals();
-    match switchyard_gateway::run(config, shutdown).await {
+    match Box::pin(switchyard_gateway::run(config, shutdown)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "gateway failed");

@@ -19,7 +19,7 @@ use crate::Error;
 mod ai;
 pub use ai::{AiProviderKind, AiProviderSettings, AiSettings, LOCAL_PROVIDER};
 mod research;
-pub use research::ResearchSettings;
+pub use research::{ResearchSettings, TenantResearch};
 mod ledger;
 pub use ledger::LedgerSettings;
 
@@ -1542,15 +1542,19 @@ const KNOWN_KEYS: &[&str] = &[
     "gateway.event_streams",
 ];
 
-/// `integration.tenants.<id>…` as `integration.tenants.*…`.
+/// `<section>.tenants.<id>…` as `<section>.tenants.*…`, for the sections with settings per
+/// tenant (`integration`, `research`).
 fn tenant_key_pattern(key: &str) -> String {
-    match key.strip_prefix("integration.tenants.") {
-        Some(rest) => match rest.split_once('.') {
-            Some((_, field)) => format!("integration.tenants.*.{field}"),
-            None => "integration.tenants.*".into(),
-        },
-        None => key.to_owned(),
+    for section in ["integration", "research"] {
+        let prefix = format!("{section}.tenants.");
+        if let Some(rest) = key.strip_prefix(&prefix) {
+            return match rest.split_once('.') {
+                Some((_, field)) => format!("{prefix}*.{field}"),
+                None => format!("{prefix}*"),
+            };
+        }
     }
+    key.to_owned()
 }
 
 fn unknown_keys(figment: &Figment) -> Vec<Problem> {
@@ -1571,8 +1575,8 @@ fn collect_unknown(figment: &Figment, prefix: &str, dict: &Dict, problems: &mut 
         } else {
             format!("{prefix}.{key}")
         };
-        // Provider names under `ai.providers` and tenant ids under `integration.tenants` are
-        // free: match them as `*`.
+        // Provider names under `ai.providers` and tenant ids under `integration.tenants` and
+        // `research.tenants` are free: match them as `*`.
         let pattern = tenant_key_pattern(&ai::key_pattern(&path));
         let known = || {
             KNOWN_KEYS

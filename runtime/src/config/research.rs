@@ -10,9 +10,14 @@
 //! max_redirects = 5
 //! allowed_addresses = ["10.20.0.0/16"]     # an intranet wiki; public addresses always pass
 //! searxng_url = "http://searxng:8080"      # absent: no web search
+//! shared_search = true                     # it serves tenants without their own
+//!
+//! [research.tenants.acme]
+//! searxng_url = "https://search.acme.example"   # acme's queries go to its own instance
+//! [research.tenants.globex]                  # no searxng_url: no web search for globex
 //! ```
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -48,14 +53,42 @@ pub struct ResearchSettings {
     /// Default: none.
     pub allowed_addresses: Vec<String>,
     /// The base URL of a SearXNG instance with the JSON format enabled; its results are
-    /// fetched like given URLs. Trusted configuration: not subject to the address rules.
+    /// fetched like given URLs. Trusted configuration: not subject to the address rules. It
+    /// serves tenants without a section in `tenants` only when `shared_search` is set.
     /// Env `SWITCHYARD_RESEARCH__SEARXNG_URL`. Default: absent, no web search.
     pub searxng_url: Option<String>,
+    /// Search per tenant, by tenant id: a tenant's web searches go to its own SearXNG, and a
+    /// section without `searxng_url` turns web search off for that tenant. Env e.g.
+    /// `SWITCHYARD_RESEARCH__TENANTS__ACME__SEARXNG_URL`. Default: none.
+    pub tenants: BTreeMap<String, TenantResearch>,
+    /// Whether `searxng_url` serves tenants without a section of their own. Default `false`:
+    /// a tenant's queries reach only a search service configured for it.
+    pub shared_search: bool,
     /// Search results fetched per topic. Default 5.
     pub search_results: usize,
     /// The AI provider that writes the summary: `local` (extractive, shaped by difficulty) or
     /// a key of `ai.providers`. Default `local`.
     pub summary_provider: String,
+}
+
+/// One tenant's research settings.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantResearch {
+    /// The tenant's SearXNG base URL; absent: no web search for this tenant.
+    pub searxng_url: Option<String>,
+}
+
+impl ResearchSettings {
+    /// The SearXNG base URL that serves `tenant`, if any: its own section's, else the
+    /// deployment's when it is shared.
+    pub fn searxng_for(&self, tenant: &str) -> Option<&str> {
+        match self.tenants.get(tenant) {
+            Some(own) => own.searxng_url.as_deref(),
+            None if self.shared_search => self.searxng_url.as_deref(),
+            None => None,
+        }
+    }
 }
 
 impl Default for ResearchSettings {
@@ -68,6 +101,8 @@ impl Default for ResearchSettings {
             max_redirects: 5,
             allowed_addresses: Vec::new(),
             searxng_url: None,
+            tenants: BTreeMap::new(),
+            shared_search: false,
             search_results: 5,
             summary_provider: LOCAL_PROVIDER.into(),
         }
@@ -84,6 +119,10 @@ pub(super) const KEYS: &[&str] = &[
     "research.max_redirects",
     "research.allowed_addresses",
     "research.searxng_url",
+    "research.tenants",
+    "research.tenants.*",
+    "research.tenants.*.searxng_url",
+    "research.shared_search",
     "research.search_results",
     "research.summary_provider",
 ];
@@ -111,6 +150,8 @@ impl ResearchSettings {
             max_redirects: field(figment, "research.max_redirects", d.max_redirects, problems),
             allowed_addresses: field(figment, "research.allowed_addresses", Vec::new(), problems),
             searxng_url: field(figment, "research.searxng_url", None, problems),
+            tenants: field(figment, "research.tenants", BTreeMap::new(), problems),
+            shared_search: field(figment, "research.shared_search", false, problems),
             search_results: field(
                 figment,
                 "research.search_results",
@@ -165,12 +206,20 @@ impl ResearchSettings {
                 bad("research.allowed_addresses", message);
             }
         }
-        if let Some(url) = &self.searxng_url {
+        let urls = self
+            .searxng_url
+            .iter()
+            .map(|url| ("research.searxng_url".to_owned(), url))
+            .chain(self.tenants.iter().filter_map(|(tenant, t)| {
+                let url = t.searxng_url.as_ref()?;
+                Some((format!("research.tenants.{tenant}.searxng_url"), url))
+            }));
+        for (key, url) in urls {
             let ok = reqwest::Url::parse(url)
                 .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
             if !ok {
                 bad(
-                    "research.searxng_url",
+                    &key,
                     format!("not an http(s) URL ({url:?}); expected e.g. http://searxng:8080"),
                 );
             }
@@ -227,6 +276,50 @@ mod tests {
         assert_eq!(r.allowed_addresses, ["127.0.0.1", "10.20.0.0/16"]);
         assert_eq!(r.searxng_url.as_deref(), Some("http://searxng:8080"));
         assert_eq!(r.max_redirects, 5);
+    }
+
+    #[test]
+    fn each_tenant_searches_its_own_instance_and_the_shared_one_only_when_shared() {
+        let env = [
+            ("SWITCHYARD_RESEARCH__SEARXNG_URL", "http://shared:8080"),
+            (
+                "SWITCHYARD_RESEARCH__TENANTS__ACME__SEARXNG_URL",
+                "https://search.acme.example",
+            ),
+            ("SWITCHYARD_RESEARCH__TENANTS__GLOBEX", "{}"),
+        ];
+        let r = load(&env).expect("loads").research;
+        assert_eq!(r.searxng_for("acme"), Some("https://search.acme.example"));
+        assert_eq!(r.searxng_for("globex"), None, "its section has no search");
+        assert_eq!(r.searxng_for("initech"), None, "not shared by default");
+        let mut shared = env.to_vec();
+        shared.push(("SWITCHYARD_RESEARCH__SHARED_SEARCH", "true"));
+        let r = load(&shared).expect("loads").research;
+        assert_eq!(r.searxng_for("initech"), Some("http://shared:8080"));
+        assert_eq!(r.searxng_for("globex"), None, "its own section still rules");
+        assert_eq!(r.searxng_for("acme"), Some("https://search.acme.example"));
+
+        for (key, value, says) in [
+            (
+                "SWITCHYARD_RESEARCH__TENANTS__ACME__SEARXNG_URL",
+                "acme:8080",
+                "not an http(s) URL",
+            ),
+            (
+                "SWITCHYARD_RESEARCH__TENANTS__ACME__SEARXNG_URI",
+                "http://x",
+                "did you mean `research.tenants.*.searxng_url`",
+            ),
+        ] {
+            let Err(Error::Config(problems)) = load(&[(key, value)]) else {
+                panic!("{key} accepted")
+            };
+            let text: Vec<String> = problems.iter().map(Problem::to_string).collect();
+            assert!(
+                text.iter().any(|p| p.starts_with(key) && p.contains(says)),
+                "{text:#?}"
+            );
+        }
     }
 
     #[test]

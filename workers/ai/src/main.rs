@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
     config.nats.use_role("worker-ai");
     telemetry::init(&config);
     let shutdown = shutdown::on_signals();
-    match switchyard_ai::run(config, shutdown).await {
+    match Box::pin(switchyard_ai::run(config, shutdown)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "worker failed");

@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
     config.nats.use_role("worker-cards");
     telemetry::init(&config);
     let shutdown = shutdown::on_signals();
-    match switchyard_cards::run(config, shutdown).await {
+    match Box::pin(switchyard_cards::run(config, shutdown)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "worker failed");

@@ -19,7 +19,10 @@ pub mod sources;
 pub mod summary;
 pub mod text;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use futures::future::join_all;
 use prometheus::Registry;
@@ -126,7 +129,9 @@ struct Inner {
     settings: ResearchSettings,
     corpus: Corpus,
     fetcher: Fetcher,
-    searxng: Option<Searxng>,
+    /// A SearXNG client per configured base URL (the deployment's and the tenants'); which
+    /// serves a job is [`ResearchSettings::searxng_for`] its tenant.
+    searxng: BTreeMap<String, Searxng>,
     /// The AI operations, for a hosted summary provider.
     ai: Ops,
 }
@@ -148,11 +153,19 @@ impl ResearchWorker {
         )
         .await?;
         let fetcher = Fetcher::new(&settings, metrics.clone())?;
-        let searxng = settings
-            .searxng_url
-            .as_deref()
-            .map(|base| Searxng::new(base, settings.fetch_timeout, metrics.clone()))
-            .transpose()?;
+        let urls = settings.searxng_url.iter().chain(
+            settings
+                .tenants
+                .values()
+                .filter_map(|t| t.searxng_url.as_ref()),
+        );
+        let mut searxng = BTreeMap::new();
+        for base in urls {
+            if !searxng.contains_key(base) {
+                let client = Searxng::new(base, settings.fetch_timeout, metrics.clone())?;
+                searxng.insert(base.clone(), client);
+            }
+        }
         let providers = Providers::from_settings(&config.ai, &metrics.ai)?;
         let ai = Ops::new(providers, settings.summary_provider.clone());
         Ok(ResearchWorker {
@@ -171,9 +184,14 @@ impl ResearchWorker {
         &self.inner.corpus
     }
 
-    /// Researches a topic; usage goes to `env`.
-    pub async fn research<E: JobEnv>(&self, env: &E, input: TopicInput) -> Result<Value, Error> {
-        self.inner.research(env, input).await
+    /// Researches a topic for `tenant` (whose search service it uses); usage goes to `env`.
+    pub async fn research<E: JobEnv>(
+        &self,
+        env: &E,
+        tenant: &str,
+        input: TopicInput,
+    ) -> Result<Value, Error> {
+        self.inner.research(env, tenant, input).await
     }
 }
 
@@ -238,7 +256,7 @@ impl Handler for ResearchWorker {
     async fn handle(&self, ctx: JobContext, job: &Job) -> Result<Value, JobFailure> {
         let result = match job.operation.as_str() {
             op::TOPIC => match input(job) {
-                Ok(input) => self.inner.research(&Env(&ctx), input).await,
+                Ok(input) => self.inner.research(&Env(&ctx), &job.tenant, input).await,
                 Err(e) => Err(e),
             },
             other => Err(Error::invalid(
@@ -254,7 +272,12 @@ impl Handler for ResearchWorker {
 }
 
 impl Inner {
-    async fn research<E: JobEnv>(&self, env: &E, input: TopicInput) -> Result<Value, Error> {
+    async fn research<E: JobEnv>(
+        &self,
+        env: &E,
+        tenant: &str,
+        input: TopicInput,
+    ) -> Result<Value, Error> {
         let topic = input.topic.trim().to_owned();
         if topic.is_empty() {
             return Err(Error::invalid("topic", "must not be blank"));
@@ -277,7 +300,11 @@ impl Inner {
                 urls.push(url);
             }
         }
-        let searxng = self.searxng.as_ref().filter(|_| input.web_search);
+        let searxng = self
+            .settings
+            .searxng_for(tenant)
+            .and_then(|base| self.searxng.get(base))
+            .filter(|_| input.web_search);
 
         let corpus = async {
             if !input.corpus {
@@ -573,6 +600,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         info!(
             corpus_dir = %worker_config.research.corpus_dir.display(),
             searxng = worker_config.research.searxng_url.is_some(),
+            searxng_tenants = worker_config.research.tenants.len(),
             "research worker ready"
         );
         Ok::<_, Error>(handler)

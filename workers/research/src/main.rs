@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
     config.nats.use_role("worker-research");
     telemetry::init(&config);
     let shutdown = shutdown::on_signals();
-    match switchyard_research::run(config, shutdown).await {
+    match Box::pin(switchyard_research::run(config, shutdown)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "worker failed");

@@ -80,9 +80,14 @@ impl Env {
 
     /// Asks the research worker's service endpoint, as the gateway does.
     async fn ask(&self, input: Value) -> JobResult {
+        self.ask_as(TENANT, input).await
+    }
+
+    /// Asks for `tenant`.
+    async fn ask_as(&self, tenant: &str, input: Value) -> JobResult {
         let job = Job {
             job_id: format!("q-{}", uuid::Uuid::now_v7().simple()),
-            tenant: TENANT.into(),
+            tenant: tenant.into(),
             operation: "research.topic".into(),
             input: serde_json::to_vec(&input).unwrap(),
             created_at_ms: switchyard_proto::now_ms(),
@@ -90,7 +95,7 @@ impl Env {
         };
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, header::PROTOBUF);
-        headers.insert(header::TENANT, TENANT);
+        headers.insert(header::TENANT, tenant);
         let subject = format!("{}.topic", subject::service_group("research"));
         let mut reply = None;
         for _ in 0..100 {
@@ -265,5 +270,59 @@ async fn with_allow_unread_every_source_failing_is_an_answer_and_a_non_url_is_re
             "{source}: {error:?}"
         );
         assert_eq!(error.field, "sources[1]", "{source}: {error:?}");
+    }
+}
+
+/// A SearXNG that answers no results and counts the queries it was asked.
+async fn searxng() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let asked = Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    let app = axum::Router::new().route(
+        "/search",
+        axum::routing::get(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+            async { axum::Json(json!({ "results": [] })) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, asked)
+}
+
+#[tokio::test]
+async fn each_tenant_searches_with_its_own_search_service_and_the_shared_one_only_when_shared() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (own_url, own) = searxng().await;
+    let (shared_url, shared) = searxng().await;
+    let mut env = env().await;
+    let mut config = env.config("research-1");
+    config.research.searxng_url = Some(shared_url);
+    config.research.tenants.insert(
+        TENANT.into(),
+        switchyard_runtime::config::TenantResearch {
+            searxng_url: Some(own_url),
+        },
+    );
+    env.research(config).await;
+    let topic = json!({ "topic": "token buckets", "corpus": false, "allow_unread": true });
+
+    // Each ask succeeds (nothing found); the counts say which service was searched.
+    for (tenant, searched, why) in [
+        (TENANT, (1, 0), "the tenant's own service"),
+        // No section, and the deployment's service is not shared with it.
+        ("globex", (1, 0), "nobody searched for globex"),
+    ] {
+        let reply = env.ask_as(tenant, topic.clone()).await;
+        assert_eq!(
+            JobStatus::try_from(reply.status),
+            Ok(JobStatus::Succeeded),
+            "{reply:?}"
+        );
+        assert_eq!((own.load(SeqCst), shared.load(SeqCst)), searched, "{why}");
     }
 }
