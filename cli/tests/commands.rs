@@ -530,3 +530,25 @@ fn a_missing_credentials_file_is_named() {
         text(&out)
     );
 }
+
+/// `SWITCHYARD_NATS_URL` may list a cluster's nodes; a process starts while some are down.
+#[tokio::test]
+async fn a_list_of_server_urls_connects_while_the_first_is_down() {
+    let server = NatsServer::start().await;
+    let dead = || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("nats://127.0.0.1:{}", listener.local_addr().unwrap().port())
+    };
+    let urls = format!("{}, {},{}", dead(), server.url(), dead());
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["bus", "apply"])
+        .env_clear()
+        .envs(server.env_for(&Role::Operator))
+        .env("SWITCHYARD_NATS_URL", &urls)
+        .env("SWITCHYARD_NATS_CONNECT_TIMEOUT", "10s")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run switchyard");
+    assert!(out.status.success(), "{urls}: {}", text(&out));
+    assert!(text(&out).contains("changes applied"), "{}", text(&out));
+}

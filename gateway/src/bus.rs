@@ -1,6 +1,8 @@
 //! The gateway's two ways onto the bus: JetStream publishes (starts, cancels, signals), acked
 //! before any 202, and request/reply queries to the orchestrator's service endpoints.
 
+use std::time::{Duration, Instant};
+
 use async_nats::{
     HeaderMap, RequestErrorKind,
     jetstream::{self, context::PublishAckFuture, publish::PublishAck},
@@ -9,9 +11,15 @@ use switchyard_proto::orchestrator::{
     ERROR_CODE_HEADER, Endpoint, ErrorReply, ServiceError, ServiceErrorCode,
 };
 
+use backon::{ExponentialBuilder, Retryable};
 use switchyard_runtime::objects::Objects;
+use tracing::warn;
 
 use crate::Error;
+
+/// How long a publish is repeated while the bus does not confirm it: longer than a stream
+/// leader election or a server restart, well inside the streams' 2-minute duplicate window.
+pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(20);
 
 /// A NATS connection and its JetStream context.
 #[derive(Debug, Clone)]
@@ -70,20 +78,43 @@ impl Bus {
             .map_err(|e| Error::internal("decoding the workflow engine's reply", e))
     }
 
-    /// Publishes to a stream and waits for the PubAck: only then is the message durable.
+    /// Publishes to a stream and waits for the PubAck: only then is the message durable. The
+    /// message carries a `Nats-Msg-Id` (every caller sets one), so when no PubAck comes (a
+    /// stream leader election, a server restart) the same message is published again, with
+    /// backoff, for up to [`PUBLISH_PATIENCE`]: the stream stores it at most once, and the
+    /// caller hears "unavailable" only after a fault longer than that.
     pub async fn publish(
         &self,
         subject: String,
         headers: HeaderMap,
         payload: Vec<u8>,
     ) -> Result<PublishAck, Error> {
-        let ack: PublishAckFuture = self
-            .js
-            .publish_with_headers(subject, headers, payload.into())
+        debug_assert!(
+            headers.get(switchyard_proto::header::MSG_ID).is_some(),
+            "a publish the gateway retries needs a message id"
+        );
+        let payload = bytes::Bytes::from(payload);
+        let started = Instant::now();
+        let attempt = || async {
+            let ack: PublishAckFuture = self
+                .js
+                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                .await
+                .map_err(|e| Error::unavailable("publishing to the bus", e))?;
+            ack.await
+                .map_err(|e| Error::unavailable("waiting for the bus to store the message", e))
+        };
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(2))
+                    .without_max_times(),
+            )
+            .sleep(tokio::time::sleep)
+            .when(|e| matches!(e, Error::Unavailable { .. }) && started.elapsed() < PUBLISH_PATIENCE)
+            .notify(|e, wait| warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "the bus did not store a message yet; publishing it again"))
             .await
-            .map_err(|e| Error::unavailable("publishing to the bus", e))?;
-        ack.await
-            .map_err(|e| Error::unavailable("waiting for the bus to store the message", e))
     }
 }
 

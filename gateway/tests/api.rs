@@ -777,3 +777,39 @@ async fn ready_needs_the_inbox_stream() {
     let reply = send(&app, Method::GET, "/health", None, &[], None).await;
     assert_eq!(reply.status, StatusCode::OK);
 }
+
+/// A start during a NATS restart is published again with the same message id until the bus
+/// stores it: the client gets its 202 (not a 503 for a start that may have been stored), and
+/// exactly one instance runs.
+#[tokio::test]
+async fn a_start_during_a_nats_restart_is_stored_once_and_answered_202() {
+    let mut env = env().await;
+    env.register(GREET).await;
+    let op = env.token(TENANT, Role::Operator);
+    env.bus.server.kill();
+    let app = env.app.clone();
+    let trigger = tokio::spawn(async move {
+        send(
+            &app,
+            Method::POST,
+            "/api/v1/workflows/trigger",
+            Some(&op),
+            &[("content-type", "application/json")],
+            Some(json!({ "workflow_name": "greet", "input": { "topic": "outage" } }).to_string()),
+        )
+        .await
+    });
+    // Down for longer than one PubAck wait (5 s), well inside the gateway's patience.
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    env.bus.server.restart().await;
+    let reply = trigger.await.unwrap();
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:#?}");
+    let id = reply.body["instance_id"].as_str().unwrap();
+    assert_eq!(env.finished(id).await["status"], "completed");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        env.state_keys().await,
+        1,
+        "one instance, however often it was published"
+    );
+}

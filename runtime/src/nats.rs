@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 use tracing::{info, warn};
 
 use crate::{Config, Error, config::NatsSettings};
@@ -52,6 +52,9 @@ pub async fn options(settings: &NatsSettings) -> Result<ConnectOptions, Error> {
 /// reconnects on its own, without limit.
 pub async fn connect(config: &Config, name: &str) -> Result<Client, Error> {
     let url = config.nats_url.clone();
+    // `nats_url` may list several servers (a cluster's nodes), comma-separated: the client
+    // tries each, at start-up and on every reconnect.
+    let servers = server_addrs(&url)?;
     let started = Instant::now();
     let mut delay = Duration::from_millis(100);
     let client = loop {
@@ -67,7 +70,7 @@ pub async fn connect(config: &Config, name: &str) -> Result<Client, Error> {
                     other => info!(event = %other, "nats event"),
                 }
             });
-        match options.connect(url.as_str()).await {
+        match options.connect(servers.as_slice()).await {
             Ok(client) => break client,
             // Wrong credentials do not get better by waiting.
             Err(e) if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation => {
@@ -96,6 +99,20 @@ pub async fn connect(config: &Config, name: &str) -> Result<Client, Error> {
         return Err(Error::Unauthenticated { url });
     }
     Ok(client)
+}
+
+/// The servers of a `nats_url`: one URL, or several separated by commas.
+pub fn server_addrs(url: &str) -> Result<Vec<ServerAddr>, Error> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ServerAddr>().map_err(|e| Error::Connect {
+                url: url.to_owned(),
+                reason: format!("{s:?} is not a server URL: {e}"),
+            })
+        })
+        .collect()
 }
 
 /// Refuses a server older than [`MIN_SERVER_VERSION`].
