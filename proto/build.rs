@@ -14,6 +14,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ".switchyard.v1",
         "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
     );
+    // What other services publish is read strictly: a field the message does not have is
+    // refused (and the message dead-lettered with the reason), not silently ignored.
+    for message in ["StartWorkflow", "CancelWorkflow", "SignalWorkflow"] {
+        config.message_attribute(
+            format!(".switchyard.v1.{message}"),
+            "#[serde(deny_unknown_fields)]",
+        );
+    }
     for field in [
         "StartWorkflow.input",
         "Job.input",

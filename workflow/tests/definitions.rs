@@ -389,7 +389,7 @@ fn undeclared_operation_inputs_are_rejected() {
         only(&with_steps(
             "  - id: a\n    operation: research.topic\n    input: { topic: x, max_source: 3 }\n"
         )),
-        "steps[0].input.max_source: research.topic does not take this field (did you mean \"max_sources\"?); expected one of: corpus, difficulty, max_sources, sources, topic, web_search"
+        "steps[0].input.max_source: research.topic does not take this field (did you mean \"max_sources\"?); expected one of: allow_unread, corpus, difficulty, max_sources, sources, topic, web_search"
     );
 }
 

@@ -501,6 +501,73 @@ async fn a_malformed_inbox_message_goes_to_the_dlq_and_the_next_one_runs() {
     assert!(letter.error.contains("protobuf"), "{}", letter.error);
 }
 
+/// A JSON start from a shell: input that is not an object fails the instance visibly (as a
+/// bad input does), and a field the start does not have is dead-lettered with the reason
+/// instead of being ignored.
+#[tokio::test]
+async fn json_starts_are_strict_and_bad_input_fails_the_instance() {
+    let env = env().await;
+    env.register("name: one\nversion: 1\nsteps:\n  - { id: a, operation: test.echo, input: {} }\n")
+        .await;
+    let json_start = |body: Value, msg_id: &'static str| {
+        let env = &env;
+        async move {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(switchyard_proto::header::MSG_ID, msg_id);
+            headers.insert(switchyard_proto::header::CONTENT_TYPE, "application/json");
+            env.publish_with(
+                &subject::start(TENANT, "one"),
+                headers,
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await;
+        }
+    };
+    json_start(
+        json!({ "instance_id": "text-input", "input": "not an object" }),
+        "s-1",
+    )
+    .await;
+    let status = env.finished("text-input", T).await;
+    assert_eq!(status["status"], "failed", "{status:#}");
+    assert_eq!(status["error"]["code"], "invalid_input", "{status:#}");
+    assert!(
+        status["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("input"),
+        "{status:#}"
+    );
+
+    json_start(json!({ "instance_id": "typo", "foo": "bar" }), "s-2").await;
+    let (instance, _) = env.start("one", json!({})).await;
+    assert_eq!(env.finished(&instance, T).await["status"], "completed");
+    assert!(
+        env.query(
+            endpoint::INSTANCE_GET,
+            json!({ "tenant": TENANT, "instance_id": "typo" })
+        )
+        .await["error"]["code"]
+            == "not_found",
+        "a start with an unknown field starts nothing"
+    );
+    let raw = env
+        .js
+        .get_stream(switchyard_proto::stream::DLQ)
+        .await
+        .unwrap()
+        .get_last_raw_message_by_subject(&subject::dlq("orchestrator"))
+        .await
+        .unwrap();
+    let letter: switchyard_proto::DeadLetter =
+        decode(switchyard_proto::ContentType::Protobuf, &raw.payload).unwrap();
+    assert!(
+        letter.error.contains("unknown field `foo`"),
+        "{}",
+        letter.error
+    );
+}
+
 #[tokio::test]
 async fn definitions_can_be_validated_listed_fetched_and_deleted() {
     let env = env().await;
