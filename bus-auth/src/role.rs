@@ -322,6 +322,13 @@ fn worker(kind: &str) -> Permissions {
         subject::ALL_FAILED_EVENTS.to_owned(),
     ]);
     p.publish.extend(objects());
+    // What its own jobs' deliveries ended in (ADR 14): it writes only its kind's keys.
+    let attempts = stream::ATTEMPTS_BUCKET;
+    p.publish.extend([
+        format!("$KV.{attempts}.{kind}.>"),
+        format!("$JS.API.STREAM.INFO.KV_{attempts}"),
+    ]);
+    p.publish.extend(get_message(&format!("KV_{attempts}")));
     serve(&mut p, kind);
     p
 }

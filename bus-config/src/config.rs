@@ -92,6 +92,8 @@ pub struct KvBuckets {
     pub definitions: KvSettings,
     /// `WF_IDEMPOTENCY`: one key per `Idempotency-Key` the gateway has seen.
     pub idempotency: KvSettings,
+    /// `WF_ATTEMPTS`: what the deliveries of each unsettled job ended in.
+    pub attempts: KvSettings,
 }
 
 /// The declared settings of one stream. Only these are compared with the server.
@@ -610,6 +612,10 @@ impl BusConfig {
             KvSpec {
                 bucket: stream::IDEMPOTENCY_BUCKET.to_owned(),
                 settings: self.kv.idempotency.clone(),
+            },
+            KvSpec {
+                bucket: stream::ATTEMPTS_BUCKET.to_owned(),
+                settings: self.kv.attempts.clone(),
             },
         ]
     }

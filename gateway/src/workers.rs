@@ -309,7 +309,10 @@ fn worker_error(operation: &'static str, code: ErrorCode, error: JobError) -> Wo
         ErrorCode::NotFound => WorkerError::NotFound(message),
         ErrorCode::Conflict => WorkerError::Stale(message),
         ErrorCode::Permanent => WorkerError::Refused(message),
-        ErrorCode::RetriesExhausted | ErrorCode::DeadlineExceeded | ErrorCode::Cancelled => {
+        ErrorCode::RetriesExhausted
+        | ErrorCode::DeadlineExceeded
+        | ErrorCode::Cancelled
+        | ErrorCode::Unavailable => {
             WorkerError::Unavailable {
                 // Whole seconds for `Retry-After`, rounded up so the caller never comes early.
                 retry_after_secs: (retry_after_ms > 0).then(|| retry_after_ms.div_ceil(1000)),
@@ -378,6 +381,7 @@ mod tests {
             ErrorCode::Cancelled,
             ErrorCode::NotFound,
             ErrorCode::Conflict,
+            ErrorCode::Unavailable,
         ] {
             let expected = match code {
                 ErrorCode::InvalidInput => 422,
@@ -386,7 +390,8 @@ mod tests {
                 ErrorCode::Permanent => 502,
                 ErrorCode::RetriesExhausted
                 | ErrorCode::DeadlineExceeded
-                | ErrorCode::Cancelled => 503,
+                | ErrorCode::Cancelled
+                | ErrorCode::Unavailable => 503,
                 ErrorCode::Unspecified | ErrorCode::UnknownOperation | ErrorCode::Decode => 500,
             };
             // The same words under every code: only the code decides.

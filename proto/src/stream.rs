@@ -18,6 +18,10 @@ pub const WF_DEFINITIONS_BUCKET: &str = "WF_DEFINITIONS";
 /// KV bucket of the `Idempotency-Key`s the gateway has seen, each with a fingerprint of its
 /// request, so a key reused for a different request is refused; entries expire.
 pub const IDEMPOTENCY_BUCKET: &str = "WF_IDEMPOTENCY";
+/// KV bucket of what each unsettled job's deliveries ended in, keyed `<kind>.<stream sequence>`:
+/// the handler failures that used up attempts, and the hand-backs for infrastructure faults
+/// or shutdown that did not (ADR 14). Written only when a delivery does not succeed.
+pub const ATTEMPTS_BUCKET: &str = "WF_ATTEMPTS";
 /// Object store for payloads too large to copy into every message (long transcripts); a
 /// message carries a reference instead (see [`OBJECT_REF_PREFIX`]).
 pub const WF_OBJECTS_BUCKET: &str = "WF_OBJECTS";

@@ -795,6 +795,14 @@ pub struct WorkerSettings {
     /// How long one pull request waits for jobs before asking again. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub pull_expiry: Duration,
+    /// How long a job may keep being handed back because infrastructure it needs (the bus,
+    /// the database, the object store) is unavailable before it is dead-lettered as
+    /// `unavailable`. Such deliveries do not use up attempts (ADR 14). Default `10m`.
+    #[serde(with = "humantime_serde")]
+    pub fault_patience: Duration,
+    /// Deliveries of one job after which it is dead-lettered whatever they ended in: the
+    /// bound that keeps a poison message from circling forever. Default 100.
+    pub max_deliveries: u32,
     /// A name for this replica in results, logs and the service registry. Default: a random id.
     pub worker_id: Option<String>,
 }
@@ -840,6 +848,8 @@ impl Default for WorkerSettings {
             max_delay: Duration::from_secs(300),
             multiplier: 2.0,
             pull_expiry: Duration::from_secs(5),
+            fault_patience: Duration::from_secs(600),
+            max_deliveries: 100,
             worker_id: None,
         }
     }
@@ -1079,6 +1089,13 @@ impl Config {
                     max_delay: duration(&figment, "worker.max_delay", problems),
                     multiplier: field(&figment, "worker.multiplier", d.worker.multiplier, problems),
                     pull_expiry: duration(&figment, "worker.pull_expiry", problems),
+                    fault_patience: duration(&figment, "worker.fault_patience", problems),
+                    max_deliveries: field(
+                        &figment,
+                        "worker.max_deliveries",
+                        d.worker.max_deliveries,
+                        problems,
+                    ),
                     worker_id: field(&figment, "worker.worker_id", d.worker.worker_id, problems),
                 }
             }),
@@ -1286,6 +1303,18 @@ impl Config {
         if w.pull_expiry < Duration::from_millis(100) {
             bad("worker.pull_expiry", "must be at least 100ms".into());
         }
+        if w.fault_patience < Duration::from_secs(1) {
+            bad("worker.fault_patience", "must be at least 1s".into());
+        }
+        if w.max_deliveries <= w.max_attempts {
+            bad(
+                "worker.max_deliveries",
+                format!(
+                    "{} is out of range; expected more than worker.max_attempts ({})",
+                    w.max_deliveries, w.max_attempts
+                ),
+            );
+        }
         let o = &self.orchestrator;
         if !(1..=10_000).contains(&o.concurrency) {
             bad(
@@ -1461,6 +1490,8 @@ const KNOWN_KEYS: &[&str] = &[
     "worker.max_delay",
     "worker.multiplier",
     "worker.pull_expiry",
+    "worker.fault_patience",
+    "worker.max_deliveries",
     "worker.worker_id",
     "orchestrator",
     "orchestrator.concurrency",

@@ -50,3 +50,37 @@ pub async fn migrate(
     migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
     migrator.run(pool).await
 }
+
+/// Whether `e` says the database could not be reached or had no connection to give (the pool
+/// timed out or closed, the connection broke, the server is starting, stopping or full):
+/// Postgres is unavailable, the statement is not at fault. A job failing this way is handed
+/// back without using an attempt ([`crate::JobFailure::Unavailable`]).
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 53: insufficient resources; 57P: the server is
+            // shutting down, crashed or not yet accepting connections.
+            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+        }),
+        _ => false,
+    }
+}
+
+/// The failure for a job whose database call failed with `e`: [`is_unavailable`] errors are
+/// the database being unavailable, anything else `otherwise` decides.
+pub fn failure(
+    e: &sqlx::Error,
+    message: String,
+    otherwise: impl FnOnce(String) -> crate::JobFailure,
+) -> crate::JobFailure {
+    if is_unavailable(e) {
+        crate::JobFailure::unavailable("the database", message)
+    } else {
+        otherwise(message)
+    }
+}

@@ -9,6 +9,7 @@
 pub mod config;
 #[cfg(feature = "database")]
 pub mod database;
+pub mod dlq;
 pub mod error;
 pub mod http;
 pub mod metrics;

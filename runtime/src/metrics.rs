@@ -19,6 +19,8 @@ pub enum Outcome {
     Malformed,
     /// The bus refused the result or dead letter; the job will be redelivered.
     BusError,
+    /// Infrastructure the job needs was unavailable; handed back without using an attempt.
+    Unavailable,
 }
 
 impl Outcome {
@@ -31,6 +33,7 @@ impl Outcome {
             Outcome::HandedBack => "handed_back",
             Outcome::Malformed => "malformed",
             Outcome::BusError => "bus_error",
+            Outcome::Unavailable => "unavailable",
         }
     }
 }

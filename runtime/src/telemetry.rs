@@ -515,3 +515,52 @@ mod tests {
         assert!(out.get(header::TRACESTATE).is_none());
     }
 }
+
+/// Lets one log line through per period and counts the ones held back, so an outage that
+/// fails thousands of operations a second writes a line every few seconds, not each failure.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    pub const fn new(every: Duration) -> Self {
+        Throttle {
+            every,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(n)` when this occurrence is to be logged, `n` being how many were held back since
+    /// the last one that was; `None` when it is to be held back.
+    pub fn admit(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        match state.0 {
+            Some(last) if now.duration_since(last) < self.every => {
+                state.1 += 1;
+                None
+            }
+            _ => {
+                let held = state.1;
+                *state = (Some(now), 0);
+                Some(held)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_period_with_the_count_held_back() {
+        let throttle = Throttle::new(Duration::from_millis(200));
+        assert_eq!(throttle.admit(), Some(0));
+        assert_eq!((0..1000).filter_map(|_| throttle.admit()).count(), 0);
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(throttle.admit(), Some(1000));
+    }
+}

@@ -28,7 +28,8 @@ struct Sleep {
     ms: u64,
 }
 
-/// `test.fail` input: fail in `mode` on the first `times` attempts, then succeed.
+/// `test.fail` input: fail in `mode` on the first `times` attempts (deliveries, for
+/// `unavailable`, which uses no attempts), then succeed.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Fail {
@@ -37,6 +38,8 @@ struct Fail {
     times: Option<u32>,
     /// Asked-for lower bound on the retry delay, like an HTTP `Retry-After`.
     retry_after_ms: Option<u64>,
+    /// What an earlier delivery recorded as the result of its effect ([`Handler::recorded`]).
+    recorded: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +48,8 @@ enum FailMode {
     Retryable,
     Permanent,
     InvalidInput,
+    /// Infrastructure the job needs is unavailable.
+    Unavailable,
 }
 
 impl Handler for TestWorker {
@@ -84,6 +89,7 @@ impl Handler for TestWorker {
                     mode,
                     times,
                     retry_after_ms,
+                    ..
                 } = job.input()?;
                 let _ = ctx
                     .event(
@@ -91,7 +97,11 @@ impl Handler for TestWorker {
                         json!({ "attempt": ctx.attempt, "at_ms": switchyard_proto::now_ms() }),
                     )
                     .await;
-                if times.is_some_and(|t| ctx.attempt > t) {
+                let tries = match mode {
+                    FailMode::Unavailable => ctx.delivery,
+                    _ => ctx.attempt,
+                };
+                if times.is_some_and(|t| tries > t) {
                     return Ok(json!({ "attempts": ctx.attempt }));
                 }
                 let message = format!("failing on purpose (attempt {})", ctx.attempt);
@@ -102,11 +112,19 @@ impl Handler for TestWorker {
                     },
                     FailMode::Permanent => JobFailure::permanent(message),
                     FailMode::InvalidInput => JobFailure::invalid_input("mode", message),
+                    FailMode::Unavailable => JobFailure::unavailable("the database", message),
                 })
             }
             other => Err(JobFailure::permanent(format!(
                 "unknown operation {other:?}"
             ))),
         }
+    }
+
+    async fn recorded(&self, job: &Job) -> Option<Value> {
+        if job.operation != "test.fail" {
+            return None;
+        }
+        job.input::<Fail>().ok()?.recorded
     }
 }

@@ -495,35 +495,6 @@ async fn a_job_past_its_deadline_is_not_run() {
     task.await.unwrap().unwrap();
 }
 
-/// `$SRV.INFO` answers from every replica it names; returns the answers.
-async fn service_infos(bus: &Bus) -> Vec<serde_json::Value> {
-    let inbox = bus.client.new_inbox();
-    let mut replies = bus.client.subscribe(inbox.clone()).await.unwrap();
-    bus.client
-        .publish_with_reply("$SRV.INFO.switchyard-test", inbox, "".into())
-        .await
-        .unwrap();
-    let mut infos = Vec::new();
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(500), replies.next()).await
-    {
-        // Before any replica subscribes, the server answers "no responders" with an empty body.
-        if !msg.payload.is_empty() {
-            infos.push(serde_json::from_slice(&msg.payload).unwrap());
-        }
-    }
-    infos
-}
-
-async fn wait_for_services(bus: &Bus, count: usize) {
-    let deadline = Instant::now() + 15 * SECOND;
-    while service_infos(bus).await.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "{count} replicas did not register"
-        );
-    }
-}
-
 #[tokio::test]
 async fn every_replica_is_listed_in_the_service_registry_with_its_operations() {
     let bus = bus(Duration::from_secs(30)).await;

@@ -3,19 +3,11 @@
 
 use async_nats::{HeaderMap, jetstream};
 use switchyard_proto::{
-    ContentType, DeadLetter, DeadLetterReason, Job, JobResult, UsageEvent, WorkflowEvent,
-    encode_proto, header, now_ms, subject,
+    ContentType, DeadLetterReason, Job, JobResult, UsageEvent, WorkflowEvent, encode_proto, header,
+    now_ms, subject,
 };
 
-use crate::{Error, objects::Objects, telemetry};
-
-/// Headers copied from a job onto everything derived from it.
-const CARRIED: [&str; 4] = [
-    header::CORRELATION_ID,
-    header::TRACEPARENT,
-    header::TRACESTATE,
-    header::TENANT,
-];
+use crate::{Error, dlq::carried_headers, objects::Objects, telemetry};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Bus {
@@ -92,42 +84,18 @@ impl Bus {
         reason: DeadLetterReason,
         error: &str,
         attempts: u32,
-        stream_seq: u64,
         job_id: &str,
         worker_id: &str,
     ) -> Result<(), Error> {
-        let headers_map = msg
-            .headers
-            .iter()
-            .flat_map(|h| h.iter())
-            .filter_map(|(name, values)| {
-                values
-                    .first()
-                    .map(|v| (name.to_string(), v.as_str().to_owned()))
-            })
-            .collect();
-        let letter = DeadLetter {
-            kind: self.kind.to_owned(),
-            subject: msg.subject.to_string(),
-            payload: msg.payload.to_vec(),
-            headers: headers_map,
-            reason: reason as i32,
-            error: error.to_owned(),
+        let why = crate::dlq::Reason {
+            kind: self.kind,
+            reason,
+            error,
             attempts,
-            stream_sequence: stream_seq,
-            job_id: job_id.to_owned(),
-            failed_at_ms: now_ms(),
-            worker_id: worker_id.to_owned(),
+            job_id,
+            worker_id,
         };
-        let stream_name = msg.info().map(|i| i.stream.to_owned()).unwrap_or_default();
-        let msg_id = format!("dlq-{stream_name}-{stream_seq}");
-        self.publish_stored(
-            subject::dlq(self.kind),
-            carried_headers(msg),
-            &msg_id,
-            encode_proto(&letter),
-        )
-        .await
+        crate::dlq::publish(&self.js, msg, why).await
     }
 
     pub(crate) async fn publish_event(&self, event: &WorkflowEvent) -> Result<(), Error> {
@@ -228,21 +196,6 @@ impl Bus {
             .map_err(Error::jetstream)?;
         Ok(!ack.duplicate)
     }
-}
-
-/// The job's correlation, tenant and trace headers, with the trace context replaced by the
-/// current span's (the job span's, a child of the job's sender) when there is one.
-fn carried_headers(msg: &jetstream::Message) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    if let Some(incoming) = &msg.headers {
-        for name in CARRIED {
-            if let Some(value) = incoming.get(name) {
-                headers.insert(name, value.as_str());
-            }
-        }
-    }
-    telemetry::inject(&tracing::Span::current(), &mut headers);
-    headers
 }
 
 fn tenant_headers(tenant: &str) -> HeaderMap {

@@ -11,11 +11,18 @@
 //! | permanent error, or attempts used up | publish a failed result, copy to the DLQ, `Term` |
 //! | not a job at all | copy to the DLQ with the decode error, `Term`, keep going |
 //! | instance cancelled | publish a cancelled result, ack |
-//! | shutdown grace ran out | `Nak` at once, so another replica takes it |
+//! | shutdown grace ran out | `Nak` for another replica; no attempt used |
+//! | infrastructure unavailable | `Nak` with a backoff; no attempt used, until `fault_patience` |
+//!
+//! Attempts count handler runs, not deliveries (ADR 14): what each delivery that did not
+//! succeed ended in is kept in `WF_ATTEMPTS`. Publishing a result or a dead
+//! letter that the bus does not take is retried within the delivery, with progress acks, so a
+//! leader election does not run the handler again.
 //!
 //! It registers the replica as a NATS micro service (`$SRV.PING/INFO/STATS`) whose metadata
 //! lists the kind's operations, with one request/reply endpoint per operation.
 
+mod attempts;
 mod bus;
 mod cancel;
 mod input;
@@ -24,7 +31,7 @@ mod service;
 use std::{
     future::Future,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicU32, Ordering},
     },
     time::{Duration, Instant},
@@ -40,14 +47,21 @@ use switchyard_proto::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{Instrument as _, debug, error, info, info_span, warn};
+use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::{
     Config, Error,
     config::WorkerSettings,
     metrics::{ConsumerLag, LAG_SAMPLE_EVERY, Outcome, WorkerMetrics},
-    telemetry,
+    telemetry::{self, Throttle},
 };
+
+use attempts::{Attempts, Record};
+
+/// Warnings about the bus not taking what a job produced: one line per few seconds in an outage.
+static BUS_FAULTS: Throttle = Throttle::new(Duration::from_secs(5));
+/// Warnings about jobs handed back for unavailable infrastructure.
+static HAND_BACKS: Throttle = Throttle::new(Duration::from_secs(5));
 
 pub use input::{InputError, JobInput};
 pub use service::{Answer, SERVICE_PREFIX, ServiceSpec, serve};
@@ -98,6 +112,11 @@ pub enum JobFailure {
     /// It changed since the version the job was based on; retrying the same job cannot help.
     #[error("{message}")]
     Conflict { message: String },
+    /// Infrastructure the runtime manages (the database, the bus, the object store) cannot be
+    /// reached. Not the job's failure: the loop hands the job back with a backoff and without
+    /// using an attempt, until `worker.fault_patience` runs out (ADR 14).
+    #[error("{dependency} is unavailable: {message}")]
+    Unavailable { dependency: String, message: String },
 }
 
 impl JobFailure {
@@ -133,6 +152,14 @@ impl JobFailure {
         }
     }
 
+    /// `dependency` is what failed, for people: "the database", "the object store".
+    pub fn unavailable(dependency: impl Into<String>, message: impl Into<String>) -> Self {
+        JobFailure::Unavailable {
+            dependency: dependency.into(),
+            message: message.into(),
+        }
+    }
+
     /// The failure as it crosses the bus when the job is given up on: a code and the typed
     /// fields callers act on, and the text for people. The one mapping for both the stream
     /// path and the request/reply path.
@@ -147,6 +174,7 @@ impl JobFailure {
             JobFailure::Permanent { .. } => (ErrorCode::Permanent, "", None),
             JobFailure::NotFound { .. } => (ErrorCode::NotFound, "", None),
             JobFailure::Conflict { .. } => (ErrorCode::Conflict, "", None),
+            JobFailure::Unavailable { .. } => (ErrorCode::Unavailable, "", None),
         };
         JobError {
             code: code as i32,
@@ -162,8 +190,11 @@ impl JobFailure {
 #[derive(Debug, Clone)]
 pub struct JobContext {
     pub job_id: String,
-    /// 1 for the first delivery.
+    /// 1 for the first attempt. Attempts count the handler's failures: a delivery handed back
+    /// because infrastructure was unavailable or the replica was stopping does not use one.
     pub attempt: u32,
+    /// Which delivery of the job this is, 1 for the first: every delivery counts.
+    pub delivery: u32,
     pub max_attempts: u32,
     /// Cancelled when the instance is cancelled or shutdown's grace period ends. The loop also
     /// drops the handler's future then; the token is for work the handler spawned.
@@ -286,6 +317,15 @@ pub trait Handler: Send + Sync + 'static {
         ctx: JobContext,
         job: &Job,
     ) -> impl Future<Output = Result<serde_json::Value, JobFailure>> + Send;
+
+    /// The result an earlier delivery of `job` recorded when its external effect was done,
+    /// for kinds that keep such records. The loop asks before giving a job up for used-up
+    /// attempts or unavailable infrastructure: a job whose effect happened completes with
+    /// it, so a workflow never reads "failed" for an effect that took place. Default: none.
+    fn recorded(&self, job: &Job) -> impl Future<Output = Option<serde_json::Value>> + Send {
+        let _ = job;
+        std::future::ready(None)
+    }
 }
 
 /// One replica of a worker kind, consuming its kind's jobs.
@@ -309,6 +349,17 @@ struct Inner<H> {
     cancels: cancel::Cancels,
     /// Cancelled when shutdown's grace period is over: running jobs are handed back.
     hard_stop: CancellationToken,
+    /// Set when the loop starts consuming.
+    consuming: OnceLock<Consuming>,
+}
+
+/// What the stream loop needs besides the handler.
+#[derive(Debug)]
+struct Consuming {
+    attempts: Attempts,
+    /// How long a delivery keeps retrying to publish what it produced before it hands the job
+    /// back: the consumer's `ack_wait`.
+    settle_patience: Duration,
 }
 
 impl<H: Handler> Worker<H> {
@@ -333,6 +384,7 @@ impl<H: Handler> Worker<H> {
             lag: ConsumerLag::register(registry)?,
             cancels: cancel::Cancels::default(),
             hard_stop: CancellationToken::new(),
+            consuming: OnceLock::new(),
         };
         Ok(Worker {
             inner: Arc::new(inner),
@@ -362,6 +414,11 @@ impl<H: Handler> Worker<H> {
                     what: format!("consumer {consumer_name} on {stream_name}"),
                 })?;
         let ack_wait = consumer.cached_info().config.ack_wait;
+        let attempts = Attempts::open(&js, kind).await?;
+        let _ = inner.consuming.set(Consuming {
+            attempts,
+            settle_patience: ack_wait,
+        });
 
         let tracker = TaskTracker::new();
         tracker.spawn(inner.lag.clone().sample(
@@ -428,11 +485,26 @@ impl<H: Handler> Worker<H> {
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => {
-                        // The pull request is still open at the server: whatever it delivers
-                        // until it expires goes straight back.
+                        // No new pull. The open one is still served by the server until it
+                        // expires: what it delivers is run like any job (it has its slot),
+                        // because handing it back now would deliver it to this same request
+                        // again, over and over.
+                        let drain_inner = inner.clone();
+                        let drain_tracker = tracker.clone();
                         tracker.spawn(async move {
                             while let Some(Ok(msg)) = batch.next().await {
-                                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                                match permits.pop() {
+                                    Some(permit) if !drain_inner.hard_stop.is_cancelled() => {
+                                        let inner = drain_inner.clone();
+                                        drain_tracker.spawn(async move {
+                                            inner.process(msg, permit, progress_every).await
+                                        });
+                                    }
+                                    _ => {
+                                        let back = drain_inner.hand_back_delay();
+                                        let _ = msg.ack_with(AckKind::Nak(Some(back))).await;
+                                    }
+                                }
                             }
                         });
                         break 'pull;
@@ -493,7 +565,12 @@ enum Verdict {
         error: JobError,
     },
     Cancelled,
+    /// The replica is stopping: back for another one, no attempt used.
     HandBack,
+    /// Infrastructure the job needs is unavailable: back with a backoff, no attempt used.
+    Fault {
+        fault: String,
+    },
 }
 
 /// How a run ended, before attempts are taken into account.
@@ -505,9 +582,16 @@ enum RunEnd {
         operation: String,
         kind: &'static str,
     },
-    /// Earlier deliveries ended without a verdict (a replica crashed mid-job) and used up the
-    /// job's attempts; the handler did not run again.
-    AttemptsUsedUp,
+    /// Earlier deliveries used up the job's attempts; the handler did not run again.
+    /// `crashed`: some of them ended without a verdict (a replica died mid-job).
+    AttemptsUsedUp {
+        crashed: bool,
+    },
+    /// Delivered more often than `worker.max_deliveries`, whatever the deliveries ended in.
+    DeliveredTooOften {
+        delivered: u32,
+        last_fault: String,
+    },
     DeadlineExceeded,
     InstanceCancelled,
     ShuttingDown,
@@ -538,6 +622,9 @@ fn verdict(
                 ..failure.to_job_error()
             },
         },
+        RunEnd::Done(Err(failure @ JobFailure::Unavailable { .. })) => Verdict::Fault {
+            fault: failure.to_string(),
+        },
         RunEnd::Done(Err(failure)) => Verdict::GiveUp {
             reason: DeadLetterReason::Permanent,
             error: failure.to_job_error(),
@@ -549,13 +636,33 @@ fn verdict(
                 format!("unknown operation {operation:?} for the {kind} worker"),
             ),
         },
-        RunEnd::AttemptsUsedUp => Verdict::GiveUp {
+        RunEnd::AttemptsUsedUp { crashed } => Verdict::GiveUp {
             reason: DeadLetterReason::RetriesExhausted,
             error: job_error(
                 ErrorCode::RetriesExhausted,
-                format!(
-                    "gave up after {max_attempts} attempts: earlier deliveries did not finish (a replica may have crashed)"
-                ),
+                if crashed {
+                    format!(
+                        "gave up after {max_attempts} attempts: earlier deliveries did not finish (a replica may have crashed)"
+                    )
+                } else {
+                    format!("gave up after {max_attempts} attempts")
+                },
+            ),
+        },
+        RunEnd::DeliveredTooOften {
+            delivered,
+            last_fault,
+        } => Verdict::GiveUp {
+            reason: DeadLetterReason::Unavailable,
+            error: job_error(
+                ErrorCode::Unavailable,
+                if last_fault.is_empty() {
+                    format!("gave up after {delivered} deliveries (worker.max_deliveries)")
+                } else {
+                    format!(
+                        "gave up after {delivered} deliveries (worker.max_deliveries); last: {last_fault}"
+                    )
+                },
             ),
         },
         RunEnd::DeadlineExceeded => Verdict::GiveUp {
@@ -664,6 +771,7 @@ impl<H: Handler> Inner<H> {
         JobContext {
             job_id: job.job_id.clone(),
             attempt,
+            delivery: attempt,
             max_attempts,
             cancel,
             worker_id: self.worker_id.clone(),
@@ -713,19 +821,19 @@ impl<H: Handler> Inner<H> {
             Ok(job) => job,
             Err(reason) => {
                 warn!(subject = %msg.subject, stream_seq, error = %reason, "malformed job: dead-lettering");
-                let outcome = match self
-                    .bus
-                    .dead_letter(
-                        &msg,
-                        DeadLetterReason::Decode,
-                        &reason,
-                        delivered,
-                        stream_seq,
-                        "",
-                        &self.worker_id,
-                    )
-                    .await
-                {
+                let stored = self
+                    .patiently(&msg, "the dead letter", || {
+                        self.bus.dead_letter(
+                            &msg,
+                            DeadLetterReason::Decode,
+                            &reason,
+                            delivered,
+                            "",
+                            &self.worker_id,
+                        )
+                    })
+                    .await;
+                let outcome = match stored {
                     Ok(()) => {
                         self.metrics
                             .dead_letters
@@ -733,7 +841,11 @@ impl<H: Handler> Inner<H> {
                             .inc();
                         settle(&msg, AckKind::Term, Outcome::Malformed).await
                     }
-                    Err(e) => bus_error(&msg, &e).await,
+                    Err(e) => {
+                        let delay = fault_delay(delivered);
+                        log_hand_back(&format!("the bus is unavailable: {e}"), delay);
+                        settle(&msg, AckKind::Nak(Some(delay)), Outcome::Unavailable).await
+                    }
                 };
                 self.record("unknown", outcome, started);
                 drop(permit);
@@ -792,6 +904,17 @@ impl<H: Handler> Inner<H> {
                 msg.subject.as_str()
             ));
         }
+        // Both name subjects the loop publishes to (`wf.result.<instance>`,
+        // `wf.events.<tenant>.…`): a job whose result could never be published is refused here.
+        for (field, value) in [("instance_id", &job.instance_id), ("tenant", &job.tenant)] {
+            if !value.is_empty()
+                && let Err(e) = subject::check_token(value)
+            {
+                return Err(format!(
+                    "field `{field}`: {value:?} is not a subject token: {e}"
+                ));
+            }
+        }
         if !job.input.is_empty() && serde_json::from_slice::<serde_json::Value>(&job.input).is_err()
         {
             return Err("field `input`: not a JSON document".into());
@@ -815,18 +938,39 @@ impl<H: Handler> Inner<H> {
         &self,
         msg: &jetstream::Message,
         job: &Job,
-        attempt: u32,
+        delivered: u32,
         stream_seq: u64,
         progress_every: Duration,
     ) -> Outcome {
         let max_attempts = self.max_attempts(job);
+        let record = match self
+            .earlier_deliveries(msg, job, delivered, stream_seq)
+            .await
+        {
+            Ok(record) => record,
+            Err(e) => {
+                // Without the record, attempts cannot be told from faults: wait for the bus.
+                let fault = format!("the bus (attempt records) is unavailable: {e}");
+                let delay = fault_delay(delivered);
+                log_hand_back(&fault, delay);
+                return settle(msg, AckKind::Nak(Some(delay)), Outcome::Unavailable).await;
+            }
+        };
+        let attempt = record.attempts_used(delivered) + 1;
         let end = if self.declares(&job.operation).is_none() {
             RunEnd::UnknownOperation {
                 operation: job.operation.clone(),
                 kind: self.kind,
             }
+        } else if delivered > self.settings.max_deliveries {
+            RunEnd::DeliveredTooOften {
+                delivered,
+                last_fault: record.last_fault.clone(),
+            }
         } else if attempt > max_attempts {
-            RunEnd::AttemptsUsedUp
+            RunEnd::AttemptsUsedUp {
+                crashed: record.has_unaccounted(delivered),
+            }
         } else if job.deadline_ms > 0 && job.deadline_ms <= switchyard_proto::now_ms() {
             RunEnd::DeadlineExceeded
         } else {
@@ -834,16 +978,130 @@ impl<H: Handler> Inner<H> {
                 Err(failure) => RunEnd::Done(Err(failure)),
                 Ok(resolved) => {
                     let job = resolved.as_ref().unwrap_or(job);
-                    self.run_handler(msg, job, attempt, max_attempts, progress_every)
-                        .await
+                    let counts = (attempt, delivered, max_attempts);
+                    self.run_handler(msg, job, counts, progress_every).await
                 }
             }
         };
-        let verdict = verdict(end, attempt, max_attempts, || {
+        let verdict = match verdict(end, attempt, max_attempts, || {
             retry_delay(&self.settings, job, attempt)
-        });
-        self.settle_verdict(msg, job, verdict, attempt, stream_seq)
-            .await
+        }) {
+            Verdict::Fault { fault }
+                if record.faulty_for(switchyard_proto::now_ms())
+                    >= self.settings.fault_patience =>
+            {
+                Verdict::GiveUp {
+                    reason: DeadLetterReason::Unavailable,
+                    error: job_error(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "gave up after {} of unavailable infrastructure (worker.fault_patience): {fault}",
+                            humantime_serde::re::humantime::format_duration(
+                                self.settings.fault_patience
+                            )
+                        ),
+                    ),
+                }
+            }
+            other => other,
+        };
+        let verdict = self.effects_win(job, verdict).await;
+        let delivery = Delivery {
+            msg,
+            job,
+            attempt,
+            stream_seq,
+            record,
+        };
+        self.settle_verdict(delivery, verdict).await
+    }
+
+    /// The record of what earlier deliveries of the job ended in; a first delivery has none.
+    async fn earlier_deliveries(
+        &self,
+        msg: &jetstream::Message,
+        job: &Job,
+        delivered: u32,
+        stream_seq: u64,
+    ) -> Result<Record, Error> {
+        let empty = Record {
+            job_id: job.job_id.clone(),
+            ..Record::default()
+        };
+        match self.consuming.get() {
+            Some(c) if delivered > 1 => {
+                self.patiently(msg, "the attempt record", || {
+                    c.attempts.read(stream_seq, &job.job_id)
+                })
+                .await
+            }
+            _ => Ok(empty),
+        }
+    }
+
+    /// A job given up on for used-up attempts or unavailable infrastructure whose effect an
+    /// earlier delivery recorded as done completes with that result instead.
+    async fn effects_win(&self, job: &Job, verdict: Verdict) -> Verdict {
+        match verdict {
+            Verdict::GiveUp {
+                reason: DeadLetterReason::RetriesExhausted | DeadLetterReason::Unavailable,
+                ..
+            } => match self.handler.recorded(job).await {
+                Some(output) => {
+                    info!(
+                        "giving up, but an earlier delivery did the effect: completing with its result"
+                    );
+                    Verdict::Succeeded(output)
+                }
+                None => verdict,
+            },
+            other => other,
+        }
+    }
+
+    /// Runs `op` until it succeeds, retrying with a backoff while the bus refuses it, for up to
+    /// the consumer's `ack_wait`, and keeps the delivery alive with progress acks meanwhile: a
+    /// leader election or a short restart is ridden out within one delivery, without running
+    /// the handler again.
+    async fn patiently<T, F, Fut>(
+        &self,
+        msg: &jetstream::Message,
+        what: &str,
+        mut op: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let patience = self
+            .consuming
+            .get()
+            .map_or(Duration::from_secs(30), |c| c.settle_patience);
+        let give_up_at = Instant::now() + patience;
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        loop {
+            let e = match op().await {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            let delay = delays.next().unwrap_or(Duration::from_secs(5));
+            if Instant::now() + delay >= give_up_at || self.hard_stop.is_cancelled() {
+                return Err(e);
+            }
+            if let Some(held_back) = BUS_FAULTS.admit() {
+                warn!(error = %e, held_back, "the bus did not take {what}: retrying");
+            }
+            let _ = msg.ack_with(AckKind::Progress).await;
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.hard_stop.cancelled() => return Err(e),
+            }
+        }
     }
 
     /// What every job goes through before its handler, whichever way it came (stream or
@@ -854,12 +1112,12 @@ impl<H: Handler> Inner<H> {
         self.resolve_references(job).await
     }
 
+    /// Runs the handler; `counts` is (attempt, delivery, max attempts).
     async fn run_handler(
         &self,
         msg: &jetstream::Message,
         job: &Job,
-        attempt: u32,
-        max_attempts: u32,
+        (attempt, delivery, max_attempts): (u32, u32, u32),
         progress_every: Duration,
     ) -> RunEnd {
         self.bus
@@ -877,7 +1135,8 @@ impl<H: Handler> Inner<H> {
             .await;
         let instance = self.cancels.watch(&job.tenant, &job.instance_id);
         let cancel = CancellationToken::new();
-        let ctx = self.context(job, attempt, max_attempts, cancel.clone());
+        let mut ctx = self.context(job, attempt, max_attempts, cancel.clone());
+        ctx.delivery = delivery;
         let deadline = async {
             if job.deadline_ms > 0 {
                 let left = u64::try_from(job.deadline_ms - switchyard_proto::now_ms()).unwrap_or(0);
@@ -923,7 +1182,7 @@ impl<H: Handler> Inner<H> {
             .await
             .map_err(|e| {
                 if e.is_transient() {
-                    JobFailure::retryable(e.to_string())
+                    JobFailure::unavailable("the object store", e.to_string())
                 } else {
                     JobFailure::invalid_input("input", e.to_string())
                 }
@@ -933,14 +1192,10 @@ impl<H: Handler> Inner<H> {
         Ok(Some(job))
     }
 
-    async fn settle_verdict(
-        &self,
-        msg: &jetstream::Message,
-        job: &Job,
-        verdict: Verdict,
-        attempt: u32,
-        stream_seq: u64,
-    ) -> Outcome {
+    async fn settle_verdict(&self, d: Delivery<'_>, verdict: Verdict) -> Outcome {
+        let Delivery {
+            msg, job, attempt, ..
+        } = d;
         match verdict {
             Verdict::Succeeded(output) => {
                 let result = service::job_result(
@@ -951,21 +1206,29 @@ impl<H: Handler> Inner<H> {
                     attempt,
                     &self.worker_id,
                 );
-                match self.bus.publish_result(msg, job, &result).await {
-                    Ok(()) => {
-                        debug!("job succeeded");
-                        match msg.double_ack().await {
-                            Ok(()) => Outcome::Succeeded,
-                            Err(e) => {
-                                // The result is durable; a redelivery republishes it under the
-                                // same message id and JetStream drops the copy.
-                                warn!(error = %e, "ack not confirmed");
-                                Outcome::Succeeded
-                            }
-                        }
-                    }
-                    Err(e) => bus_error(msg, &e).await,
+                let published = self
+                    .patiently(msg, "the result", || {
+                        self.bus.publish_result(msg, job, &result)
+                    })
+                    .await;
+                if let Err(e) = published {
+                    return self
+                        .hand_back(d, Some(format!("the bus is unavailable: {e}")))
+                        .await;
                 }
+                debug!("job succeeded");
+                // The result is durable; if the ack is lost, a redelivery republishes it under
+                // the same message id and JetStream drops the copy.
+                let acked = self
+                    .patiently(msg, "the ack", || async {
+                        msg.double_ack().await.map_err(Error::jetstream)
+                    })
+                    .await;
+                if let Err(e) = acked {
+                    warn!(error = %e, "ack not confirmed");
+                }
+                self.forget(&d).await;
+                Outcome::Succeeded
             }
             Verdict::Retry { delay, error } => {
                 info!(delay_ms = delay.as_millis() as u64, error = %error, "job failed: retrying later");
@@ -981,6 +1244,11 @@ impl<H: Handler> Inner<H> {
                         }),
                     )
                     .await;
+                if let Some(c) = self.consuming.get() {
+                    let mut record = d.record.clone();
+                    record.failures = attempt;
+                    c.attempts.write(d.stream_seq, &record).await;
+                }
                 settle(msg, AckKind::Nak(Some(delay)), Outcome::Retried).await
             }
             Verdict::GiveUp { reason, error } => {
@@ -995,34 +1263,37 @@ impl<H: Handler> Inner<H> {
                     attempt,
                     &self.worker_id,
                 );
-                let published = async {
-                    self.bus.publish_result(msg, job, &result).await?;
-                    self.bus
-                        .dead_letter(
-                            msg,
-                            reason,
-                            &message,
-                            attempt,
-                            stream_seq,
-                            &job.job_id,
-                            &self.worker_id,
-                        )
-                        .await
-                };
-                match published.await {
-                    Ok(()) => {
-                        let label = reason
-                            .as_str_name()
-                            .trim_start_matches("DEAD_LETTER_REASON_")
-                            .to_ascii_lowercase();
-                        self.metrics
-                            .dead_letters
-                            .with_label_values(&[self.kind, label.as_str()])
-                            .inc();
-                        settle(msg, AckKind::Term, Outcome::Failed).await
-                    }
-                    Err(e) => bus_error(msg, &e).await,
+                let published = self
+                    .patiently(msg, "the failed result and dead letter", || async {
+                        self.bus.publish_result(msg, job, &result).await?;
+                        self.bus
+                            .dead_letter(
+                                msg,
+                                reason,
+                                &message,
+                                attempt,
+                                &job.job_id,
+                                &self.worker_id,
+                            )
+                            .await
+                    })
+                    .await;
+                if let Err(e) = published {
+                    return self
+                        .hand_back(d, Some(format!("the bus is unavailable: {e}")))
+                        .await;
                 }
+                let label = reason
+                    .as_str_name()
+                    .trim_start_matches("DEAD_LETTER_REASON_")
+                    .to_ascii_lowercase();
+                self.metrics
+                    .dead_letters
+                    .with_label_values(&[self.kind, label.as_str()])
+                    .inc();
+                let outcome = settle(msg, AckKind::Term, Outcome::Failed).await;
+                self.forget(&d).await;
+                outcome
             }
             Verdict::Cancelled => {
                 info!("instance cancelled: job stopped");
@@ -1035,37 +1306,117 @@ impl<H: Handler> Inner<H> {
                     attempt,
                     &self.worker_id,
                 );
-                match self.bus.publish_result(msg, job, &result).await {
-                    Ok(()) => settle(msg, AckKind::Ack, Outcome::Cancelled).await,
-                    Err(e) => bus_error(msg, &e).await,
+                let published = self
+                    .patiently(msg, "the cancelled result", || {
+                        self.bus.publish_result(msg, job, &result)
+                    })
+                    .await;
+                match published {
+                    Ok(()) => {
+                        let outcome = settle(msg, AckKind::Ack, Outcome::Cancelled).await;
+                        self.forget(&d).await;
+                        outcome
+                    }
+                    Err(e) => {
+                        self.hand_back(d, Some(format!("the bus is unavailable: {e}")))
+                            .await
+                    }
                 }
             }
             Verdict::HandBack => {
                 info!("shutting down: job handed back");
-                let _ = msg.ack_with(AckKind::Nak(None)).await;
-                Outcome::HandedBack
+                self.hand_back(d, None).await
             }
+            Verdict::Fault { fault } => self.hand_back(d, Some(fault)).await,
+        }
+    }
+
+    /// Gives the job back without using an attempt, recording why: `fault` names the
+    /// infrastructure that failed (the job comes back after a backoff), `None` is a replica
+    /// stopping (another takes it once this one's pull request has expired).
+    async fn hand_back(&self, d: Delivery<'_>, fault: Option<String>) -> Outcome {
+        let mut record = d.record;
+        record.failures = d.attempt - 1;
+        let (record, delay, outcome) = match &fault {
+            Some(fault) => {
+                let record = record.with_fault(fault, switchyard_proto::now_ms());
+                let delay = fault_delay(record.handed_back);
+                log_hand_back(fault, delay);
+                (record, Some(delay), Outcome::Unavailable)
+            }
+            None => {
+                record.handed_back += 1;
+                (record, Some(self.hand_back_delay()), Outcome::HandedBack)
+            }
+        };
+        if let Some(c) = self.consuming.get() {
+            c.attempts.write(d.stream_seq, &record).await;
+        }
+        settle(d.msg, AckKind::Nak(delay), outcome).await
+    }
+
+    /// How long a job handed back by a stopping replica waits: until this replica's last pull
+    /// request has expired, so that it goes to another replica instead of back to this one.
+    fn hand_back_delay(&self) -> Duration {
+        self.settings.pull_expiry
+    }
+
+    /// Drops the record of a settled job that had one.
+    async fn forget(&self, d: &Delivery<'_>) {
+        if d.record.failures + d.record.handed_back > 0
+            && let Some(c) = self.consuming.get()
+        {
+            c.attempts.forget(d.stream_seq).await;
         }
     }
 }
 
-/// Acks, naks or terms `msg`; `outcome` is what happened if the server takes it.
-async fn settle(msg: &jetstream::Message, kind: AckKind, outcome: Outcome) -> Outcome {
-    match msg.ack_with(kind).await {
-        Ok(()) => outcome,
-        Err(e) => bus_error(msg, &e).await,
+/// One delivery being settled: the message, the job it carries, which attempt it was and what
+/// earlier deliveries ended in.
+struct Delivery<'a> {
+    msg: &'a jetstream::Message,
+    job: &'a Job,
+    attempt: u32,
+    stream_seq: u64,
+    record: Record,
+}
+
+/// The delay before a job handed back for the `n`th time for unavailable infrastructure
+/// comes back: 1 s doubling to 30 s, with jitter, so an outage is ridden out without a storm.
+fn fault_delay(n: u32) -> Duration {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(n.saturating_sub(1).min(16) as usize)
+        .unwrap_or(Duration::from_secs(30))
+}
+
+fn log_hand_back(fault: &str, delay: Duration) {
+    if let Some(held_back) = HAND_BACKS.admit() {
+        warn!(
+            fault,
+            delay_ms = delay.as_millis() as u64,
+            held_back,
+            "infrastructure unavailable: job handed back without using an attempt"
+        );
     }
 }
 
-/// The bus refused a publish or an ack: leave the job to be redelivered soon (handlers are
-/// idempotent and derived messages carry deterministic ids).
-async fn bus_error(msg: &jetstream::Message, err: &(dyn std::fmt::Display + Sync)) -> Outcome {
-    let err = err.to_string();
-    error!(error = %err, "bus error while settling a job: it will be redelivered");
-    let _ = msg
-        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-        .await;
-    Outcome::BusError
+/// Acks, naks or terms `msg`; `outcome` is what happened if the server takes it. When it does
+/// not, the server redelivers the job after `ack_wait`.
+async fn settle(msg: &jetstream::Message, kind: AckKind, outcome: Outcome) -> Outcome {
+    match msg.ack_with(kind).await {
+        Ok(()) => outcome,
+        Err(e) => {
+            if let Some(held_back) = BUS_FAULTS.admit() {
+                warn!(error = %e, held_back, "cannot settle a job: it will be redelivered");
+            }
+            Outcome::BusError
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1092,7 +1443,9 @@ mod tests {
 
     #[test]
     fn jobs_that_cannot_run_are_given_up_with_their_own_reason() {
-        let used_up = verdict(RunEnd::AttemptsUsedUp, 4, 3, || Duration::ZERO);
+        let used_up = verdict(RunEnd::AttemptsUsedUp { crashed: true }, 4, 3, || {
+            Duration::ZERO
+        });
         let (code, _, error) = given_up(&used_up);
         assert_eq!(code, ErrorCode::RetriesExhausted);
         assert!(error.message.contains("after 3 attempts"), "{used_up:?}");

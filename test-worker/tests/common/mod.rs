@@ -56,12 +56,23 @@ pub async fn in_process(
     Registry,
     tokio::task::JoinHandle<Result<(), switchyard_runtime::Error>>,
 ) {
+    in_process_with(bus, config(bus, worker_id)).await
+}
+
+/// [`in_process`] with a configuration of the test's own.
+pub async fn in_process_with(
+    bus: &Bus,
+    config: Config,
+) -> (
+    CancellationToken,
+    Registry,
+    tokio::task::JoinHandle<Result<(), switchyard_runtime::Error>>,
+) {
     let registry = Registry::new();
     let client = bus
         .connect_as(&switchyard_test_harness::BusRole::Worker("test".into()))
         .await;
-    let worker =
-        Worker::new(client, &config(bus, worker_id), TestWorker, &registry).expect("worker");
+    let worker = Worker::new(client, &config, TestWorker, &registry).expect("worker");
     let stop = CancellationToken::new();
     let task = tokio::spawn(worker.run(stop.clone()));
     (stop, registry, task)
@@ -73,6 +84,11 @@ pub fn process(bus: &Bus, worker_id: &str) -> Child {
 }
 
 pub fn process_at(server: &NatsServer, worker_id: &str) -> Child {
+    process_with(server, worker_id, &[])
+}
+
+/// [`process_at`] with settings of the test's own, as environment variables.
+pub fn process_with(server: &NatsServer, worker_id: &str, settings: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_switchyard-test-worker"))
         .env_clear()
         .envs(server.env_for(&switchyard_test_harness::BusRole::Worker("test".into())))
@@ -81,6 +97,7 @@ pub fn process_at(server: &NatsServer, worker_id: &str) -> Child {
         .env("SWITCHYARD_WORKER__PULL_EXPIRY", "500ms")
         .env("SWITCHYARD_SHUTDOWN_GRACE", "20s")
         .env("SWITCHYARD_LOG_LEVEL", "info")
+        .envs(settings.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -235,4 +252,33 @@ pub fn output_of(child: Child) -> (std::process::ExitStatus, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status, text)
+}
+
+/// `$SRV.INFO` answers from every replica it names; returns the answers.
+pub async fn service_infos(bus: &Bus) -> Vec<serde_json::Value> {
+    let inbox = bus.client.new_inbox();
+    let mut replies = bus.client.subscribe(inbox.clone()).await.unwrap();
+    bus.client
+        .publish_with_reply("$SRV.INFO.switchyard-test", inbox, "".into())
+        .await
+        .unwrap();
+    let mut infos = Vec::new();
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(500), replies.next()).await
+    {
+        // Before any replica subscribes, the server answers "no responders" with an empty body.
+        if !msg.payload.is_empty() {
+            infos.push(serde_json::from_slice(&msg.payload).unwrap());
+        }
+    }
+    infos
+}
+
+pub async fn wait_for_services(bus: &Bus, count: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while service_infos(bus).await.len() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} replicas did not register"
+        );
+    }
 }

@@ -111,11 +111,11 @@ impl Error {
             | Error::Server { .. }
             | Error::Timeout { .. }
             | Error::Connection { .. }
-            | Error::CircuitOpen { .. }
-            | Error::Bus(_) => JobFailure::Retryable {
+            | Error::CircuitOpen { .. } => JobFailure::Retryable {
                 retry_after: self.retry_after(),
                 message: self.to_string(),
             },
+            Error::Bus(_) => JobFailure::unavailable("the bus", self.to_string()),
             Error::InvalidInput { field, message } => JobFailure::InvalidInput { field, message },
             Error::Refused { .. }
             | Error::Malformed { .. }

@@ -163,7 +163,12 @@ impl Handler for AiWorker {
             ctx.objects()
                 .offload(ctx.tenant(), &mut output, OFFLOAD_OVER_BYTES)
                 .await
-                .map_err(|e| JobFailure::retryable(format!("cannot store a large output: {e}")))?;
+                .map_err(|e| {
+                    JobFailure::unavailable(
+                        "the object store",
+                        format!("cannot store a large output: {e}"),
+                    )
+                })?;
         }
         Ok(output)
     }

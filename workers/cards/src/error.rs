@@ -92,7 +92,10 @@ impl Error {
             Error::InvalidInput { field, message } => {
                 JobFailure::invalid_input(field.clone(), message.clone())
             }
-            Error::Store(_) | Error::Usage(_) => JobFailure::retryable(self.to_string()),
+            Error::Store(e) => {
+                switchyard_runtime::database::failure(e, self.to_string(), JobFailure::retryable)
+            }
+            Error::Usage(_) => JobFailure::unavailable("the bus", self.to_string()),
             Error::NotFound { .. } | Error::Missing { .. } => {
                 JobFailure::not_found(self.to_string())
             }
@@ -138,8 +141,14 @@ mod tests {
             .failure(),
             JobFailure::Permanent { .. }
         ));
+        // An unreachable database is not the job's failure (no attempt used); another
+        // store error is worth a retry.
         assert!(matches!(
             Error::Store(sqlx::Error::PoolTimedOut).failure(),
+            JobFailure::Unavailable { .. }
+        ));
+        assert!(matches!(
+            Error::Store(sqlx::Error::RowNotFound).failure(),
             JobFailure::Retryable { .. }
         ));
         assert_eq!(

@@ -33,6 +33,14 @@ pub enum Claim {
     },
 }
 
+/// A done effect's recorded result (JSON text; none is `null`).
+fn recorded_result(text: Option<&str>) -> Result<Value, Error> {
+    text.map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| Error::Store(sqlx::Error::Decode(Box::new(e))))
+        .map(|v| v.unwrap_or(Value::Null))
+}
+
 /// Who is performing an effect: the job and this delivery's identity.
 #[derive(Debug, Clone)]
 pub struct EffectKey<'a> {
@@ -59,6 +67,21 @@ impl Effects {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The result recorded for `job_id` when its effect is done; `None` while it is not.
+    pub async fn recorded(&self, job_id: &str, operation: &str) -> Result<Option<Value>, Error> {
+        let row = sqlx::query(
+            "SELECT result::text AS result FROM integration.effects
+             WHERE job_id = $1 AND operation = $2 AND state = 'done'",
+        )
+        .bind(job_id)
+        .bind(operation)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let result: Option<String> = row.try_get("result")?;
+        recorded_result(result.as_deref()).map(Some)
     }
 
     /// Claims the job's effect for this delivery, or says it is done already.
@@ -98,13 +121,7 @@ impl Effects {
         if state == "done" {
             let result: Option<String> = row.try_get("result")?;
             tx.commit().await?;
-            let value = result
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| Error::Store(sqlx::Error::Decode(Box::new(e))))?
-                .unwrap_or(Value::Null);
-            return Ok(Claim::Done(value));
+            return recorded_result(result.as_deref()).map(Claim::Done);
         }
         let lease_left: Option<f64> = row.try_get("lease_left")?;
         if state == "started"

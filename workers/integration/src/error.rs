@@ -146,7 +146,10 @@ impl Error {
                 message: self.to_string(),
                 retry_after: Some(*retry_after),
             },
-            Error::Unavailable { .. } | Error::Store(_) => JobFailure::retryable(self.to_string()),
+            Error::Unavailable { .. } => JobFailure::retryable(self.to_string()),
+            Error::Store(e) => {
+                switchyard_runtime::database::failure(e, self.to_string(), JobFailure::retryable)
+            }
             Error::Write { source, .. } => match source.kind() {
                 std::io::ErrorKind::PermissionDenied
                 | std::io::ErrorKind::InvalidInput

@@ -245,6 +245,21 @@ impl Handler for IntegrationWorker {
             e.failure()
         })
     }
+
+    async fn recorded(&self, job: &Job) -> Option<Value> {
+        match self
+            .inner
+            .effects
+            .recorded(&job.job_id, &job.operation)
+            .await
+        {
+            Ok(done) => done,
+            Err(e) => {
+                warn!(job_id = %job.job_id, error = %e, "cannot read the effect record");
+                None
+            }
+        }
+    }
 }
 
 impl IntegrationWorker {

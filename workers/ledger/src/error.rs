@@ -81,7 +81,10 @@ impl Error {
             Error::InvalidInput { field, message } => {
                 JobFailure::invalid_input(field.clone(), message.clone())
             }
-            Error::Store(_) | Error::Bus { .. } => JobFailure::retryable(self.to_string()),
+            Error::Store(e) => {
+                switchyard_runtime::database::failure(e, self.to_string(), JobFailure::retryable)
+            }
+            Error::Bus { .. } => JobFailure::unavailable("the bus", self.to_string()),
             Error::Refused { .. } | Error::Migrate(_) | Error::Runtime(_) => {
                 JobFailure::permanent(self.to_string())
             }
@@ -99,8 +102,14 @@ mod tests {
             Error::invalid("cursor", "not a cursor").failure(),
             JobFailure::invalid_input("cursor", "not a cursor")
         );
+        // An unreachable database is not the job's failure (no attempt used); another
+        // store error is worth a retry.
         assert!(matches!(
             Error::Store(sqlx::Error::PoolTimedOut).failure(),
+            JobFailure::Unavailable { .. }
+        ));
+        assert!(matches!(
+            Error::Store(sqlx::Error::RowNotFound).failure(),
             JobFailure::Retryable { .. }
         ));
         assert!(matches!(

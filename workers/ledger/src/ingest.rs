@@ -10,14 +10,14 @@
 //! | its batch hit a database error | nak'd with a growing delay: redelivered, never lost |
 //! | Postgres refuses it for good (a constraint) | written alone; if still refused, dead-lettered |
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use futures::StreamExt as _;
 use sqlx::PgPool;
 use switchyard_proto::{
-    AuditEvent, ContentType, DeadLetter, DeadLetterReason, UsageEvent, WorkflowEvent, decode,
-    encode_proto, event, header, now_ms, stream, subject,
+    AuditEvent, ContentType, DeadLetterReason, UsageEvent, WorkflowEvent, decode, event, header,
+    now_ms, stream, subject,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -407,51 +407,18 @@ impl Ingest {
         reason: DeadLetterReason,
         error: &str,
     ) -> Result<(), Error> {
-        let (stream_name, seq, delivered) = msg
-            .info()
-            .map(|i| (i.stream.to_owned(), i.stream_sequence, i.delivered))
-            .unwrap_or_default();
-        let headers: HashMap<String, String> = msg
-            .headers
-            .iter()
-            .flat_map(|h| h.iter())
-            .filter_map(|(k, v)| v.first().map(|v| (k.to_string(), v.as_str().to_owned())))
-            .collect();
-        let letter = DeadLetter {
-            kind: KIND.into(),
-            subject: msg.subject.to_string(),
-            payload: msg.payload.to_vec(),
-            headers,
-            reason: reason as i32,
-            error: error.to_owned(),
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or_default();
+        let why = switchyard_runtime::dlq::Reason {
+            kind: KIND,
+            reason,
+            error,
             attempts: u32::try_from(delivered).unwrap_or(u32::MAX),
-            stream_sequence: seq,
-            job_id: String::new(),
-            failed_at_ms: now_ms(),
-            worker_id: self.worker_id.clone(),
+            job_id: "",
+            worker_id: &self.worker_id,
         };
-        let mut out = async_nats::HeaderMap::new();
-        if let Some(incoming) = &msg.headers {
-            for name in [
-                header::CORRELATION_ID,
-                header::TRACEPARENT,
-                header::TRACESTATE,
-                header::TENANT,
-            ] {
-                if let Some(v) = incoming.get(name) {
-                    out.insert(name, v.as_str());
-                }
-            }
-        }
-        out.insert(header::MSG_ID, format!("dlq-{stream_name}-{seq}").as_str());
-        out.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
-        self.js
-            .publish_with_headers(subject::dlq(KIND), out, encode_proto(&letter).into())
+        switchyard_runtime::dlq::publish(&self.js, msg, why)
             .await
-            .map_err(|e| Error::bus("cannot dead-letter a message", e))?
-            .await
-            .map_err(|e| Error::bus("cannot dead-letter a message", e))?;
-        Ok(())
+            .map_err(|e| Error::bus("cannot dead-letter a message", e))
     }
 }
 

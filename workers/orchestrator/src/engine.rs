@@ -20,8 +20,8 @@ use async_nats::{
 use futures::StreamExt as _;
 use prometheus::Registry;
 use switchyard_proto::{
-    CancelWorkflow, ContentType, DeadLetter, DeadLetterReason, JobResult, SignalWorkflow,
-    StartWorkflow, Timer, decode, encode_proto, event, header, now_ms, stream, subject,
+    CancelWorkflow, ContentType, DeadLetterReason, JobResult, SignalWorkflow, StartWorkflow, Timer,
+    decode, encode_proto, event, header, now_ms, stream, subject,
 };
 use switchyard_runtime::{
     metrics::{ConsumerLag, LAG_SAMPLE_EVERY},
@@ -516,42 +516,20 @@ async fn dead_letter(
     why: DeadLetterReason,
     reason: &str,
 ) {
-    let (stream_name, seq, delivered) = msg
+    let (seq, delivered) = msg
         .info()
-        .map(|i| (i.stream.to_owned(), i.stream_sequence, i.delivered))
+        .map(|i| (i.stream_sequence, i.delivered))
         .unwrap_or_default();
     warn!(subject = %msg.subject, seq, reason, "inbox message dead-lettered");
-    let headers = msg
-        .headers
-        .iter()
-        .flat_map(|h| h.iter())
-        .filter_map(|(n, v)| v.first().map(|v| (n.to_string(), v.as_str().to_owned())))
-        .collect();
-    let letter = DeadLetter {
-        kind: DLQ_KIND.to_owned(),
-        subject: msg.subject.to_string(),
-        payload: msg.payload.to_vec(),
-        headers,
-        reason: why as i32,
-        error: reason.to_owned(),
+    let why = switchyard_runtime::dlq::Reason {
+        kind: DLQ_KIND,
+        reason: why,
+        error: reason,
         attempts: u32::try_from(delivered).unwrap_or(0),
-        stream_sequence: seq,
-        job_id: String::new(),
-        failed_at_ms: now_ms(),
-        worker_id: shared.replica_id.clone(),
+        job_id: "",
+        worker_id: &shared.replica_id,
     };
-    let mut h = HeaderMap::new();
-    let id = format!("dlq-{stream_name}-{seq}");
-    h.insert(header::MSG_ID, id.as_str());
-    h.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
-    let stored = async {
-        shared
-            .js
-            .publish_with_headers(subject::dlq(DLQ_KIND), h, encode_proto(&letter).into())
-            .await?
-            .await
-    }
-    .await;
+    let stored = switchyard_runtime::dlq::publish(&shared.js, msg, why).await;
     let kind = subject::parse_inbox(msg.subject.as_str()).map_or("unknown", |i| match i {
         subject::Inbox::Start { .. } => "start",
         subject::Inbox::Result { .. } => "result",

@@ -891,5 +891,6 @@ pub fn error_code_name(code: ErrorCode) -> &'static str {
         ErrorCode::Cancelled => "cancelled",
         ErrorCode::NotFound => "not_found",
         ErrorCode::Conflict => "conflict",
+        ErrorCode::Unavailable => "unavailable",
     }
 }

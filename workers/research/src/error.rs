@@ -77,9 +77,8 @@ impl Error {
                 }
             }
             Error::Summary(e) => e.into_failure(),
-            Error::Index(_) | Error::Usage(_) | Error::Runtime(_) => {
-                JobFailure::retryable(self.to_string())
-            }
+            Error::Usage(_) => JobFailure::unavailable("the bus", self.to_string()),
+            Error::Index(_) | Error::Runtime(_) => JobFailure::retryable(self.to_string()),
             Error::Corpus { .. } | Error::Config { .. } | Error::Client(_) => {
                 JobFailure::permanent(self.to_string())
             }
