@@ -41,7 +41,8 @@ pub(crate) struct Ctx {
     pub(crate) correlation: String,
     /// What the request's calls onto the bus carry.
     pub(crate) meta: CallMeta,
-    idempotency_key: Option<String>,
+    /// The request's `Idempotency-Key`, or the one made up for it when it has none.
+    idempotency_key: String,
     /// The fingerprint of the body of a request with an `Idempotency-Key`, once read.
     body_print: Arc<OnceLock<String>>,
     pub(crate) state: AppState,
@@ -153,15 +154,29 @@ impl FromRequestParts<AppState> for Ctx {
             }
         };
         let body_print = Arc::new(OnceLock::new());
-        if let Some(key) = &idempotency_key {
-            parts.extensions.insert(crate::idempotency::Claim {
-                tenant: caller.tenant.clone(),
-                key: key.clone(),
-                method: parts.method.to_string(),
-                path: parts.uri.path().to_owned(),
-                print: body_print.clone(),
-            });
-        }
+        let idempotency_key = match idempotency_key {
+            Some(key) => {
+                parts.extensions.insert(crate::idempotency::Claim {
+                    tenant: caller.tenant.clone(),
+                    key: key.clone(),
+                    method: parts.method.to_string(),
+                    path: parts.uri.path().to_owned(),
+                    print: body_print.clone(),
+                });
+                key
+            }
+            None => {
+                let key = format!(
+                    "{}{}",
+                    crate::idempotency::GENERATED_PREFIX,
+                    Uuid::now_v7().simple()
+                );
+                if let Some(recorded) = parts.extensions.get::<crate::idempotency::Recorded>() {
+                    let _ = recorded.generated.set(key.clone());
+                }
+                key
+            }
+        };
         Ok(Ctx {
             meta: CallMeta {
                 tenant: caller.tenant.clone(),
@@ -256,20 +271,22 @@ impl Ctx {
         .await
     }
 
-    /// A deterministic id from the tenant, `parts` and the `Idempotency-Key`, or a fresh one.
+    /// A deterministic id from the tenant, `parts` and the `Idempotency-Key` (the client's,
+    /// or the one made up for a request without one), with the body's fingerprint unless the
+    /// key is one the gateway made up.
     pub(crate) fn derived_id(&self, parts: &[&str]) -> String {
-        match &self.idempotency_key {
-            Some(key) => {
-                let mut name = self.tenant().to_owned();
-                let print = self.body_print.get().map(String::as_str);
-                for p in parts.iter().chain([&key.as_str()]).chain(print.as_ref()) {
-                    name.push('\n');
-                    name.push_str(p);
-                }
-                Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()).to_string()
-            }
-            None => Uuid::now_v7().to_string(),
+        let key = self.idempotency_key.as_str();
+        let print = self
+            .body_print
+            .get()
+            .map(String::as_str)
+            .filter(|_| !key.starts_with(crate::idempotency::GENERATED_PREFIX));
+        let mut name = self.tenant().to_owned();
+        for p in parts.iter().chain([&key]).chain(print.as_ref()) {
+            name.push('\n');
+            name.push_str(p);
         }
+        Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()).to_string()
     }
 
     pub(crate) async fn instance(&self, id: &str) -> Result<InstanceView, Error> {

@@ -4,6 +4,11 @@
 //! result, as the IETF `Idempotency-Key` draft asks. The first use of each key (per tenant,
 //! method and path) is recorded in the `WF_IDEMPOTENCY` KV bucket with a fingerprint of its
 //! body; entries expire with the bucket's `max_age` (a day by default).
+//!
+//! A request sent without a key gets one the gateway makes up ([`GENERATED_PREFIX`]): its ids
+//! are derived from it as from a client's key, and a `5xx` answer (the request may or may not
+//! have been done) hands it back in the `Idempotency-Key` header. Repeating the request with
+//! it derives the same ids, so the retry can never do it twice.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -46,10 +51,18 @@ pub(crate) fn fingerprint(body: &[u8]) -> String {
     hex::encode(Sha256::digest(canonical.as_deref().unwrap_or(body)))
 }
 
-/// Where a request that records a key's first use leaves the KV key, so that
-/// [`release_refused`] can forget it when the request is refused.
+/// How keys the gateway made up begin. Ids derived from such a key leave the body's
+/// fingerprint out, so that the made-up key's first request and its retry derive the same.
+pub(crate) const GENERATED_PREFIX: &str = "sy-retry-";
+
+/// What a request leaves for [`release_refused`]: the KV key of a first use it recorded (to be
+/// forgotten when the request is refused), and the key made up for a request sent without one
+/// (handed to the client with a `5xx`).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Recorded(Arc<Mutex<Option<String>>>);
+pub(crate) struct Recorded {
+    first_use: Arc<Mutex<Option<String>>>,
+    pub(crate) generated: Arc<OnceLock<String>>,
+}
 
 /// Records the claim's first use (in `recorded`), or checks a later one against it.
 pub(crate) async fn settle(
@@ -61,8 +74,8 @@ pub(crate) async fn settle(
     let key = claim.kv_key();
     match store.create(&key, print.to_owned().into()).await {
         Ok(_) => {
-            if let Some(Recorded(slot)) = recorded {
-                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
+            if let Some(recorded) = recorded {
+                *recorded.first_use.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
             }
             Ok(())
         }
@@ -82,9 +95,10 @@ pub(crate) async fn settle(
     }
 }
 
-/// A key whose first request was refused (any 4xx: nothing was done) is forgotten, so the
-/// corrected request may use it; after a success or a server error (whose outcome a retry
-/// finds out) it stays.
+/// A key whose first request was refused (a 4xx other than 408: nothing was done) is
+/// forgotten, so the corrected request may use it; after a success, a server error or a
+/// timeout (whose outcome a retry finds out) it stays. A server error or timeout of a request
+/// sent without a key carries the key the gateway made up for it, to retry with.
 pub(crate) async fn release_refused(
     State(state): State<AppState>,
     mut req: axum::extract::Request,
@@ -92,9 +106,21 @@ pub(crate) async fn release_refused(
 ) -> Response {
     let recorded = Recorded::default();
     req.extensions_mut().insert(recorded.clone());
-    let response = next.run(req).await;
-    if response.status().is_client_error() {
-        let key = recorded.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let mut response = next.run(req).await;
+    let status = response.status();
+    let unsettled = status.is_server_error() || status == axum::http::StatusCode::REQUEST_TIMEOUT;
+    if unsettled
+        && let Some(key) = recorded.generated.get()
+        && let Ok(value) = axum::http::HeaderValue::from_str(key)
+    {
+        response.headers_mut().insert("idempotency-key", value);
+    }
+    if status.is_client_error() && !unsettled {
+        let key = recorded
+            .first_use
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let (Some(key), Some(store)) = (key, state.idempotency())
             && let Err(e) = store.delete(&key).await
         {

@@ -122,6 +122,7 @@ pub fn document() -> Value {
             "properties": { "type": { "const": "object" } }
         });
     }
+    retry_keys_on_server_errors(&mut doc);
     for body in CATALOG_BODIES {
         let schema = body.schema();
         if let Some(content) = doc.pointer_mut(&format!(
@@ -133,6 +134,39 @@ pub fn document() -> Value {
         }
     }
     doc
+}
+
+/// Every operation that takes an `Idempotency-Key` answers a server error with the key to
+/// retry with (the one the gateway made up when the request had none): say so on its `5xx`
+/// responses.
+fn retry_keys_on_server_errors(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for operation in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+    {
+        let keyed = operation["parameters"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["name"] == "Idempotency-Key"));
+        let Some(responses) = operation
+            .get_mut("responses")
+            .and_then(Value::as_object_mut)
+            .filter(|_| keyed)
+        else {
+            continue;
+        };
+        for (status, response) in responses.iter_mut() {
+            if status.starts_with('5') {
+                response["headers"]["Idempotency-Key"] = json!({
+                    "description": "The key to repeat the request with: the request may have been done, and a repeat with this key does it at most once",
+                    "schema": { "type": "string" }
+                });
+            }
+        }
+    }
 }
 
 /// What the handlers check of each parameter, by name (and the routes it applies to: all

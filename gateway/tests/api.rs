@@ -782,6 +782,55 @@ async fn ready_needs_the_inbox_stream() {
 /// stores it: the client gets its 202 (not a 503 for a start that may have been stored), and
 /// exactly one instance runs.
 #[tokio::test]
+async fn a_start_answered_503_carries_a_key_whose_retry_runs_it_once() {
+    let mut env = env().await;
+    env.register(GREET).await;
+    let op = env.token(TENANT, Role::Operator);
+    let body = json!({ "workflow_name": "greet", "input": { "topic": "long outage" } }).to_string();
+    let json = ("content-type", "application/json");
+    // Down for longer than the gateway's patience: the start may or may not have been stored.
+    env.bus.server.kill();
+    let reply = send(
+        &env.app,
+        Method::POST,
+        "/api/v1/workflows/trigger",
+        Some(&op),
+        &[json],
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:#?}");
+    let key = reply.header("idempotency-key").to_owned();
+    assert!(key.starts_with("sy-retry-"), "{reply:#?}");
+    env.bus.server.restart().await;
+
+    // The documented rule: repeat the request with the key the 503 carried, as often as needed.
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let retry = send(
+            &env.app,
+            Method::POST,
+            "/api/v1/workflows/trigger",
+            Some(&op),
+            &[json, ("idempotency-key", key.as_str())],
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(retry.status, StatusCode::ACCEPTED, "{retry:#?}");
+        assert!(retry.headers.get("idempotency-key").is_none());
+        ids.push(retry.body["instance_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(env.finished(&ids[0]).await["status"], "completed");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        env.state_keys().await,
+        1,
+        "one instance for the start and its retries"
+    );
+}
+
+#[tokio::test]
 async fn a_start_during_a_nats_restart_is_stored_once_and_answered_202() {
     let mut env = env().await;
     env.register(GREET).await;
