@@ -65,8 +65,16 @@ const STATE_HEADROOM: usize = 4096;
 
 /// The longest wait before a failing inbox message is delivered again.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
-/// Instances kept in one shard's cache before it is cleared.
-const CACHE_LIMIT: usize = 4096;
+/// Bytes of stored state the shards' caches hold together at most; each shard gets its share.
+const CACHE_BYTES: usize = 256 << 20;
+/// A shard idle this long empties its cache, returning the memory a backlog took.
+const CACHE_IDLE: Duration = Duration::from_secs(10);
+/// Warnings about inbox messages that could not be handled or settled: in an outage, one line
+/// every few seconds with the count held back, not one per message.
+static RETRY_WARNINGS: switchyard_runtime::telemetry::Throttle =
+    switchyard_runtime::telemetry::Throttle::new(Duration::from_secs(5));
+static ACK_WARNINGS: switchyard_runtime::telemetry::Throttle =
+    switchyard_runtime::telemetry::Throttle::new(Duration::from_secs(5));
 /// The DLQ subject token for messages the orchestrator cannot read.
 pub const DLQ_KIND: &str = "orchestrator";
 
@@ -189,11 +197,12 @@ impl Orchestrator {
         tracker.spawn(sample_dlq(shared.clone(), shutdown.clone()));
         let shards = self.options.concurrency.max(1);
         let mut senders = Vec::with_capacity(shards);
+        let cache_limit = CACHE_BYTES / shards;
         for _ in 0..shards {
             let (tx, rx) = mpsc::channel::<Delivery>(16);
             senders.push(tx);
             let shared = shared.clone();
-            tracker.spawn(shard(shared, rx));
+            tracker.spawn(shard(shared, rx, cache_limit));
         }
         let router = Router {
             senders: Arc::new(senders),
@@ -559,11 +568,64 @@ async fn dead_letter(
 struct Cached {
     instance: Instance,
     revision: u64,
+    /// The size of its stored state.
+    bytes: usize,
 }
 
-async fn shard(shared: Arc<Shared>, mut rx: mpsc::Receiver<Delivery>) {
-    let mut cache: HashMap<String, Cached> = HashMap::new();
-    while let Some(delivery) = rx.recv().await {
+/// The instances one shard last wrote or read, bounded by the bytes of their stored state.
+struct StateCache {
+    entries: HashMap<String, Cached>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl StateCache {
+    fn new(limit: usize) -> Self {
+        StateCache {
+            entries: HashMap::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<&Cached> {
+        self.entries.get(id)
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(gone) = self.entries.remove(id) {
+            self.bytes -= gone.bytes;
+        }
+    }
+
+    /// Keeps `cached`; past the limit the cache starts over (a cache miss only costs a read).
+    fn insert(&mut self, id: String, cached: Cached) {
+        self.remove(&id);
+        if self.bytes + cached.bytes > self.limit {
+            self.clear();
+        }
+        self.bytes += cached.bytes;
+        self.entries.insert(id, cached);
+    }
+
+    /// Empties the cache and gives its memory back.
+    fn clear(&mut self) {
+        self.entries = HashMap::new();
+        self.bytes = 0;
+    }
+}
+
+async fn shard(shared: Arc<Shared>, mut rx: mpsc::Receiver<Delivery>, cache_limit: usize) {
+    let mut cache = StateCache::new(cache_limit);
+    loop {
+        let delivery = match tokio::time::timeout(CACHE_IDLE, rx.recv()).await {
+            Ok(Some(delivery)) => delivery,
+            Ok(None) => break,
+            Err(_) => {
+                cache.clear();
+                continue;
+            }
+        };
         let kind = delivery.work.kind();
         let received = delivery.received;
         let (span, trace) = message_span(&delivery);
@@ -584,14 +646,18 @@ async fn shard(shared: Arc<Shared>, mut rx: mpsc::Receiver<Delivery>) {
                         .await;
                         return "dead_letter";
                     }
-                    warn!(error = %e, instance = delivery.work.instance(), kind, delivered, "cannot handle; retrying later");
+                    if let Some(held_back) = RETRY_WARNINGS.admit() {
+                        warn!(error = %e, instance = delivery.work.instance(), kind, delivered, held_back, "cannot handle; retrying later");
+                    }
                     let wait = Duration::from_secs(u64::try_from(delivered).unwrap_or(1).max(1))
                         .min(MAX_RETRY_DELAY);
                     ("retry", AckKind::Nak(Some(wait)))
                 }
             };
-            if let Err(e) = delivery.msg.ack_with(ack).await {
-                warn!(error = %e, "cannot ack");
+            if let Err(e) = delivery.msg.ack_with(ack).await
+                && let Some(held_back) = ACK_WARNINGS.admit()
+            {
+                warn!(error = %e, held_back, "cannot ack");
             }
             outcome
         }
@@ -610,9 +676,6 @@ async fn shard(shared: Arc<Shared>, mut rx: mpsc::Receiver<Delivery>) {
             .handle_seconds
             .with_label_values(&[kind])
             .observe(received.elapsed().as_secs_f64());
-        if cache.len() > CACHE_LIMIT {
-            cache.clear();
-        }
     }
 }
 
@@ -620,7 +683,7 @@ type Handled = (&'static str, AckKind);
 
 async fn handle(
     shared: &Shared,
-    cache: &mut HashMap<String, Cached>,
+    cache: &mut StateCache,
     delivery: &Delivery,
     trace: &TraceContext,
 ) -> Result<Handled, Error> {
@@ -727,6 +790,7 @@ async fn handle(
             next = transition::fail_too_large(next, bytes.len(), shared.max_state_bytes, ctx);
             bytes = serde_json::to_vec(&next).map_err(|e| Error::bus("encoding state", e))?;
         }
+        let size = bytes.len();
         let written = match revision {
             None => shared
                 .state
@@ -770,6 +834,7 @@ async fn handle(
                 Cached {
                     instance: next,
                     revision: new_revision,
+                    bytes: size,
                 },
             );
         }
@@ -909,5 +974,42 @@ fn record_metrics(shared: &Shared, work: &Work, next: &Instance) {
                     .observe((end - next.started_at_ms).max(0) as f64 / 1000.0);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(bytes: usize) -> Cached {
+        let instance = serde_json::from_value(serde_json::json!({
+            "id": "i-1", "tenant": "acme", "workflow": "greet", "version": 1,
+            "status": "running", "input": {}, "started_at_ms": 0, "updated_at_ms": 0,
+            "steps": []
+        }))
+        .expect("an instance");
+        Cached {
+            instance,
+            revision: 1,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn the_state_cache_is_bounded_by_the_bytes_of_stored_state() {
+        let mut cache = StateCache::new(1_000);
+        cache.insert("a".into(), cached(400));
+        cache.insert("b".into(), cached(400));
+        assert_eq!(cache.bytes, 800);
+        // A newer state of the same instance replaces the older one's bytes.
+        cache.insert("a".into(), cached(300));
+        assert_eq!(cache.bytes, 700);
+        // Past the limit it starts over with what it was given.
+        cache.insert("c".into(), cached(400));
+        assert_eq!((cache.entries.len(), cache.bytes), (1, 400));
+        assert!(cache.get("c").is_some() && cache.get("a").is_none());
+        cache.remove("c");
+        cache.remove("c");
+        assert_eq!(cache.bytes, 0);
     }
 }
