@@ -8,32 +8,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use promql_parser::parser::Expr;
 use promql_parser::util::{ExprVisitor, walk_expr};
 use serde_json::{Value as Json, json};
 use serde_yaml_ng::Value as Yaml;
-use switchyard_test_support::{NatsServer, database, free_port, promtool_binary};
+use switchyard_test_support::{NatsServer, database, promtool_binary};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the cli crate lives one level below the workspace root")
-        .to_path_buf()
-}
+mod common;
+use common::{Run, root, text};
 
 fn deploy(path: &str) -> PathBuf {
     root().join("deploy").join(path)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn promtool(args: &[&str], stdin: Option<&str>) -> Output {
@@ -245,84 +233,6 @@ fn the_compose_set_scrapes_every_process_on_the_port_it_serves_metrics_on() {
             jaeger_ports.iter().any(|p| p.ends_with(port)),
             "{jaeger_ports:?}"
         );
-    }
-}
-
-/// One running Switchyard process; killed on drop, log kept in the test's directory.
-struct Process {
-    name: &'static str,
-    child: Child,
-    metrics_url: String,
-    log: PathBuf,
-}
-
-impl Process {
-    fn log(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let start = log.len().saturating_sub(6000);
-        let start = (start..log.len())
-            .find(|i| log.is_char_boundary(*i))
-            .unwrap_or(0);
-        log[start..].to_owned()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// What every process and command of one run shares.
-struct Run {
-    env: Vec<(String, String)>,
-    dir: tempfile::TempDir,
-}
-
-impl Run {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.args(args)
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(root())
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().expect("run switchyard");
-        assert!(out.status.success(), "switchyard {args:?}: {}", text(&out));
-        out
-    }
-
-    fn spawn(&self, name: &'static str, args: &[&str], extra: &[(&str, String)]) -> Process {
-        let log = self.dir.path().join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let port = free_port();
-        let mut cmd = self.command(args);
-        let metrics_url = if name == "gateway" {
-            cmd.env("SWITCHYARD_HTTP_ADDR", format!("127.0.0.1:{port}"));
-            format!("http://127.0.0.1:{port}/metrics")
-        } else {
-            cmd.env("SWITCHYARD_METRICS_ADDR", format!("127.0.0.1:{port}"));
-            format!("http://127.0.0.1:{port}/metrics")
-        };
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .stdout(file.try_clone().expect("log handle"))
-            .stderr(file)
-            .spawn()
-            .expect("start switchyard");
-        Process {
-            name,
-            child,
-            metrics_url,
-            log,
-        }
     }
 }
 
