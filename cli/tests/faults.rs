@@ -21,18 +21,19 @@ use axum::{Json, Router, extract::State, routing::post};
 use common::{Process, Run};
 use serde_json::{Value, json};
 use switchyard_proto::{DeadLetter, decode, stream, subject};
-use switchyard_test_support::{NatsServer, Role, database, free_port};
+use switchyard_test_support::{NatsCluster, NatsServer, Role, database, free_port};
 
 const TENANT: &str = "faults";
 const WORKFLOW: &str = "fault_probe";
-/// How long each row's load runs; its fault comes [`FAULT_AFTER`] into it.
-const LOAD_FOR: Duration = Duration::from_secs(8);
+/// Each row's load runs [`FAULT_AFTER`] before its fault, through it, and
+/// [`LOAD_AFTER_FAULT`] after it is over.
 const FAULT_AFTER: Duration = Duration::from_secs(2);
+const LOAD_AFTER_FAULT: Duration = Duration::from_secs(6);
 /// Starts per second through the gateway and on the bus.
 const HTTP_RATE: u32 = 10;
 const BUS_RATE: u32 = 5;
 /// How long a row's accepted workflows may take to finish once the load stops.
-const DRAIN_WITHIN: Duration = Duration::from_secs(90);
+const DRAIN_WITHIN: Duration = Duration::from_secs(120);
 
 const DEFINITION: &str = r#"
 name: fault_probe
@@ -107,10 +108,94 @@ struct Target {
     webhook_url: String,
 }
 
+/// The bus: one server, or a 3-node cluster with every stream replicated three times.
+enum Nats {
+    Single(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl Nats {
+    /// What a process needs to reach the bus: every node's URL and the credentials directory.
+    fn process_env(&mut self) -> Vec<(String, String)> {
+        match self {
+            Nats::Single(server) => server.process_env(),
+            Nats::Cluster(cluster) => {
+                let urls = cluster.urls().join(",");
+                let mut env = cluster.node(0).process_env();
+                for (key, value) in &mut env {
+                    if key == "SWITCHYARD_NATS_URL" {
+                        value.clone_from(&urls);
+                    }
+                }
+                env
+            }
+        }
+    }
+
+    async fn connect_as(&self, role: &Role) -> async_nats::Client {
+        match self {
+            Nats::Single(server) => server.connect_as(role).await,
+            Nats::Cluster(cluster) => cluster.connect_as(role).await.expect("a cluster client"),
+        }
+    }
+}
+
+/// A TCP proxy in front of Postgres, so that the test can take "Postgres" away: every
+/// connection is cut and new ones are closed at once, as when the server is stopped.
+struct PgProxy {
+    addr: std::net::SocketAddr,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    links: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl PgProxy {
+    async fn start(upstream: String) -> PgProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the Postgres proxy");
+        let proxy = PgProxy {
+            addr: listener.local_addr().expect("proxy address"),
+            down: Arc::default(),
+            links: Arc::default(),
+        };
+        let (down, links) = (proxy.down.clone(), proxy.links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if down.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                let mut links = links.lock().unwrap();
+                links.retain(|l| !l.is_finished());
+                links.push(link.abort_handle());
+            }
+        });
+        proxy
+    }
+
+    /// Cuts every connection and refuses new ones until [`PgProxy::up`].
+    fn down(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn up(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// The system under test.
 struct System {
     run: Run,
-    nats: NatsServer,
+    nats: Nats,
+    postgres: PgProxy,
     /// Kept for the run: dropping it drops the database.
     _db: switchyard_test_support::TestDatabase,
     processes: BTreeMap<&'static str, Process>,
@@ -129,14 +214,29 @@ enum Fault {
     NatsRestart,
     /// SIGTERM of each process in turn, each started again once it has exited.
     RollingTerm,
+    /// kill -9 of the node leading `WF_INBOX`, back 5 s later; `times` times.
+    KillStreamLeader {
+        times: usize,
+    },
+    /// Postgres gone (connections cut, new ones closed) for this long.
+    PostgresDown(Duration),
     /// A message as large as the server takes, and not a message of any kind, on each subject.
     Poison(Vec<String>),
 }
 
 impl System {
-    async fn start() -> System {
-        let nats = NatsServer::start().await;
+    async fn start(mut nats: Nats) -> System {
         let db = database().await;
+        let mut database_url = reqwest::Url::parse(&db.url).expect("a database URL");
+        let upstream = format!(
+            "{}:{}",
+            database_url.host_str().unwrap_or("127.0.0.1"),
+            database_url.port().unwrap_or(5432)
+        );
+        let postgres = PgProxy::start(upstream).await;
+        database_url
+            .set_port(Some(postgres.addr.port()))
+            .expect("a port");
         let dir = tempfile::tempdir().expect("temp dir");
         let gateway_port = free_port();
         let run = Run {
@@ -144,7 +244,7 @@ impl System {
                 nats.process_env(),
                 vec![
                     ("SWITCHYARD_NATS_CONNECT_TIMEOUT".into(), "30s".into()),
-                    ("DATABASE_URL".into(), db.url.clone()),
+                    ("DATABASE_URL".into(), database_url.to_string()),
                     (
                         "SWITCHYARD_GATEWAY__AUTH__SECRET".into(),
                         "fault-suite-secret-0123456789abcdef".into(),
@@ -168,7 +268,11 @@ impl System {
             .concat(),
             dir,
         };
-        run.run(&["bus", "apply"]);
+        let replicas = match nats {
+            Nats::Single(_) => "1",
+            Nats::Cluster(_) => "3",
+        };
+        run.run(&["bus", "apply", "--replicas", replicas]);
         let definition = run.dir.path().join("fault_probe.yaml");
         std::fs::write(&definition, DEFINITION).expect("write the definition");
         let token = String::from_utf8(
@@ -192,6 +296,7 @@ impl System {
         let mut system = System {
             run,
             nats,
+            postgres,
             _db: db,
             processes: BTreeMap::new(),
             gateway_addr: format!("127.0.0.1:{gateway_port}"),
@@ -289,6 +394,25 @@ impl System {
         }
     }
 
+    /// The index (0 for `n1`) of the node leading `stream_name`.
+    async fn stream_leader(&self, stream_name: &str) -> usize {
+        let js = async_nats::jetstream::new(self.nats.connect_as(&Role::Operator).await);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut s) = js.get_stream(stream_name).await
+                && let Ok(info) = s.info().await
+                && let Some(leader) = info.cluster.as_ref().and_then(|c| c.leader.clone())
+                && let Some(i) = leader
+                    .strip_prefix('n')
+                    .and_then(|n| n.parse::<usize>().ok())
+            {
+                return i - 1;
+            }
+            assert!(Instant::now() < deadline, "{stream_name} has no leader");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The instance's status answer from the gateway.
     async fn status_reply(&self, instance_id: &str) -> reqwest::Result<reqwest::Response> {
         self.target
@@ -330,9 +454,30 @@ impl System {
                 self.spawn(name);
             }
             Fault::NatsRestart => {
-                self.nats.kill();
+                let Nats::Single(server) = &mut self.nats else {
+                    panic!("a restart is of a single server");
+                };
+                server.kill();
                 tokio::time::sleep(Duration::from_secs(3)).await;
-                self.nats.restart().await;
+                server.restart().await;
+            }
+            Fault::KillStreamLeader { times } => {
+                for _ in 0..*times {
+                    let leader = self.stream_leader(stream::WF_INBOX).await;
+                    let Nats::Cluster(cluster) = &mut self.nats else {
+                        panic!("a stream leader is a cluster's");
+                    };
+                    let node = cluster.node(leader);
+                    node.kill();
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    node.restart().await;
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+            }
+            Fault::PostgresDown(how_long) => {
+                self.postgres.down();
+                tokio::time::sleep(*how_long).await;
+                self.postgres.up();
             }
             Fault::RollingTerm => {
                 for (name, _) in PROCESSES {
@@ -374,13 +519,13 @@ async fn load(
     row: String,
     keyless: bool,
     bus: async_nats::Client,
-    until: Instant,
+    stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> (usize, Vec<Accepted>) {
     let accepted = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1) / (HTTP_RATE + BUS_RATE));
     let mut i = 0u32;
-    while Instant::now() < until {
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         tick.tick().await;
         i += 1;
         let n = format!("{row}-{i}");
@@ -526,24 +671,27 @@ impl Row {
     }
 }
 
-/// Runs the load for [`LOAD_FOR`] with `fault` after [`FAULT_AFTER`], waits for what was
-/// accepted to finish, and counts.
+/// Runs the load with `fault` after [`FAULT_AFTER`], waits for what was accepted to finish,
+/// and counts.
 async fn row(system: &mut System, name: &str, keyless: bool, fault: Fault) -> Row {
     let bus = system.nats.connect_as(&Role::Tenant(TENANT.into())).await;
     let slug: String = name
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = tokio::spawn(load(
         system.target.clone(),
         slug.clone(),
         keyless,
         bus,
-        Instant::now() + LOAD_FOR,
+        stop.clone(),
     ));
     tokio::time::sleep(FAULT_AFTER).await;
     let fault_at = Instant::now();
     system.inject(&fault).await;
+    tokio::time::sleep(LOAD_AFTER_FAULT).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (sent, accepted) = load.await.expect("the load");
 
     let mut report = Row {
@@ -638,7 +786,7 @@ fn table(rows: &[Row]) -> String {
 }
 
 /// Every dead letter in the DLQ stream, by the subject the original came on.
-async fn dead_letters(nats: &NatsServer) -> Vec<DeadLetter> {
+async fn dead_letters(nats: &Nats) -> Vec<DeadLetter> {
     let client = nats.connect_as(&Role::Operator).await;
     let js = async_nats::jetstream::new(client);
     let mut dlq = js.get_stream(stream::DLQ).await.expect("the DLQ stream");
@@ -663,7 +811,7 @@ fn wanted(name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fault_suite_loses_fails_and_repeats_nothing() {
-    let mut system = System::start().await;
+    let mut system = System::start(Nats::Single(NatsServer::start().await)).await;
     let mut faults = vec![("none (baseline)".to_owned(), false, Fault::None)];
     for (kind, _) in PROCESSES {
         faults.push((format!("kill -9 {kind}"), false, Fault::Kill(kind)));
@@ -689,6 +837,11 @@ async fn the_fault_suite_loses_fails_and_repeats_nothing() {
         subject::event(TENANT, "poisoned-instance", "started"),
         subject::audit(TENANT, "poisoned"),
     ];
+    faults.push((
+        "Postgres gone for 90 s".to_owned(),
+        false,
+        Fault::PostgresDown(Duration::from_secs(90)),
+    ));
     let poison_row = "poison on every consumed subject";
     faults.push((
         poison_row.to_owned(),
@@ -703,10 +856,7 @@ async fn the_fault_suite_loses_fails_and_repeats_nothing() {
             rows.push(row(&mut system, &name, keyless, fault).await);
         }
     }
-    let printed = table(&rows);
-    println!("{printed}");
-
-    if wanted(poison_row) {
+    let poison_dead = if wanted(poison_row) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let dead = loop {
             let letters = dead_letters(&system.nats).await;
@@ -720,6 +870,29 @@ async fn the_fault_suite_loses_fails_and_repeats_nothing() {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
+        Some(dead)
+    } else {
+        None
+    };
+    drop(system);
+
+    let cluster_row = "3-node cluster, WF_INBOX's leader killed twice";
+    if wanted(cluster_row) {
+        let mut system = System::start(Nats::Cluster(NatsCluster::start().await)).await;
+        rows.push(
+            row(
+                &mut system,
+                cluster_row,
+                false,
+                Fault::KillStreamLeader { times: 2 },
+            )
+            .await,
+        );
+    }
+
+    let printed = table(&rows);
+    println!("{printed}");
+    if let Some(dead) = poison_dead {
         for subject_name in &poisoned {
             assert!(
                 dead.contains(subject_name),
