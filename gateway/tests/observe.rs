@@ -60,9 +60,16 @@ async fn a_request_waiting_for_its_workflow_is_in_flight_until_answered() {
 async fn the_callers_correlation_id_and_trace_context_travel_with_the_start_and_its_jobs() {
     let env = env().await;
     env.register(SLOW).await;
-    let mut starts = env.client.subscribe("wf.start.>").await.unwrap();
-    let mut jobs = env.client.subscribe("jobs.test.>").await.unwrap();
-    env.client.flush().await.unwrap();
+    // A connection of its own, used for nothing else: what it subscribes to it sees.
+    let watcher = env.connect().await;
+    let mut starts = watcher.subscribe("wf.start.>").await.unwrap();
+    let mut jobs = watcher.subscribe("jobs.test.>").await.unwrap();
+    // `flush` only writes out the client's buffer: a request on the same connection comes
+    // back only after the server has read (and so registered) both subscriptions.
+    watcher
+        .request("$JS.API.INFO", "".into())
+        .await
+        .expect("a round trip on the watcher's connection");
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
     let op = env.token(TENANT, Role::Operator);
@@ -81,11 +88,18 @@ async fn the_callers_correlation_id_and_trace_context_travel_with_the_start_and_
         )
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:#?}");
+    let status_url = reply.body["status_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     for (what, sub) in [("start", &mut starts), ("job", &mut jobs)] {
-        let msg = tokio::time::timeout(T, sub.next())
-            .await
-            .unwrap_or_else(|_| panic!("no {what} message"))
-            .unwrap();
+        let Ok(Some(msg)) = tokio::time::timeout(T, sub.next()).await else {
+            let status = env.call(Method::GET, &status_url, Some(&op), None).await;
+            panic!(
+                "no {what} message within {T:?} (watcher {:?}); the instance: {status:#?}",
+                watcher.connection_state()
+            );
+        };
         let headers = msg.headers.expect("headers");
         let get = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
         assert_eq!(
