@@ -101,6 +101,16 @@ pub async fn connect(config: &Config, name: &str) -> Result<Client, Error> {
     Ok(client)
 }
 
+/// Waits until `client` is connected. A pull request made while the connection is down is
+/// sent when it comes back, and what the server delivers to it can go unseen until the
+/// consumer's ack wait runs out (observed after a server restart: a start delivered once,
+/// never handled, for 30 s); pulling only on a live connection avoids that.
+pub async fn connected(client: &Client) {
+    while client.connection_state() != async_nats::connection::State::Connected {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The servers of a `nats_url`: one URL, or several separated by commas.
 pub fn server_addrs(url: &str) -> Result<Vec<ServerAddr>, Error> {
     url.split(',')

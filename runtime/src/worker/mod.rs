@@ -465,6 +465,11 @@ impl<H: Handler> Worker<H> {
             while let Ok(p) = slots.clone().try_acquire_owned() {
                 permits.push(p);
             }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break 'pull,
+                () = crate::nats::connected(&self.client) => {}
+            }
             let batch = consumer
                 .batch()
                 .max_messages(permits.len())

@@ -363,6 +363,10 @@ async fn pull(
     shutdown: CancellationToken,
 ) {
     loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            () = switchyard_runtime::nats::connected(&shared.client) => {}
+        }
         let messages = consumer
             .stream()
             .max_messages_per_batch(batch)
