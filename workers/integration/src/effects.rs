@@ -69,14 +69,21 @@ impl Effects {
         &self.pool
     }
 
-    /// The result recorded for `job_id` when its effect is done; `None` while it is not.
-    pub async fn recorded(&self, job_id: &str, operation: &str) -> Result<Option<Value>, Error> {
+    /// The result recorded for `tenant`'s `job_id` when its effect is done; `None` while it
+    /// is not (or when the id is another tenant's).
+    pub async fn recorded(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        operation: &str,
+    ) -> Result<Option<Value>, Error> {
         let row = sqlx::query(
             "SELECT result::text AS result FROM integration.effects
-             WHERE job_id = $1 AND operation = $2 AND state = 'done'",
+             WHERE job_id = $1 AND operation = $2 AND tenant = $3 AND state = 'done'",
         )
         .bind(job_id)
         .bind(operation)
+        .bind(tenant)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
@@ -100,7 +107,7 @@ impl Effects {
         .execute(&mut *tx)
         .await?;
         let row = sqlx::query(
-            "SELECT state, operation, result::text AS result, progress::text AS progress,
+            "SELECT state, operation, tenant, result::text AS result, progress::text AS progress,
                     EXTRACT(EPOCH FROM (claimed_until - now()))::float8 AS lease_left
              FROM integration.effects WHERE job_id = $1 FOR UPDATE",
         )
@@ -109,6 +116,14 @@ impl Effects {
         .await?;
         let state: String = row.try_get("state")?;
         let operation: String = row.try_get("operation")?;
+        let tenant: String = row.try_get("tenant")?;
+        if tenant != key.tenant {
+            // Which tenant holds the id is not this one's business.
+            return Err(Error::invalid(
+                "job_id",
+                format!("job id {} is already in use", key.job_id),
+            ));
+        }
         if operation != key.operation {
             return Err(Error::invalid(
                 "job_id",

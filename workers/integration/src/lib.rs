@@ -250,7 +250,7 @@ impl Handler for IntegrationWorker {
         match self
             .inner
             .effects
-            .recorded(&job.job_id, &job.operation)
+            .recorded(&job.tenant, &job.job_id, &job.operation)
             .await
         {
             Ok(done) => done,

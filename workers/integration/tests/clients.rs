@@ -795,3 +795,36 @@ async fn each_tenant_acts_with_its_own_credentials_on_its_own_tasks_only() {
     assert!(err.to_string().contains("not configured"), "{err}");
     assert_eq!(server.count(), before);
 }
+
+/// A job id is the tenant's own: a job of another tenant naming the same id (a bus publisher
+/// may choose any) neither reads the first tenant's recorded result nor is answered with it.
+#[tokio::test]
+async fn a_recorded_effect_answers_only_its_own_tenant() {
+    use switchyard_runtime::Handler as _;
+    let server = Loopback::start(slack_server()).await;
+    let out = tempfile::tempdir().unwrap();
+    let (worker, _db, _registry) = worker(&settings(&server.url(), out.path().into())).await;
+    let post = job(
+        "s-shared-id",
+        op::SLACK_POST_MESSAGE,
+        json!({ "channel": "#research", "markdown": "only for acme" }),
+    );
+    let output = worker.run_job("w1", &post).await.expect("posted");
+    assert_eq!(worker.recorded(&post).await, Some(output));
+
+    let mut other = post.clone();
+    other.tenant = "globex".into();
+    other.instance_id = "i-globex".into();
+    assert_eq!(
+        worker.recorded(&other).await,
+        None,
+        "another tenant's record"
+    );
+    let err = worker.run_job("w1", &other).await.expect_err("foreign id");
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "job_id"),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("acme"), "{err}");
+    assert_eq!(server.count(), 1, "the API was called for the other tenant");
+}
