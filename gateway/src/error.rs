@@ -84,6 +84,11 @@ pub enum Error {
         action: &'static str,
         reason: String,
     },
+    /// A start the bus did not confirm within the gateway's patience: it may or may not have
+    /// been stored. Repeating the request with the same `Idempotency-Key` finds out, and
+    /// starts at most this instance.
+    #[error("the start of instance {instance_id} was not confirmed: {reason}")]
+    StartUnconfirmed { instance_id: String, reason: String },
     /// `/ready` says why the gateway cannot serve.
     #[error("not ready: {0}")]
     NotReady(String),
@@ -193,7 +198,7 @@ impl Error {
                 "invalid-input",
                 "Invalid workflow input",
             ),
-            Error::Unavailable { .. } => {
+            Error::Unavailable { .. } | Error::StartUnconfirmed { .. } => {
                 (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
             }
             Error::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not-ready", "Not ready"),
@@ -215,10 +220,22 @@ impl Error {
             },
             field: None,
             errors: Vec::new(),
+            instance_id: None,
+            may_have_been_stored: None,
             correlation_id: String::new(),
             internal: server_side.then(|| self.to_string()),
         };
         match self {
+            Error::StartUnconfirmed { instance_id, .. } => {
+                problem.detail = format!(
+                    "the bus did not confirm the start of instance {instance_id} in time, so it \
+                     may have been stored; repeat the request with the same Idempotency-Key \
+                     (the one in this response's header, if you sent none): it starts this \
+                     instance at most once"
+                );
+                problem.instance_id = Some(instance_id.clone());
+                problem.may_have_been_stored = Some(true);
+            }
             Error::InvalidField { field, .. } => problem.field = Some(field.clone()),
             Error::IdempotencyKeyReused => problem.field = Some("Idempotency-Key".into()),
             Error::InvalidDefinition { problems, .. } | Error::InvalidInput { problems, .. } => {
@@ -252,6 +269,13 @@ pub struct Problem {
     pub field: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// A start the bus did not confirm (`503`): the instance it would be.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// A start the bus did not confirm (`503`): always `true`, the start may have been
+    /// stored (its retry with the same key finds out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub may_have_been_stored: Option<bool>,
     pub correlation_id: String,
     /// For the log only.
     #[serde(skip)]

@@ -71,7 +71,9 @@ fn problem_description(status: u16) -> &'static str {
         502 => "The external service refused; its reason is in `detail`",
         503 => {
             "The bus, the workflow engine or a worker cannot be reached, or the external \
-                service is rate limiting (see `Retry-After`)"
+                service is rate limiting (see `Retry-After`). A start the bus did not confirm \
+                names its `instance_id` with `may_have_been_stored: true`: repeat it with the \
+                same `Idempotency-Key` (the response's, if none was sent)"
         }
         _ => "An error",
     }

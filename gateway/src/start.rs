@@ -175,7 +175,14 @@ pub(crate) async fn publish_start(ctx: &Ctx, start: &PreparedStart) -> Result<bo
             ctx.meta.message_headers(&start.instance_id),
             encode_proto(&start.message),
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            Error::Unavailable { action, reason } => Error::StartUnconfirmed {
+                instance_id: start.instance_id.clone(),
+                reason: format!("{action}: {reason}"),
+            },
+            other => other,
+        })?;
     info!(
         instance_id = %start.instance_id,
         workflow = %start.workflow,

@@ -128,6 +128,8 @@ impl WorkerError {
             detail,
             field: errors.first().map(|e| e.path.clone()),
             errors,
+            instance_id: None,
+            may_have_been_stored: None,
             correlation_id: String::new(),
             internal: matches!(self, WorkerError::Unavailable { .. }).then(|| self.to_string()),
         }

@@ -799,7 +799,13 @@ async fn a_start_answered_503_carries_a_key_whose_retry_runs_it_once() {
         Some(body.clone()),
     )
     .await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:#?}");
+    let problem = reply.problem(503);
+    assert_eq!(problem["may_have_been_stored"], true, "{reply:#?}");
+    let unconfirmed = problem["instance_id"].as_str().unwrap().to_owned();
+    assert!(
+        problem["detail"].as_str().unwrap().contains(&unconfirmed),
+        "{reply:#?}"
+    );
     let key = reply.header("idempotency-key").to_owned();
     assert!(key.starts_with("sy-retry-"), "{reply:#?}");
     env.bus.server.restart().await;
@@ -821,6 +827,10 @@ async fn a_start_answered_503_carries_a_key_whose_retry_runs_it_once() {
         ids.push(retry.body["instance_id"].as_str().unwrap().to_owned());
     }
     assert_eq!(ids[0], ids[1]);
+    assert_eq!(
+        ids[0], unconfirmed,
+        "the retry starts the instance the 503 named"
+    );
     assert_eq!(env.finished(&ids[0]).await["status"], "completed");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(
