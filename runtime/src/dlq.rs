@@ -6,9 +6,10 @@
 //! original's size and SHA-256 ([`fit`]) rather than being refused and leaving the message to
 //! circle forever.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::LazyLock};
 
 use async_nats::{HeaderMap, jetstream};
+use prometheus::{IntCounterVec, Opts, Registry};
 use sha2::{Digest as _, Sha256};
 use switchyard_proto::{
     ContentType, DeadLetter, DeadLetterReason, encode_proto, header, now_ms, subject,
@@ -120,6 +121,29 @@ pub fn fit(mut letter: DeadLetter, max_payload: usize) -> DeadLetter {
     letter
 }
 
+/// Dead letters the DLQ stream did not take, by the kind of consumer that tried: the message
+/// stays on its own stream and comes back, but nobody learns why it failed until it is stored.
+static FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "switchyard_dead_letter_failures_total",
+            "Dead letters the DLQ stream did not take; the message stays on its stream",
+        ),
+        &["kind"],
+    )
+    .expect("a valid metric")
+});
+
+/// Registers `switchyard_dead_letter_failures_total` in `registry` (once per registry, however
+/// many consumers of the process share it), with a zero series for `kind`.
+pub fn register_metrics(registry: &Registry, kind: &str) -> Result<(), prometheus::Error> {
+    FAILURES.with_label_values(&[kind]);
+    match registry.register(Box::new(FAILURES.clone())) {
+        Ok(()) | Err(prometheus::Error::AlreadyReg) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Publishes the dead letter of `msg` to `dlq.<kind>` under the message id
 /// `dlq-<stream>-<seq>` (so a second try is dropped as a duplicate) and waits for the PubAck.
 pub async fn publish(
@@ -136,16 +160,22 @@ pub async fn publish(
     let mut headers = carried_headers(msg);
     headers.insert(header::MSG_ID, format!("dlq-{stream_name}-{seq}").as_str());
     headers.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
-    js.publish_with_headers(
-        subject::dlq(why.kind),
-        headers,
-        encode_proto(&letter).into(),
-    )
-    .await
-    .map_err(Error::jetstream)?
-    .await
-    .map_err(Error::jetstream)?;
-    Ok(())
+    let stored = async {
+        js.publish_with_headers(
+            subject::dlq(why.kind),
+            headers,
+            encode_proto(&letter).into(),
+        )
+        .await
+        .map_err(Error::jetstream)?
+        .await
+        .map_err(Error::jetstream)
+    }
+    .await;
+    if stored.is_err() {
+        FAILURES.with_label_values(&[why.kind]).inc();
+    }
+    stored.map(drop)
 }
 
 #[cfg(test)]

@@ -380,7 +380,10 @@ impl<H: Handler> Worker<H> {
             grace: config.shutdown_grace,
             worker_id: Arc::from(config.worker_id()),
             bus: bus::Bus::new(client.clone(), kind),
-            metrics: WorkerMetrics::register(registry)?,
+            metrics: {
+                crate::dlq::register_metrics(registry, kind)?;
+                WorkerMetrics::register(registry)?
+            },
             lag: ConsumerLag::register(registry)?,
             cancels: cancel::Cancels::default(),
             hard_stop: CancellationToken::new(),

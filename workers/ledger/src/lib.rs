@@ -66,7 +66,10 @@ impl Ledger {
         Ok(Ledger {
             pool,
             settings: settings.clone(),
-            metrics: metrics::Metrics::register(registry)?,
+            metrics: {
+                switchyard_runtime::dlq::register_metrics(registry, KIND)?;
+                metrics::Metrics::register(registry)?
+            },
             worker_id: worker_id.into(),
         })
     }

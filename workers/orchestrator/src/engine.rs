@@ -141,7 +141,10 @@ impl Orchestrator {
             js,
             state,
             definitions,
-            metrics: Metrics::register(registry)?,
+            metrics: {
+                switchyard_runtime::dlq::register_metrics(registry, DLQ_KIND)?;
+                Metrics::register(registry)?
+            },
             lag: ConsumerLag::register(registry)?,
             env: options.env.clone(),
             replica_id: options.replica_id.clone(),
