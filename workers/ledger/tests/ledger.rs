@@ -47,36 +47,47 @@ impl Drop for Env {
 }
 
 async fn env(batch_size: usize) -> Env {
+    let env = env_without_ledger().await;
+    env.start_ledger(batch_size).await;
+    env
+}
+
+/// A bus and a migrated database, with no ledger reading yet.
+async fn env_without_ledger() -> Env {
     let bus = switchyard_test_harness::bus().await;
     let db = switchyard_test_harness::database().await;
     store::migrate(&db.pool).await.expect("migrate");
-    let registry = Registry::new();
-    let settings = LedgerSettings {
-        batch_size,
-        batch_wait: Duration::from_millis(50),
-        lag_interval: Duration::from_millis(100),
-    };
-    let ledger = Ledger::build(db.pool.clone(), &settings, "l1", &registry).expect("ledger");
-    let ledger_stop = CancellationToken::new();
-    let run = ledger.run(
-        bus.connect_as(&switchyard_test_support::Role::Ledger).await,
-        ledger_stop.clone(),
-    );
-    tokio::spawn(async move {
-        if let Err(e) = run.await {
-            panic!("the ledger stopped: {e}");
-        }
-    });
     Env {
         bus,
         db,
-        registry,
+        registry: Registry::new(),
         components: Components::default(),
-        ledger_stop,
+        ledger_stop: CancellationToken::new(),
     }
 }
 
 impl Env {
+    async fn start_ledger(&self, batch_size: usize) {
+        let settings = LedgerSettings {
+            batch_size,
+            batch_wait: Duration::from_millis(50),
+            lag_interval: Duration::from_millis(100),
+        };
+        let ledger =
+            Ledger::build(self.db.pool.clone(), &settings, "l1", &self.registry).expect("ledger");
+        let run = ledger.run(
+            self.bus
+                .connect_as(&switchyard_test_support::Role::Ledger)
+                .await,
+            self.ledger_stop.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = run.await {
+                panic!("the ledger stopped: {e}");
+            }
+        });
+    }
+
     /// Starts a `test` worker and an orchestrator in this process.
     async fn engine(&mut self) {
         self.components = Components::engine(&self.bus).await;
@@ -360,6 +371,58 @@ async fn a_malformed_message_is_dead_lettered_and_the_next_batch_is_stored() {
         ),
         2.0
     );
+}
+
+/// One batch holding good events, an undecodable one and one the database refuses (a NUL in
+/// an attribute, which `jsonb` cannot hold): the two bad ones are dead-lettered with their
+/// reasons and every good one is stored.
+#[tokio::test]
+async fn a_batch_with_bad_messages_stores_its_good_ones_and_dead_letters_only_the_bad() {
+    let env = env_without_ledger().await;
+    let tokens = subject::usage(TENANT, "tokens");
+    let good = |i| encode_proto(&usage(i, "tokens", 2.0, DAY1, ""));
+    let mut refused = usage(9, "tokens", 5.0, DAY1, "");
+    refused
+        .attributes
+        .insert("model".into(), "nul\u{0}inside".into());
+    env.publish(&tokens, None, None, good(0)).await;
+    env.publish(&tokens, None, None, vec![0xff, 0xff, 0xff])
+        .await;
+    env.publish(&tokens, None, None, good(1)).await;
+    env.publish(&tokens, None, None, encode_proto(&refused))
+        .await;
+    env.publish(&tokens, None, None, good(2)).await;
+    // Everything is in the stream before the ledger reads: its first batch holds all five.
+    env.start_ledger(100).await;
+    env.caught_up().await;
+
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT event_id FROM ledger.usage_events ORDER BY event_id")
+            .fetch_all(&env.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(ids, ["job-0-tokens-0", "job-1-tokens-0", "job-2-tokens-0"]);
+    let daily: f64 = sqlx::query_scalar("SELECT sum(quantity)::float8 FROM ledger.usage_daily")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(daily, 6.0);
+
+    let dlq = env.js.get_stream(stream::DLQ).await.unwrap();
+    assert_eq!(dlq.cached_info().state.messages, 2);
+    let letter = |seq| {
+        let dlq = dlq.clone();
+        async move {
+            let raw = dlq.get_raw_message(seq).await.expect("a dead letter");
+            decode::<DeadLetter>(ContentType::Protobuf, &raw.payload).unwrap()
+        }
+    };
+    let undecodable = letter(1).await;
+    assert_eq!(undecodable.reason, DeadLetterReason::Decode as i32);
+    assert_eq!(undecodable.payload, vec![0xff, 0xff, 0xff]);
+    let refused_letter = letter(2).await;
+    assert_eq!(refused_letter.payload, encode_proto(&refused));
+    assert!(!refused_letter.error.is_empty(), "{refused_letter:?}");
 }
 
 const OK: &str = r#"
