@@ -5,8 +5,10 @@
 //! which counts the effects.
 //!
 //! It prints one table, every row from this run: fault × accepted × completed × failed × lost
-//! × duplicated effects × recovery (from the fault to the first effect of a start accepted
-//! after it), and holds every row to 0 failed, 0 lost and 0 duplicated.
+//! × duplicated effects × usage units the ledger counted (against one per completed workflow)
+//! × the most deliveries of one job × recovery (from the fault to the first effect of a start
+//! accepted after it), and holds every row to 0 failed, 0 lost, 0 duplicated, exact usage and
+//! no job delivered more than twice.
 
 mod common;
 
@@ -20,7 +22,7 @@ use std::{
 use axum::{Json, Router, extract::State, routing::post};
 use common::{Process, Run};
 use serde_json::{Value, json};
-use switchyard_proto::{DeadLetter, decode, stream, subject};
+use switchyard_proto::{DeadLetter, stream, subject};
 use switchyard_test_support::{NatsCluster, NatsServer, Role, database, free_port};
 
 const TENANT: &str = "faults";
@@ -38,14 +40,16 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(120);
 const DEFINITION: &str = r#"
 name: fault_probe
 version: 1
-description: Sleeps in a worker, then posts a signed webhook; the fault suite counts the posts.
+description: >-
+  Sleeps in a worker, reporting one usage unit, then posts a signed webhook; the fault suite
+  counts the posts, the units and the deliveries.
 input:
   n: { type: string, required: true }
   url: { type: string, required: true }
 steps:
   - id: work
     operation: test.sleep
-    input: { ms: 300 }
+    input: { ms: 300, units: 1 }
   - id: notify
     operation: integration.webhook.post
     needs: [work]
@@ -196,8 +200,8 @@ struct System {
     run: Run,
     nats: Nats,
     postgres: PgProxy,
-    /// Kept for the run: dropping it drops the database.
-    _db: switchyard_test_support::TestDatabase,
+    /// The database, direct (not through the proxy); dropping it drops the database.
+    db: switchyard_test_support::TestDatabase,
     processes: BTreeMap<&'static str, Process>,
     /// The gateway's address, the same across restarts.
     gateway_addr: String,
@@ -297,7 +301,7 @@ impl System {
             run,
             nats,
             postgres,
-            _db: db,
+            db,
             processes: BTreeMap::new(),
             gateway_addr: format!("127.0.0.1:{gateway_port}"),
             target: Target {
@@ -427,13 +431,29 @@ impl System {
     }
 
     /// The instance's status as the gateway reports it, `None` while it has none.
-    async fn status(&self, instance_id: &str) -> Option<String> {
+    async fn status(&self, instance_id: &str) -> Option<Value> {
         let response = self.status_reply(instance_id).await.ok()?;
         if !response.status().is_success() {
             return None;
         }
-        let body: Value = response.json().await.ok()?;
-        body["status"].as_str().map(str::to_owned)
+        response.json().await.ok()
+    }
+
+    /// The usage units the ledger holds for each of `instances` (the `work` step's).
+    async fn usage(&self, instances: &[String]) -> BTreeMap<String, f64> {
+        sqlx::query_as::<_, (String, f64)>(
+            "SELECT instance_id, sum(quantity)::float8 FROM ledger.usage_events
+             WHERE tenant = $1 AND meter = $2 AND instance_id = ANY($3)
+             GROUP BY instance_id",
+        )
+        .bind(TENANT)
+        .bind(switchyard_test_worker::TEST_UNITS)
+        .bind(instances)
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
     }
 
     /// The instance's whole status answer, for a report.
@@ -661,13 +681,28 @@ struct Row {
     failed: usize,
     lost: usize,
     duplicated: usize,
+    /// Usage units the ledger counted for the row's completed workflows (one each is exact).
+    usage: f64,
+    /// The most deliveries one job took: the `test` job's own count, or the webhook posts of
+    /// one workflow (a lower bound for the `integration` job).
+    most_deliveries: u32,
     recovery: Option<Duration>,
 }
 
 impl Row {
     fn holds(&self) -> bool {
         let all_taken = self.keyless || self.accepted == self.sent;
-        all_taken && self.failed == 0 && self.lost == 0 && self.duplicated == 0 && self.accepted > 0
+        all_taken
+            && self.failed == 0
+            && self.lost == 0
+            && self.duplicated == 0
+            && self.accepted > 0
+            && self.usage_exact()
+            && self.most_deliveries <= 2
+    }
+
+    fn usage_exact(&self) -> bool {
+        (self.usage - self.completed as f64).abs() < 1e-9
     }
 }
 
@@ -707,12 +742,25 @@ async fn row(system: &mut System, name: &str, keyless: bool, fault: Fault) -> Ro
         .map(|a| (a.instance_id.as_str(), a))
         .collect();
     let mut completed = Vec::new();
+    let mut completed_ids = Vec::new();
     while !pending.is_empty() && Instant::now() < deadline {
         let mut finished = Vec::new();
         for (id, a) in &pending {
-            match system.status(id).await.as_deref() {
+            let status = system.status(id).await;
+            match status.as_ref().and_then(|s| s["status"].as_str()) {
                 Some("completed") => {
+                    let work = status.as_ref().and_then(|s| {
+                        s["steps"]
+                            .as_array()?
+                            .iter()
+                            .find(|step| step["id"] == "work")?["output"]["delivery"]
+                            .as_u64()
+                    });
+                    report.most_deliveries = report
+                        .most_deliveries
+                        .max(work.map_or(0, |d| u32::try_from(d).unwrap_or(u32::MAX)));
                     completed.push(a.n.clone());
+                    completed_ids.push(id.to_string());
                     finished.push(*id);
                 }
                 Some("failed" | "cancelled") => {
@@ -745,6 +793,25 @@ async fn row(system: &mut System, name: &str, keyless: bool, fault: Fault) -> Ro
         );
     }
     let prefix = format!("{slug}-");
+    let most_posts = posts
+        .iter()
+        .filter(|(n, _)| n.starts_with(&prefix))
+        .map(|(_, seen)| u32::try_from(seen.len()).unwrap_or(u32::MAX))
+        .max()
+        .unwrap_or(0);
+    report.most_deliveries = report.most_deliveries.max(most_posts);
+    // The ledger takes usage in batches: wait for it to count every completed workflow (or
+    // stop changing) before comparing.
+    let usage_deadline = Instant::now() + Duration::from_secs(60);
+    let mut usage = system.usage(&completed_ids).await;
+    while usage.len() < completed_ids.len() && Instant::now() < usage_deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        usage = system.usage(&completed_ids).await;
+    }
+    report.usage = usage.values().sum();
+    if let Some((id, units)) = usage.iter().find(|(_, u)| (**u - 1.0).abs() > 1e-9) {
+        eprintln!("{name}: {id} was counted {units} usage units, not 1");
+    }
     report.duplicated = posts
         .iter()
         .filter(|(n, _)| n.starts_with(&prefix))
@@ -765,12 +832,12 @@ async fn row(system: &mut System, name: &str, keyless: bool, fault: Fault) -> Ro
 
 fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| fault | sent | accepted | completed | failed | lost | duplicated effects | recovery |\n|---|---|---|---|---|---|---|---|\n",
+        "| fault | sent | accepted | completed | failed | lost | duplicated effects | usage units | most deliveries of a job | recovery |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.fault,
             r.sent,
             r.accepted,
@@ -778,6 +845,8 @@ fn table(rows: &[Row]) -> String {
             r.failed,
             r.lost,
             r.duplicated,
+            r.usage,
+            r.most_deliveries,
             r.recovery
                 .map_or("–".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()))
         );
@@ -788,19 +857,7 @@ fn table(rows: &[Row]) -> String {
 /// Every dead letter in the DLQ stream, by the subject the original came on.
 async fn dead_letters(nats: &Nats) -> Vec<DeadLetter> {
     let client = nats.connect_as(&Role::Operator).await;
-    let js = async_nats::jetstream::new(client);
-    let mut dlq = js.get_stream(stream::DLQ).await.expect("the DLQ stream");
-    let info = dlq.info().await.expect("DLQ info").clone();
-    let mut letters = Vec::new();
-    if info.state.messages == 0 {
-        return letters;
-    }
-    for seq in info.state.first_sequence..=info.state.last_sequence {
-        if let Ok(msg) = dlq.get_raw_message(seq).await {
-            letters.push(decode(switchyard_proto::ContentType::Protobuf, &msg.payload).unwrap());
-        }
-    }
-    letters
+    switchyard_test_support::dlq::dead_letters(&async_nats::jetstream::new(client)).await
 }
 
 /// `SWITCHYARD_FAULT_ROWS=<text>` runs only the rows whose name contains it (for working on

@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+pub mod dlq;
 mod nats;
 mod postgres;
 mod promtool;

@@ -26,7 +26,13 @@ pub struct TestWorker;
 struct Sleep {
     /// How long to take, in milliseconds.
     ms: u64,
+    /// Usage to report, in the meter [`TEST_UNITS`], once per job however often it runs.
+    #[serde(default)]
+    units: Option<f64>,
 }
+
+/// The meter `test.sleep` reports its `units` in.
+pub const TEST_UNITS: &str = "test_units";
 
 /// `test.fail` input: fail in `mode` on the first `times` attempts (deliveries, for
 /// `unavailable`, which uses no attempts), then succeed.
@@ -71,7 +77,12 @@ impl Handler for TestWorker {
                     .map_err(|e| JobFailure::invalid_input("input", e.to_string()))
             }
             "test.sleep" => {
-                let Sleep { ms } = job.input()?;
+                let Sleep { ms, units } = job.input()?;
+                if let Some(units) = units {
+                    ctx.usage_once("sleep", TEST_UNITS, units, "unit", Default::default())
+                        .await
+                        .map_err(|e| JobFailure::unavailable("the bus", e.to_string()))?;
+                }
                 let _ = ctx
                     .event(
                         "sleeping",
@@ -82,7 +93,9 @@ impl Handler for TestWorker {
                     _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
                     _ = ctx.cancel.cancelled() => return Err(JobFailure::retryable("cancelled while sleeping")),
                 }
-                Ok(json!({ "slept_ms": ms, "worker_id": &*ctx.worker_id }))
+                Ok(
+                    json!({ "slept_ms": ms, "worker_id": &*ctx.worker_id, "delivery": ctx.delivery }),
+                )
             }
             "test.fail" => {
                 let Fail {

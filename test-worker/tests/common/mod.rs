@@ -189,21 +189,7 @@ pub async fn next_event(sub: &mut async_nats::Subscriber, within: Duration) -> W
 
 /// Every dead letter stored so far, oldest first.
 pub async fn dead_letters(bus: &Bus) -> Vec<DeadLetter> {
-    let mut dlq = bus.js.get_stream(stream::DLQ).await.expect("dlq stream");
-    let info = dlq.info().await.expect("dlq info").clone();
-    let mut letters = Vec::new();
-    for seq in info.state.first_sequence..=info.state.last_sequence {
-        if info.state.messages == 0 {
-            break;
-        }
-        if let Ok(msg) = dlq.get_raw_message(seq).await {
-            letters.push(
-                decode(switchyard_proto::ContentType::Protobuf, &msg.payload)
-                    .expect("a dead letter"),
-            );
-        }
-    }
-    letters
+    switchyard_test_support::dlq::dead_letters(&bus.js).await
 }
 
 pub async fn wait_for_dead_letters(bus: &Bus, count: usize, within: Duration) -> Vec<DeadLetter> {
