@@ -6,38 +6,25 @@
 //! - without any exporter, every log line that concerns the instance carries its correlation
 //!   id and that trace id.
 
+mod common;
+
 use std::{
     net::Ipv4Addr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::Command,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use axum::{Router, extract::State, http::StatusCode, routing::post};
+use common::{Process, root, text};
 use serde_json::{Value, json};
-use switchyard_test_support::{NatsServer, free_port};
+use switchyard_test_support::NatsServer;
 
 const SECRET: &str = "one-trace-test-secret-0123456789abcdef";
 const TENANT: &str = "demo";
 const DEADLINE: Duration = Duration::from_secs(90);
 /// The spans that do work for an instance; every line logged inside them must carry its ids.
 const WORK_SPANS: [&str; 2] = ["inbox_message", "job"];
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the cli crate lives one level below the workspace root")
-        .to_path_buf()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// A random W3C trace context, as a caller of the API would send it.
 fn traceparent() -> (String, String, String) {
@@ -46,23 +33,10 @@ fn traceparent() -> (String, String, String) {
     (format!("00-{trace_id}-{span_id}-01"), trace_id, span_id)
 }
 
-struct Process {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
 /// Three processes on one bus, and what they logged.
 struct Run {
     _server: NatsServer,
-    env: Vec<(String, String)>,
-    dir: tempfile::TempDir,
+    commands: common::Run,
     processes: Vec<Process>,
     base: String,
 }
@@ -85,67 +59,42 @@ impl Run {
             env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.to_owned()));
             env.push(("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/json".into()));
         }
-        let mut run = Run {
-            _server: server,
+        let commands = common::Run {
             env,
             dir: tempfile::tempdir().expect("temp dir"),
-            processes: Vec::new(),
-            base: String::new(),
         };
-        run.run(&["bus", "apply"]);
-        let port = free_port();
-        run.base = format!("http://127.0.0.1:{port}");
-        run.spawn(
-            "gateway",
-            &["gateway"],
-            ("SWITCHYARD_HTTP_ADDR", format!("127.0.0.1:{port}")),
-        );
-        run.spawn(
-            "orchestrator",
-            &["orchestrator"],
-            ("SWITCHYARD_METRICS_ADDR", "127.0.0.1:0".into()),
-        );
-        run.spawn(
-            "worker",
-            &["worker", "test"],
-            ("SWITCHYARD_WORKER__WORKER_ID", "one-trace".into()),
-        );
-        run
+        commands.run(&["bus", "apply"]);
+        let gateway = commands.spawn("gateway", &["gateway"], &[]);
+        let base = gateway.metrics_url.trim_end_matches("/metrics").to_owned();
+        let processes = vec![
+            gateway,
+            commands.spawn("orchestrator", &["orchestrator"], &[]),
+            commands.spawn(
+                "worker",
+                &["worker", "test"],
+                &[("SWITCHYARD_WORKER__WORKER_ID", "one-trace".into())],
+            ),
+        ];
+        Run {
+            _server: server,
+            commands,
+            processes,
+            base,
+        }
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.args(args)
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(root())
-            .stdin(Stdio::null());
-        cmd
+        self.commands.command(args)
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().expect("run switchyard");
-        assert!(out.status.success(), "switchyard {args:?}: {}", text(&out));
-        out
-    }
-
-    fn spawn(&mut self, name: &'static str, args: &[&str], extra: (&str, String)) {
-        let log = self.dir.path().join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = self
-            .command(args)
-            .env(extra.0, extra.1)
-            .stdout(file.try_clone().expect("log handle"))
-            .stderr(file)
-            .spawn()
-            .expect("start switchyard");
-        self.processes.push(Process { name, child, log });
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.commands.run(args)
     }
 
     fn logs(&self) -> String {
         self.processes
             .iter()
-            .map(|p| format!("--- {}\n{}", p.name, p.log()))
+            .map(|p| format!("--- {}\n{}", p.name, p.full_log()))
             .collect()
     }
 
@@ -245,15 +194,6 @@ impl Run {
                     None => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             }
-        }
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        for p in &mut self.processes {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
         }
     }
 }
@@ -387,7 +327,7 @@ async fn every_log_line_about_the_instance_carries_its_correlation_and_trace_ids
     // work spans of this run (every inbox message and job here is the instance's), or inside
     // the gateway's span of the request that started it.
     for p in &run.processes {
-        let log = p.log();
+        let log = p.full_log();
         let mut concerned = 0;
         for raw in log.lines().filter(|l| !l.trim().is_empty()) {
             let line: Value = serde_json::from_str(raw)

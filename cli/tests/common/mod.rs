@@ -34,9 +34,14 @@ pub struct Process {
 }
 
 impl Process {
+    /// The process's whole log.
+    pub fn full_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The end of the process's log.
     pub fn log(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let log = self.full_log();
         let start = log.len().saturating_sub(6000);
         let start = (start..log.len())
             .find(|i| log.is_char_boundary(*i))
