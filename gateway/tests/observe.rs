@@ -64,12 +64,7 @@ async fn the_callers_correlation_id_and_trace_context_travel_with_the_start_and_
     let watcher = env.connect().await;
     let mut starts = watcher.subscribe("wf.start.>").await.unwrap();
     let mut jobs = watcher.subscribe("jobs.test.>").await.unwrap();
-    // `flush` only writes out the client's buffer: a request on the same connection comes
-    // back only after the server has read (and so registered) both subscriptions.
-    watcher
-        .request("$JS.API.INFO", "".into())
-        .await
-        .expect("a round trip on the watcher's connection");
+    switchyard_test_harness::round_trip(&watcher).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
     let op = env.token(TENANT, Role::Operator);

@@ -146,7 +146,7 @@ async fn a_request_that_takes_too_long_is_answered_408_as_a_problem() {
         .subscribe(request_subject(endpoint::INSTANCE_GET))
         .await
         .unwrap();
-    client.flush().await.unwrap();
+    switchyard_test_harness::round_trip(&client).await;
     let mut config = config(server.url());
     config.gateway.request_timeout = Duration::from_millis(300);
     let app = gateway(&server, &config).await;

@@ -18,6 +18,21 @@ pub struct Bus {
     pub js: jetstream::Context,
 }
 
+/// Waits until the server has read everything `client` sent so far, its subscriptions
+/// included. `flush` only writes the client's buffer out: a subscription followed by a
+/// publish on another connection can miss the message. A message to itself comes back only
+/// after the server has processed what the connection sent before it.
+pub async fn round_trip(client: &async_nats::Client) {
+    use futures::StreamExt as _;
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await.expect("subscribe");
+    client.publish(inbox, "".into()).await.expect("publish");
+    tokio::time::timeout(Duration::from_secs(10), echo.next())
+        .await
+        .expect("a round trip to the server within 10 s")
+        .expect("the echo");
+}
+
 /// A fresh server on a free port with the bus applied.
 pub async fn bus() -> Bus {
     Bus::on(NatsServer::start().await).await

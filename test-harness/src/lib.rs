@@ -13,7 +13,7 @@ pub mod engine;
 pub mod jobs;
 pub mod metrics;
 
-pub use bus::{Bus, bus};
+pub use bus::{Bus, bus, round_trip};
 pub use components::{Components, orchestrator_options, worker_config};
 pub use switchyard_test_support::{NatsServer, Role as BusRole, TestDatabase, database, free_port};
 

@@ -92,7 +92,7 @@ async fn meeting_to_tasks_runs_its_ai_steps_end_to_end_with_the_local_provider()
         .await
         .expect("events");
     let mut usage = client.subscribe("usage.acme.>").await.expect("usage");
-    client.flush().await.expect("flush");
+    switchyard_test_harness::round_trip(client).await;
     let transcript = include_str!("../samples/meetings/product_sync.vtt");
     let status = env
         .run(
