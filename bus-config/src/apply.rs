@@ -849,16 +849,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stream_matching_its_declaration_has_no_drift() {
-        let cfg = BusConfig::default();
-        for spec in cfg.stream_specs() {
-            let declared = stream_config(&spec, 1);
-            let (diff, _) = diff_stream(&declared, &declared);
-            assert_eq!(diff.outcome(), Outcome::Unchanged, "{}", spec.name);
-        }
-    }
-
-    #[test]
     fn retention_drift_needs_action_and_size_drift_is_patched() {
         let spec = &BusConfig::default().stream_specs()[0];
         let declared = stream_config(spec, 1);

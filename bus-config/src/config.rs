@@ -750,7 +750,6 @@ mod tests {
         );
         assert_eq!(config.kv_specs()[0].bucket, stream::WF_STATE_BUCKET);
         assert_eq!(config.kv.state.history, 1);
-        assert_eq!(BusConfig::default(), config);
     }
 
     #[test]

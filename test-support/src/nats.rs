@@ -30,11 +30,15 @@ const INSTALL_HINT: &str = "run `deploy/local/test.sh` (it installs nats-server 
 /// The version printed by `<binary> --version` (e.g. `nats-server: v2.15.1`), if it runs.
 pub fn nats_server_version(binary: &Path) -> Option<Version> {
     let output = Command::new(binary).arg("--version").output().ok()?;
-    let text = format!(
+    version_in(&format!(
         "{} {}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
-    );
+    ))
+}
+
+/// The first word of `--version` output that is a version (`v2.15.1` or `2.15.1`).
+fn version_in(text: &str) -> Option<Version> {
     text.split_whitespace().find_map(Version::parse)
 }
 
@@ -84,8 +88,8 @@ fn resolve_nats_server_binary() -> PathBuf {
 
 /// An old (< 2.10) `nats-server` for tests asserting that Switchyard refuses an unsupported
 /// server: `$SWITCHYARD_OLD_NATS_SERVER`, else `/usr/sbin/nats-server` (Debian 12's package
-/// `nats-server` is 2.9.10). `None` if there is none or it is not older than 2.10, so such a
-/// test can say it was skipped.
+/// `nats-server` is 2.9.10). `None` if there is none or it is not older than 2.10; the tests
+/// that need it fail then, naming how to install it.
 pub fn old_nats_server_binary() -> Option<PathBuf> {
     let binary = std::env::var_os("SWITCHYARD_OLD_NATS_SERVER")
         .map(PathBuf::from)
@@ -688,4 +692,22 @@ async fn connect(
             .custom_inbox_prefix(role.inbox_prefix());
     }
     options.connect(urls).await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_version_nats_server_prints() {
+        // What `nats-server --version` prints: the pinned server and Debian's 2.9 one.
+        assert_eq!(
+            version_in("nats-server: v2.15.1\n"),
+            Some(Version(2, 15, 1))
+        );
+        let old = version_in("nats-server: v2.9.10\n").expect("a version");
+        assert!(old < MIN_SERVER_VERSION, "{old}");
+        assert_eq!(version_in("nats-server: unknown flag --versoin"), None);
+        assert_eq!(version_in(""), None);
+    }
 }

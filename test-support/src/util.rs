@@ -82,9 +82,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_nats_server_version_output() {}
-
-    #[test]
     fn free_ports_are_not_handed_out_twice() {
         let ports: HashSet<u16> = (0..50).map(|_| free_port()).collect();
         assert_eq!(ports.len(), 50);
