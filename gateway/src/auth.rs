@@ -137,6 +137,9 @@ pub struct Authenticator {
     /// on every request pays for the signature check (an RSA verification with RS256) once;
     /// expiry and not-before are still checked on every use.
     verified: Arc<Mutex<HashMap<String, Verified>>>,
+    /// Seconds since the epoch, for the expiry checks of remembered tokens (a test's clock in
+    /// tests; the signature check itself uses the system's).
+    clock: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
 
 /// A checked token's caller and validity window (seconds since the epoch).
@@ -216,7 +219,15 @@ impl Authenticator {
             key,
             validation,
             verified: Arc::default(),
+            clock: Arc::new(jsonwebtoken::get_current_timestamp),
         })
+    }
+
+    /// The same checker reading the time from `clock`.
+    #[cfg(test)]
+    fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
     }
 
     /// Checks an `Authorization` header value. The error's reason is a metric label; the
@@ -230,7 +241,7 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(fail("malformed"))?;
-        let now = jsonwebtoken::get_current_timestamp();
+        let now = (self.clock)();
         let leeway = self.validation.leeway;
         if let Some(v) = self.cache().get(token) {
             if v.exp + leeway < now {
@@ -371,7 +382,16 @@ mod tests {
     #[test]
     fn a_remembered_token_is_still_refused_once_it_expires() {
         let s = settings();
-        let auth = Authenticator::from_settings(&s).expect("builds");
+        let later = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let auth = Authenticator::from_settings(&s)
+            .expect("builds")
+            .with_clock({
+                let later = later.clone();
+                move || {
+                    jsonwebtoken::get_current_timestamp()
+                        + later.load(std::sync::atomic::Ordering::SeqCst)
+                }
+            });
         let now = jsonwebtoken::get_current_timestamp();
         // Expired 28 s ago: inside the 30 s leeway for two more seconds.
         let claims = Claims {
@@ -390,7 +410,7 @@ mod tests {
         );
         auth.authenticate(Some(&header)).expect("valid");
         auth.authenticate(Some(&header)).expect("remembered");
-        std::thread::sleep(Duration::from_secs(3));
+        later.store(3, std::sync::atomic::Ordering::SeqCst);
         assert!(matches!(
             auth.authenticate(Some(&header)),
             Err(Error::Unauthenticated { reason: "expired" })
@@ -457,5 +477,94 @@ mod tests {
         let err =
             issue_token(&rs, "acme", &[Role::Admin], "a", Duration::from_secs(1)).unwrap_err();
         assert!(err.to_string().contains("rs256"), "{err}");
+    }
+
+    /// Test-only RSA keys (`tests/fixtures`), made with `openssl genpkey` for these tests.
+    const RS256_PRIVATE: &str = include_str!("../tests/fixtures/rs256-test-private.pem");
+    const RS256_PUBLIC: &str = include_str!("../tests/fixtures/rs256-test-public.pem");
+    const RS256_OTHER_PRIVATE: &str = include_str!("../tests/fixtures/rs256-other-private.pem");
+
+    fn rs256() -> (Authenticator, AuthSettings, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let public = dir.path().join("public.pem");
+        std::fs::write(&public, RS256_PUBLIC).unwrap();
+        let s = AuthSettings {
+            algorithm: JwtAlgorithm::Rs256,
+            public_key_file: Some(public),
+            ..AuthSettings::default()
+        };
+        (Authenticator::from_settings(&s).expect("builds"), s, dir)
+    }
+
+    fn claims_for(s: &AuthSettings) -> Claims {
+        Claims {
+            sub: "idp-user".into(),
+            tenant: "acme".into(),
+            roles: vec!["operator".into()],
+            iss: s.issuer.clone(),
+            aud: s.audience.clone(),
+            exp: jsonwebtoken::get_current_timestamp() + 600,
+            nbf: None,
+            iat: None,
+        }
+    }
+
+    fn bearer(header: Header, claims: &Claims, key: &EncodingKey) -> String {
+        format!(
+            "Bearer {}",
+            jsonwebtoken::encode(&header, claims, key).unwrap()
+        )
+    }
+
+    #[test]
+    fn an_rs256_token_from_the_identity_provider_authenticates() {
+        let (auth, s, _dir) = rs256();
+        let key = EncodingKey::from_rsa_pem(RS256_PRIVATE.as_bytes()).unwrap();
+        let caller = auth
+            .authenticate(Some(&bearer(
+                Header::new(Algorithm::RS256),
+                &claims_for(&s),
+                &key,
+            )))
+            .expect("valid");
+        assert_eq!(
+            (caller.tenant.as_str(), caller.subject.as_str()),
+            ("acme", "idp-user")
+        );
+        assert_eq!(caller.roles, vec![Role::Operator]);
+    }
+
+    #[test]
+    fn an_rs256_token_signed_with_another_key_is_refused() {
+        let (auth, s, _dir) = rs256();
+        let other = EncodingKey::from_rsa_pem(RS256_OTHER_PRIVATE.as_bytes()).unwrap();
+        assert!(matches!(
+            auth.authenticate(Some(&bearer(
+                Header::new(Algorithm::RS256),
+                &claims_for(&s),
+                &other
+            ))),
+            Err(Error::Unauthenticated {
+                reason: "bad_signature"
+            })
+        ));
+    }
+
+    /// The classic confusion: an HS256 token whose HMAC key is the RSA public key (which an
+    /// attacker has) must not pass a checker configured for RS256.
+    #[test]
+    fn an_hs256_token_keyed_with_the_public_key_is_refused_by_an_rs256_checker() {
+        let (auth, s, _dir) = rs256();
+        let forged = bearer(
+            Header::new(Algorithm::HS256),
+            &claims_for(&s),
+            &EncodingKey::from_secret(RS256_PUBLIC.as_bytes()),
+        );
+        assert!(matches!(
+            auth.authenticate(Some(&forged)),
+            Err(Error::Unauthenticated {
+                reason: "wrong_algorithm"
+            })
+        ));
     }
 }

@@ -116,11 +116,13 @@ impl FromRequestParts<AppState> for Ctx {
             }
             Err(e) => return Err(e),
         };
-        let group = parts
-            .extensions
-            .get::<Group>()
-            .copied()
-            .unwrap_or(Group::Read);
+        // Every route of the table carries its group; one without is a bug, not a reader.
+        let group = parts.extensions.get::<Group>().copied().ok_or_else(|| {
+            Error::internal(
+                "rate limiting the request",
+                format!("the route {} has no rate-limit group", parts.uri.path()),
+            )
+        })?;
         state.limits().check(group, &caller).inspect_err(|_| {
             state
                 .metrics()

@@ -337,6 +337,41 @@ mod tests {
     }
 
     #[test]
+    fn every_group_has_its_own_rate_and_budget() {
+        let one = || RateLimit::per(1, RatePeriod::Hour);
+        let limits = Limits::new(&RateLimits {
+            start: one(),
+            control: one(),
+            read: one(),
+            definitions: one(),
+            research: one(),
+            ..RateLimits::default()
+        });
+        let a = caller("a", "u1");
+        let groups = [
+            Group::Start,
+            Group::Control,
+            Group::Read,
+            Group::Definitions,
+            Group::Research,
+        ];
+        for group in groups {
+            limits.check(group, &a).expect("the first in its group");
+        }
+        for group in groups {
+            let refused = limits
+                .check(group, &a)
+                .expect_err("the second in its group");
+            assert_eq!(refused.group, group);
+        }
+        for group in [Group::Open, Group::Refused] {
+            for _ in 0..100 {
+                limits.check(group, &a).expect("not limited per tenant");
+            }
+        }
+    }
+
+    #[test]
     fn research_counts_per_user_and_off_means_unlimited() {
         let limits = Limits::new(&RateLimits {
             research: RateLimit::per(1, RatePeriod::Hour),

@@ -98,7 +98,8 @@ async fn a_tenant_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
         .await;
     reply.problem(429);
     let retry: u64 = reply.header("retry-after").parse().expect("Retry-After");
-    assert!((1..=30).contains(&retry), "{reply:#?}");
+    // 2 a minute refills one every 30 s; the burst was spent a moment ago.
+    assert!((20..=30).contains(&retry), "{reply:#?}");
 
     // Another tenant, and another route group of the same tenant, are unaffected.
     let other = env.token(OTHER_TENANT, Role::Operator);
