@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 use switchyard_ai::{
     Ops,
     client::Providers,
-    local::summarize::rank,
     transcript::{self, Format},
 };
 
@@ -99,7 +98,7 @@ async fn migration_planning_as_name_lines() {
 }
 
 #[tokio::test]
-async fn the_summary_is_the_highest_ranked_sentences_in_document_order() {
+async fn the_summary_is_sentences_of_the_document_in_order_with_the_key_one_first() {
     let text = sample("documents/payments_outage.md");
     let want = expected("documents/payments_outage.expected.json");
     let k = want["max_sentences"].as_u64().unwrap() as usize;
@@ -113,10 +112,20 @@ async fn the_summary_is_the_highest_ranked_sentences_in_document_order() {
         .expect("summary");
     let summary = out["summary"].as_str().unwrap();
 
-    let mut top: Vec<_> = rank(&text).into_iter().take(k).collect();
-    top.sort_by_key(|r| r.sentence.index);
-    let from_ranking: Vec<&str> = top.iter().map(|r| r.sentence.text.as_str()).collect();
-    assert_eq!(summary, from_ranking.join(" "));
+    // The sample has one sentence per line: the summary must be `k` of them, verbatim, in
+    // the document's order.
+    let sentences: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let chosen: Vec<&str> = sentences
+        .iter()
+        .copied()
+        .filter(|s| summary.contains(s))
+        .collect();
+    assert_eq!(chosen.len(), k, "{summary}");
+    assert_eq!(summary, chosen.join(" "), "document order");
 
     for s in want["in_summary"].as_array().unwrap() {
         assert!(
@@ -130,11 +139,17 @@ async fn the_summary_is_the_highest_ranked_sentences_in_document_order() {
             "{s} should not be in {summary}"
         );
     }
-    let points = out["key_points"].as_array().unwrap();
-    assert_eq!(points.len(), k);
-    assert_eq!(
-        points[0],
-        rank(&text)[0].sentence.text.as_str(),
-        "best first"
-    );
+    // The key points are the same sentences, best first: the hand-labelled one leads.
+    let points: Vec<&str> = out["key_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    let mut sorted = points.clone();
+    sorted.sort_unstable();
+    let mut chosen_sorted = chosen.clone();
+    chosen_sorted.sort_unstable();
+    assert_eq!(sorted, chosen_sorted);
+    assert_eq!(points[0], want["best"].as_str().unwrap(), "best first");
 }

@@ -163,6 +163,67 @@ mod tests {
         }
     }
 
+    /// Messages written by AWS's own event-stream tooling (`aws-c-event-stream`'s test-case
+    /// writer), as published with their decoded form in `aws/aws-sdk-go` (Apache-2.0),
+    /// `private/protocol/eventstream/testdata/{encoded,decoded}/positive/`: an oracle
+    /// independent of [`encode`].
+    const AWS_PAYLOAD_ONE_STR_HEADER: &str = "0000003d0000002007fd83960c636f6e74656e742d74797065\
+        0700106170706c69636174696f6e2f6a736f6e7b27666f6f273a27626172277d8d9c08b1";
+    const AWS_ALL_HEADERS: &str = "000000cc000000af0fae64ca0a6576656e742d74797065040000a00c0c\
+        636f6e74656e742d747970650700106170706c69636174696f6e2f6a736f6e0a626f6f6c2066616c7365\
+        0109626f6f6c207472756500046279746502cf08627974652062756606001449276d2061206c6974746c\
+        6520746561706f74210974696d657374616d70080000000000845fed05696e74313603002a05696e7436\
+        340500000000028757b20475756964090102030405060708090a0b0c0d0e0f107b27666f6f273a276261\
+        72277daba5f10c";
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    #[test]
+    fn messages_written_by_aws_tooling_decode_to_their_published_form() {
+        let one = unhex(AWS_PAYLOAD_ONE_STR_HEADER);
+        assert_eq!(one.len(), 61);
+        let all = unhex(AWS_ALL_HEADERS);
+        assert_eq!(all.len(), 204);
+        let expected = Frame {
+            headers: [("content-type".to_owned(), "application/json".to_owned())].into(),
+            payload: b"{'foo':'bar'}".to_vec(),
+        };
+        // `all_headers` holds one header of every type (bool, byte, int16/32/64, bytes,
+        // timestamp, uuid): each is skipped by its size, and only the string is kept.
+        let both = [one.clone(), all.clone()].concat();
+        for size in 1..=both.len() {
+            let mut d = Decoder::default();
+            let mut frames = Vec::new();
+            for c in both.chunks(size) {
+                frames.extend(d.push(c).expect("valid"));
+            }
+            assert_eq!(
+                frames,
+                vec![expected.clone(), expected.clone()],
+                "chunk size {size}"
+            );
+        }
+
+        // The same bytes with one flipped are refused by the checksum that covers them.
+        let mut bad_prelude = one.clone();
+        bad_prelude[7] ^= 0x01;
+        assert_eq!(
+            Decoder::default().push(&bad_prelude),
+            Err(FrameError::PreludeCrc)
+        );
+        let mut bad_payload = all;
+        bad_payload[195] ^= 0x01;
+        assert_eq!(
+            Decoder::default().push(&bad_payload),
+            Err(FrameError::MessageCrc)
+        );
+    }
+
     #[test]
     fn a_corrupted_frame_is_refused() {
         let mut bytes = encode(&[(":event-type", "messageStop")], b"{}");
