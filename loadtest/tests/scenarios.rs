@@ -1,10 +1,11 @@
 //! The scenarios at small sizes against a real nats-server and the real orchestrator and `test`
 //! worker processes: figures come out, every workflow is accounted for, replicas are separate
-//! processes that add capacity, and a run whose work does not complete refuses to report.
+//! processes, and a run whose work does not complete refuses to report. Speed is the
+//! benchmark's business (`make bench`), not these tests'.
 //!
 //! The engine binaries are taken from the workspace's `target/debug` (build them first:
 //! `cargo build -p switchyard-orchestrator -p switchyard-test-worker`), or from the directory
-//! in `SWITCHYARD_BENCH_BIN_DIR`.
+//! in `SWITCHYARD_BENCH_BIN_DIR`; one older than the sources it is built from is refused.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -24,7 +25,50 @@ fn bin(name: &str) -> PathBuf {
         "{} is missing; build it first: cargo build -p {name}",
         path.display()
     );
+    let built = modified(&path);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for source in SOURCES {
+        let newest = newest_file(&root.join(source));
+        assert!(
+            built >= newest,
+            "{} is older than {source}: rebuild it (cargo build -p {name})",
+            path.display()
+        );
+    }
     path
+}
+
+/// What the engine binaries are built from (their own crates and what they share).
+const SOURCES: [&str; 8] = [
+    "workers/orchestrator/src",
+    "test-worker/src",
+    "runtime/src",
+    "proto/src",
+    "workflow/src",
+    "catalog/src",
+    "catalog/operations",
+    "bus-config/src",
+];
+
+fn modified(path: &std::path::Path) -> std::time::SystemTime {
+    path.metadata()
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The latest modification time of any file under `dir`.
+fn newest_file(dir: &std::path::Path) -> std::time::SystemTime {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("a directory entry").path();
+        let t = if path.is_dir() {
+            newest_file(&path)
+        } else {
+            modified(&path)
+        };
+        newest = newest.max(t);
+    }
+    newest
 }
 
 struct Bins {
@@ -57,8 +101,14 @@ async fn raw_publishes_and_consumes_every_message() {
         "a start-sized message: {}",
         m.message_bytes
     );
-    assert!(m.publish_per_s > 100.0, "{m:?}");
-    assert!(m.consume_ack_per_s > 100.0, "{m:?}");
+    assert!(
+        m.publish_per_s > 0.0 && m.publish_per_s.is_finite(),
+        "{m:?}"
+    );
+    assert!(
+        m.consume_ack_per_s > 0.0 && m.consume_ack_per_s.is_finite(),
+        "{m:?}"
+    );
 }
 
 #[tokio::test]
@@ -81,13 +131,12 @@ async fn e2e_waits_for_every_workflow_and_times_each_one() {
     assert_eq!(paced.latency.count, 60);
     assert_eq!(paced.samples.len(), 60);
     assert!(paced.samples.windows(2).all(|w| w[0] <= w[1]), "sorted");
-    // Three jobs and four transitions each: not instantaneous, and not stuck.
+    // Three jobs and four transitions each take some time; how much is the benchmark's.
     assert!(
-        paced.latency.p50_ms > 0.1 && paced.latency.max_ms < 10_000.0,
+        paced.latency.p50_ms > 0.0 && paced.latency.p50_ms <= paced.latency.max_ms,
         "{paced:?}"
     );
-    // 60 starts at 200/s take about 0.3 s, so the throughput is the paced rate, not more.
-    assert!(paced.completed_per_s < 260.0, "{paced:?}");
+    assert_eq!(paced.target_rate_per_s, Some(200.0));
 
     let open = engine.run("e2e", Chain::OneStep, 500, None).await.unwrap();
     assert_eq!((open.accepted, open.completed), (500, 500));
@@ -96,7 +145,7 @@ async fn e2e_waits_for_every_workflow_and_times_each_one() {
 }
 
 #[tokio::test]
-async fn scale_adds_capacity_with_each_replica_process() {
+async fn scale_runs_every_workflow_with_each_replica_count() {
     let bins = Bins::new();
     // 50 ms jobs, 2 at once per replica: 40 workflows/s per replica at best.
     let runs = workflows::scale(bins.binaries(), Chain::Sleep(50), &[1, 2], 2, 40)
@@ -105,17 +154,7 @@ async fn scale_adds_capacity_with_each_replica_process() {
     assert_eq!(runs.len(), 2);
     assert_eq!((runs[0].replicas, runs[0].completed), (1, 40));
     assert_eq!((runs[1].replicas, runs[1].completed), (2, 80));
-    assert!(
-        runs[0].completed_per_s < 42.0,
-        "one replica cannot beat its concurrency / job time: {:?}",
-        runs[0]
-    );
-    assert!(
-        runs[1].completed_per_s > runs[0].completed_per_s * 1.4,
-        "two replicas: {:.1}/s, one: {:.1}/s",
-        runs[1].completed_per_s,
-        runs[0].completed_per_s
-    );
+    // Whether the second replica adds capacity is measured by `make bench`, not asserted here.
 }
 
 #[tokio::test]
