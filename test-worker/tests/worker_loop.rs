@@ -33,8 +33,7 @@ async fn a_success_is_published_and_acked_once() {
     );
 
     // Acked: nothing pending, nothing redelivered, the work queue is empty, and no second result.
-    tokio::time::sleep(SECOND).await;
-    let info = consumer_info(&bus).await;
+    let info = settled(&bus).await;
     assert_eq!(
         (info.num_ack_pending, info.num_pending, info.num_redelivered),
         (0, 0, 0)
@@ -162,8 +161,7 @@ async fn exhausted_attempts_leave_a_failed_result_and_a_dead_letter_with_the_ori
     );
 
     // Terminated: not redelivered again.
-    tokio::time::sleep(SECOND).await;
-    assert_eq!(consumer_info(&bus).await.num_ack_pending, 0);
+    settled(&bus).await;
     assert_eq!(
         counter(
             &registry,

@@ -203,6 +203,23 @@ pub async fn wait_for_dead_letters(bus: &Bus, count: usize, within: Duration) ->
     }
 }
 
+/// The worker consumer's info once nothing is pending or waiting for an ack (within 10 s):
+/// what a settled job leaves behind.
+pub async fn settled(bus: &Bus) -> jetstream::consumer::Info {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = consumer_info(bus).await;
+        if (info.num_ack_pending, info.num_pending) == (0, 0) {
+            return info;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the consumer never settled: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn consumer_info(bus: &Bus) -> jetstream::consumer::Info {
     let jobs = bus
         .js

@@ -31,6 +31,8 @@ struct Env {
     registry: Registry,
     components: Components,
     ledger_stop: CancellationToken,
+    /// The running ledger's task, to wait for once stopped.
+    ledger: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::ops::Deref for Env {
@@ -63,6 +65,7 @@ async fn env_without_ledger() -> Env {
         registry: Registry::new(),
         components: Components::default(),
         ledger_stop: CancellationToken::new(),
+        ledger: std::sync::Mutex::new(None),
     }
 }
 
@@ -81,11 +84,21 @@ impl Env {
                 .await,
             self.ledger_stop.clone(),
         );
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = run.await {
                 panic!("the ledger stopped: {e}");
             }
         });
+        *self.ledger.lock().unwrap() = Some(task);
+    }
+
+    /// Stops the ledger and waits until it has.
+    async fn stop_ledger(&self) {
+        self.ledger_stop.cancel();
+        let task = self.ledger.lock().unwrap().take();
+        if let Some(task) = task {
+            task.await.expect("the ledger task");
+        }
     }
 
     /// Starts a `test` worker and an orchestrator in this process.
@@ -643,8 +656,7 @@ async fn the_read_model_follows_real_workflows_and_a_rebuild_reproduces_every_ta
     assert_eq!(by_workflow["usage"][0]["quantity"], 15.0);
 
     // Stop the live ledger so nothing moves, then rebuild and compare every row.
-    env.ledger_stop.cancel();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.stop_ledger().await;
     let before = snapshot(&env.db.pool).await;
     assert!(
         before.iter().all(|(_, rows)| !rows.is_empty()),
@@ -682,7 +694,27 @@ async fn a_database_error_hands_the_batch_back_and_nothing_is_lost() {
         )
         .await;
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Wait until the ledger has tried and handed the batch back (the messages come round
+    // again), so "nothing written" below is about a write that was attempted.
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = env
+            .js
+            .get_stream(stream::USAGE)
+            .await
+            .unwrap()
+            .get_consumer(stream::LEDGER_USAGE)
+            .await
+            .unwrap();
+        if consumer.info().await.unwrap().num_redelivered > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ledger never handed a batch back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let count = |pool: PgPool| async move {
         sqlx::query("SELECT count(*) FROM ledger.usage_events")
             .fetch_one(&pool)
