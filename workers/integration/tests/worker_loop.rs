@@ -1,11 +1,7 @@
 //! The integration worker in the real worker loop on a real nats-server: a 429 with
 //! `Retry-After` becomes a delayed retry, a redelivered job does not call the API again, and
-//! the shipped `research_to_docs` and `research_to_slack` workflows run end to end through the
-//! orchestrator.
-//!
-//! The `research` worker does not exist yet, so these tests run a small test-only handler for
-//! the `research` kind (see [`FakeResearch`]) that derives a summary, key points and sources
-//! from its input.
+//! the shipped `meeting_to_tasks` runs end to end with the real AI worker. The research
+//! workflows run with the real research worker in that crate's tests.
 
 mod common;
 
@@ -16,9 +12,7 @@ use prometheus::Registry;
 use serde_json::{Value, json};
 use switchyard_integration::{IntegrationWorker, op};
 use switchyard_proto::{Job, JobStatus, RetryPolicy, encode_proto, subject};
-use switchyard_runtime::{
-    Config, Handler, JobContext, JobFailure, OperationInfo, config::IntegrationSettings,
-};
+use switchyard_runtime::{Config, Handler, config::IntegrationSettings};
 use switchyard_test_harness::{
     Bus, Components, TENANT, TestDatabase, bus, engine, jobs::next_result, metrics,
     orchestrator_options, worker_config,
@@ -220,144 +214,6 @@ async fn a_redelivered_job_returns_the_recorded_result_without_calling_again() {
     }
     assert_eq!(slack.count(), 1, "the API was called again");
     assert_eq!(calls_metric(&registry, "slack", "ok"), 1.0);
-}
-
-/// A stand-in for the research worker, for these tests only: derives a summary, key points
-/// and sources from the topic it is given.
-#[derive(Debug, Clone)]
-struct FakeResearch;
-
-impl Handler for FakeResearch {
-    fn kind(&self) -> &'static str {
-        "research"
-    }
-
-    fn operations(&self) -> Vec<OperationInfo> {
-        vec![OperationInfo {
-            name: "research.topic",
-            description: "test stand-in: a summary derived from the topic",
-        }]
-    }
-
-    async fn handle(&self, _ctx: JobContext, job: &Job) -> Result<Value, JobFailure> {
-        let input: Value = serde_json::from_slice(&job.input)
-            .map_err(|e| JobFailure::invalid_input("input", e.to_string()))?;
-        let topic = input["topic"]
-            .as_str()
-            .ok_or_else(|| JobFailure::invalid_input("topic", "missing"))?;
-        let level = input["difficulty"].as_str().unwrap_or("intermediate");
-        let slug: String = topic
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '-'
-                }
-            })
-            .collect();
-        let words: Vec<&str> = topic.split_whitespace().collect();
-        Ok(json!({
-            "summary": format!("{topic}: an {level} overview in {} words.", words.len()),
-            "key_points": words.iter().map(|w| format!("{w} matters")).collect::<Vec<_>>(),
-            "sources": [
-                {
-                    "title": format!("{topic} handbook"),
-                    "location": format!("https://docs.example/{slug}"),
-                    "snippet": format!("All about {topic}."),
-                    "score": 0.9,
-                    "origin": "url",
-                },
-                {
-                    "title": "Local notes",
-                    "location": format!("corpus/{slug}.md"),
-                    "snippet": "Notes.",
-                    "score": 0.5,
-                    "origin": "corpus",
-                },
-            ],
-        }))
-    }
-}
-
-#[tokio::test]
-async fn research_to_docs_writes_the_document_into_the_markdown_sink() {
-    let out = tempfile::tempdir().unwrap();
-    let root = out.path().join("sink");
-    let mut env = env().await;
-    env.integration(&settings("http://127.0.0.1:9", root.clone()))
-        .await;
-    env.run("research-1", FakeResearch).await;
-    env.orchestrator().await;
-
-    let status = env
-        .run_workflow(
-            "research_to_docs",
-            json!({ "topic": "Rust async runtimes" }),
-        )
-        .await;
-    assert_eq!(status["status"], "completed", "{status:#}");
-    assert_eq!(
-        status["output"]["path"], "research/Rust async runtimes.md",
-        "{status:#}"
-    );
-    assert_eq!(status["output"]["destination"], "markdown");
-    let text =
-        std::fs::read_to_string(root.join(TENANT).join("research/Rust async runtimes.md")).unwrap();
-    assert!(
-        text.starts_with(
-            "# Rust async runtimes\n\nRust async runtimes: an intermediate overview in 3 words."
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains("## Key points\n\n- Rust matters\n- async matters\n- runtimes matters\n"),
-        "{text}"
-    );
-    assert!(text.contains("1. [Rust async runtimes handbook](https://docs.example/rust-async-runtimes) — All about Rust async runtimes."), "{text}");
-    assert!(
-        text.contains("2. [Local notes](corpus/rust-async-runtimes.md) — Notes."),
-        "{text}"
-    );
-}
-
-#[tokio::test]
-async fn research_to_slack_posts_the_summary_to_the_loopback_slack() {
-    let slack = Loopback::start(|_, _| slack_ok()).await;
-    let out = tempfile::tempdir().unwrap();
-    let mut env = env().await;
-    env.integration(&settings(&slack.url(), out.path().into()))
-        .await;
-    env.run("research-1", FakeResearch).await;
-    env.orchestrator().await;
-
-    let status = env
-        .run_workflow(
-            "research_to_slack",
-            json!({ "topic": "NATS JetStream", "channel": "#eng" }),
-        )
-        .await;
-    assert_eq!(status["status"], "completed", "{status:#}");
-    assert_eq!(status["output"]["channel"], "C0123");
-    assert_eq!(status["output"]["ts"], "1712345678.000200");
-    let calls = slack.calls();
-    assert_eq!(calls.len(), 1);
-    let body = calls[0].json();
-    assert_eq!(body["channel"], "#eng");
-    let text = body["text"].as_str().unwrap();
-    eprintln!("posted to Slack:\n{text}");
-    assert!(
-        text.contains("NATS JetStream: an intermediate overview in 2 words."),
-        "{text}"
-    );
-    assert!(
-        text.contains("• NATS matters\n• JetStream matters"),
-        "{text}"
-    );
-    assert!(
-        text.contains("1. <https://docs.example/nats-jetstream|NATS JetStream handbook>"),
-        "{text}"
-    );
 }
 
 /// The shipped `meeting_to_tasks` with the real `ai` worker on its `local` provider and this

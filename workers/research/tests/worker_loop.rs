@@ -1,6 +1,7 @@
 //! The research worker in the real worker loop on a real nats-server: the shipped
-//! `research_to_docs` workflow runs end to end (orchestrator → research → integration's
-//! Markdown sink on Postgres), and `research.topic` answers on its service endpoint with a
+//! `research_to_docs`, `research_to_slack` and `research_pipeline` workflows run end to end
+//! (orchestrator → research → the AI worker's local provider → integration, on Postgres, with
+//! loopback Notion and Slack), and `research.topic` answers on its service endpoint with a
 //! result that says when nothing was found and an error naming the URL when every source
 //! failed.
 
@@ -14,7 +15,10 @@ use switchyard_proto::{
     ContentType, ErrorCode, Job, JobResult, JobStatus, decode, encode_proto, header, subject,
 };
 use switchyard_research::ResearchWorker;
-use switchyard_runtime::{Config, config::IntegrationSettings};
+use switchyard_runtime::{
+    Config,
+    config::{IntegrationSettings, Secret},
+};
 use switchyard_test_harness::{
     Bus, Components, TENANT, TestDatabase, bus, engine, orchestrator_options, worker_config,
 };
@@ -52,12 +56,24 @@ impl Env {
     }
 
     async fn integration(&mut self, out: PathBuf) {
+        self.integration_with(out, None).await;
+    }
+
+    /// The integration worker, with Notion and Slack at `api` (a loopback) when given.
+    async fn integration_with(&mut self, out: PathBuf, api: Option<&str>) {
         let db = switchyard_test_harness::database().await;
         switchyard_integration::effects::migrate(&db.pool)
             .await
             .expect("migrate");
         let mut settings = IntegrationSettings::default();
         settings.markdown.output_dir = out;
+        if let Some(api) = api {
+            settings.notion.token = Some(Secret::new("ntn_test_token"));
+            settings.notion.base_url = api.into();
+            settings.slack.bot_token = Some(Secret::new("xoxb-test-token"));
+            settings.slack.base_url = api.into();
+            settings.shared_credentials = true;
+        }
         let registry = Registry::new();
         let handler =
             IntegrationWorker::build(&settings, db.pool.clone(), &registry).expect("handler");
@@ -159,6 +175,146 @@ async fn research_to_docs_writes_summary_key_points_and_sources() {
         "the best source first: {text}"
     );
     assert!(text.contains("corpus/retries-backoff.md) — "), "{text}");
+}
+
+/// What the loopback Notion and Slack received: method, path and JSON body of each request.
+type Calls = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>>;
+
+/// A loopback server that answers like Notion (`POST /v1/pages`, `PATCH
+/// /v1/blocks/{id}/children`) and Slack (`POST /api/chat.postMessage`) and keeps every request.
+async fn notion_and_slack() -> (String, Calls) {
+    let calls = Calls::default();
+    let seen = calls.clone();
+    let app = axum::Router::new().fallback(
+        move |method: axum::http::Method, uri: axum::http::Uri, body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let path = uri.path().to_owned();
+                seen.lock()
+                    .unwrap()
+                    .push((method.to_string(), path.clone(), json));
+                let answer = match (method.as_str(), path.as_str()) {
+                    ("POST", "/v1/pages") => json!({
+                        "object": "page", "id": "page-1", "url": "https://www.notion.so/page-1"
+                    }),
+                    ("PATCH", "/v1/blocks/page-1/children") => {
+                        json!({ "object": "list", "results": [] })
+                    }
+                    ("POST", "/api/chat.postMessage") => {
+                        json!({ "ok": true, "channel": "C0123", "ts": "1712345678.000200" })
+                    }
+                    _ => return (axum::http::StatusCode::NOT_FOUND, axum::Json(json!({}))),
+                };
+                (axum::http::StatusCode::OK, axum::Json(answer))
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, calls)
+}
+
+#[tokio::test]
+async fn research_to_slack_posts_what_the_research_found() {
+    let (api, calls) = notion_and_slack().await;
+    let out = tempfile::tempdir().unwrap();
+    let mut env = env().await;
+    env.integration_with(out.path().into(), Some(&api)).await;
+    env.research(env.config("research-1")).await;
+    env.orchestrator().await;
+
+    let topic = "retries with exponential backoff and jitter";
+    let status = env
+        .run_workflow(
+            "research_to_slack",
+            json!({ "topic": topic, "channel": "#eng" }),
+        )
+        .await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert_eq!(status["output"]["ts"], "1712345678.000200");
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    let (method, path, body) = &calls[0];
+    assert_eq!(
+        (method.as_str(), path.as_str()),
+        ("POST", "/api/chat.postMessage")
+    );
+    assert_eq!(body["channel"], "#eng");
+    let text = body["text"].as_str().unwrap();
+    let summary = status["output"]["summary"].as_str().unwrap();
+    assert!(summary.to_lowercase().contains("backoff"), "{summary}");
+    assert!(text.starts_with(&format!("*Research: {topic}*")), "{text}");
+    assert!(text.contains(summary.lines().next().unwrap()), "{text}");
+    assert!(
+        text.contains("1. Retries with exponential backoff ("),
+        "the corpus document, as a source: {text}"
+    );
+}
+
+/// The shipped `research_pipeline`: research over the corpus, analysis by the AI worker's
+/// local provider, then the page in Notion and the announcement in Slack, both from the
+/// analysis.
+#[tokio::test]
+async fn research_pipeline_publishes_the_analysis_to_notion_and_slack() {
+    let (api, calls) = notion_and_slack().await;
+    let out = tempfile::tempdir().unwrap();
+    let mut env = env().await;
+    env.integration_with(out.path().into(), Some(&api)).await;
+    env.research(env.config("research-1")).await;
+    let ai = switchyard_ai::AiWorker::new(
+        &switchyard_runtime::config::AiSettings::default(),
+        &Registry::new(),
+    )
+    .expect("the local provider needs no configuration");
+    let config = env.config("ai-1");
+    env.components
+        .worker(&env.bus, &config, ai, &Registry::new())
+        .await;
+    env.orchestrator().await;
+
+    let topic = "Postgres MVCC and vacuum";
+    let status = env
+        .run_workflow(
+            "research_pipeline",
+            json!({ "topic": topic, "notion_parent_id": "parent-9", "channel": "#research" }),
+        )
+        .await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    let analysis = status["output"]["analysis"].as_str().unwrap();
+    assert!(!analysis.trim().is_empty(), "{status:#}");
+    assert_eq!(
+        status["output"]["notion_url"],
+        "https://www.notion.so/page-1"
+    );
+    assert_eq!(status["output"]["slack_ts"], "1712345678.000200");
+
+    let calls = calls.lock().unwrap().clone();
+    let page = calls
+        .iter()
+        .find(|(m, p, _)| m == "POST" && p == "/v1/pages")
+        .map(|(_, _, body)| body)
+        .unwrap_or_else(|| panic!("no Notion page: {calls:#?}"));
+    assert_eq!(page["parent"]["page_id"], "parent-9", "{page:#}");
+    assert_eq!(
+        page["properties"]["title"]["title"][0]["text"]["content"],
+        format!("Analysis: {topic}")
+    );
+    let posted = calls
+        .iter()
+        .find(|(m, p, _)| m == "POST" && p == "/api/chat.postMessage")
+        .map(|(_, _, body)| body)
+        .unwrap_or_else(|| panic!("no Slack post: {calls:#?}"));
+    assert_eq!(posted["channel"], "#research");
+    let text = posted["text"].as_str().unwrap();
+    assert!(text.starts_with(&format!("*Analysis: {topic}*")), "{text}");
+    let first_line = analysis.lines().find(|l| !l.trim().is_empty()).unwrap();
+    let words: Vec<&str> = first_line.split_whitespace().take(3).collect();
+    assert!(
+        text.contains(words[words.len() - 1]),
+        "the analysis in the post: {text}"
+    );
 }
 
 #[tokio::test]
