@@ -535,10 +535,8 @@ fn a_missing_credentials_file_is_named() {
 #[tokio::test]
 async fn a_list_of_server_urls_connects_while_the_first_is_down() {
     let server = NatsServer::start().await;
-    let dead = || {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("nats://127.0.0.1:{}", listener.local_addr().unwrap().port())
-    };
+    // Ports nothing listens on, from the allocator every test shares.
+    let dead = || format!("nats://127.0.0.1:{}", switchyard_test_support::free_port());
     let urls = format!("{}, {},{}", dead(), server.url(), dead());
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["bus", "apply"])
@@ -551,4 +549,100 @@ async fn a_list_of_server_urls_connects_while_the_first_is_down() {
         .expect("run switchyard");
     assert!(out.status.success(), "{urls}: {}", text(&out));
     assert!(text(&out).contains("changes applied"), "{}", text(&out));
+}
+
+/// A stream that exists with a setting `bus apply` cannot change in place (its retention) is
+/// left alone and reported, and the command exits 3 so a deploy script notices.
+#[tokio::test]
+async fn bus_apply_exits_3_on_drift_it_cannot_fix() {
+    let server = NatsServer::start().await;
+    let js = async_nats::jetstream::new(server.client().await);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream::WF_INBOX.into(),
+        subjects: vec!["wf.start.>".into()],
+        retention: async_nats::jetstream::stream::RetentionPolicy::Limits,
+        ..Default::default()
+    })
+    .await
+    .expect("a stream made by hand");
+    let out = switchyard(&server, &["bus", "apply"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("retention"), "{}", text(&out));
+    let info = js
+        .get_stream(stream::WF_INBOX)
+        .await
+        .unwrap()
+        .cached_info()
+        .clone();
+    assert_eq!(
+        info.config.retention,
+        async_nats::jetstream::stream::RetentionPolicy::Limits,
+        "left as it was"
+    );
+
+    // Everything else was applied: status finds nothing missing.
+    let status = switchyard(&server, &["bus", "status"]);
+    assert!(status.status.success(), "{}", text(&status));
+}
+
+/// `switchyard ledger rebuild` empties the ledger and replays the streams into it, counting
+/// each usage event once however often the stream holds it.
+#[tokio::test]
+async fn ledger_rebuild_replays_the_streams_into_postgres() {
+    let server = NatsServer::start().await;
+    let db = switchyard_test_support::database().await;
+    let applied = switchyard(&server, &["bus", "apply"]);
+    assert!(applied.status.success(), "{}", text(&applied));
+    let js = async_nats::jetstream::new(server.client().await);
+    let event = |id: &str, quantity: f64| switchyard_proto::UsageEvent {
+        event_id: id.into(),
+        tenant: "acme".into(),
+        meter: "tokens".into(),
+        quantity,
+        unit: "token".into(),
+        instance_id: "i-1".into(),
+        step_id: "s".into(),
+        operation: "ai.generate".into(),
+        at_ms: 1_767_225_600_000,
+        ..Default::default()
+    };
+    // The second copy of u-1 is what a publisher retrying past the duplicate window leaves.
+    for e in [event("u-1", 5.0), event("u-2", 7.0), event("u-1", 5.0)] {
+        js.publish(
+            switchyard_proto::subject::usage("acme", "tokens"),
+            switchyard_proto::encode_proto(&e).into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["ledger", "rebuild"])
+        .env_clear()
+        .envs(server.env_for(&Role::Operator))
+        .env("DATABASE_URL", &db.url)
+        .env("SWITCHYARD_NATS_CONNECT_TIMEOUT", "5s")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run switchyard");
+    assert!(out.status.success(), "{}", text(&out));
+    let report = text(&out);
+    let usage_line = report
+        .lines()
+        .find(|l| l.starts_with(stream::USAGE))
+        .unwrap_or_else(|| panic!("no USAGE line: {report}"));
+    let figures: Vec<&str> = usage_line.split_whitespace().collect();
+    assert_eq!(
+        &figures[1..4],
+        ["3", "2", "1"],
+        "read, stored, duplicate: {report}"
+    );
+    let total: f64 = sqlx::query_scalar(
+        "SELECT sum(quantity)::float8 FROM ledger.usage_events WHERE tenant = 'acme'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(total, 12.0);
 }
