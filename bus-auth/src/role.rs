@@ -255,6 +255,7 @@ fn gateway() -> Permissions {
     p.publish.extend(ephemeral_consumers(stream::WF_EVENTS));
     // A read-only mirror of the definitions; transcripts too long for a message are stored.
     p.publish.extend(kv_read(stream::WF_DEFINITIONS_BUCKET));
+    p.publish.extend(kv_read(stream::OPERATIONS_BUCKET));
     p.publish.extend(objects());
     // The Idempotency-Keys it has seen, each with its request's fingerprint.
     p.publish.extend(kv_write(stream::IDEMPOTENCY_BUCKET));
@@ -282,6 +283,20 @@ fn orchestrator() -> Permissions {
     );
     p.publish.extend(kv_write(stream::WF_STATE_BUCKET));
     p.publish.extend(kv_write(stream::WF_DEFINITIONS_BUCKET));
+    // Worker kinds declare their operations to it: it stores them and creates a new kind's
+    // work-queue stream and consumer (never changing or deleting existing ones; ADR 15).
+    // Subject wildcards match whole tokens, so stream creation cannot be narrowed to
+    // `JOBS_*`; consumers it may create only with a `jobs.>` filter, which only job streams
+    // hold, and it may read none of them.
+    p.publish.extend(kv_write(stream::OPERATIONS_BUCKET));
+    p.publish.extend(
+        [
+            "$JS.API.STREAM.CREATE.*",
+            "$JS.API.CONSUMER.CREATE.*.*.jobs.>",
+            "$JS.API.CONSUMER.INFO.*.*",
+        ]
+        .map(String::from),
+    );
     serve(&mut p, "orchestrator");
     p
 }
@@ -311,6 +326,8 @@ fn worker(kind: &str) -> Permissions {
         subject::ALL_USAGE.to_owned(),
         subject::ALL_EVENTS.to_owned(),
         subject::dlq(kind),
+        // Declaring its own operations, and no other kind's.
+        switchyard_proto::orchestrator::declare_subject(kind),
         // A job published with a reply subject of its own gets its result there too: to the
         // stream that captures it (found by name), or straight to the publisher's inbox.
         "$JS.API.STREAM.NAMES".to_owned(),

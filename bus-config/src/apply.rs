@@ -209,6 +209,52 @@ pub async fn apply(
     Ok(report)
 }
 
+/// Creates the `JOBS_<KIND>` stream and `worker-<kind>` consumer of worker kind `kind` from
+/// the `[jobs]` template when they are missing, with `replicas` copies of the stream; what
+/// exists is left as it is (an operator's `bus apply` may have tuned it). This is what a kind's
+/// first declaration of its operations does, so `bus.toml` need not list every kind.
+pub async fn ensure_kind(
+    js: &jetstream::Context,
+    cfg: &BusConfig,
+    kind: &str,
+    replicas: usize,
+) -> Result<Vec<ObjectReport>, Error> {
+    if let Err(e) = switchyard_proto::subject::check_token(kind) {
+        return Err(Error::Invalid {
+            origin: "worker kind".to_owned(),
+            problems: vec![format!("{kind:?} is not a subject token: {e}")],
+        });
+    }
+    let stream_spec = cfg.kind_stream_spec(kind);
+    let mut reports = Vec::new();
+    if current_stream(js, &stream_spec.name).await?.is_none() {
+        reports.push(apply_stream(js, &stream_spec, replicas).await?);
+    }
+    let consumer_spec = cfg.kind_consumer_spec(kind);
+    let stream = js
+        .get_stream_no_info(&consumer_spec.stream)
+        .await
+        .map_err(|e| Error::Server {
+            action: "reading stream of consumer",
+            object: consumer_spec.stream.clone(),
+            error: e.into(),
+        })?;
+    match stream.consumer_info(&consumer_spec.name).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+            reports.push(apply_consumer(js, &consumer_spec).await?);
+        }
+        Err(e) => {
+            return Err(Error::Server {
+                action: "reading consumer",
+                object: format!("{}/{}", consumer_spec.stream, consumer_spec.name),
+                error: e.into(),
+            });
+        }
+    }
+    Ok(reports)
+}
+
 async fn check_server(js: &jetstream::Context) -> Result<(), Error> {
     let version = js.client().server_info().version;
     if Version::parse(&version).is_none_or(|v| v < MIN_SERVER_VERSION) {

@@ -94,6 +94,8 @@ pub struct KvBuckets {
     pub idempotency: KvSettings,
     /// `WF_ATTEMPTS`: what the deliveries of each unsettled job ended in.
     pub attempts: KvSettings,
+    /// `WF_OPERATIONS`: the operations worker kinds declared at run time.
+    pub operations: KvSettings,
 }
 
 /// The declared settings of one stream. Only these are compared with the server.
@@ -473,6 +475,7 @@ impl BusConfig {
         for (key, kv) in [
             ("kv.state", &self.kv.state),
             ("kv.definitions", &self.kv.definitions),
+            ("kv.operations", &self.kv.operations),
         ] {
             let history = kv.history;
             if !(1..=64).contains(&history) {
@@ -498,11 +501,12 @@ impl BusConfig {
             subjects: inbox.map(str::to_owned).to_vec(),
             settings: self.streams.inbox.clone(),
         }];
-        specs.extend(self.jobs.kinds.iter().map(|kind| StreamSpec {
-            name: stream::jobs(kind),
-            subjects: vec![subject::jobs_of(kind)],
-            settings: self.jobs.stream.clone(),
-        }));
+        specs.extend(
+            self.jobs
+                .kinds
+                .iter()
+                .map(|kind| self.kind_stream_spec(kind)),
+        );
         let others = [
             (stream::WF_EVENTS, subject::ALL_EVENTS, &self.streams.events),
             (stream::USAGE, subject::ALL_USAGE, &self.streams.usage),
@@ -521,18 +525,32 @@ impl BusConfig {
         specs
     }
 
+    /// The `JOBS_<KIND>` stream of worker kind `kind`, from the `[jobs]` template.
+    pub fn kind_stream_spec(&self, kind: &str) -> StreamSpec {
+        StreamSpec {
+            name: stream::jobs(kind),
+            subjects: vec![subject::jobs_of(kind)],
+            settings: self.jobs.stream.clone(),
+        }
+    }
+
+    /// The `worker-<kind>` consumer of worker kind `kind`, from the `[jobs]` template.
+    pub fn kind_consumer_spec(&self, kind: &str) -> ConsumerSpec {
+        ConsumerSpec {
+            stream: stream::jobs(kind),
+            name: stream::worker_consumer(kind),
+            filter_subjects: vec![subject::jobs_of(kind)],
+            settings: self.jobs.consumer.clone(),
+        }
+    }
+
     /// The durable consumers to create, after their streams.
     pub fn consumer_specs(&self) -> Vec<ConsumerSpec> {
         let mut specs: Vec<ConsumerSpec> = self
             .jobs
             .kinds
             .iter()
-            .map(|kind| ConsumerSpec {
-                stream: stream::jobs(kind),
-                name: stream::worker_consumer(kind),
-                filter_subjects: vec![subject::jobs_of(kind)],
-                settings: self.jobs.consumer.clone(),
-            })
+            .map(|kind| self.kind_consumer_spec(kind))
             .collect();
         let c = &self.consumers;
         let others: [(&str, &str, &[&str], &ConsumerSettings); 6] = [
@@ -616,6 +634,10 @@ impl BusConfig {
             KvSpec {
                 bucket: stream::ATTEMPTS_BUCKET.to_owned(),
                 settings: self.kv.attempts.clone(),
+            },
+            KvSpec {
+                bucket: stream::OPERATIONS_BUCKET.to_owned(),
+                settings: self.kv.operations.clone(),
             },
         ]
     }

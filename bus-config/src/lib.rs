@@ -14,7 +14,9 @@ mod status;
 
 use std::path::PathBuf;
 
-pub use apply::{ApplyOptions, ApplyReport, FieldChange, ObjectKind, ObjectReport, Outcome, apply};
+pub use apply::{
+    ApplyOptions, ApplyReport, FieldChange, ObjectKind, ObjectReport, Outcome, apply, ensure_kind,
+};
 pub use config::{
     AckPolicy, BusConfig, ByteSize, ConsumerSettings, ConsumerSpec, Consumers, DEFAULT_TOML,
     DeliverPolicy, Discard, Jobs, KvBuckets, KvSettings, KvSpec, Retention, Storage,

@@ -8,6 +8,7 @@
 //! operation is carried out. The built-in catalog is compiled into the binary.
 
 pub mod cards;
+pub mod declare;
 mod schema;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,12 @@ pub struct OperationSpec {
     pub input: Schema,
     /// What a successful job returns; workflows may refer to the fields it declares.
     pub output: Schema,
+    /// The version of these schemas: 1 for the built-in operations, the declared one for
+    /// operations declared at run time.
+    pub version: u32,
+    /// What the operation can stand for (declared at run time; none for built-ins yet).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
 }
 
 /// All known operations, by name.
@@ -153,6 +160,8 @@ impl Catalog {
                         description: op.description,
                         input: op.input,
                         output: op.output,
+                        version: 1,
+                        capabilities: Vec::new(),
                     },
                 );
             }

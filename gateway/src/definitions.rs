@@ -10,8 +10,11 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use switchyard_catalog::Catalog;
-use switchyard_workflow::definition::{Definition, ValidateOptions};
+use switchyard_workflow::{
+    Operations,
+    definition::{Definition, ValidateOptions},
+    operations,
+};
 
 /// Most parsed definitions kept; the cache starts over when full.
 const CAPACITY: usize = 256;
@@ -22,15 +25,18 @@ type Key = (String, String, u32);
 #[derive(Debug)]
 pub struct DefinitionCache {
     options: ValidateOptions,
+    /// The operations declared at run time, when the gateway follows them.
+    operations: Option<Arc<Operations>>,
     entries: Mutex<HashMap<Key, Arc<Definition>>>,
 }
 
 impl DefinitionCache {
     /// `options`: the orchestrator's template variables and limits, so definitions parse here
     /// as they do there.
-    pub fn new(options: ValidateOptions) -> Self {
+    pub fn new(options: ValidateOptions, operations: Option<Arc<Operations>>) -> Self {
         DefinitionCache {
             options,
+            operations,
             entries: Mutex::new(HashMap::new()),
         }
     }
@@ -50,7 +56,8 @@ impl DefinitionCache {
         {
             return Some(def.clone());
         }
-        let def = match Definition::parse(source, Catalog::builtin(), &self.options) {
+        let parsed = operations::parse_with(self.operations.as_deref(), source, &self.options);
+        let def = match parsed {
             Ok(def) => Arc::new(def),
             Err(problems) => {
                 tracing::warn!(workflow = name, version, %problems, "a registered definition does not parse in the gateway");
@@ -67,7 +74,7 @@ impl DefinitionCache {
 
     /// Parses a definition without caching it.
     pub fn parse(&self, source: &str) -> Option<Definition> {
-        Definition::parse(source, Catalog::builtin(), &self.options).ok()
+        operations::parse_with(self.operations.as_deref(), source, &self.options).ok()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Definition>>> {

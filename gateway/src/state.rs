@@ -6,7 +6,7 @@ use std::sync::Arc;
 use prometheus::Registry;
 use switchyard_proto::stream;
 use switchyard_runtime::{Config, config::GatewaySettings};
-use switchyard_workflow::{Store, ValidateOptions};
+use switchyard_workflow::{Operations, Store, ValidateOptions};
 use tokio_util::{
     sync::{CancellationToken, DropGuard},
     task::TaskTracker,
@@ -46,6 +46,29 @@ struct Inner {
     tasks: TaskTracker,
 }
 
+/// The operations declared at run time, followed until `stop`; `None` without the bucket.
+async fn follow_operations(
+    js: &async_nats::jetstream::Context,
+    stop: CancellationToken,
+) -> Option<Arc<Operations>> {
+    match js.get_key_value(stream::OPERATIONS_BUCKET).await {
+        Ok(kv) => {
+            let operations = Arc::new(Operations::new(kv));
+            match operations.clone().watch(stop).await {
+                Ok(_) => Some(operations),
+                Err(e) => {
+                    warn!(error = %e, "cannot follow the declared operations; definitions that use them are checked by the workflow engine");
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, bucket = stream::OPERATIONS_BUCKET, "no declared-operations bucket (run `switchyard bus apply`)");
+            None
+        }
+    }
+}
+
 impl AppState {
     /// The state of one gateway: its NATS connection, token checker, rate limits, metrics
     /// (registered in `registry`, which `/metrics` serves) and its mirror of the definitions.
@@ -58,10 +81,16 @@ impl AppState {
         let metrics = metrics::HttpMetrics::register(&registry)?;
         let bus = bus::Bus::new(client);
         let options = validate_options(config);
+        let stop = CancellationToken::new();
+        // Boxed: the watch's set-up would otherwise make this future too large to move.
+        let operations = Box::pin(follow_operations(&bus.js, stop.clone())).await;
         let (mirror, watch) = match bus.js.get_key_value(stream::WF_DEFINITIONS_BUCKET).await {
             Ok(kv) => {
-                let store = Arc::new(Store::new(kv, options.clone()));
-                let stop = CancellationToken::new();
+                let mut store = Store::new(kv, options.clone());
+                if let Some(operations) = &operations {
+                    store = store.with_operations(operations.clone());
+                }
+                let store = Arc::new(store);
                 match store.clone().watch(stop.clone()).await {
                     Ok(_) => (Some(store), Some(stop.drop_guard())),
                     Err(e) => {
@@ -96,7 +125,7 @@ impl AppState {
                 settings: config.gateway.clone(),
                 metrics,
                 registry,
-                definitions: definitions::DefinitionCache::new(options),
+                definitions: definitions::DefinitionCache::new(options, operations),
                 mirror,
                 _watch: watch,
                 tasks: TaskTracker::new(),

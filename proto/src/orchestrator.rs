@@ -48,6 +48,35 @@ pub mod endpoint {
     pub const DEFINITIONS_PUT: &str = "definitions.put";
     pub const DEFINITIONS_DELETE: &str = "definitions.delete";
     pub const DEFINITIONS_VALIDATE: &str = "definitions.validate";
+    /// Followed by `.<kind>`: a worker kind declares its operations (docs/worker-protocol.md).
+    /// The kind is a subject token so the broker can confine a kind's credentials to its own.
+    pub const OPERATIONS_DECLARE: &str = "operations.declare";
+}
+
+/// `svc.orchestrator.operations.declare.<kind>`: where worker kind `kind` declares its
+/// operations.
+pub fn declare_subject(kind: &str) -> String {
+    request_subject(&format!("{}.{kind}", endpoint::OPERATIONS_DECLARE))
+}
+
+/// The reply to a declaration: each operation version and whether this declaration stored
+/// it (false when the same version with the same schemas was declared before).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclareReply {
+    pub kind: String,
+    /// The kind's work-queue stream, which now exists.
+    pub stream: String,
+    /// The durable consumer its replicas pull from.
+    pub consumer: String,
+    pub operations: Vec<DeclaredVersion>,
+}
+
+/// One operation version of a [`DeclareReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclaredVersion {
+    pub name: String,
+    pub version: u32,
+    pub created: bool,
 }
 
 macro_rules! endpoints {

@@ -22,6 +22,9 @@ pub const IDEMPOTENCY_BUCKET: &str = "WF_IDEMPOTENCY";
 /// the handler failures that used up attempts, and the hand-backs for infrastructure faults
 /// or shutdown that did not (ADR 14). Written only when a delivery does not succeed.
 pub const ATTEMPTS_BUCKET: &str = "WF_ATTEMPTS";
+/// KV bucket of the operations worker kinds declared at run time, one key per operation
+/// version, `<operation>.v<version>` (docs/worker-protocol.md). A version is never rewritten.
+pub const OPERATIONS_BUCKET: &str = "WF_OPERATIONS";
 /// Object store for payloads too large to copy into every message (long transcripts); a
 /// message carries a reference instead (see [`OBJECT_REF_PREFIX`]).
 pub const WF_OBJECTS_BUCKET: &str = "WF_OBJECTS";

@@ -1,15 +1,18 @@
 //! Workflow definitions: the YAML format, its parser, the validator that checks a definition
 //! against the operation catalog, the templating of step inputs, and the registry of
-//! registered definitions (the `WF_DEFINITIONS` KV bucket mirrored in memory).
+//! registered definitions (the `WF_DEFINITIONS` KV bucket mirrored in memory) and of the
+//! operations worker kinds declared at run time (`WF_OPERATIONS`).
 //!
 //! It runs nothing: the engine (`switchyard-orchestrator`) executes definitions, and the
 //! gateway, the CLI and the load tests read and check them. Depending on this crate must never
 //! pull in the engine.
 
 pub mod definition;
+pub mod operations;
 pub mod store;
 
 pub use definition::{Definition, Problem, Problems, RenderLimits, ValidateOptions};
+pub use operations::Operations;
 pub use store::{Entry, PutError, Scope, Store};
 
 /// Why reading or writing the registry failed.

@@ -14,13 +14,13 @@ use std::{
 use async_nats::jetstream::kv;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
-use switchyard_catalog::Catalog;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::{
     Error,
     definition::{Definition, Problems, ValidateOptions},
+    operations::Operations,
 };
 
 /// Where a definition is registered.
@@ -97,6 +97,8 @@ pub struct Store {
     kv: kv::Store,
     options: ValidateOptions,
     by_name: RwLock<HashMap<(Scope, String), Versions>>,
+    /// The operations declared at run time; without it, only the built-in catalog.
+    operations: Option<Arc<Operations>>,
 }
 
 impl Store {
@@ -105,7 +107,19 @@ impl Store {
             kv,
             options,
             by_name: RwLock::new(HashMap::new()),
+            operations: None,
         }
+    }
+
+    /// Checks definitions against the built-in operations and those declared at run time.
+    pub fn with_operations(mut self, operations: Arc<Operations>) -> Self {
+        self.operations = Some(operations);
+        self
+    }
+
+    /// The operations declared at run time, when this store follows them.
+    pub fn operations(&self) -> Option<&Arc<Operations>> {
+        self.operations.as_ref()
     }
 
     pub fn validate_options(&self) -> &ValidateOptions {
@@ -114,7 +128,22 @@ impl Store {
 
     /// Parses and checks a definition against the catalog.
     pub fn parse(&self, source: &str) -> Result<Definition, Problems> {
-        Definition::parse(source, Catalog::builtin(), &self.options)
+        crate::operations::parse_with(self.operations.as_deref(), source, &self.options)
+    }
+
+    /// Like [`Store::parse`], but when the definition names an operation the mirror of
+    /// declarations has not caught up with (a kind declared a moment ago), the declarations
+    /// are read again and the definition checked once more.
+    pub async fn parse_fresh(&self, source: &str) -> Result<Definition, Problems> {
+        match (self.parse(source), &self.operations) {
+            (Err(_), Some(operations)) => {
+                if let Err(e) = operations.refresh().await {
+                    warn!(error = %e, "cannot read the declared operations again");
+                }
+                self.parse(source)
+            }
+            (parsed, _) => parsed,
+        }
     }
 
     /// Registers the shipped templates that are not registered yet.
@@ -143,7 +172,7 @@ impl Store {
         scope: &Scope,
         source: &str,
     ) -> Result<(bool, Arc<Definition>), PutError> {
-        let def = Arc::new(self.parse(source).map_err(PutError::Invalid)?);
+        let def = Arc::new(self.parse_fresh(source).await.map_err(PutError::Invalid)?);
         let key = scope.key(&def.name, def.version);
         let record = Record {
             source: source.to_owned(),
@@ -292,7 +321,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        Ok(self.entry_from(key, &bytes).inspect(|e| {
+        Ok(self.entry_from(key, &bytes).await.inspect(|e| {
             self.insert(
                 e.scope.clone(),
                 e.definition.clone(),
@@ -302,7 +331,7 @@ impl Store {
         }))
     }
 
-    fn entry_from(&self, key: &str, bytes: &[u8]) -> Option<Entry> {
+    async fn entry_from(&self, key: &str, bytes: &[u8]) -> Option<Entry> {
         let (scope, _, _) = Scope::parse_key(key)?;
         let record: Record = match serde_json::from_slice(bytes) {
             Ok(r) => r,
@@ -311,7 +340,7 @@ impl Store {
                 return None;
             }
         };
-        match self.parse(&record.source) {
+        match self.parse_fresh(&record.source).await {
             Ok(def) => Some(Entry {
                 scope,
                 definition: Arc::new(def),
@@ -378,7 +407,7 @@ impl Store {
                 };
                 match next {
                     Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
-                        if let Some(e) = store.entry_from(&entry.key, &entry.value) {
+                        if let Some(e) = store.entry_from(&entry.key, &entry.value).await {
                             debug!(key = %entry.key, "definition changed");
                             store.insert(e.scope, e.definition, e.registered_at_ms, e.deleted);
                         }

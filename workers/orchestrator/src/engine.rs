@@ -32,7 +32,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use switchyard_workflow::{
-    Store,
+    Operations, Store,
     definition::{self, ValidateOptions},
 };
 
@@ -123,13 +123,17 @@ impl Orchestrator {
         };
         let state = bucket(stream::WF_STATE_BUCKET).await?;
         let defs_kv = bucket(stream::WF_DEFINITIONS_BUCKET).await?;
-        let definitions = Arc::new(Store::new(
-            defs_kv,
-            ValidateOptions {
-                env_allow: options.env.keys().cloned().collect(),
-                limits: options.limits,
-            },
-        ));
+        let operations = Arc::new(Operations::new(bucket(stream::OPERATIONS_BUCKET).await?));
+        let definitions = Arc::new(
+            Store::new(
+                defs_kv,
+                ValidateOptions {
+                    env_allow: options.env.keys().cloned().collect(),
+                    limits: options.limits,
+                },
+            )
+            .with_operations(operations.clone()),
+        );
         let max_state_bytes = client
             .server_info()
             .max_payload
@@ -141,6 +145,7 @@ impl Orchestrator {
             js,
             state,
             definitions,
+            operations,
             metrics: {
                 switchyard_runtime::dlq::register_metrics(registry, DLQ_KIND)?;
                 Metrics::register(registry)?
@@ -164,6 +169,8 @@ impl Orchestrator {
             .definitions
             .register_shipped(definition::shipped())
             .await?;
+        // Declarations first: definitions that use declared operations check against them.
+        let operations_watch = shared.operations.clone().watch(shutdown.clone()).await?;
         let watch = shared.definitions.clone().watch(shutdown.clone()).await?;
 
         let inbox =
@@ -237,6 +244,7 @@ impl Orchestrator {
             warn!("grace period over: unacked messages will be redelivered");
         }
         watch.abort();
+        operations_watch.abort();
         if let Err(e) = service.stop().await {
             warn!(error = %e, "cannot deregister the service");
         }
@@ -906,7 +914,19 @@ pub(crate) async fn publish(
                 headers.insert(header::MSG_ID, job.job_id.as_str());
                 headers.insert(header::TENANT, job.tenant.as_str());
                 set_correlation(&mut headers, &job.correlation_id);
-                (subject::job(&job.operation), encode_proto(job))
+                let kind = job.operation.split('.').next().unwrap_or_default();
+                // Kinds declared at run time may be written in any language: their jobs are
+                // JSON (docs/worker-protocol.md). The built-in kinds read protobuf.
+                let payload = if shared.operations.is_declared_kind(kind) {
+                    headers.insert(header::CONTENT_TYPE, ContentType::Json.header_value());
+                    switchyard_proto::encode_json(job).map_err(|e| Error::Encode {
+                        what: "a job as JSON",
+                        reason: e.to_string(),
+                    })?
+                } else {
+                    encode_proto(job)
+                };
+                (subject::job(&job.operation), payload)
             }
             Effect::Event { event } => {
                 headers.insert(header::MSG_ID, event.event_id.as_str());

@@ -12,6 +12,9 @@ pub enum Error {
         action: &'static str,
         reason: String,
     },
+    /// A message could not be written in the form its reader takes.
+    #[error("encoding {what}: {reason}")]
+    Encode { what: &'static str, reason: String },
     #[error(transparent)]
     Workflow(#[from] switchyard_workflow::Error),
     #[error("metrics registration failed: {0}")]

@@ -14,6 +14,7 @@ use async_nats::{
 use bytes::Bytes;
 use futures::StreamExt as _;
 use serde::{Serialize, de::DeserializeOwned};
+use switchyard_catalog::declare::{Declaration, DeclarationError};
 use switchyard_proto::{
     orchestrator::{
         self as contract, DefinitionDetail, DefinitionList, DefinitionRef, DefinitionScope,
@@ -24,12 +25,17 @@ use switchyard_proto::{
     },
     subject,
 };
+use switchyard_proto::{
+    orchestrator::{DeclareReply, DeclaredVersion},
+    stream,
+};
 use switchyard_workflow::{
     Definition,
+    operations::DeclareError,
     store::{Entry, PutError, Scope},
 };
 use tokio_util::task::TaskTracker;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::{
     Error,
@@ -91,7 +97,120 @@ pub(crate) async fn start(
             }
         });
     }
+    declare_endpoint(&shared, &group, tracker, shutdown).await?;
     Ok(service)
+}
+
+/// `operations.declare.<kind>`: the kind in the subject, so a kind's credentials can declare
+/// only its own operations.
+async fn declare_endpoint(
+    shared: &Arc<Shared>,
+    group: &async_nats::service::Group,
+    tracker: &TaskTracker,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), Error> {
+    let mut ep = group
+        .endpoint_builder()
+        .name(endpoint::OPERATIONS_DECLARE.replace('.', "-"))
+        .add(format!("{}.*", endpoint::OPERATIONS_DECLARE))
+        .await
+        .map_err(|e| Error::bus("adding a service endpoint", e))?;
+    let shared = shared.clone();
+    let requests = tracker.clone();
+    tracker.spawn(async move {
+        loop {
+            let request = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = ep.next() => match r { Some(r) => r, None => break },
+            };
+            let shared = shared.clone();
+            requests.spawn(async move {
+                let message = &request.message;
+                let kind = message.subject.rsplit('.').next().unwrap_or_default();
+                let (body, headers) =
+                    encode(operations_declare(&shared, kind, &message.payload).await);
+                if let Err(e) = request
+                    .respond_with_headers(Ok(Bytes::from(body)), headers)
+                    .await
+                {
+                    warn!(endpoint = endpoint::OPERATIONS_DECLARE, error = %e, "cannot reply");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Checks a kind's declaration, creates its stream and consumer when they are missing, then
+/// stores the operation versions that are new.
+async fn operations_declare(
+    shared: &Shared,
+    kind: &str,
+    payload: &[u8],
+) -> Result<DeclareReply, ServiceError> {
+    let declaration: Declaration = parse(payload)?;
+    declaration
+        .check(kind)
+        .map_err(|e| invalid_declaration(&e))?;
+    // Jobs may be published as soon as the operations are stored: the stream comes first,
+    // with as many copies as the engine's own inbox.
+    let replicas = match shared.js.get_stream(stream::WF_INBOX).await {
+        Ok(mut inbox) => inbox
+            .info()
+            .await
+            .map_or(1, |i| i.config.num_replicas.max(1)),
+        Err(_) => 1,
+    };
+    switchyard_bus_config::ensure_kind(
+        &shared.js,
+        &switchyard_bus_config::BusConfig::default(),
+        kind,
+        replicas,
+    )
+    .await
+    .map_err(|e| {
+        warn!(kind, error = %e, "cannot create a declared kind's stream");
+        ServiceError::new(
+            ServiceErrorCode::Internal,
+            format!("the stream of kind {kind:?} could not be created"),
+        )
+    })?;
+    let declared = match shared.operations.declare(kind, &declaration).await {
+        Ok(declared) => declared,
+        Err(DeclareError::Invalid(e)) => return Err(invalid_declaration(&e)),
+        Err(e @ DeclareError::VersionChanged { .. }) => {
+            return Err(ServiceError::new(ServiceErrorCode::Conflict, e.to_string()));
+        }
+        Err(DeclareError::Bus(e)) => return Err(internal(&e.into())),
+    };
+    for d in declared.iter().filter(|d| d.created) {
+        info!(kind, operation = %d.name, version = d.version, "operation declared");
+    }
+    Ok(DeclareReply {
+        kind: kind.to_owned(),
+        stream: stream::jobs(kind),
+        consumer: stream::worker_consumer(kind),
+        operations: declared
+            .into_iter()
+            .map(|d| DeclaredVersion {
+                name: d.name,
+                version: d.version,
+                created: d.created,
+            })
+            .collect(),
+    })
+}
+
+fn invalid_declaration(e: &DeclarationError) -> ServiceError {
+    ServiceError {
+        code: ServiceErrorCode::BadRequest,
+        message: e.to_string(),
+        problems: vec![contract::Problem {
+            path: e.field.clone(),
+            line: None,
+            message: e.reason.clone(),
+        }],
+    }
 }
 
 fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ServiceError> {

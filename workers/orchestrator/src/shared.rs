@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use async_nats::jetstream::{self, kv};
 use switchyard_runtime::metrics::ConsumerLag;
-use switchyard_workflow::{Store, definition::Definition};
+use switchyard_workflow::{Operations, Store, definition::Definition};
 
 use crate::{instance::Instance, metrics::Metrics};
 
@@ -17,6 +17,8 @@ pub(crate) struct Shared {
     pub(crate) js: jetstream::Context,
     pub(crate) state: kv::Store,
     pub(crate) definitions: Arc<Store>,
+    /// The operations worker kinds declared at run time (also behind `definitions`).
+    pub(crate) operations: Arc<Operations>,
     pub(crate) metrics: Metrics,
     pub(crate) lag: ConsumerLag,
     pub(crate) env: BTreeMap<String, String>,

@@ -252,7 +252,7 @@ fn on_result(
 
     let outcome = match JobStatus::try_from(r.status) {
         Ok(JobStatus::Succeeded) => {
-            if r.output.is_empty() {
+            let output = if r.output.is_empty() {
                 Ok(Value::Null)
             } else {
                 serde_json::from_slice(&r.output).map_err(|e| Failure {
@@ -260,7 +260,16 @@ fn on_result(
                     code: "invalid_output".into(),
                     message: format!("the job's output is not JSON: {e}"),
                 })
-            }
+            };
+            output.and_then(|value| {
+                def.check_step_output(index, &value)
+                    .map(|()| value)
+                    .map_err(|message| Failure {
+                        step: Some(r.step_id.clone()),
+                        code: "invalid_output".into(),
+                        message,
+                    })
+            })
         }
         _ => Err(Failure {
             step: Some(r.step_id.clone()),

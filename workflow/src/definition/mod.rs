@@ -92,6 +92,18 @@ struct CompiledStep {
     input: Option<Unit<Node>>,
     when: Option<Unit<Condition>>,
     for_each: Option<Unit<Node>>,
+    /// The schemas of an operation declared at run time, which the engine enforces itself:
+    /// a worker in another language need not validate, and must not be trusted to.
+    declared: Option<DeclaredContract>,
+}
+
+/// The contract of a declared operation as the definition was checked against it.
+#[derive(Debug)]
+struct DeclaredContract {
+    operation: String,
+    version: u32,
+    input: Schema,
+    output: Schema,
 }
 
 /// A compiled value and the step results it reads.
@@ -278,10 +290,28 @@ impl Definition {
     ///
     /// When `step` is out of range.
     pub fn render_step_input(&self, step: usize, scope: &Scope<'_>) -> Result<Value, RenderError> {
-        let input = match &self.compiled.steps[step].input {
-            None => return Ok(Value::Object(serde_json::Map::new())),
+        let compiled = &self.compiled.steps[step];
+        let mut input = match &compiled.input {
+            None => Value::Object(serde_json::Map::new()),
             Some(unit) => self.render(unit, scope)?,
         };
+        if let Some(contract) = &compiled.declared {
+            contract.input.apply_defaults(&mut input);
+            if let Err(errors) = contract.input.validate(&input) {
+                let first = &errors[0];
+                return Err(RenderError {
+                    path: Path::root("steps")
+                        .index(step)
+                        .key("input")
+                        .schema_path(&first.path)
+                        .to_string(),
+                    message: format!(
+                        "does not match the input schema of {} version {}: {}",
+                        contract.operation, contract.version, first.message
+                    ),
+                });
+            }
+        }
         let limit = self.compiled.limits.step_input_bytes;
         let size = serde_json::to_vec(&input).map_or(0, |b| b.len());
         if size > limit {
@@ -294,6 +324,21 @@ impl Definition {
             });
         }
         Ok(input)
+    }
+
+    /// Checks a step's output against the output schema of its operation when that operation
+    /// was declared at run time; `Err` says which field is wrong.
+    pub fn check_step_output(&self, step: usize, output: &Value) -> Result<(), String> {
+        let Some(contract) = &self.compiled.steps[step].declared else {
+            return Ok(());
+        };
+        contract.output.validate(output).map_err(|errors| {
+            let first = &errors[0];
+            format!(
+                "the output does not match the output schema of {} version {}: {first}",
+                contract.operation, contract.version
+            )
+        })
     }
 
     /// Evaluates the step's `when` (Jinja truthiness); `true` when it has none.

@@ -8,7 +8,10 @@ use switchyard_proto::subject::check_token;
 
 use super::parse::{self, Path, RawDefinition, RawStep};
 use super::template::{self, Compiler, Node, TemplateInfo};
-use super::{Compiled, CompiledStep, Definition, Problem, Problems, Step, Unit, ValidateOptions};
+use super::{
+    Compiled, CompiledStep, DeclaredContract, Definition, Problem, Problems, Step, Unit,
+    ValidateOptions,
+};
 
 /// The variables templates can read.
 const ROOTS: [&str; 6] = ["input", "steps", "item", "index", "signal", "env"];
@@ -503,6 +506,17 @@ impl Validator<'_> {
         {
             let empty = Value::Object(serde_json::Map::new());
             self.check_input(Item::Value(&empty), &spec.input, &path.key("input"), op);
+        }
+        if let Some(op) = graph.operations[i]
+            && Catalog::builtin().get(op).is_none()
+            && let Some(spec) = self.catalog.get(op)
+        {
+            compiled.declared = Some(DeclaredContract {
+                operation: op.to_owned(),
+                version: spec.version,
+                input: spec.input.clone(),
+                output: spec.output.clone(),
+            });
         }
         compiled
     }

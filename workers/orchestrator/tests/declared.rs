@@ -1,0 +1,282 @@
+//! Operations declared at run time (docs/worker-protocol.md), against a real server with
+//! authentication on: a worker written in plain nats-py from the protocol page alone serves a
+//! step of a type-checked workflow; a changed schema under a stored version is refused; the
+//! engine enforces declared schemas itself; a kind's credentials declare only that kind.
+
+mod common;
+
+use std::{process::Stdio, time::Duration};
+
+use common::*;
+use serde_json::{Value, json};
+use switchyard_proto::orchestrator::declare_subject;
+use switchyard_test_harness::{BusRole, engine};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+const REPORT: &str = r#"
+name: text_report
+version: 1
+input:
+  text: { type: string }
+steps:
+  - id: stats
+    operation: textstats.count
+    input: { text: "{{ input.text }}" }
+  - id: report
+    operation: test.echo
+    needs: [stats]
+    input:
+      line: "{{ steps.stats.output.words }} words; most frequent: {{ steps.stats.output.top | join(', ') }}"
+output:
+  words: "{{ steps.stats.output.words }}"
+  line: "{{ steps.report.output.line }}"
+"#;
+
+/// A client connected as `role`.
+async fn connect_as(env: &Env, role: &BusRole) -> async_nats::Client {
+    let creds = env
+        .server
+        .credentials(role)
+        .expect("the bus asks for credentials");
+    async_nats::ConnectOptions::with_credentials_file(creds)
+        .await
+        .expect("read the credentials")
+        .connect(env.server.url())
+        .await
+        .expect("connect")
+}
+
+/// Starts `examples/python/plain_worker.py` as `worker-textstats` and waits until it has
+/// declared its operation.
+async fn plain_worker(env: &Env) -> tokio::process::Child {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/python/plain_worker.py"
+    );
+    let creds = env
+        .server
+        .credentials(&BusRole::Worker("textstats".into()))
+        .expect("the bus asks for credentials");
+    let mut child = tokio::process::Command::new(python())
+        .arg(script)
+        .args(["--nats", &env.server.url(), "--worker-id", "py-1"])
+        .arg("--creds")
+        .arg(creds)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the Python worker");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let declared = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the worker declares within 30 s")
+        .expect("read its output")
+        .expect("a line");
+    assert!(declared.starts_with("declared: "), "{declared}");
+    let reply: Value = serde_json::from_str(&declared["declared: ".len()..]).unwrap();
+    assert_eq!(reply["stream"], "JOBS_TEXTSTATS", "{reply}");
+    child
+}
+
+#[tokio::test]
+async fn a_plain_nats_py_worker_serves_a_type_checked_step() {
+    let env = env().await;
+    let mut worker = plain_worker(&env).await;
+    env.register(REPORT).await;
+
+    let (instance, _events) = env
+        .start(
+            "text_report",
+            json!({ "text": "The bus is the boundary. The bus carries jobs. Jobs carry text." }),
+        )
+        .await;
+    let status = env.finished(&instance, Duration::from_secs(30)).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert_eq!(status["output"]["words"], 12, "{status:#}");
+    assert_eq!(
+        status["output"]["line"], "12 words; most frequent: the, bus, jobs",
+        "{status:#}"
+    );
+    let stats = step(&status, "stats");
+    assert_eq!(stats["worker_id"], "py-1", "{stats:#}");
+
+    // The engine checks references against the declared output fields.
+    let wrong = REPORT
+        .replace("name: text_report", "name: text_report_typo")
+        .replace(
+            "steps.stats.output.words }}\"\n  line",
+            "steps.stats.output.wordz }}\"\n  line",
+        );
+    let refused = engine::try_query(
+        &env.client,
+        "definitions.put",
+        &json!({ "tenant": TENANT, "source": wrong }),
+    )
+    .await
+    .expect_err("a reference to an undeclared field is refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("wordz") && message.contains("words") && message.contains("top"),
+        "names the field and the declared ones: {refused:#}"
+    );
+
+    worker.start_kill().unwrap();
+}
+
+fn liar(version: u32, words_type: &str) -> Value {
+    json!({
+        "protocol": 1,
+        "kind": "liar",
+        "operations": [{
+            "name": "liar.count",
+            "version": version,
+            "input": { "type": "object", "required": ["text"],
+                       "properties": { "text": { "type": "string" } } },
+            "output": { "type": "object", "required": ["words"],
+                        "properties": { "words": { "type": words_type } } },
+        }]
+    })
+}
+
+#[tokio::test]
+async fn a_changed_schema_needs_a_new_version() {
+    let env = env().await;
+    let first = engine::try_query(&env.client, "operations.declare.liar", &liar(1, "integer"))
+        .await
+        .expect("the first declaration is stored");
+    assert_eq!(first["operations"][0]["created"], true, "{first}");
+    let again = engine::try_query(&env.client, "operations.declare.liar", &liar(1, "integer"))
+        .await
+        .expect("the same declaration again is accepted");
+    assert_eq!(again["operations"][0]["created"], false, "{again}");
+
+    let changed = engine::try_query(&env.client, "operations.declare.liar", &liar(1, "string"))
+        .await
+        .expect_err("a changed schema under version 1 is refused");
+    assert_eq!(changed["error"]["code"], "conflict", "{changed}");
+    assert!(
+        changed.to_string().contains("as version 2"),
+        "says what to do: {changed}"
+    );
+    let newer = engine::try_query(&env.client, "operations.declare.liar", &liar(2, "string"))
+        .await
+        .expect("a new version is accepted");
+    assert_eq!(newer["operations"][0]["version"], 2, "{newer}");
+
+    let mut misnamed = liar(3, "integer");
+    misnamed["operations"][0]["name"] = json!("research.count");
+    let bad = engine::try_query(&env.client, "operations.declare.liar", &misnamed)
+        .await
+        .expect_err("an operation of another kind is refused");
+    assert_eq!(
+        bad["error"]["problems"][0]["path"], "operations[0].name",
+        "{bad}"
+    );
+}
+
+/// The engine checks a declared operation's output itself: a worker that answers outside its
+/// schema fails the step, naming the field.
+#[tokio::test]
+async fn an_output_outside_the_declared_schema_fails_the_step() {
+    let env = env().await;
+    engine::try_query(&env.client, "operations.declare.liar", &liar(1, "integer"))
+        .await
+        .expect("declared");
+    env.register(
+        r#"
+name: lies
+version: 1
+steps:
+  - id: count
+    operation: liar.count
+    input: { text: "one two" }
+"#,
+    )
+    .await;
+    let (instance, _events) = env.start("lies", json!({})).await;
+
+    // Act as the liar's replica: pull the job (JSON, since the kind was declared), answer a
+    // string where the schema says integer.
+    let js = async_nats::jetstream::new(env.client.clone());
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream("JOBS_LIAR")
+        .await
+        .expect("the declaration created the stream")
+        .get_consumer("worker-liar")
+        .await
+        .expect("and the consumer");
+    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let msg = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures::StreamExt::next(&mut batch),
+    )
+    .await
+    .expect("a job within 10 s")
+    .expect("a message")
+    .expect("no error");
+    let content_type = msg.headers.as_ref().and_then(|h| h.get("Content-Type"));
+    assert_eq!(content_type.map(|v| v.as_str()), Some("application/json"));
+    let job: Value = serde_json::from_slice(&msg.payload).expect("a JSON job");
+    assert_eq!(job["input"], json!({ "text": "one two" }), "{job}");
+    let result = json!({
+        "job_id": job["job_id"], "tenant": job["tenant"], "instance_id": job["instance_id"],
+        "step_id": job["step_id"], "operation": job["operation"], "status": "succeeded",
+        "output": { "words": "two" }, "attempts": 1, "worker_id": "liar-1",
+    });
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Content-Type", "application/json");
+    js.publish_with_headers(
+        format!("wf.result.{}", job["instance_id"].as_str().unwrap()),
+        headers,
+        serde_json::to_vec(&result).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    msg.ack().await.unwrap();
+
+    let status = env.finished(&instance, Duration::from_secs(30)).await;
+    assert_eq!(status["status"], "failed", "{status:#}");
+    let error = &step(&status, "count")["error"];
+    assert_eq!(error["code"], "invalid_output", "{status:#}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("liar.count version 1") && message.contains("words"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_kinds_credentials_declare_only_that_kind() {
+    let env = env().await;
+    let worker = connect_as(&env, &BusRole::Worker("liar".into())).await;
+    let body: bytes::Bytes = serde_json::to_vec(&liar(1, "integer")).unwrap().into();
+    let own = tokio::time::timeout(
+        Duration::from_secs(10),
+        worker.request(declare_subject("liar"), body.clone()),
+    )
+    .await
+    .expect("answered in time")
+    .expect("its own kind");
+    assert!(
+        own.headers
+            .is_none_or(|h| h.get("Nats-Service-Error-Code").is_none())
+    );
+
+    let mut other = liar(1, "integer");
+    other["kind"] = json!("other");
+    other["operations"][0]["name"] = json!("other.count");
+    let refused = tokio::time::timeout(
+        Duration::from_secs(3),
+        worker.request(
+            declare_subject("other"),
+            serde_json::to_vec(&other).unwrap().into(),
+        ),
+    )
+    .await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "the broker must not deliver another kind's declaration"
+    );
+}
