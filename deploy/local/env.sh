@@ -206,6 +206,24 @@ ensure_python_lint() {
     fi
 }
 
+# The test runner of the Python worker SDK (sdk/python).
+PYTEST_VERSION="9.2.0"
+PYTEST_ASYNCIO_VERSION="1.5.0"
+
+# Installs the Python worker SDK from this checkout (editable, so its tests and the examples
+# run the code here) with its test tools into the venv of ensure_nats_py.
+ensure_python_sdk() {
+    ensure_nats_py
+    local venv="$SWITCHYARD_HOME/venv"
+    if ! "$venv/bin/python3" -c 'import switchyard_worker, pytest, pytest_asyncio' 2>/dev/null ||
+        [[ "$("$venv/bin/python3" -m pip show pytest 2>/dev/null | sed -n 's/^Version: //p' || true)" != "$PYTEST_VERSION" ]]; then
+        log "pip install -e sdk/python pytest==$PYTEST_VERSION pytest-asyncio==$PYTEST_ASYNCIO_VERSION"
+        "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
+            -e "$SWITCHYARD_ROOT/sdk/python" "pytest==$PYTEST_VERSION" \
+            "pytest-asyncio==$PYTEST_ASYNCIO_VERSION"
+    fi
+}
+
 # The schemathesis release the API's property-based test (deploy/local/api-fuzz.sh) runs.
 SCHEMATHESIS_VERSION="4.32.5"
 

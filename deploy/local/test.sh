@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test in the workspace against real servers, then the HTTP API's property-based
-# test (deploy/local/api-fuzz.sh), installing what is missing first:
+# Runs every test in the workspace against real servers, the Python worker SDK's tests, then
+# the HTTP API's property-based test (deploy/local/api-fuzz.sh), installing what is missing
+# first:
 # build tools, the pinned nats-server (tests start their own servers from it), Debian's old
 # nats-server (for the unsupported-server tests), nats-py (for the Python example's test),
 # promtool (for the checks of deploy/prometheus and of every process's /metrics) and
@@ -19,6 +20,7 @@ command -v cc >/dev/null 2>&1 || ensure_apt build-essential
 command -v pkg-config >/dev/null 2>&1 || ensure_apt pkg-config
 ensure_nats_server
 ensure_nats_py
+ensure_python_sdk
 ensure_old_nats_server
 ensure_promtool
 ensure_postgres_binaries
@@ -41,6 +43,11 @@ log cargo test "${scope[@]}" --all-targets "$@"
 cargo test "${scope[@]}" --all-targets "$@"
 log cargo test "${scope[@]}" --doc "$@"
 cargo test "${scope[@]}" --doc "$@"
+# The Python worker SDK's own tests, each against a nats-server of its own.
+if [[ "$#" -eq 0 ]]; then
+    log "pytest sdk/python"
+    "$SWITCHYARD_PYTHON" -m pytest -q "$SWITCHYARD_ROOT/sdk/python"
+fi
 # The HTTP API against its own OpenAPI document, on a whole running system: with every test,
 # not with a selection.
 if [[ "$#" -eq 0 ]]; then
