@@ -56,6 +56,8 @@ ensure_rust
 command -v curl >/dev/null 2>&1 || ensure_apt curl
 command -v cc >/dev/null 2>&1 || ensure_apt build-essential
 command -v pkg-config >/dev/null 2>&1 || ensure_apt pkg-config
+# The AI Tutor example is a Python worker on the SDK in sdk/python.
+ensure_python_sdk
 
 cd "$SWITCHYARD_ROOT"
 log "cargo build --bin switchyard"
@@ -114,6 +116,28 @@ workflow_status=0
 if [[ "$workflow_status" -eq 0 ]]; then
     "$switchyard" workflow list || workflow_status=$?
     "$switchyard" workflow run hello --input '{"name": "Switchyard"}' --timeout 60 || workflow_status=$?
+fi
+
+# --- an outside service: the AI Tutor, a Python worker that declares its operations ---
+
+log "starting the AI Tutor (examples/ai_tutor, Python on the worker SDK), as the role worker-tutor"
+tutor_creds="$SWITCHYARD_NATS__CREDENTIALS_DIR/worker-tutor.creds"
+"$switchyard" bus credentials worker-tutor --dir "$SWITCHYARD_BUS_AUTH_DIR" --out "$tutor_creds"
+"$SWITCHYARD_PYTHON" examples/ai_tutor/tutor.py --nats "$SWITCHYARD_NATS_URL" \
+    --creds "$tutor_creds" --worker-id tutor-1 >"$logs/tutor.log" 2>&1 &
+WORKER_PIDS+=("$!")
+log "switchyard workflow: register examples/ai_tutor/study_notes.yaml (checked against the tutor's declarations) and run it"
+tutor_status=0
+# The definition checks once the tutor has declared its operations (a moment after it starts).
+for _ in $(seq 1 50); do
+    "$switchyard" workflow register examples/ai_tutor/study_notes.yaml >/dev/null 2>&1 && break
+    sleep 0.2
+done
+if "$switchyard" workflow register examples/ai_tutor/study_notes.yaml; then
+    "$switchyard" workflow run study_notes --timeout 60 \
+        --input '{"topic": "Ada Lovelace and the Analytical Engine"}' || tutor_status=$?
+else
+    tutor_status=1
 fi
 
 # --- the same over HTTP, through the gateway ---
@@ -271,11 +295,14 @@ fi
 if [[ "$workflow_status" -ne 0 ]]; then
     die "the hello workflow did not complete (exit $workflow_status); logs are in $logs"
 fi
+if [[ "$tutor_status" -ne 0 ]]; then
+    die "the AI Tutor's study_notes workflow did not complete (exit $tutor_status); see $logs/tutor.log"
+fi
 if [[ "$demo_status" -ne 0 ]]; then
     die "the demo did not end as expected (exit $demo_status); worker logs are in $logs"
 fi
 if [[ "$worker_status" -ne 0 ]]; then
     die "a worker or the orchestrator exited with status $worker_status; see $logs"
 fi
-log "done: every job and the workflow (over the bus and over HTTP) ended as expected, and every process shut down cleanly"
+log "done: every job and the workflows (over the bus, from the Python tutor and over HTTP) ended as expected, and every process shut down cleanly"
 

@@ -205,7 +205,14 @@ steps:
         .get_consumer("worker-liar")
         .await
         .expect("and the consumer");
-    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+    // A pull that waits for the job: the engine may not have published it yet.
+    let mut batch = consumer
+        .batch()
+        .max_messages(1)
+        .expires(Duration::from_secs(10))
+        .messages()
+        .await
+        .unwrap();
     let msg = tokio::time::timeout(
         Duration::from_secs(10),
         futures::StreamExt::next(&mut batch),
@@ -279,4 +286,77 @@ async fn a_kinds_credentials_declare_only_that_kind() {
         !matches!(refused, Ok(Ok(_))),
         "the broker must not deliver another kind's declaration"
     );
+}
+
+/// The product spec's AI Tutor as an outside service (`examples/ai_tutor`, Python, on the
+/// worker SDK): its shipped workflow registers against the tutor's declarations, runs, and
+/// the knowledge graph's output feeds the next step's template.
+#[tokio::test]
+async fn the_ai_tutor_maps_a_topic_and_its_graph_feeds_the_recap() {
+    let env = env().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/ai_tutor/tutor.py"
+    );
+    let creds = env
+        .server
+        .credentials(&BusRole::Worker("tutor".into()))
+        .expect("the bus asks for credentials");
+    let _tutor = tokio::process::Command::new(python())
+        .arg(script)
+        .args(["--nats", &env.server.url(), "--worker-id", "tutor-1"])
+        .arg("--creds")
+        .arg(creds)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the tutor");
+    let source = include_str!("../../../examples/ai_tutor/study_notes.yaml");
+    // The definition checks once the tutor has declared its operations.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let put = engine::try_query(
+            &env.client,
+            "definitions.put",
+            &json!({ "tenant": TENANT, "source": source }),
+        )
+        .await;
+        match put {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("study_notes does not register: {e:#}"),
+        }
+    }
+
+    let (instance, _events) = env
+        .start(
+            "study_notes",
+            json!({ "topic": "Ada Lovelace and the Analytical Engine" }),
+        )
+        .await;
+    let status = env.finished(&instance, Duration::from_secs(30)).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    let output = &status["output"];
+    assert_eq!(output["sources"][0], "The Analytical Engine", "{output:#}");
+    let concepts: Vec<&str> = output["concepts"]
+        .as_array()
+        .expect("concepts")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(concepts.contains(&"Analytical Engine"), "{output:#}");
+    assert!(
+        output["relations"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        "{output:#}"
+    );
+    // The recap read the graph: its text names the concepts the graph found.
+    let recap_input = &step(&status, "recap");
+    assert_eq!(recap_input["worker_id"], "tutor-1", "{status:#}");
+    let recap = output["recap"].as_str().unwrap();
+    assert!(recap.contains("key concepts are"), "{recap}");
+    assert!(recap.contains(concepts[0]), "{recap}");
 }
