@@ -7,6 +7,7 @@
 //! gateway, the CLI and the load tests read and check them. Depending on this crate must never
 //! pull in the engine.
 
+mod bucket;
 pub mod definition;
 pub mod operations;
 pub mod store;

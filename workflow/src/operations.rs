@@ -13,7 +13,6 @@ use std::{
 };
 
 use async_nats::jetstream::kv;
-use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use switchyard_catalog::{
     Catalog,
@@ -22,7 +21,7 @@ use switchyard_catalog::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::{Definition, Error, Problems, ValidateOptions};
+use crate::{Definition, Error, Problems, ValidateOptions, bucket};
 
 /// Parses and checks `source` against the live catalog of `operations`, or against the
 /// built-in catalog when there is none.
@@ -252,15 +251,7 @@ impl Operations {
     /// Reads every stored declaration again, for a definition that names an operation this
     /// mirror has not seen yet (the watch of another bucket can run ahead of this one).
     pub async fn refresh(&self) -> Result<(), Error> {
-        let mut keys = self
-            .kv
-            .keys()
-            .await
-            .map_err(|e| Error::bus("listing declarations", e))?;
-        let mut all = Vec::new();
-        while let Some(k) = keys.next().await {
-            all.push(k.map_err(|e| Error::bus("listing declarations", e))?);
-        }
+        let all = bucket::keys(&self.kv, "listing declarations").await?;
         let known: BTreeSet<String> = {
             let declared = self.declared.read().unwrap_or_else(|p| p.into_inner());
             declared
@@ -280,32 +271,25 @@ impl Operations {
         self: Arc<Self>,
         shutdown: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, Error> {
-        let mut watch = self
+        let watch = self
             .kv
             .watch_all()
             .await
             .map_err(|e| Error::bus("watching declarations", e))?;
         self.refresh().await?;
         let operations = self.clone();
-        Ok(tokio::spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    n = watch.next() => n,
-                };
-                match next {
-                    Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
-                        if let Some(record) = record_from(&entry.key, &entry.value) {
-                            debug!(key = %entry.key, "operation declared");
-                            operations.insert(record);
-                        }
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => warn!(error = %e, "declaration watch error"),
-                    None => break,
+        Ok(bucket::follow(
+            watch,
+            shutdown,
+            "declarations",
+            move |entry| {
+                if let Some(record) = record_from(&entry.key, &entry.value) {
+                    debug!(key = %entry.key, "operation declared");
+                    operations.insert(record);
                 }
-            }
-        }))
+                std::future::ready(())
+            },
+        ))
     }
 }
 

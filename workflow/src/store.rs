@@ -12,13 +12,12 @@ use std::{
 };
 
 use async_nats::jetstream::kv;
-use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::{
-    Error,
+    Error, bucket,
     definition::{Definition, Problems, ValidateOptions},
     operations::Operations,
 };
@@ -374,49 +373,29 @@ impl Store {
         self: Arc<Self>,
         shutdown: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, Error> {
-        let mut watch = self
+        let watch = self
             .kv
             .watch_all()
             .await
             .map_err(|e| Error::bus("watching definitions", e))?;
         // Read what exists before returning, so a start right after boot finds its definition.
-        let keys: Vec<String> = {
-            let mut keys = self
-                .kv
-                .keys()
-                .await
-                .map_err(|e| Error::bus("listing definitions", e))?;
-            let mut out = Vec::new();
-            while let Some(k) = keys.next().await {
-                match k {
-                    Ok(k) => out.push(k),
-                    Err(e) => return Err(Error::bus("listing definitions", e)),
-                }
-            }
-            out
-        };
-        for key in keys {
+        for key in bucket::keys(&self.kv, "listing definitions").await? {
             self.load_key(&key).await?;
         }
         let store = self.clone();
-        Ok(tokio::spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    n = watch.next() => n,
-                };
-                match next {
-                    Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
-                        if let Some(e) = store.entry_from(&entry.key, &entry.value).await {
-                            debug!(key = %entry.key, "definition changed");
-                            store.insert(e.scope, e.definition, e.registered_at_ms, e.deleted);
-                        }
+        Ok(bucket::follow(
+            watch,
+            shutdown,
+            "definitions",
+            move |entry| {
+                let store = store.clone();
+                async move {
+                    if let Some(e) = store.entry_from(&entry.key, &entry.value).await {
+                        debug!(key = %entry.key, "definition changed");
+                        store.insert(e.scope, e.definition, e.registered_at_ms, e.deleted);
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => warn!(error = %e, "definition watch error"),
-                    None => break,
                 }
-            }
-        }))
+            },
+        ))
     }
 }

@@ -68,11 +68,18 @@ pub(crate) async fn start(
         .await
         .map_err(|e| Error::bus("registering the service", e))?;
     let group = service.group(subject::service_group(GROUP));
-    for &name in contract::ENDPOINTS {
+    // Each endpoint by name and subject; a declaration's subject ends in the kind, so the
+    // broker can confine a kind's credentials to their own.
+    let declare = format!("{}.*", endpoint::OPERATIONS_DECLARE);
+    let endpoints = contract::ENDPOINTS
+        .iter()
+        .map(|&name| (name, name.to_owned()))
+        .chain([(endpoint::OPERATIONS_DECLARE, declare)]);
+    for (name, subject_name) in endpoints {
         let mut ep = group
             .endpoint_builder()
             .name(name.replace('.', "-"))
-            .add(name)
+            .add(subject_name)
             .await
             .map_err(|e| Error::bus("adding a service endpoint", e))?;
         let shared = shared.clone();
@@ -86,7 +93,9 @@ pub(crate) async fn start(
                 };
                 let shared = shared.clone();
                 requests.spawn(async move {
-                    let (body, headers) = answer(&shared, name, &request.message.payload).await;
+                    let message = &request.message;
+                    let (body, headers) =
+                        answer(&shared, name, &message.subject, &message.payload).await;
                     if let Err(e) = request
                         .respond_with_headers(Ok(Bytes::from(body)), headers)
                         .await
@@ -97,48 +106,7 @@ pub(crate) async fn start(
             }
         });
     }
-    declare_endpoint(&shared, &group, tracker, shutdown).await?;
     Ok(service)
-}
-
-/// `operations.declare.<kind>`: the kind in the subject, so a kind's credentials can declare
-/// only its own operations.
-async fn declare_endpoint(
-    shared: &Arc<Shared>,
-    group: &async_nats::service::Group,
-    tracker: &TaskTracker,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> Result<(), Error> {
-    let mut ep = group
-        .endpoint_builder()
-        .name(endpoint::OPERATIONS_DECLARE.replace('.', "-"))
-        .add(format!("{}.*", endpoint::OPERATIONS_DECLARE))
-        .await
-        .map_err(|e| Error::bus("adding a service endpoint", e))?;
-    let shared = shared.clone();
-    let requests = tracker.clone();
-    tracker.spawn(async move {
-        loop {
-            let request = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = ep.next() => match r { Some(r) => r, None => break },
-            };
-            let shared = shared.clone();
-            requests.spawn(async move {
-                let message = &request.message;
-                let kind = message.subject.rsplit('.').next().unwrap_or_default();
-                let (body, headers) =
-                    encode(operations_declare(&shared, kind, &message.payload).await);
-                if let Err(e) = request
-                    .respond_with_headers(Ok(Bytes::from(body)), headers)
-                    .await
-                {
-                    warn!(endpoint = endpoint::OPERATIONS_DECLARE, error = %e, "cannot reply");
-                }
-            });
-        }
-    });
-    Ok(())
 }
 
 /// Checks a kind's declaration, creates its stream and consumer when they are missing, then
@@ -251,8 +219,17 @@ fn encode<T: Serialize>(reply: Result<T, ServiceError>) -> (Vec<u8>, HeaderMap) 
     }
 }
 
-async fn answer(shared: &Shared, endpoint: &str, payload: &[u8]) -> (Vec<u8>, HeaderMap) {
+async fn answer(
+    shared: &Shared,
+    endpoint: &str,
+    subject_name: &str,
+    payload: &[u8],
+) -> (Vec<u8>, HeaderMap) {
     match endpoint {
+        endpoint::OPERATIONS_DECLARE => {
+            let kind = subject_name.rsplit('.').next().unwrap_or_default();
+            encode(operations_declare(shared, kind, payload).await)
+        }
         GetInstance::NAME => encode(instance_get(shared, payload).await),
         ListDefinitions::NAME => encode(definitions_list(shared, payload)),
         GetDefinition::NAME => encode(definitions_get(shared, payload)),

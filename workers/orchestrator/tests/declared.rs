@@ -172,6 +172,20 @@ async fn a_changed_schema_needs_a_new_version() {
         bad["error"]["problems"][0]["path"], "operations[0].name",
         "{bad}"
     );
+
+    // A body that is not a declaration is refused naming where it went wrong, and stores
+    // nothing.
+    let mut unknown_field = liar(4, "integer");
+    unknown_field["operations"][0]["timeout"] = json!("1s");
+    let refused = engine::try_query(&env.client, "operations.declare.liar", &unknown_field)
+        .await
+        .expect_err("an unknown field is refused");
+    assert_eq!(refused["error"]["code"], "bad_request", "{refused}");
+    assert!(refused.to_string().contains("operations[0]"), "{refused}");
+    let js = async_nats::jetstream::new(env.client.clone());
+    let kv = js.get_key_value("WF_OPERATIONS").await.unwrap();
+    assert!(kv.get("liar.count.v4").await.unwrap().is_none());
+    assert!(kv.get("liar.count.v2").await.unwrap().is_some());
 }
 
 /// The engine checks a declared operation's output itself: a worker that answers outside its
