@@ -278,6 +278,8 @@ fn orchestrator() -> Permissions {
             subject::ALL_TIMERS.to_owned(),
             subject::dlq("orchestrator"),
             "$JS.API.STREAM.INFO.*".to_owned(),
+            // The registry asks every service whether it is there.
+            "$SRV.PING".to_owned(),
         ]
         .map(String::from),
     );

@@ -6,7 +6,7 @@ use std::time::Duration;
 use switchyard_bus_config::{
     ApplyOptions, BusConfig, ByteSize, DeliverPolicy, ObjectKind, Outcome, apply, status,
 };
-use switchyard_proto::{WORKER_KINDS, stream, subject};
+use switchyard_proto::{stream, subject};
 use switchyard_test_support::NatsServer;
 
 /// A JetStream context on `server`.
@@ -75,7 +75,7 @@ async fn apply_creates_then_converges_then_updates_drift() {
         .await
         .expect("update");
     assert!(third.changed());
-    for kind in WORKER_KINDS {
+    for kind in &bigger.jobs.kinds {
         let object = third
             .object(ObjectKind::Stream, &stream::jobs(kind))
             .expect("job stream");

@@ -161,11 +161,31 @@ impl Declaration {
 }
 
 impl Catalog {
-    /// This catalog with `declared` added; an operation already here is kept as it is.
+    /// This catalog with `declared` added, in the order given (the first claim of a
+    /// capability defines it); an operation already here is kept as it is, and so is a
+    /// capability claim that is not compatible with its contract (the registry refuses those
+    /// when they are declared).
     pub fn with_declared(&self, declared: impl IntoIterator<Item = OperationSpec>) -> Catalog {
         let mut catalog = self.clone();
-        for spec in declared {
-            catalog.operations.entry(spec.name.clone()).or_insert(spec);
+        for mut spec in declared {
+            if catalog.operations.contains_key(&spec.name) {
+                continue;
+            }
+            let compatible: Vec<String> = spec
+                .capabilities
+                .iter()
+                .filter(|c| {
+                    let one = OperationSpec {
+                        capabilities: vec![(*c).clone()],
+                        ..spec.clone()
+                    };
+                    catalog.check_capabilities(&one).is_ok()
+                })
+                .cloned()
+                .collect();
+            spec.capabilities = compatible;
+            catalog.claim(&spec);
+            catalog.operations.insert(spec.name.clone(), spec);
         }
         catalog
     }

@@ -7,6 +7,7 @@
 //! This crate is pure data and checks: it must not do I/O, talk to the bus, or know how an
 //! operation is carried out. The built-in catalog is compiled into the binary.
 
+pub mod capability;
 pub mod cards;
 pub mod declare;
 mod schema;
@@ -58,7 +59,7 @@ pub struct OperationSpec {
     /// The version of these schemas: 1 for the built-in operations, the declared one for
     /// operations declared at run time.
     pub version: u32,
-    /// What the operation can stand for (declared at run time; none for built-ins yet).
+    /// What the operation can stand for (see [`capability`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<String>,
 }
@@ -67,6 +68,8 @@ pub struct OperationSpec {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Catalog {
     operations: BTreeMap<String, OperationSpec>,
+    /// Each capability and the operation whose schemas define it.
+    capabilities: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +85,8 @@ struct FileOperation {
     description: String,
     input: Schema,
     output: Schema,
+    #[serde(default)]
+    capabilities: Vec<String>,
 }
 
 /// The catalog files compiled into the binary.
@@ -152,18 +157,20 @@ impl Catalog {
                     });
                 }
                 origin.insert(name.clone(), file_name);
-                catalog.operations.insert(
-                    name.clone(),
-                    OperationSpec {
-                        name,
-                        kind: file.kind.clone(),
-                        description: op.description,
-                        input: op.input,
-                        output: op.output,
-                        version: 1,
-                        capabilities: Vec::new(),
-                    },
-                );
+                let spec = OperationSpec {
+                    name: name.clone(),
+                    kind: file.kind.clone(),
+                    description: op.description,
+                    input: op.input,
+                    output: op.output,
+                    version: 1,
+                    capabilities: op.capabilities,
+                };
+                catalog
+                    .check_capabilities(&spec)
+                    .map_err(|e| bad(e.to_string()))?;
+                catalog.claim(&spec);
+                catalog.operations.insert(name, spec);
             }
         }
         Ok(catalog)
@@ -182,6 +189,14 @@ impl Catalog {
     /// The operations served by worker kind `kind`, ordered by name.
     pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a OperationSpec> {
         self.operations.values().filter(move |op| op.kind == kind)
+    }
+
+    /// Every kind that serves an operation here, ordered by name.
+    pub fn kinds(&self) -> std::collections::BTreeSet<&str> {
+        self.operations
+            .values()
+            .map(|op| op.kind.as_str())
+            .collect()
     }
 
     /// The known operation name closest to `name`, for "did you mean" hints.
@@ -206,7 +221,8 @@ pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, candidate)| candidate)
 }
 
-fn is_name_part(part: &str) -> bool {
+/// Whether `part` may be one token of a subject: a kind or a capability name.
+pub fn is_name_part(part: &str) -> bool {
     !part.is_empty()
         && part
             .chars()

@@ -4,4 +4,5 @@
 //! crates; it holds no logic another process would need.
 
 pub mod demo;
+pub mod registry;
 pub mod workflow;

@@ -54,6 +54,16 @@ enum Command {
         #[command(subcommand)]
         command: WorkflowCommand,
     },
+    /// Every worker kind as the engine sees it: operations and their versions, live
+    /// replicas, the age of the last answer, pending and ack-pending jobs, the definitions
+    /// that use it.
+    Registry {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: Option<RegistryCommand>,
+    },
     /// Print the effective configuration, secrets redacted.
     Config,
     /// Print the HTTP API's OpenAPI 3.1 document (what the gateway serves at `/openapi.json`).
@@ -85,6 +95,16 @@ enum Command {
         /// Seconds to wait for every outcome.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RegistryCommand {
+    /// Remove the declarations of a kind declared at run time; refused, naming them, while
+    /// registered definitions use it.
+    Retire {
+        /// The worker kind.
+        kind: String,
     },
 }
 
@@ -271,6 +291,7 @@ fn config_sections(command: &Command) -> Vec<Section> {
             WorkerKind::Cards => switchyard_cards::CONFIG_SECTIONS.to_vec(),
         },
         Command::Bus { .. }
+        | Command::Registry { .. }
         | Command::Workflow { .. }
         | Command::Demo { .. }
         | Command::Openapi => Vec::new(),
@@ -417,6 +438,29 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Workflow { tenant, command } => workflow_command(&config, &tenant, command).await,
+        Command::Registry { json, command } => {
+            let client = nats::connect(&config, "switchyard-cli").await?;
+            match command {
+                None => {
+                    let view = switchyard_cli::registry::get(&client).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&view)?);
+                    } else {
+                        print!("{}", switchyard_cli::registry::render(&view));
+                    }
+                }
+                Some(RegistryCommand::Retire { kind }) => {
+                    let reply = switchyard_cli::registry::retire(&client, &kind).await?;
+                    let names: Vec<String> = reply
+                        .retired
+                        .iter()
+                        .map(|r| format!("{} v{}", r.name, r.version))
+                        .collect();
+                    println!("retired {}: {}", reply.kind, names.join(", "));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo { jobs, timeout } => {
             let client = nats::connect(&config, "switchyard-demo").await?;
             let report =
@@ -452,6 +496,9 @@ async fn workflow_command(
                 "already registered"
             };
             println!("{} version {}: {what}", reply.name, reply.version);
+            for warning in &reply.warnings {
+                println!("warning: {warning}");
+            }
         }
         WorkflowCommand::Validate { file } => {
             let reply = workflow::validate(&client, tenant, &file).await?;

@@ -201,16 +201,39 @@ pub fn summary(status: &InstanceView) -> String {
         status.status.as_str()
     );
     for s in &status.steps {
+        // What ran it: the operation and its version, the capability it was chosen for and
+        // the replica.
+        let operation = match (&s.operation, &s.capability) {
+            (Some(op), _) => match s.version {
+                Some(v) => format!("{op} v{v}"),
+                None => op.clone(),
+            },
+            (None, Some(c)) => format!("(capability {c})"),
+            (None, None) => "(signal)".to_owned(),
+        };
+        let ran_by = [
+            s.capability.as_ref().map(|c| format!("for {c}")),
+            s.worker_id.as_ref().map(|w| format!("on {w}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
         let _ = writeln!(
             out,
-            "  {:<14} {:<10} {:<28} attempts {}{}",
+            "  {:<14} {:<10} {:<28} attempts {}{}{}",
             s.id,
             s.status.as_str(),
-            s.operation.as_deref().unwrap_or("(signal)"),
+            operation,
             s.attempts,
             s.duration_ms
                 .map(|d| format!(", {d} ms"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if ran_by.is_empty() {
+                String::new()
+            } else {
+                format!(", {ran_by}")
+            }
         );
     }
     if let Some(e) = &status.error {

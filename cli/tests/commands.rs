@@ -55,7 +55,7 @@ async fn bus_apply_is_idempotent_and_status_shows_every_object() {
         stream::DLQ.into(),
         stream::AUDIT.into(),
     ];
-    for kind in switchyard_proto::WORKER_KINDS {
+    for kind in &switchyard_bus_config::BusConfig::default().jobs.kinds {
         expected.push(stream::jobs(kind));
         expected.push(format!(
             "{}/{}",

@@ -140,6 +140,32 @@ else
     tutor_status=1
 fi
 
+# Routing by capability: research_brief (shipped) names the capability `research`. While the
+# tutor runs, its tutor.research takes it; after SIGTERM, the built-in research worker does.
+brief_status=0
+log "switchyard workflow run research_brief (capability research) while the tutor runs"
+brief="$("$switchyard" workflow run research_brief --timeout 60 \
+    --input '{"topic": "Ada Lovelace and the Analytical Engine"}')" || brief_status=$?
+printf '%s\n' "$brief"
+grep -q "tutor.research v1" <<<"$brief" || brief_status=1
+log "stopping the tutor (SIGTERM); the registry sees it go within two sweeps"
+tutor_pid="${WORKER_PIDS[-1]}"
+kill -TERM "$tutor_pid"
+wait "$tutor_pid" || brief_status=$?
+unset 'WORKER_PIDS[-1]'
+for _ in $(seq 1 50); do
+    "$switchyard" registry --json | python3 -c 'import json, sys
+kinds = {k["kind"]: k for k in json.load(sys.stdin)["kinds"]}
+sys.exit(1 if kinds.get("tutor", {}).get("replicas") else 0)' && break
+    sleep 0.2
+done
+"$switchyard" registry
+log "switchyard workflow run research_brief again: now on the built-in research worker"
+brief="$("$switchyard" workflow run research_brief --timeout 60 \
+    --input '{"topic": "exponential backoff with jitter"}')" || brief_status=$?
+printf '%s\n' "$brief"
+grep -q "research.topic v1" <<<"$brief" || brief_status=1
+
 # --- the same over HTTP, through the gateway ---
 
 # A development signing key for this run, unless one is configured.
@@ -294,6 +320,9 @@ if [[ "$http_status" -ne 0 ]]; then
 fi
 if [[ "$workflow_status" -ne 0 ]]; then
     die "the hello workflow did not complete (exit $workflow_status); logs are in $logs"
+fi
+if [[ "$brief_status" -ne 0 ]]; then
+    die "research_brief did not run on the tutor and then on the built-in research worker (exit $brief_status)"
 fi
 if [[ "$tutor_status" -ne 0 ]]; then
     die "the AI Tutor's study_notes workflow did not complete (exit $tutor_status); see $logs/tutor.log"

@@ -755,6 +755,33 @@ async fn the_registry_lists_the_test_worker_with_its_operations() {
                 "{test:#}"
             );
             assert!(!test["endpoints"].as_array().unwrap().is_empty());
+            // The engine's view: the kind, its operations' versions and its live replica.
+            let kinds = reply.body["kinds"].as_array().unwrap();
+            let kind = kinds.iter().find(|k| k["kind"] == "test").unwrap();
+            if kind["replicas"].as_array().unwrap().is_empty() {
+                continue;
+            }
+            assert_eq!(kind["builtin"], true, "{kind:#}");
+            assert_eq!(kind["replicas"][0]["worker_id"], "w1", "{kind:#}");
+            assert!(kind["heartbeat_age_ms"].as_i64().unwrap() >= 0, "{kind:#}");
+            assert_eq!(kind["pending"], 0, "{kind:#}");
+            let echo = kind["operations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["name"] == "test.echo")
+                .unwrap();
+            assert_eq!(
+                (echo["version"].clone(), echo["versions"].clone()),
+                (json!(1), json!([1]))
+            );
+            let research = reply.body["capabilities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == "research")
+                .unwrap();
+            assert_eq!(research["contract"], "research.topic", "{research:#}");
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{reply:#?}");

@@ -29,11 +29,6 @@ pub use v1::{
     WorkflowEvent,
 };
 
-/// The worker kinds that consume jobs from a `JOBS_<KIND>` stream.
-///
-/// `test` exists for tests and benchmarks and is kept apart from the product workers.
-pub const WORKER_KINDS: [&str; 5] = ["research", "ai", "cards", "integration", "test"];
-
 /// Milliseconds since the Unix epoch, the unit of every timestamp in the envelopes.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

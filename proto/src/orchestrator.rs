@@ -51,6 +51,8 @@ pub mod endpoint {
     /// Followed by `.<kind>`: a worker kind declares its operations (docs/worker-protocol.md).
     /// The kind is a subject token so the broker can confine a kind's credentials to its own.
     pub const OPERATIONS_DECLARE: &str = "operations.declare";
+    pub const OPERATIONS_RETIRE: &str = "operations.retire";
+    pub const REGISTRY: &str = "registry";
 }
 
 /// `svc.orchestrator.operations.declare.<kind>`: where worker kind `kind` declares its
@@ -111,6 +113,128 @@ endpoints! {
     DeleteDefinition = endpoint::DEFINITIONS_DELETE, DefinitionRef => DeleteReply;
     /// Checks a definition without registering it.
     ValidateDefinition = endpoint::DEFINITIONS_VALIDATE, DefinitionSource => ValidateReply;
+    /// Every worker kind: its operations, live replicas and waiting jobs.
+    GetRegistry = endpoint::REGISTRY, RegistryGet => RegistryView;
+    /// Removes the declarations of a kind that no registered definition uses.
+    RetireKind = endpoint::OPERATIONS_RETIRE, RetireRequest => RetireReply;
+}
+
+/// `registry`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryGet {
+    /// Show only the definitions of this tenant (and the shared ones) under `used_by`;
+    /// every tenant's when absent (the operator's view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// The registry: what each worker kind serves, who serves it now, and what waits for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RegistryView {
+    pub kinds: Vec<KindView>,
+    pub capabilities: Vec<CapabilityView>,
+    /// How often the engine asks every replica whether it is there (`$SRV.PING`).
+    pub sweep_ms: u64,
+}
+
+/// One worker kind in the [`RegistryView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KindView {
+    pub kind: String,
+    /// Compiled into Switchyard (false for a kind declared at run time).
+    pub builtin: bool,
+    pub operations: Vec<OperationView>,
+    /// The replicas that answered the engine's last sweeps.
+    pub replicas: Vec<ReplicaView>,
+    /// Milliseconds since a replica of this kind last answered; null when none ever did.
+    pub heartbeat_age_ms: Option<i64>,
+    /// Jobs on the kind's stream not yet delivered (null when the stream cannot be read).
+    pub pending: Option<u64>,
+    /// Jobs delivered and not yet acknowledged.
+    pub ack_pending: Option<u64>,
+    /// Registered definitions that run its operations.
+    pub used_by: Vec<DefinitionUse>,
+}
+
+/// One operation of a [`KindView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OperationView {
+    pub name: String,
+    /// The version definitions are checked against (the latest).
+    pub version: u32,
+    /// Every stored version.
+    pub versions: Vec<u32>,
+    pub description: String,
+    pub capabilities: Vec<String>,
+}
+
+/// One live replica of a [`KindView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReplicaView {
+    /// Its `$SRV` service instance id.
+    pub id: String,
+    /// The name it gives in job results, when it says.
+    pub worker_id: Option<String>,
+    /// The version of its service.
+    pub version: String,
+    /// Milliseconds since it last answered.
+    pub heartbeat_age_ms: i64,
+}
+
+/// A registered definition that uses a kind.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DefinitionUse {
+    /// The tenant that registered it; null for a shared (shipped) definition.
+    pub tenant: Option<String>,
+    pub name: String,
+    pub version: u32,
+}
+
+impl fmt::Display for DefinitionUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.tenant {
+            Some(t) => write!(f, "{t}/{} v{}", self.name, self.version),
+            None => write!(f, "{} v{} (shared)", self.name, self.version),
+        }
+    }
+}
+
+/// A capability and who provides it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CapabilityView {
+    pub name: String,
+    /// The operation whose schemas define it.
+    pub contract: String,
+    /// Every operation that provides it.
+    pub providers: Vec<String>,
+}
+
+/// `operations.retire`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetireRequest {
+    pub kind: String,
+}
+
+/// The operation versions a retire removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetireReply {
+    pub kind: String,
+    pub retired: Vec<RetiredVersion>,
+}
+
+/// One operation version a retire removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredVersion {
+    pub name: String,
+    pub version: u32,
 }
 
 // ---- requests ----
@@ -266,8 +390,15 @@ pub struct InstanceError {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepView {
     pub id: String,
-    /// The operation it runs; null for a step that only waits for a signal.
+    /// The operation it runs (`<kind>.<op>`): for a step naming a capability, the one chosen
+    /// when it was scheduled (null until then); null for a step that only waits for a signal.
     pub operation: Option<String>,
+    /// The version of the operation its job was published for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// The capability the step names, when it names one instead of an operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
     pub status: StepStatus,
     pub attempts: u32,
     pub scheduled_at_ms: Option<i64>,
@@ -358,6 +489,9 @@ pub struct DefinitionList {
 pub struct DefinitionStep {
     pub id: String,
     pub operation: Option<String>,
+    /// The capability it names instead of an operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
     pub needs: Vec<String>,
     /// The signal it waits for, if any.
     pub wait_for_signal: Option<String>,
@@ -389,6 +523,10 @@ pub struct PutReply {
     pub version: u32,
     /// False when the same version with the same text was registered already.
     pub created: bool,
+    /// What may keep its instances waiting, e.g. an operation whose kind has no live
+    /// replica: they wait for one rather than fail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// `definitions.delete`

@@ -178,6 +178,11 @@ pub struct OrchestratorSettings {
     /// How large rendering a template may make things. The gateway reads these too, for the
     /// definitions it parses.
     pub template_limits: TemplateLimits,
+    /// How often the engine asks every worker replica whether it is there (NATS's
+    /// `$SRV.PING`). A step that names a capability skips kinds with no replica that answered
+    /// one of the last two sweeps. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub replica_sweep: Duration,
 }
 
 impl Default for OrchestratorSettings {
@@ -187,6 +192,7 @@ impl Default for OrchestratorSettings {
             template_env: Vec::new(),
             max_deliveries: 10,
             template_limits: TemplateLimits::default(),
+            replica_sweep: Duration::from_secs(1),
         }
     }
 }
@@ -1125,6 +1131,7 @@ impl Config {
                         d.orchestrator.template_limits,
                         problems,
                     ),
+                    replica_sweep: duration(&figment, "orchestrator.replica_sweep", problems),
                 }
             }),
             gateway: section(wants(Section::Gateway), &mut problems, |problems| {
@@ -1322,6 +1329,12 @@ impl Config {
                 format!("{} is out of range; expected 1 to 10000", o.concurrency),
             );
         }
+        if o.replica_sweep < Duration::from_millis(100) {
+            bad(
+                "orchestrator.replica_sweep",
+                "must be at least 100ms".into(),
+            );
+        }
         for name in &o.template_env {
             let valid =
                 !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -1498,6 +1511,7 @@ const KNOWN_KEYS: &[&str] = &[
     "orchestrator.template_env",
     "orchestrator.max_deliveries",
     "orchestrator.template_limits",
+    "orchestrator.replica_sweep",
     "orchestrator.template_limits.value_bytes",
     "orchestrator.template_limits.output_bytes",
     "orchestrator.template_limits.step_input_bytes",

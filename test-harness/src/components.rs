@@ -42,7 +42,8 @@ pub fn worker_config(nats_url: String, worker_id: &str) -> Config {
 }
 
 /// An orchestrator replica's options for tests: 32 messages at once, no template variables,
-/// a 5 s grace period, 10 deliveries before a failing message is dead-lettered.
+/// a 5 s grace period, 10 deliveries before a failing message is dead-lettered, replicas
+/// asked whether they are there every 250 ms.
 pub fn orchestrator_options(replica_id: &str) -> Options {
     Options {
         concurrency: 32,
@@ -51,6 +52,7 @@ pub fn orchestrator_options(replica_id: &str) -> Options {
         grace: Duration::from_secs(5),
         max_deliveries: 10,
         limits: switchyard_workflow::RenderLimits::default(),
+        replica_sweep: Duration::from_millis(250),
     }
 }
 

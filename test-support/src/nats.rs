@@ -643,10 +643,12 @@ impl TestAuth {
         let dir = AuthDir::open(tmp.path()).expect("bus keys");
         let server_config = dir.server_config().expect("the server's auth config");
         // Every service's credentials, for processes started with a credentials directory.
-        dir.init(&switchyard_bus_auth::service_roles(
-            &switchyard_proto::WORKER_KINDS,
-        ))
-        .expect("service credentials");
+        let kinds: Vec<&str> = switchyard_catalog::Catalog::builtin()
+            .kinds()
+            .into_iter()
+            .collect();
+        dir.init(&switchyard_bus_auth::service_roles(&kinds))
+            .expect("service credentials");
         TestAuth {
             dir,
             server_config,

@@ -1,5 +1,5 @@
 //! What the definitions and the declared operations do alike with their KV buckets: list the
-//! keys, and follow the puts.
+//! keys, and follow the changes.
 
 use std::future::Future;
 
@@ -20,12 +20,13 @@ pub(crate) async fn keys(kv: &kv::Store, what: &'static str) -> Result<Vec<Strin
     Ok(out)
 }
 
-/// Hands every put `watch` sees to `on_put`, until `shutdown` or the watch ends.
+/// Hands every entry `watch` sees (puts, deletes and purges; see `entry.operation`) to
+/// `on_entry`, until `shutdown` or the watch ends.
 pub(crate) fn follow<F, Fut>(
     mut watch: kv::Watch,
     shutdown: CancellationToken,
     what: &'static str,
-    on_put: F,
+    on_entry: F,
 ) -> tokio::task::JoinHandle<()>
 where
     F: Fn(kv::Entry) -> Fut + Send + 'static,
@@ -38,8 +39,7 @@ where
                 n = watch.next() => n,
             };
             match next {
-                Some(Ok(entry)) if entry.operation == kv::Operation::Put => on_put(entry).await,
-                Some(Ok(_)) => {}
+                Some(Ok(entry)) => on_entry(entry).await,
                 Some(Err(e)) => warn!(error = %e, what, "watch error"),
                 None => break,
             }

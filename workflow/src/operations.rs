@@ -16,6 +16,7 @@ use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 use switchyard_catalog::{
     Catalog,
+    capability::CapabilityError,
     declare::{Declaration, DeclarationError, DeclaredOperation},
 };
 use tokio_util::sync::CancellationToken;
@@ -58,6 +59,9 @@ pub enum DeclareError {
         version: u32,
         next: u32,
     },
+    /// An operation claims a capability with schemas that do not fit its contract.
+    #[error("{0}")]
+    Incompatible(#[from] CapabilityError),
     #[error(transparent)]
     Bus(#[from] Error),
 }
@@ -135,6 +139,10 @@ impl Operations {
         declaration: &Declaration,
     ) -> Result<Vec<Declared>, DeclareError> {
         declaration.check(kind)?;
+        let catalog = self.catalog();
+        for op in &declaration.operations {
+            catalog.check_capabilities(&op.spec(kind))?;
+        }
         // Refuse before storing anything: a changed schema under a stored version.
         let mut existing = Vec::with_capacity(declaration.operations.len());
         for op in &declaration.operations {
@@ -230,13 +238,52 @@ impl Operations {
         self.rebuild();
     }
 
+    fn remove(&self, key: &str) {
+        {
+            let mut declared = self.declared.write().unwrap_or_else(|p| p.into_inner());
+            for versions in declared.values_mut() {
+                versions.retain(|v, r| self::key(&r.operation.name, *v) != key);
+            }
+            declared.retain(|_, versions| !versions.is_empty());
+        }
+        self.rebuild();
+    }
+
+    /// Removes every declaration of `kind` from the bucket (and from this mirror); the
+    /// caller checks first that no definition uses them. Returns the operation versions
+    /// removed.
+    pub async fn retire(&self, kind: &str) -> Result<Vec<(String, u32)>, Error> {
+        let keys: Vec<(String, u32)> = self
+            .records()
+            .into_iter()
+            .filter(|r| r.kind == kind)
+            .map(|r| (r.operation.name, r.operation.version))
+            .collect();
+        for (name, version) in &keys {
+            let k = key(name, *version);
+            self.kv
+                .purge(&k)
+                .await
+                .map_err(|e| Error::bus("retiring a declaration", e))?;
+            self.remove(&k);
+        }
+        Ok(keys)
+    }
+
+    /// The kinds that declared operations at run time.
+    pub fn declared_kinds(&self) -> BTreeSet<String> {
+        self.live().kinds.clone()
+    }
+
     fn rebuild(&self) {
         let live = {
             let declared = self.declared.read().unwrap_or_else(|p| p.into_inner());
-            let latest: Vec<&Record> = declared
+            // In the order they were declared: the first claim of a capability defines it.
+            let mut latest: Vec<&Record> = declared
                 .values()
                 .filter_map(|v| v.values().next_back())
                 .collect();
+            latest.sort_by_key(|r| (r.declared_at_ms, &r.operation.name));
             Live {
                 catalog: Arc::new(
                     Catalog::builtin()
@@ -283,7 +330,10 @@ impl Operations {
             shutdown,
             "declarations",
             move |entry| {
-                if let Some(record) = record_from(&entry.key, &entry.value) {
+                if entry.operation != kv::Operation::Put {
+                    debug!(key = %entry.key, "declaration retired");
+                    operations.remove(&entry.key);
+                } else if let Some(record) = record_from(&entry.key, &entry.value) {
                     debug!(key = %entry.key, "operation declared");
                     operations.insert(record);
                 }

@@ -288,6 +288,16 @@ impl Store {
         Ok(None)
     }
 
+    /// Every registered version of every tenant that is not deleted.
+    pub fn all(&self) -> Vec<Entry> {
+        let map = self.by_name.read().unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .flat_map(BTreeMap::values)
+            .filter(|e| !e.deleted)
+            .cloned()
+            .collect()
+    }
+
     /// Every registered version visible to `tenant` (its own and the shared ones).
     pub fn list(&self, tenant: &str, include_deleted: bool) -> Vec<Entry> {
         let map = self.by_name.read().unwrap_or_else(|p| p.into_inner());
@@ -390,6 +400,10 @@ impl Store {
             move |entry| {
                 let store = store.clone();
                 async move {
+                    // Definitions are marked deleted by a put, never removed.
+                    if entry.operation != kv::Operation::Put {
+                        return;
+                    }
                     if let Some(e) = store.entry_from(&entry.key, &entry.value).await {
                         debug!(key = %entry.key, "definition changed");
                         store.insert(e.scope, e.definition, e.registered_at_ms, e.deleted);

@@ -67,7 +67,7 @@ fn unknown_keys_are_named_with_their_path_line_and_a_suggestion() {
     assert_eq!(found[0].line, Some(8));
     assert_eq!(
         found[0].message,
-        "unknown key (did you mean \"operation\"?); expected one of: id, operation, input, needs, when, for_each, retry, timeout, on_error, wait_for_signal"
+        "unknown key (did you mean \"operation\"?); expected one of: id, operation, capability, prefer, input, needs, when, for_each, retry, timeout, on_error, wait_for_signal"
     );
     assert_eq!(
         only("name: t\nversion: 1\nsteps: [{ id: a, operation: test.echo }]\nouptut: {}\n"),
@@ -85,7 +85,7 @@ fn every_structural_problem_is_reported_not_only_the_first() {
         got,
         vec![
             "input.topic.type: unknown value \"strin\" (did you mean \"string\"?); expected one of: string, integer, number, boolean, array, object, any (line 4)",
-            "steps[0].retries: unknown key (did you mean \"retry\"?); expected one of: id, operation, input, needs, when, for_each, retry, timeout, on_error, wait_for_signal (line 8)",
+            "steps[0].retries: unknown key (did you mean \"retry\"?); expected one of: id, operation, capability, prefer, input, needs, when, for_each, retry, timeout, on_error, wait_for_signal (line 8)",
             "steps[1].timeout: invalid value: string \"3 parsecs\", expected a duration (line 11)",
             "steps[2].id: missing required key (line 12)",
         ]
@@ -549,6 +549,7 @@ fn shipped_workflows_are_valid() {
             "research_to_slack",
             "research_pipeline",
             "meeting_to_tasks",
+            "research_brief",
             "linkedin_post"
         ]
     );
@@ -557,6 +558,46 @@ fn shipped_workflows_are_valid() {
         assert_eq!(def.name, *name);
         assert!(!def.description.is_empty(), "{name} has a description");
     }
+}
+
+/// A step naming a capability is checked against the capability's contract (for
+/// `research`, the schemas of `research.topic`) like a step naming that operation.
+#[test]
+fn a_capability_step_is_checked_against_its_contract() {
+    let step = |extra: &str, reference: &str| {
+        format!(
+            "name: t\nversion: 1\nsteps:\n  - id: r\n    capability: research\n{extra}    input: {{ topic: x }}\noutput:\n  s: \"{{{{ steps.r.output.{reference} }}}}\"\n"
+        )
+    };
+    let def = parse(&step("", "summary")).expect("a valid capability step");
+    assert_eq!(def.steps[0].capability.as_deref(), Some("research"));
+    assert_eq!(def.steps[0].operation, None);
+    parse(&step("    prefer: [tutor]\n", "sources")).expect("prefer names kinds");
+
+    let wrong = only(&step("", "summery"));
+    assert!(
+        wrong.starts_with("output.s:") && wrong.contains("summary"),
+        "{wrong}"
+    );
+    let unknown = only(&step("", "summary").replace("capability: research", "capability: reserch"));
+    assert!(
+        unknown.starts_with("steps[0].capability:")
+            && unknown.contains("did you mean \"research\""),
+        "{unknown}"
+    );
+    let both = only(&step("    operation: test.echo\n", "summary"));
+    assert!(both.contains("not both"), "{both}");
+    let missing = only(&step("", "summary").replace("input: { topic: x }", "input: {}"));
+    assert!(missing.contains("topic"), "{missing}");
+    let bad_prefer = only(&step("    prefer: [\"a.b\"]\n", "summary"));
+    assert!(bad_prefer.starts_with("steps[0].prefer:"), "{bad_prefer}");
+    let stray_prefer = only(&with_steps(
+        "  - id: a\n    operation: test.echo\n    prefer: [tutor]\n",
+    ));
+    assert!(
+        stray_prefer.contains("only a step with a capability"),
+        "{stray_prefer}"
+    );
 }
 
 #[test]

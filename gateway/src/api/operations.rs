@@ -13,7 +13,10 @@ use axum::{
 use futures::StreamExt as _;
 use prometheus::{Encoder as _, TextEncoder};
 use serde_json::{Value, json};
-use switchyard_proto::stream;
+use switchyard_proto::{
+    orchestrator::{GetRegistry, RegistryGet},
+    stream,
+};
 use tracing::warn;
 
 use crate::{
@@ -36,7 +39,7 @@ const REGISTRY_GATHER: Duration = Duration::from_millis(250);
     path = "/api/v1/registry",
     tag = "operations",
     responses(
-        (status = 200, description = "Live services from `$SRV.INFO`: `{services: [{name, id, version, description, metadata, endpoints}]}`", body = Object),
+        (status = 200, description = "Every worker kind as the engine sees it (`kinds`: operations with their versions and capabilities, live replicas with the age of their last answer, pending and ack-pending jobs, the caller's definitions that use it), the `capabilities` with their contract and providers, and every live service from `$SRV.INFO` (`services: [{name, id, version, description, metadata, endpoints}]`)", body = Object),
         crate::responses::AuthErrors
     ),
     security(("bearer" = []))
@@ -83,7 +86,17 @@ pub(crate) async fn registry(ctx: Ctx) -> Result<Json<Value>, Error> {
     services.sort_by(|a, b| {
         (a["name"].as_str(), a["id"].as_str()).cmp(&(b["name"].as_str(), b["id"].as_str()))
     });
-    Ok(Json(json!({ "services": services })))
+    let engine = ctx
+        .query::<GetRegistry>(&RegistryGet {
+            tenant: Some(ctx.tenant().to_owned()),
+        })
+        .await?;
+    Ok(Json(json!({
+        "kinds": engine.kinds,
+        "capabilities": engine.capabilities,
+        "sweep_ms": engine.sweep_ms,
+        "services": services,
+    })))
 }
 
 // ---- operations ----

@@ -40,6 +40,7 @@ use crate::{
     Error,
     instance::{Effect, Instance, timer_id},
     metrics::Metrics,
+    registry::{self, LiveRoutes, Replicas},
     service,
     shared::Shared,
     transition::{self, Ctx, Decision, Input},
@@ -94,6 +95,9 @@ pub struct Options {
     pub max_deliveries: i64,
     /// How large rendering a template may make things.
     pub limits: switchyard_workflow::RenderLimits,
+    /// How often every replica of every kind is asked whether it is there (`$SRV.PING`);
+    /// capability routing and the registry see a stopped replica within two sweeps.
+    pub replica_sweep: Duration,
 }
 
 /// The workflow engine of one process.
@@ -134,6 +138,7 @@ impl Orchestrator {
             )
             .with_operations(operations.clone()),
         );
+        let replicas = Arc::new(Replicas::new(client.clone(), options.replica_sweep));
         let max_state_bytes = client
             .server_info()
             .max_payload
@@ -145,7 +150,12 @@ impl Orchestrator {
             js,
             state,
             definitions,
+            routes: LiveRoutes {
+                operations: operations.clone(),
+                replicas: replicas.clone(),
+            },
             operations,
+            replicas,
             metrics: {
                 switchyard_runtime::dlq::register_metrics(registry, DLQ_KIND)?;
                 Metrics::register(registry)?
@@ -205,6 +215,7 @@ impl Orchestrator {
             shutdown.clone(),
         ));
         tracker.spawn(sample_dlq(shared.clone(), shutdown.clone()));
+        tracker.spawn(registry::run(shared.clone(), shutdown.clone()));
         let shards = self.options.concurrency.max(1);
         let mut senders = Vec::with_capacity(shards);
         let cache_limit = CACHE_BYTES / shards;
@@ -713,6 +724,7 @@ async fn handle(
     let ctx = Ctx {
         now_ms: now_ms(),
         env: &shared.env,
+        routes: &shared.routes,
     };
 
     for _ in 0..CAS_ATTEMPTS {

@@ -30,8 +30,13 @@ pub struct Failure {
 pub struct StepState {
     pub id: String,
     pub status: StepStatus,
+    /// The operation it runs: the definition's, or for a capability the one chosen when
+    /// the step was scheduled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
+    /// The version of `operation` its job was published for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
     /// Deliveries the step's job took (the largest over its items).
     #[serde(default)]
     pub attempts: u32,
@@ -63,6 +68,7 @@ impl StepState {
             id: id.to_owned(),
             status: StepStatus::Pending,
             operation: operation.map(str::to_owned),
+            version: None,
             attempts: 0,
             scheduled_at_ms: None,
             started_at_ms: None,

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod instance;
 pub mod metrics;
+pub mod registry;
 pub mod service;
 mod shared;
 pub mod transition;
@@ -57,6 +58,7 @@ pub async fn run(
         replica_id: config.worker_id(),
         grace: config.shutdown_grace,
         max_deliveries: config.orchestrator.max_deliveries,
+        replica_sweep: config.orchestrator.replica_sweep,
         limits: {
             let t = config.orchestrator.template_limits;
             switchyard_workflow::RenderLimits {

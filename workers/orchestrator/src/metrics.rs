@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use switchyard_runtime::metrics::TenantLabels;
 
@@ -25,6 +25,11 @@ pub struct Metrics {
     pub sla_breaches: IntCounterVec,
     /// Messages in the `DLQ` stream, sampled.
     pub dlq_messages: IntGauge,
+    /// Replicas of each worker kind that answered the registry's last sweeps.
+    pub kind_replicas: IntGaugeVec,
+    /// For each kind a registered definition uses: seconds it has had no live replica (0
+    /// while it has one).
+    pub kind_unserved_seconds: IntGaugeVec,
     /// The `tenant_id` label values.
     pub tenants: Arc<TenantLabels>,
 }
@@ -89,6 +94,20 @@ impl Metrics {
                 "switchyard_dlq_messages",
                 "Messages in the dead-letter stream (every kind's), sampled by the orchestrator",
             )?,
+            kind_replicas: IntGaugeVec::new(
+                Opts::new(
+                    "switchyard_worker_kind_replicas",
+                    "Replicas of a worker kind that answered the engine's last $SRV.PING sweeps",
+                ),
+                &["kind"],
+            )?,
+            kind_unserved_seconds: IntGaugeVec::new(
+                Opts::new(
+                    "switchyard_worker_kind_unserved_seconds",
+                    "Seconds a worker kind that registered definitions use has had no live replica (0 while it has one)",
+                ),
+                &["kind"],
+            )?,
             tenants: Arc::new(TenantLabels::default()),
         };
         registry.register(Box::new(m.messages.clone()))?;
@@ -99,6 +118,8 @@ impl Metrics {
         registry.register(Box::new(m.execution_seconds.clone()))?;
         registry.register(Box::new(m.sla_breaches.clone()))?;
         registry.register(Box::new(m.dlq_messages.clone()))?;
+        registry.register(Box::new(m.kind_replicas.clone()))?;
+        registry.register(Box::new(m.kind_unserved_seconds.clone()))?;
         Ok(m)
     }
 }

@@ -19,8 +19,9 @@ use switchyard_proto::{
     orchestrator::{
         self as contract, DefinitionDetail, DefinitionList, DefinitionRef, DefinitionScope,
         DefinitionStep, DefinitionSummary, DeleteDefinition, DeleteReply, Endpoint, ErrorReply,
-        GetDefinition, GetInstance, InstanceError, InstanceGet, InstanceView, ItemsView,
-        ListDefinitions, PutDefinition, PutReply, ServiceError, ServiceErrorCode, SignalView,
+        GetDefinition, GetInstance, GetRegistry, InstanceError, InstanceGet, InstanceView,
+        ItemsView, ListDefinitions, PutDefinition, PutReply, RegistryGet, RegistryView, RetireKind,
+        RetireReply, RetireRequest, RetiredVersion, ServiceError, ServiceErrorCode, SignalView,
         StepError, StepView, ValidateDefinition, ValidateReply,
     },
     subject,
@@ -40,6 +41,7 @@ use tracing::{info, warn};
 use crate::{
     Error,
     instance::{Instance, StepStatus},
+    registry,
     shared::Shared,
 };
 
@@ -146,7 +148,7 @@ async fn operations_declare(
     let declared = match shared.operations.declare(kind, &declaration).await {
         Ok(declared) => declared,
         Err(DeclareError::Invalid(e)) => return Err(invalid_declaration(&e)),
-        Err(e @ DeclareError::VersionChanged { .. }) => {
+        Err(e @ (DeclareError::VersionChanged { .. } | DeclareError::Incompatible(_))) => {
             return Err(ServiceError::new(ServiceErrorCode::Conflict, e.to_string()));
         }
         Err(DeclareError::Bus(e)) => return Err(internal(&e.into())),
@@ -236,11 +238,93 @@ async fn answer(
         PutDefinition::NAME => encode(definitions_put(shared, payload).await),
         DeleteDefinition::NAME => encode(definitions_delete(shared, payload).await),
         ValidateDefinition::NAME => encode(definitions_validate(shared, payload)),
+        GetRegistry::NAME => encode(registry_get(shared, payload).await),
+        RetireKind::NAME => encode(operations_retire(shared, payload).await),
         other => encode::<()>(Err(ServiceError::new(
             ServiceErrorCode::NotFound,
             format!("no endpoint {other}"),
         ))),
     }
+}
+
+/// What keeps a definition's instances waiting: a declared operation, or a capability, that
+/// has no live replica to run it now.
+fn unserved(shared: &Shared, def: &Definition) -> Vec<String> {
+    let catalog = shared.operations.catalog();
+    let mut warnings = Vec::new();
+    for step in &def.steps {
+        if let Some(op) = &step.operation {
+            let kind = op.split('.').next().unwrap_or_default();
+            if shared.operations.is_declared_kind(kind) && !shared.replicas.is_live(kind) {
+                warnings.push(format!(
+                    "step {:?}: no replica of kind {kind:?} is running; its jobs wait for one",
+                    step.id
+                ));
+            }
+        }
+        if let Some(capability) = &step.capability
+            && !catalog
+                .providers(capability)
+                .any(|op| shared.replicas.is_live(&op.kind))
+        {
+            warnings.push(format!(
+                "step {:?}: no replica provides capability {capability:?} now; its jobs wait for one",
+                step.id
+            ));
+        }
+    }
+    warnings
+}
+
+async fn registry_get(shared: &Shared, payload: &[u8]) -> Reply<GetRegistry> {
+    let req: RegistryGet = parse(payload)?;
+    Ok::<RegistryView, _>(registry::view(shared, req.tenant.as_deref()).await)
+}
+
+/// Removes the declarations of a kind no registered definition needs.
+async fn operations_retire(shared: &Shared, payload: &[u8]) -> Reply<RetireKind> {
+    let req: RetireRequest = parse(payload)?;
+    let kind = req.kind.as_str();
+    if switchyard_catalog::Catalog::builtin()
+        .of_kind(kind)
+        .next()
+        .is_some()
+    {
+        return Err(ServiceError::new(
+            ServiceErrorCode::BadRequest,
+            format!("{kind:?} is a built-in kind; only kinds declared at run time can be retired"),
+        ));
+    }
+    if !shared.operations.is_declared_kind(kind) {
+        return Err(ServiceError::new(
+            ServiceErrorCode::NotFound,
+            format!("no operations of kind {kind:?} are declared"),
+        ));
+    }
+    let users = registry::needed_by(shared, kind);
+    if !users.is_empty() {
+        let names: Vec<String> = users.iter().map(ToString::to_string).collect();
+        return Err(ServiceError::new(
+            ServiceErrorCode::Conflict,
+            format!(
+                "kind {kind:?} is used by {}; delete those definitions first",
+                names.join(", ")
+            ),
+        ));
+    }
+    let retired = shared
+        .operations
+        .retire(kind)
+        .await
+        .map_err(|e| internal(&e.into()))?;
+    info!(kind, operations = retired.len(), "kind retired");
+    Ok(RetireReply {
+        kind: kind.to_owned(),
+        retired: retired
+            .into_iter()
+            .map(|(name, version)| RetiredVersion { name, version })
+            .collect(),
+    })
 }
 
 fn definitions_list(shared: &Shared, payload: &[u8]) -> Reply<ListDefinitions> {
@@ -273,6 +357,7 @@ async fn definitions_put(shared: &Shared, payload: &[u8]) -> Reply<PutDefinition
             name: def.name.clone(),
             version: def.version,
             created,
+            warnings: unserved(shared, &def),
         }),
         Err(PutError::Invalid(problems)) => Err(ServiceError {
             code: ServiceErrorCode::InvalidDefinition,
@@ -373,6 +458,7 @@ fn detail(entry: &Entry) -> DefinitionDetail {
             .map(|s| DefinitionStep {
                 id: s.id.clone(),
                 operation: s.operation.clone(),
+                capability: s.capability.clone(),
                 needs: s.needs.clone(),
                 wait_for_signal: s.wait_for_signal.as_ref().map(|w| w.name.clone()),
             })
@@ -418,6 +504,8 @@ pub fn status_view(state: &Instance, def: Option<&Definition>) -> InstanceView {
             StepView {
                 id: s.id.clone(),
                 operation: s.operation.clone(),
+                version: s.version,
+                capability: spec.and_then(|p| p.capability.clone()),
                 status: s.status,
                 attempts: s.attempts,
                 scheduled_at_ms: s.scheduled_at_ms,

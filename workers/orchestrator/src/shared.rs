@@ -8,7 +8,11 @@ use async_nats::jetstream::{self, kv};
 use switchyard_runtime::metrics::ConsumerLag;
 use switchyard_workflow::{Operations, Store, definition::Definition};
 
-use crate::{instance::Instance, metrics::Metrics};
+use crate::{
+    instance::Instance,
+    metrics::Metrics,
+    registry::{LiveRoutes, Replicas},
+};
 
 /// What every shard and the query service share.
 #[derive(Debug)]
@@ -19,6 +23,10 @@ pub(crate) struct Shared {
     pub(crate) definitions: Arc<Store>,
     /// The operations worker kinds declared at run time (also behind `definitions`).
     pub(crate) operations: Arc<Operations>,
+    /// The replicas of each kind that answer `$SRV.PING`.
+    pub(crate) replicas: Arc<Replicas>,
+    /// The two above, as the transition reads them.
+    pub(crate) routes: LiveRoutes,
     pub(crate) metrics: Metrics,
     pub(crate) lag: ConsumerLag,
     pub(crate) env: BTreeMap<String, String>,

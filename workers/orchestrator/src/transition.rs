@@ -11,6 +11,7 @@ use switchyard_proto::{
     StartWorkflow, Timer, TimerKind, WorkflowEvent, event,
 };
 
+use switchyard_catalog::{Catalog, OperationSpec};
 use switchyard_workflow::definition::{Definition, OnError, Scope, Step};
 
 use crate::instance::{
@@ -26,6 +27,65 @@ const SEEN_SIGNALS: usize = 64;
 pub struct Ctx<'a> {
     pub now_ms: i64,
     pub env: &'a BTreeMap<String, String>,
+    /// The live catalog: which operation runs a capability now, and each one's version.
+    pub routes: &'a dyn Routes,
+}
+
+/// What the transition reads of the live catalog and registry. The engine's answer changes
+/// as kinds declare operations and replicas come and go; what it chose is recorded in the
+/// step's state, so a redelivered message is applied the same way.
+pub trait Routes: Sync + std::fmt::Debug {
+    /// The operation that runs a step naming `capability` now, trying the kinds in `prefer`
+    /// first (docs/worker-protocol.md, "Capabilities"); `None` when nothing provides it.
+    fn route(&self, capability: &str, prefer: &[String]) -> Option<OperationSpec>;
+    /// The version of `operation` that jobs are published for.
+    fn version(&self, operation: &str) -> Option<u32>;
+    /// The schemas of `operation` when it was declared at run time (the engine checks
+    /// what such workers return); `None` for a built-in operation.
+    fn declared(&self, operation: &str) -> Option<OperationSpec>;
+}
+
+/// The built-in catalog with every kind live: what the transition sees when nothing was
+/// declared at run time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Builtin;
+
+impl Routes for Builtin {
+    fn route(&self, capability: &str, prefer: &[String]) -> Option<OperationSpec> {
+        ordered_providers(Catalog::builtin(), capability, prefer)
+            .first()
+            .map(|op| (*op).clone())
+    }
+
+    fn version(&self, operation: &str) -> Option<u32> {
+        Catalog::builtin().get(operation).map(|op| op.version)
+    }
+
+    fn declared(&self, _operation: &str) -> Option<OperationSpec> {
+        None
+    }
+}
+
+/// The providers of `capability` in the order routing tries them (the first with a live
+/// replica runs the step, or the first of all when none has one): the kinds `prefer` names,
+/// in its order; then kinds declared at run time, by name; then built-in kinds.
+pub fn ordered_providers<'a>(
+    catalog: &'a Catalog,
+    capability: &'a str,
+    prefer: &[String],
+) -> Vec<&'a OperationSpec> {
+    let mut providers: Vec<&OperationSpec> = catalog.providers(capability).collect();
+    providers.sort_by_key(|op| {
+        (
+            prefer
+                .iter()
+                .position(|k| *k == op.kind)
+                .unwrap_or(prefer.len()),
+            Catalog::builtin().get(&op.name).is_some(),
+            op.kind.clone(),
+        )
+    });
+    providers
 }
 
 /// A message for an existing instance.
@@ -262,7 +322,7 @@ fn on_result(
                 })
             };
             output.and_then(|value| {
-                def.check_step_output(index, &value)
+                check_output(def, index, step.operation.as_deref(), &value, ctx)
                     .map(|()| value)
                     .map_err(|message| Failure {
                         step: Some(r.step_id.clone()),
@@ -608,7 +668,7 @@ fn deliver_signal(
     inst.steps[index].signal = Some(payload.clone());
     let data = json!({ "signal": name, "payload": payload });
     push_event(fx, inst, event::STEP_SIGNALLED, Some(&spec.id), data, ctx);
-    if spec.operation.is_some() {
+    if spec.runs_job() {
         schedule(def, inst, index, Some(payload), ctx, fx);
     } else {
         complete_step(inst, index, payload, ctx, fx);
@@ -625,8 +685,23 @@ fn schedule(
     fx: &mut Vec<Effect>,
 ) {
     let spec = &def.steps[index];
-    let Some(operation) = spec.operation.clone() else {
-        return;
+    // A capability runs on the operation the registry picks now; the choice is kept in the
+    // step's state, so the result is checked against what actually ran.
+    let (operation, routed) = match (&spec.operation, &spec.capability) {
+        (Some(operation), _) => (operation.clone(), None),
+        (None, Some(capability)) => match ctx.routes.route(capability, &spec.prefer) {
+            Some(op) => (op.name.clone(), Some(op)),
+            None => {
+                let failure = Failure {
+                    step: Some(spec.id.clone()),
+                    code: "unknown_operation".into(),
+                    message: format!("no operation provides capability {capability:?} any more"),
+                };
+                fail_step(def, inst, index, failure, ctx, fx);
+                return;
+            }
+        },
+        (None, None) => return,
     };
     let steps = steps_view(inst);
     let scope = Scope {
@@ -661,6 +736,29 @@ fn schedule(
             return;
         }
     };
+    let inputs = match &routed {
+        None => inputs,
+        Some(op) => match inputs
+            .into_iter()
+            .map(|(item, input)| fit_input(op, input).map(|v| (item, v)))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(inputs) => inputs,
+            Err(message) => {
+                let failure = Failure {
+                    step: Some(spec.id.clone()),
+                    code: "invalid_input".into(),
+                    message,
+                };
+                fail_step(def, inst, index, failure, ctx, fx);
+                return;
+            }
+        },
+    };
+    let version = routed
+        .as_ref()
+        .map(|op| op.version)
+        .or_else(|| ctx.routes.version(&operation));
     let deadline_ms = spec.timeout.map(|t| ctx.now_ms + millis(t));
     let for_each = spec.has_for_each;
     let count = inputs.len();
@@ -668,6 +766,8 @@ fn schedule(
         let step = &mut inst.steps[index];
         step.status = StepStatus::Scheduled;
         step.scheduled_at_ms = Some(ctx.now_ms);
+        step.operation = Some(operation.clone());
+        step.version = version;
         if for_each {
             step.items = (0..count)
                 .map(|_| ItemState {
@@ -680,11 +780,15 @@ fn schedule(
                 .collect();
         }
     }
-    let data = if for_each {
+    let mut data = if for_each {
         json!({ "operation": operation, "items": count })
     } else {
         json!({ "operation": operation, "job_id": job_id(&inst.id, &spec.id, None) })
     };
+    data["version"] = json!(version);
+    if let Some(capability) = &spec.capability {
+        data["capability"] = json!(capability);
+    }
     push_event(fx, inst, event::STEP_SCHEDULED, Some(&spec.id), data, ctx);
     if for_each && count == 0 {
         complete_step(inst, index, Value::Array(Vec::new()), ctx, fx);
@@ -839,6 +943,48 @@ fn steps_view(inst: &Instance) -> Value {
         );
     }
     Value::Object(map)
+}
+
+/// A capability's input (checked against its contract) as the chosen operation takes it:
+/// fields it does not declare dropped when it declares a closed object, its own defaults
+/// applied, then checked against its schema.
+fn fit_input(op: &OperationSpec, mut input: Value) -> Result<Value, String> {
+    if let Value::Object(fields) = &mut input
+        && !op.input.allows_additional()
+    {
+        fields.retain(|name, _| op.input.properties.contains_key(name));
+    }
+    op.input.apply_defaults(&mut input);
+    op.input.validate(&input).map_err(|errors| {
+        format!(
+            "the input does not match the input schema of {} version {}: {}",
+            op.name, op.version, errors[0]
+        )
+    })?;
+    Ok(input)
+}
+
+/// Checks a step's output: against the definition's contract for a declared operation, and
+/// for a capability against the declared schema of the operation that ran it.
+fn check_output(
+    def: &Definition,
+    index: usize,
+    ran: Option<&str>,
+    output: &Value,
+    ctx: Ctx<'_>,
+) -> Result<(), String> {
+    def.check_step_output(index, output)?;
+    if def.steps[index].capability.is_some()
+        && let Some(op) = ran.and_then(|name| ctx.routes.declared(name))
+    {
+        op.output.validate(output).map_err(|errors| {
+            format!(
+                "the output does not match the output schema of {} version {}: {}",
+                op.name, op.version, errors[0]
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn template_failure(step: &str, e: &switchyard_workflow::definition::RenderError) -> Failure {

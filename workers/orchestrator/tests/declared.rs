@@ -302,12 +302,8 @@ async fn a_kinds_credentials_declare_only_that_kind() {
     );
 }
 
-/// The product spec's AI Tutor as an outside service (`examples/ai_tutor`, Python, on the
-/// worker SDK): its shipped workflow registers against the tutor's declarations, runs, and
-/// the knowledge graph's output feeds the next step's template.
-#[tokio::test]
-async fn the_ai_tutor_maps_a_topic_and_its_graph_feeds_the_recap() {
-    let env = env().await;
+/// Starts `examples/ai_tutor/tutor.py` as `worker-tutor`, replica `tutor-1`.
+fn tutor(env: &Env) -> tokio::process::Child {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../examples/ai_tutor/tutor.py"
@@ -316,14 +312,23 @@ async fn the_ai_tutor_maps_a_topic_and_its_graph_feeds_the_recap() {
         .server
         .credentials(&BusRole::Worker("tutor".into()))
         .expect("the bus asks for credentials");
-    let _tutor = tokio::process::Command::new(python())
+    tokio::process::Command::new(python())
         .arg(script)
         .args(["--nats", &env.server.url(), "--worker-id", "tutor-1"])
         .arg("--creds")
         .arg(creds)
         .kill_on_drop(true)
         .spawn()
-        .expect("start the tutor");
+        .expect("start the tutor")
+}
+
+/// The product spec's AI Tutor as an outside service (`examples/ai_tutor`, Python, on the
+/// worker SDK): its shipped workflow registers against the tutor's declarations, runs, and
+/// the knowledge graph's output feeds the next step's template.
+#[tokio::test]
+async fn the_ai_tutor_maps_a_topic_and_its_graph_feeds_the_recap() {
+    let env = env().await;
+    let _tutor = tutor(&env);
     let source = include_str!("../../../examples/ai_tutor/study_notes.yaml");
     // The definition checks once the tutor has declared its operations.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -373,4 +378,252 @@ async fn the_ai_tutor_maps_a_topic_and_its_graph_feeds_the_recap() {
     let recap = output["recap"].as_str().unwrap();
     assert!(recap.contains("key concepts are"), "{recap}");
     assert!(recap.contains(concepts[0]), "{recap}");
+}
+
+/// The registry as the engine sees it.
+async fn registry(env: &Env) -> Value {
+    engine::query(&env.client, "registry", json!({})).await
+}
+
+/// The live replicas the registry lists for `kind`.
+async fn live_replicas(env: &Env, kind: &str) -> usize {
+    registry(env).await["kinds"]
+        .as_array()
+        .expect("kinds")
+        .iter()
+        .find(|k| k["kind"] == kind)
+        .map_or(0, |k| k["replicas"].as_array().map_or(0, Vec::len))
+}
+
+/// Waits until the registry lists `count` live replicas of `kind`.
+async fn until_replicas(env: &Env, kind: &str, count: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while live_replicas(env, kind).await != count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the registry never listed {count} replicas of {kind}: {:#}",
+            registry(env).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the shipped `research_brief` and returns the status of its one step.
+async fn research_brief(env: &Env, topic: &str) -> Value {
+    let (instance, _events) = env.start("research_brief", json!({ "topic": topic })).await;
+    let status = env.finished(&instance, Duration::from_secs(30)).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert!(
+        status["output"]["sources"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()),
+        "{status:#}"
+    );
+    step(&status, "research").clone()
+}
+
+/// A step naming the capability `research` runs on the AI Tutor while it runs, and on the
+/// built-in research worker once it has stopped (SIGTERM); the status names which ran.
+#[tokio::test]
+async fn a_capability_runs_on_the_tutor_while_it_runs_and_on_the_built_in_kind_after() {
+    let mut env = env().await;
+    let mut config = switchyard_test_harness::worker_config(env.url(), "research-1");
+    config.research.corpus_dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../research/corpus");
+    let registry_metrics = prometheus::Registry::new();
+    let research = switchyard_research::ResearchWorker::build(&config, &registry_metrics)
+        .await
+        .expect("research worker");
+    env.components
+        .worker(&env.bus, &config, research, &registry_metrics)
+        .await;
+    until_replicas(&env, "research", 1).await;
+
+    let mut tutor = tutor(&env);
+    until_replicas(&env, "tutor", 1).await;
+    let capability = registry(&env).await["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "research")
+        .cloned()
+        .unwrap();
+    assert_eq!(capability["contract"], "research.topic", "{capability:#}");
+    assert_eq!(
+        capability["providers"],
+        json!(["research.topic", "tutor.research"]),
+        "{capability:#}"
+    );
+    for _ in 0..2 {
+        let ran = research_brief(&env, "Ada Lovelace and the Analytical Engine").await;
+        assert_eq!(
+            (&ran["operation"], &ran["version"], &ran["capability"]),
+            (&json!("tutor.research"), &json!(1), &json!("research")),
+            "{ran:#}"
+        );
+        assert_eq!(ran["worker_id"], "tutor-1", "{ran:#}");
+    }
+
+    let pid = tutor.id().expect("the tutor runs").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let exited = tokio::time::timeout(Duration::from_secs(30), tutor.wait())
+        .await
+        .expect("the tutor stops within 30 s of SIGTERM")
+        .expect("wait");
+    assert!(exited.success(), "the tutor stops cleanly: {exited:?}");
+    until_replicas(&env, "tutor", 0).await;
+    for _ in 0..2 {
+        // The built-in worker's corpus (workers/research/corpus) is about other things.
+        let ran = research_brief(&env, "exponential backoff with jitter").await;
+        assert_eq!(
+            (&ran["operation"], &ran["version"]),
+            (&json!("research.topic"), &json!(1)),
+            "{ran:#}"
+        );
+        assert_eq!(ran["worker_id"], "research-1", "{ran:#}");
+    }
+}
+
+/// A tutor's declarations stay while definitions use them: retiring the kind is refused,
+/// naming the definition, until it is deleted; then the operations leave the catalog.
+#[tokio::test]
+async fn a_kind_is_retired_only_when_no_definition_uses_it() {
+    let env = env().await;
+    let mut tutor = tutor(&env);
+    until_replicas(&env, "tutor", 1).await;
+    let source = include_str!("../../../examples/ai_tutor/study_notes.yaml");
+    let put = engine::query(
+        &env.client,
+        "definitions.put",
+        json!({ "tenant": TENANT, "source": source }),
+    )
+    .await;
+    assert!(
+        put.get("warnings").is_none(),
+        "the tutor is running: {put:#}"
+    );
+
+    let refused = engine::try_query(
+        &env.client,
+        "operations.retire",
+        &json!({ "kind": "tutor" }),
+    )
+    .await
+    .expect_err("study_notes uses the tutor");
+    assert!(
+        refused.to_string().contains("study_notes v1"),
+        "names the definition: {refused:#}"
+    );
+    let builtin = engine::try_query(
+        &env.client,
+        "operations.retire",
+        &json!({ "kind": "research" }),
+    )
+    .await
+    .expect_err("a built-in kind cannot be retired");
+    assert!(builtin.to_string().contains("built-in"), "{builtin:#}");
+
+    tutor.start_kill().unwrap();
+    let _ = tutor.wait().await;
+    engine::query(
+        &env.client,
+        "definitions.delete",
+        json!({ "tenant": TENANT, "name": "study_notes" }),
+    )
+    .await;
+    let retired = engine::query(&env.client, "operations.retire", json!({ "kind": "tutor" })).await;
+    let names: Vec<&str> = retired["retired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["tutor.knowledge_graph", "tutor.research", "tutor.summarize"],
+        "{retired:#}"
+    );
+    // The catalog no longer has them: the definition no longer registers.
+    let again = engine::try_query(
+        &env.client,
+        "definitions.put",
+        &json!({ "tenant": TENANT, "source": source.replace("version: 1", "version: 2") }),
+    )
+    .await
+    .expect_err("the tutor's operations are retired");
+    assert!(again.to_string().contains("tutor.research"), "{again:#}");
+    assert!(
+        registry(&env).await["kinds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["kind"] != "tutor"),
+        "the registry no longer lists the kind"
+    );
+}
+
+const NAP: &str = r#"
+name: nap
+version: 1
+steps:
+  - id: nap
+    operation: napper.nap
+    input: { seconds: 1.5 }
+"#;
+
+/// Starts `tests/fixtures/napper.py` (the Python SDK) as replica `id`, its output piped.
+fn napper(env: &Env, id: &str) -> tokio::process::Child {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/napper.py");
+    let creds = env
+        .server
+        .credentials(&BusRole::Worker("napper".into()))
+        .expect("the bus asks for credentials");
+    tokio::process::Command::new(python())
+        .arg(script)
+        .args(["--nats", &env.server.url(), "--worker-id", id])
+        .arg("--creds")
+        .arg(creds)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the napper")
+}
+
+/// A Python replica killed with SIGKILL in the middle of a job: the job comes back, once
+/// its ack wait is over, to another Python replica, which completes the step.
+#[tokio::test]
+async fn a_python_replica_killed_mid_job_has_its_job_finished_by_another() {
+    let env = env().await;
+    let mut first = napper(&env, "py-a");
+    until_replicas(&env, "napper", 1).await;
+    env.bus
+        .set_worker_ack_wait("napper", Duration::from_secs(3))
+        .await;
+    env.register(NAP).await;
+
+    let (instance, _events) = env.start("nap", json!({})).await;
+    let mut lines = BufReader::new(first.stdout.take().expect("stdout")).lines();
+    let started = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the job starts within 30 s")
+        .expect("read its output")
+        .expect("a line");
+    assert!(started.starts_with("started "), "{started}");
+    first.start_kill().expect("SIGKILL");
+    let _ = first.wait().await;
+
+    let _second = napper(&env, "py-b");
+    let status = env.finished(&instance, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    let nap = step(&status, "nap");
+    assert_eq!(nap["output"]["worker_id"], "py-b", "{status:#}");
+    assert_eq!(nap["worker_id"], "py-b", "{status:#}");
+    assert_eq!(
+        nap["attempts"], 2,
+        "delivered to each replica once: {status:#}"
+    );
 }

@@ -900,7 +900,7 @@ output: "{{ steps.e.output.said }}"
 /// Writes an instance's state as a replica would have right before dying: the state stored
 /// with its outbox, nothing of the outbox published, the message not acked.
 async fn state_written_then_crashed(env: &Env, yaml: &str, instance: &str, last_message: u64) {
-    use switchyard_orchestrator::transition::{self, Ctx};
+    use switchyard_orchestrator::transition::{self, Builtin, Ctx};
     use switchyard_workflow::{Scope, Store, ValidateOptions};
     let defs = env
         .js
@@ -923,6 +923,7 @@ async fn state_written_then_crashed(env: &Env, yaml: &str, instance: &str, last_
     let ctx = Ctx {
         now_ms: switchyard_proto::now_ms(),
         env: &env_vars,
+        routes: &Builtin,
     };
     let mut state = transition::start(&def, &start, instance, ctx);
     assert!(!state.outbox.is_empty());

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use switchyard_catalog::Catalog;
 use switchyard_orchestrator::{
     instance::{Effect, Instance, InstanceStatus, StepStatus},
-    transition::{self, Ctx, Decision, Input},
+    transition::{self, Builtin, Ctx, Decision, Input},
 };
 use switchyard_proto::{
     CancelWorkflow, ErrorCode, Job, JobError, JobResult, JobStatus, SignalWorkflow, StartWorkflow,
@@ -116,6 +116,7 @@ fn apply(d: &Definition, state: &Instance, input: Input) -> Option<Instance> {
         Ctx {
             now_ms: 1_000,
             env: &env,
+            routes: &Builtin,
         },
     ) {
         Decision::Apply(next) => Some(*next),
@@ -135,6 +136,7 @@ fn run(
     let ctx = Ctx {
         now_ms: 1_000,
         env: &env,
+        routes: &Builtin,
     };
     let mut state = transition::start(d, &start_msg(json!({ "items": items })), "i1", ctx);
     let mut published: BTreeSet<(String, Vec<u8>)> = BTreeSet::new();
@@ -212,6 +214,7 @@ fn a_start_schedules_the_roots_with_deterministic_ids() {
     let ctx = Ctx {
         now_ms: 5,
         env: &env,
+        routes: &Builtin,
     };
     let state = transition::start(&d, &start_msg(json!({ "items": [] })), "i1", ctx);
     let again = transition::start(&d, &start_msg(json!({ "items": [] })), "i1", ctx);
@@ -237,6 +240,7 @@ fn a_failed_item_fails_the_step_and_the_instance() {
     let ctx = Ctx {
         now_ms: 1,
         env: &env,
+        routes: &Builtin,
     };
     let state = transition::start(&d, &start_msg(json!({ "items": [1, 2] })), "i1", ctx);
     let a = jobs(&state).remove(0);
@@ -279,7 +283,11 @@ steps:
   - { id: work, operation: test.echo, needs: [gate], timeout: 2s, input: { by: "{{ steps.gate.output.by }}" } }
 "#);
     let env = env();
-    let ctx = |now_ms| Ctx { now_ms, env: &env };
+    let ctx = |now_ms| Ctx {
+        now_ms,
+        env: &env,
+        routes: &Builtin,
+    };
     let state = transition::start(&d, &start_msg(json!({})), "i1", ctx(0));
     assert_eq!(state.steps[0].status, StepStatus::Waiting);
     let sla = state
@@ -380,6 +388,7 @@ steps:
     let ctx = Ctx {
         now_ms: 0,
         env: &env,
+        routes: &Builtin,
     };
     let state = transition::start(&d, &start_msg(json!({})), "i1", ctx);
     let signal = SignalWorkflow {

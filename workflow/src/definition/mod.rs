@@ -117,8 +117,14 @@ struct Unit<T> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub id: String,
-    /// `<kind>.<op>` from the catalog; `None` for a step that only waits for a signal.
+    /// `<kind>.<op>` from the catalog; `None` for a step that names a capability or only
+    /// waits for a signal.
     pub operation: Option<String>,
+    /// What the step needs done (`research`), run by whichever kind provides it: see
+    /// `docs/worker-protocol.md`, "Capabilities".
+    pub capability: Option<String>,
+    /// For a capability: the kinds to try first, in order.
+    pub prefer: Vec<String>,
     /// Ids of the steps that must finish first.
     pub needs: Vec<String>,
     pub retry: Option<Retry>,
@@ -128,6 +134,13 @@ pub struct Step {
     pub wait_for_signal: Option<WaitForSignal>,
     pub has_when: bool,
     pub has_for_each: bool,
+}
+
+impl Step {
+    /// Whether the step runs a job (an operation, or one chosen for its capability).
+    pub fn runs_job(&self) -> bool {
+        self.operation.is_some() || self.capability.is_some()
+    }
 }
 
 /// A step's retry policy; unset fields take the worker's defaults.
@@ -327,8 +340,13 @@ impl Definition {
     }
 
     /// Checks a step's output against the output schema of its operation when that operation
-    /// was declared at run time; `Err` says which field is wrong.
+    /// was declared at run time; `Err` says which field is wrong. A capability step's output
+    /// is the business of the operation that ran it (compatible with the contract by the
+    /// registry's check), which the engine checks against that operation's declared schema.
     pub fn check_step_output(&self, step: usize, output: &Value) -> Result<(), String> {
+        if self.steps[step].capability.is_some() {
+            return Ok(());
+        }
         let Some(contract) = &self.compiled.steps[step].declared else {
             return Ok(());
         };

@@ -46,6 +46,10 @@ pub(super) struct RawStep {
     #[serde(default)]
     pub operation: Option<String>,
     #[serde(default)]
+    pub capability: Option<String>,
+    #[serde(default)]
+    pub prefer: Vec<String>,
+    #[serde(default)]
     pub input: Option<Value>,
     #[serde(default)]
     pub needs: Vec<String>,

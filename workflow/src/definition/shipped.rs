@@ -23,6 +23,10 @@ const SHIPPED: &[(&str, &str)] = &[
         include_str!("../../../workflows/meeting_to_tasks.yaml"),
     ),
     (
+        "research_brief",
+        include_str!("../../../workflows/research_brief.yaml"),
+    ),
+    (
         "linkedin_post",
         include_str!("../../../workflows/linkedin_post.yaml"),
     ),

@@ -87,7 +87,7 @@ struct Graph<'a> {
     env_allow: Vec<String>,
 }
 
-impl Validator<'_> {
+impl<'a> Validator<'a> {
     fn issue(&mut self, path: Path, message: impl Into<String>) {
         self.issues.push((path, message.into()));
     }
@@ -153,6 +153,8 @@ impl Validator<'_> {
                 needs: step.needs,
                 id: step.id,
                 operation: step.operation,
+                capability: step.capability,
+                prefer: step.prefer,
                 retry: step.retry,
                 timeout: step.timeout,
                 on_error: step.on_error,
@@ -216,7 +218,41 @@ impl Validator<'_> {
     /// Checks a step's own keys; returns the indexes of the steps it needs.
     fn step_shape(&mut self, i: usize, step: &RawStep, index: &HashMap<&str, usize>) -> Vec<usize> {
         let path = Path::root("steps").index(i);
+        if let Some(capability) = &step.capability {
+            if step.operation.is_some() {
+                self.issue(
+                    path.key("capability"),
+                    "a step names an operation or a capability, not both",
+                );
+            } else if self.catalog.contract(capability).is_none() {
+                let known: Vec<&str> = self.catalog.capabilities().collect();
+                let hint = match switchyard_catalog::closest(capability, known.iter().copied()) {
+                    Some(close) => format!(" (did you mean {close:?}?)"),
+                    None => format!(" (known: {})", known.join(", ")),
+                };
+                self.issue(
+                    path.key("capability"),
+                    format!("no operation provides capability {capability:?}{hint}"),
+                );
+            }
+        } else if !step.prefer.is_empty() {
+            self.issue(
+                path.key("prefer"),
+                "only a step with a capability takes prefer",
+            );
+        }
+        if let Some(bad) = step
+            .prefer
+            .iter()
+            .find(|k| !switchyard_catalog::is_name_part(k))
+        {
+            self.issue(
+                path.key("prefer"),
+                format!("{bad:?} is not a worker kind name (letters, digits, '_' and '-')"),
+            );
+        }
         match &step.operation {
+            _ if step.capability.is_some() => {}
             Some(operation) if self.catalog.get(operation).is_none() => {
                 let hint = match self.catalog.closest(operation) {
                     Some(close) => format!(" (did you mean {close:?}?)"),
@@ -385,7 +421,10 @@ impl Validator<'_> {
         index: &HashMap<&'g str, usize>,
         needs: &[Vec<usize>],
         input: &'g Schema,
-    ) -> Graph<'g> {
+    ) -> Graph<'g>
+    where
+        'a: 'g,
+    {
         let upstream = (0..raw.steps.len())
             .map(|i| {
                 let mut seen = BTreeSet::new();
@@ -401,10 +440,15 @@ impl Validator<'_> {
         let operations: Vec<Option<&str>> = raw
             .steps
             .iter()
-            .map(|s| {
-                s.operation
+            .map(|s| match (&s.operation, &s.capability) {
+                // A capability is checked against its contract's schemas.
+                (None, Some(capability)) => self
+                    .catalog
+                    .contract(capability)
+                    .map(|spec| spec.name.as_str()),
+                (operation, _) => operation
                     .as_deref()
-                    .filter(|op| self.catalog.get(op).is_some())
+                    .filter(|op| self.catalog.get(op).is_some()),
             })
             .collect();
         let outputs = raw
@@ -507,8 +551,10 @@ impl Validator<'_> {
             let empty = Value::Object(serde_json::Map::new());
             self.check_input(Item::Value(&empty), &spec.input, &path.key("input"), op);
         }
+        // The engine enforces the schemas of operations declared at run time, and a
+        // capability's contract whichever kind runs it.
         if let Some(op) = graph.operations[i]
-            && Catalog::builtin().get(op).is_none()
+            && (step.capability.is_some() || Catalog::builtin().get(op).is_none())
             && let Some(spec) = self.catalog.get(op)
         {
             compiled.declared = Some(DeclaredContract {

@@ -305,8 +305,19 @@ class Worker:
             )
             for ending in ("cancelled", "failed"):
                 await nc.subscribe(f"wf.events.*.*.{ending}", cb=self._on_instance_end)
-            await self._serve(stop)
-            await service.stop()
+
+            async def leave() -> None:
+                # Out of the registry as soon as stopping begins, so that new work (a
+                # capability's routing) goes elsewhere while the jobs in hand finish.
+                await stop.wait()
+                await service.stop()
+
+            leaving = asyncio.create_task(leave())
+            try:
+                await self._serve(stop)
+            finally:
+                stop.set()
+                await leaving
         finally:
             # Every job is settled by now (results awaited, acks and naks sent): flush what
             # is buffered and close. A drain would wait on the pull subscription's queue.
