@@ -43,6 +43,27 @@ pub struct DeclaredOperation {
     pub capabilities: Vec<String>,
 }
 
+impl Declaration {
+    /// What built-in kind `kind` declares: its operations in the built-in catalog.
+    pub fn builtin(kind: &str) -> Declaration {
+        Declaration {
+            protocol: PROTOCOL,
+            kind: kind.to_owned(),
+            operations: Catalog::builtin()
+                .of_kind(kind)
+                .map(|op| DeclaredOperation {
+                    name: op.name.clone(),
+                    version: op.version,
+                    description: op.description.clone(),
+                    input: op.input.clone(),
+                    output: op.output.clone(),
+                    capabilities: op.capabilities.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 impl DeclaredOperation {
     /// The catalog entry of this operation of `kind`.
     pub fn spec(&self, kind: &str) -> OperationSpec {
@@ -106,12 +127,8 @@ impl Declaration {
                 format!("{kind:?} must be letters, digits, '_' and '-'"),
             ));
         }
-        if Catalog::builtin().of_kind(kind).next().is_some() {
-            return Err(err(
-                "kind",
-                format!("{kind:?} is a built-in kind; choose another name"),
-            ));
-        }
+        // A built-in kind declares itself too, with exactly what it was compiled with.
+        let builtin = Catalog::builtin().of_kind(kind).next().is_some();
         if self.operations.is_empty() {
             return Err(err("operations", "must declare at least one".into()));
         }
@@ -154,6 +171,26 @@ impl Declaration {
                     &at("capabilities"),
                     format!("{bad:?} must be letters, digits, '_' and '-'"),
                 ));
+            }
+            if builtin {
+                let compiled = Catalog::builtin().get(&op.name);
+                let same = compiled.is_some_and(|c| {
+                    c.version == op.version
+                        && c.input == op.input
+                        && c.output == op.output
+                        && c.capabilities == op.capabilities
+                });
+                if !same {
+                    return Err(err(
+                        &at("name"),
+                        format!(
+                            "{:?} is not {kind}'s built-in operation of that name and version: \
+                             {kind:?} is a built-in kind, which declares only what Switchyard \
+                             was built with (choose another kind name for your own operations)",
+                            op.name
+                        ),
+                    ));
+                }
             }
         }
         Ok(())
@@ -241,7 +278,7 @@ mod tests {
             (
                 json!({ "protocol": 1, "kind": "research", "operations": [graph(1)] }),
                 "research",
-                "kind",
+                "operations[0].name",
             ),
             (
                 json!({ "protocol": 1, "kind": "tutor", "operations": [] }),
@@ -274,6 +311,26 @@ mod tests {
         let e = declaration(json!([bad_schema])).check("tutor").unwrap_err();
         assert_eq!(e.field, "operations[0].input.required", "{e}");
         assert!(e.reason.contains("\"missing\" is required"), "{e}");
+    }
+
+    #[test]
+    fn a_built_in_kind_declares_only_what_it_was_built_with() {
+        let d = Declaration::builtin("research");
+        assert_eq!(d.operations.len(), 1);
+        d.check("research").unwrap();
+        let mut changed = d.clone();
+        changed.operations[0].output.required.clear();
+        let e = changed.check("research").unwrap_err();
+        assert_eq!(e.field, "operations[0].name", "{e}");
+        assert!(e.reason.contains("built-in kind"), "{e}");
+        let mut added = d.clone();
+        let mut mine = d.operations[0].clone();
+        mine.name = "research.mine".into();
+        added.operations.push(mine);
+        assert_eq!(
+            added.check("research").unwrap_err().field,
+            "operations[1].name"
+        );
     }
 
     #[test]

@@ -609,14 +609,17 @@ async fn a_job_that_keeps_crashing_its_replica_ends_in_the_dlq_without_running_a
     assert!(output_of(next).0.success());
 }
 
+/// With no stream and no engine to create it when the kind declares itself (within
+/// `worker.fault_patience`), the worker says what to do.
 #[tokio::test]
 async fn a_worker_on_an_unprovisioned_bus_says_to_apply_it() {
     let server = NatsServer::start().await;
     let client = server.client().await;
-    let config = switchyard_runtime::Config {
+    let mut config = switchyard_runtime::Config {
         nats_url: server.url(),
         ..Default::default()
     };
+    config.worker.fault_patience = Duration::from_secs(1);
     let worker = switchyard_runtime::Worker::new(
         client,
         &config,

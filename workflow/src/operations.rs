@@ -88,7 +88,8 @@ pub struct Operations {
 #[derive(Debug)]
 struct Live {
     catalog: Arc<Catalog>,
-    /// The kinds that declared operations (consulted for every job the engine publishes).
+    /// The kinds declared at run time, not built in (consulted for every job the engine
+    /// publishes).
     kinds: BTreeSet<String>,
 }
 
@@ -270,11 +271,6 @@ impl Operations {
         Ok(keys)
     }
 
-    /// The kinds that declared operations at run time.
-    pub fn declared_kinds(&self) -> BTreeSet<String> {
-        self.live().kinds.clone()
-    }
-
     fn rebuild(&self) {
         let live = {
             let declared = self.declared.read().unwrap_or_else(|p| p.into_inner());
@@ -289,7 +285,12 @@ impl Operations {
                     Catalog::builtin()
                         .with_declared(latest.iter().map(|r| r.operation.spec(&r.kind))),
                 ),
-                kinds: latest.iter().map(|r| r.kind.clone()).collect(),
+                // Built-in kinds declare themselves too, and keep their protobuf jobs.
+                kinds: latest
+                    .iter()
+                    .filter(|r| Catalog::builtin().of_kind(&r.kind).next().is_none())
+                    .map(|r| r.kind.clone())
+                    .collect(),
             }
         };
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);

@@ -25,6 +25,7 @@
 mod attempts;
 mod bus;
 mod cancel;
+mod declare;
 mod input;
 mod service;
 
@@ -58,6 +59,9 @@ use crate::{
 
 use attempts::{Attempts, Record};
 
+/// How long a worker whose stream is missing waits for an engine to create it when the kind
+/// declares itself (at most `worker.fault_patience`).
+const DECLARE_PATIENCE: Duration = Duration::from_secs(30);
 /// Warnings about the bus not taking what a job produced: one line per few seconds in an outage.
 static BUS_FAULTS: Throttle = Throttle::new(Duration::from_secs(5));
 /// Warnings about jobs handed back for unavailable infrastructure.
@@ -402,12 +406,27 @@ impl<H: Handler> Worker<H> {
         let kind = inner.kind;
         let js = jetstream::new(self.client.clone());
         let stream_name = stream::jobs(kind);
-        let jobs_stream = js
-            .get_stream(&stream_name)
-            .await
-            .map_err(|_| Error::NotProvisioned {
-                what: format!("stream {stream_name}"),
-            })?;
+        let not_provisioned = || Error::NotProvisioned {
+            what: format!("stream {stream_name}"),
+        };
+        // The kind declares its operations (ADR 15): at once when its stream is missing, since
+        // the engine creates it; otherwise in the background, for the registry.
+        let mut declared = false;
+        let jobs_stream = match js.get_stream(&stream_name).await {
+            Ok(s) => s,
+            Err(_) => {
+                let patience = inner.settings.fault_patience.min(DECLARE_PATIENCE);
+                match declare::declare(&self.client, kind, Some(patience), &shutdown).await {
+                    declare::Declared::Accepted => {
+                        declared = true;
+                        js.get_stream(&stream_name)
+                            .await
+                            .map_err(|_| not_provisioned())?
+                    }
+                    _ => return Err(not_provisioned()),
+                }
+            }
+        };
         let consumer_name = stream::worker_consumer(kind);
         let consumer: PullConsumer =
             jobs_stream
@@ -424,6 +443,11 @@ impl<H: Handler> Worker<H> {
         });
 
         let tracker = TaskTracker::new();
+        if !declared {
+            let client = self.client.clone();
+            let stop = shutdown.clone();
+            tracker.spawn(async move { declare::declare(&client, kind, None, &stop).await });
+        }
         tracker.spawn(inner.lag.clone().sample(
             vec![consumer.clone()],
             LAG_SAMPLE_EVERY,

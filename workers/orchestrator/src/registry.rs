@@ -1,7 +1,7 @@
 //! The registry: which replicas of each worker kind are there, found with NATS's own service
 //! discovery (`$SRV.PING`, asked every `orchestrator.replica_sweep`), which operations each
 //! kind serves, and how much work waits for it. The engine routes capabilities by it
-//! ([`LiveRoutes`]), `svc.orchestrator.registry` shows it, a metric tells how long a kind
+//! (`LiveRoutes`), `svc.orchestrator.registry` shows it, a metric tells how long a kind
 //! that definitions use has had nobody serving it, and `operations.retire` removes a
 //! declared kind that no definition uses.
 //!

@@ -627,3 +627,60 @@ async fn a_python_replica_killed_mid_job_has_its_job_finished_by_another() {
         "delivered to each replica once: {status:#}"
     );
 }
+
+/// A built-in kind declares itself like any other: its declaration is stored with its
+/// version, and when `bus.toml` left the kind out (its stream is missing), declaring creates
+/// the stream and the worker serves.
+#[tokio::test]
+async fn a_built_in_kind_declares_itself_and_gets_its_stream_if_it_has_none() {
+    let mut env = common::bus(Duration::from_secs(30)).await;
+    env.js
+        .delete_stream("JOBS_TEST")
+        .await
+        .expect("delete JOBS_TEST");
+    env.orchestrator("o1").await;
+    env.worker("w1").await;
+    env.register(
+        "name: hello\nversion: 1\nsteps:\n  - id: echo\n    operation: test.echo\n    input: { n: 1 }\noutput: \"{{ steps.echo.output.n }}\"\n",
+    )
+    .await;
+    let (instance, _events) = env.start("hello", json!({})).await;
+    let status = env.finished(&instance, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert_eq!(status["output"], 1, "{status:#}");
+    let operations = env
+        .js
+        .get_key_value(switchyard_proto::stream::OPERATIONS_BUCKET)
+        .await
+        .expect("bucket");
+    let stored = operations
+        .get("test.echo.v1")
+        .await
+        .expect("read")
+        .expect("the test kind's declaration is stored");
+    let record: Value = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(record["kind"], "test", "{record:#}");
+    // Its jobs stay protobuf: the Rust worker above ran them.
+    assert_eq!(step(&status, "echo")["worker_id"], "w1", "{status:#}");
+}
+
+/// A Python handler whose output breaks its declared schema fails the step, naming the field:
+/// the engine checks, since a worker in another language cannot be trusted to.
+#[tokio::test]
+async fn a_python_handler_breaking_its_output_schema_fails_the_step_naming_the_field() {
+    let env = env().await;
+    let _napper = napper(&env, "py-a");
+    until_replicas(&env, "napper", 1).await;
+    env.register("name: lie\nversion: 1\nsteps:\n  - id: lie\n    operation: napper.lie\n")
+        .await;
+    let (instance, _events) = env.start("lie", json!({})).await;
+    let status = env.finished(&instance, Duration::from_secs(30)).await;
+    assert_eq!(status["status"], "failed", "{status:#}");
+    let error = &step(&status, "lie")["error"];
+    assert_eq!(error["code"], "invalid_output", "{status:#}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("worker_id") && message.contains("napper.lie version 1"),
+        "{message}"
+    );
+}
