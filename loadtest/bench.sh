@@ -37,6 +37,9 @@ ensure_rust
 command -v cc >/dev/null 2>&1 || ensure_apt build-essential
 ensure_nats_server
 export SWITCHYARD_NATS_SERVER
+# The Python SDK, for the python-worker scenario.
+ensure_python_sdk
+export SWITCHYARD_PYTHON="$SWITCHYARD_HOME/venv/bin/python3"
 
 # Celery, pinned, into the project's venv (ensure_nats_server created it).
 VENV="$SWITCHYARD_HOME/venv"

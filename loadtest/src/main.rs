@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use switchyard_loadtest::{cards, cli, ledger, suite, worker_loop};
+use switchyard_loadtest::{cards, cli, ledger, python_worker, suite, worker_loop};
 
 #[derive(Debug, Parser)]
 #[command(about = "Switchyard benchmarks")]
@@ -25,6 +25,26 @@ enum Scenario {
         worker: PathBuf,
         /// Where to write the JSON results.
         #[arg(long, default_value = "loadtest/results/worker-loop.json")]
+        out: PathBuf,
+    },
+    /// No-op jobs through one replica of a worker on the Python SDK and through one Rust
+    /// `test` replica, on the same server in the same run, and each one's idle memory.
+    PythonWorker {
+        /// Jobs per replica.
+        #[arg(long, default_value_t = 5000)]
+        jobs: usize,
+        /// Jobs the Python replica runs at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value = "target/release/switchyard-test-worker")]
+        worker: PathBuf,
+        #[arg(long, default_value = "target/release/switchyard-orchestrator")]
+        orchestrator: PathBuf,
+        /// The interpreter with the SDK installed; `SWITCHYARD_PYTHON` or the project's venv
+        /// when absent.
+        #[arg(long)]
+        python: Option<PathBuf>,
+        #[arg(long, default_value = "loadtest/results/python-worker.json")]
         out: PathBuf,
     },
     /// The bus's own limit: pipelined JetStream publishes and pull-consume-acks per second,
@@ -101,6 +121,19 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             write(&out, &rows)?;
+        }
+        Scenario::PythonWorker {
+            jobs,
+            concurrency,
+            worker,
+            orchestrator,
+            python,
+            out,
+        } => {
+            let python = python.unwrap_or_else(python_worker::default_python);
+            let m = python_worker::run(&worker, &orchestrator, &python, jobs, concurrency).await?;
+            println!("{}", python_worker::describe(&m));
+            write(&out, &m)?;
         }
         Scenario::Raw(args) => {
             cli::raw(args).await?;

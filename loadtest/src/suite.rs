@@ -199,6 +199,25 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<Summary> {
         &mut failures,
     );
 
+    banner("python-worker");
+    let python = step(
+        "python-worker",
+        crate::python_worker::run(
+            &args.engine.worker,
+            &args.engine.orchestrator,
+            &crate::python_worker::default_python(),
+            5000,
+            64,
+        )
+        .await
+        .and_then(|m| {
+            println!("{}", crate::python_worker::describe(&m));
+            report::write_json(&out(&args, "python-worker.json"), &m)?;
+            Ok(m)
+        }),
+        &mut failures,
+    );
+
     // The rows.
     let mut rows = Vec::new();
     let floor = raw.as_ref().and_then(|r| r.iter().find(|r| !r.sync_always));
@@ -332,6 +351,34 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<Summary> {
         ratio: ratio(four, first),
         target: "≥ 3.5×".into(),
         met: ratio(four, first).map(|r| r >= 3.5),
+    });
+
+    rows.push(Row {
+        measure: "no-op jobs/s, one Python SDK replica (64 at once)".into(),
+        value: python.as_ref().map(|p| p.python_jobs_per_s),
+        unit: "/s".into(),
+        reference: python.as_ref().map_or_else(String::new, |p| {
+            format!("Rust test replica {}/s", thousands(p.rust_jobs_per_s))
+        }),
+        ratio: python.as_ref().map(|p| p.ratio),
+        target: String::new(),
+        met: None,
+    });
+    rows.push(Row {
+        measure: "idle RSS of a Python SDK replica".into(),
+        value: python
+            .as_ref()
+            .map(|p| p.python_idle_rss_kib as f64 / 1024.0),
+        unit: "MiB".into(),
+        reference: python.as_ref().map_or_else(String::new, |p| {
+            format!(
+                "Rust test replica {:.1} MiB",
+                p.rust_idle_rss_kib as f64 / 1024.0
+            )
+        }),
+        ratio: None,
+        target: String::new(),
+        met: None,
     });
 
     // The comparison chart.

@@ -133,8 +133,8 @@ pub async fn run(
         )
     })
     .await?;
-    let mut results = client.subscribe(subject::result("bench")).await?;
-    let mut child = Command::new(worker_binary)
+    let results = client.subscribe(subject::result("bench")).await?;
+    let child = Command::new(worker_binary)
         .env_clear()
         .envs(server.process_env())
         .env("SWITCHYARD_WORKER__CONCURRENCY", "256")
@@ -144,35 +144,7 @@ pub async fn run(
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting {}", worker_binary.display()))?;
-    let first = tokio::time::timeout(Duration::from_secs(30), results.next())
-        .await
-        .context("no result within 30s")?;
-    anyhow::ensure!(first.is_some(), "result subscription closed");
-    let started = Instant::now();
-    let mut seen = 1;
-    while seen < jobs {
-        match tokio::time::timeout(Duration::from_secs(30), results.next()).await {
-            Ok(Some(_)) => seen += 1,
-            _ => {
-                return Err(crate::report::Error::LostWork {
-                    scenario: "worker-loop",
-                    what: "jobs",
-                    accepted: jobs,
-                    completed: seen,
-                    detail: "no result for 30 s".into(),
-                }
-                .into());
-            }
-        }
-    }
-    let rate = (jobs - 1) as f64 / started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss = rss_kib(child.id());
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    let (rate, rss) = drain(results, child, jobs, "worker-loop").await?;
     Ok(Measurement {
         sync_always,
         raw_publish_per_s: raw,
@@ -183,7 +155,51 @@ pub async fn run(
     })
 }
 
-fn job(i: usize) -> Job {
+/// Counts the results of `jobs` jobs already waiting for `child`, a worker replica just
+/// started: its drain rate from the first result to the last, then its resident memory
+/// after two idle seconds. Stops it with SIGTERM.
+pub(crate) async fn drain(
+    mut results: async_nats::Subscriber,
+    mut child: std::process::Child,
+    jobs: usize,
+    scenario: &'static str,
+) -> anyhow::Result<(f64, u64)> {
+    let outcome = async {
+        let first = tokio::time::timeout(Duration::from_secs(30), results.next())
+            .await
+            .context("no result within 30s")?;
+        anyhow::ensure!(first.is_some(), "result subscription closed");
+        let started = Instant::now();
+        let mut seen = 1;
+        while seen < jobs {
+            match tokio::time::timeout(Duration::from_secs(30), results.next()).await {
+                Ok(Some(_)) => seen += 1,
+                _ => {
+                    return Err(crate::report::Error::LostWork {
+                        scenario,
+                        what: "jobs",
+                        accepted: jobs,
+                        completed: seen,
+                        detail: "no result for 30 s".into(),
+                    }
+                    .into());
+                }
+            }
+        }
+        let rate = (jobs - 1) as f64 / started.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok((rate, rss_kib(child.id())))
+    }
+    .await;
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    outcome
+}
+
+pub(crate) fn job(i: usize) -> Job {
     Job {
         job_id: format!("bench-{i}"),
         tenant: "bench".into(),
