@@ -686,7 +686,10 @@ struct Row {
     /// The most deliveries one job took: the `test` job's own count, or the webhook posts of
     /// one workflow (a lower bound for the `integration` job).
     most_deliveries: u32,
-    /// How many times the fault hit: each may cost a job in flight one more delivery.
+    /// How many deliveries the fault may cost a job in flight: one per hit of a process or
+    /// the server (a hand-back), two per node killed in a cluster (a hand-back while the
+    /// stream it writes to elects a leader, and a redelivery when the node also led the
+    /// job's consumer).
     hits: u32,
     recovery: Option<Duration>,
 }
@@ -737,7 +740,7 @@ async fn row(system: &mut System, name: &str, keyless: bool, fault: Fault) -> Ro
         keyless,
         accepted: accepted.len(),
         hits: match &fault {
-            Fault::KillStreamLeader { times } => u32::try_from(*times).unwrap_or(u32::MAX),
+            Fault::KillStreamLeader { times } => 2 * u32::try_from(*times).unwrap_or(u32::MAX),
             _ => 1,
         },
         ..Row::default()
