@@ -126,13 +126,19 @@ tutor_creds="$SWITCHYARD_NATS__CREDENTIALS_DIR/worker-tutor.creds"
 "$SWITCHYARD_PYTHON" examples/ai_tutor/tutor.py --nats "$SWITCHYARD_NATS_URL" \
     --creds "$tutor_creds" --worker-id tutor-1 >"$logs/tutor.log" 2>&1 &
 WORKER_PIDS+=("$!")
-log "switchyard workflow: register examples/ai_tutor/study_notes.yaml (checked against the tutor's declarations) and run it"
-tutor_status=0
-# The definition checks once the tutor has declared its operations (a moment after it starts).
-for _ in $(seq 1 50); do
-    "$switchyard" workflow register examples/ai_tutor/study_notes.yaml >/dev/null 2>&1 && break
+# Whether the engine's registry lists a live tutor replica (one that answered its last
+# $SRV.PING sweeps): the tutor has declared its operations and serves.
+tutor_live() {
+    "$switchyard" registry --json | python3 -c 'import json, sys
+kinds = {k["kind"]: k for k in json.load(sys.stdin)["kinds"]}
+sys.exit(0 if kinds.get("tutor", {}).get("replicas") else 1)'
+}
+for _ in $(seq 1 100); do
+    tutor_live && break
     sleep 0.2
 done
+log "switchyard workflow: register examples/ai_tutor/study_notes.yaml (checked against the tutor's declarations) and run it"
+tutor_status=0
 if "$switchyard" workflow register examples/ai_tutor/study_notes.yaml; then
     "$switchyard" workflow run study_notes --timeout 60 \
         --input '{"topic": "Ada Lovelace and the Analytical Engine"}' || tutor_status=$?
@@ -154,9 +160,7 @@ kill -TERM "$tutor_pid"
 wait "$tutor_pid" || brief_status=$?
 unset 'WORKER_PIDS[-1]'
 for _ in $(seq 1 50); do
-    "$switchyard" registry --json | python3 -c 'import json, sys
-kinds = {k["kind"]: k for k in json.load(sys.stdin)["kinds"]}
-sys.exit(1 if kinds.get("tutor", {}).get("replicas") else 0)' && break
+    tutor_live || break
     sleep 0.2
 done
 "$switchyard" registry
