@@ -732,6 +732,15 @@ async fn an_address_that_keeps_sending_bad_tokens_is_answered_429_before_any_tok
 #[tokio::test]
 async fn the_registry_lists_the_test_worker_with_its_operations() {
     let env = env().await;
+    // Two tenants' definitions use the test kind: each sees only its own under `used_by`.
+    env.register(GREET).await;
+    let other = switchyard_test_harness::engine::query(
+        &env.bus.client,
+        "definitions.put",
+        json!({ "tenant": "other-tenant", "source": GREET.replace("name: greet", "name: secret_plan") }),
+    )
+    .await;
+    assert_eq!(other["created"], true, "{other}");
     let viewer = env.token(TENANT, Role::Viewer);
     let deadline = tokio::time::Instant::now() + T;
     loop {
@@ -765,6 +774,12 @@ async fn the_registry_lists_the_test_worker_with_its_operations() {
             assert_eq!(kind["replicas"][0]["worker_id"], "w1", "{kind:#}");
             assert!(kind["heartbeat_age_ms"].as_i64().unwrap() >= 0, "{kind:#}");
             assert_eq!(kind["pending"], 0, "{kind:#}");
+            let used_by = kind["used_by"].to_string();
+            assert!(used_by.contains("greet"), "{used_by}");
+            assert!(
+                !used_by.contains("secret_plan") && !used_by.contains("other-tenant"),
+                "another tenant's definitions stay hidden: {used_by}"
+            );
             let echo = kind["operations"]
                 .as_array()
                 .unwrap()

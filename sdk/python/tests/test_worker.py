@@ -206,6 +206,47 @@ async def test_stopping_hands_unfinished_jobs_to_another_replica(bus: Bus) -> No
     await second_task
 
 
+async def pings(bus: Bus) -> int:
+    """How many `switchyard-demo` replicas answer `$SRV.PING` within half a second."""
+    inbox = bus.nc.new_inbox()
+    answers = await bus.nc.subscribe(inbox)
+    await bus.nc.publish(f"$SRV.PING.switchyard-{KIND}", b"", reply=inbox)
+    count = 0
+    try:
+        while True:
+            msg = await answers.next_msg(timeout=0.5)
+            if msg.data:
+                count += 1
+    except TimeoutError:
+        return count
+    finally:
+        await answers.unsubscribe()
+
+
+async def test_stopping_leaves_the_registry_before_the_jobs_in_hand_finish(
+    bus: Bus,
+) -> None:
+    worker, calls = demo_worker(grace=5)
+    stop, task = await running(worker, bus)
+    await wait_for_pings(bus, 1)
+    await bus.publish_job(job("demo.slow", {"seconds": 1.5}, "j9"))
+    await wait_for(lambda: calls.get("j9") == 1)
+    stop.set()
+    # Gone from $SRV at once, so no new work is routed here, while the job still runs.
+    await wait_for_pings(bus, 0)
+    assert not task.done()
+    result = await bus.next_result()
+    assert result["status"] == "succeeded", result
+    await task
+
+
+async def wait_for_pings(bus: Bus, count: int) -> None:
+    for _ in range(20):
+        if await pings(bus) == count:
+            return
+    raise AssertionError(f"never {count} replicas answering $SRV.PING")
+
+
 async def test_a_refused_declaration_stops_the_worker_with_the_reason(bus: Bus) -> None:
     bus.refuse = "demo.upper version 1 is already declared with other schemas"
     worker, _ = demo_worker()

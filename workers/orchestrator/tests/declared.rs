@@ -526,6 +526,17 @@ async fn a_kind_is_retired_only_when_no_definition_uses_it() {
     .await
     .expect_err("a built-in kind cannot be retired");
     assert!(builtin.to_string().contains("built-in"), "{builtin:#}");
+    let unknown = engine::try_query(
+        &env.client,
+        "operations.retire",
+        &json!({ "kind": "nobody" }),
+    )
+    .await
+    .expect_err("nothing to retire");
+    assert!(
+        unknown.to_string().contains("no operations of kind"),
+        "{unknown:#}"
+    );
 
     tutor.start_kill().unwrap();
     let _ = tutor.wait().await;
