@@ -224,6 +224,21 @@ ensure_python_sdk() {
     fi
 }
 
+# The official MCP SDK for Python, whose client drives the gateway's /mcp and whose server is
+# the target of the `mcp` worker kind in the tests.
+MCP_PY_VERSION="2.3.0"
+
+# Installs the MCP SDK (pinned) into the venv of ensure_nats_py.
+ensure_python_mcp() {
+    ensure_nats_py
+    local venv="$SWITCHYARD_HOME/venv"
+    if [[ "$("$venv/bin/python3" -m pip show mcp 2>/dev/null | sed -n 's/^Version: //p' || true)" != "$MCP_PY_VERSION" ]]; then
+        log "pip install mcp==$MCP_PY_VERSION"
+        "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
+            "mcp==$MCP_PY_VERSION"
+    fi
+}
+
 # The schemathesis release the API's property-based test (deploy/local/api-fuzz.sh) runs.
 SCHEMATHESIS_VERSION="4.32.5"
 

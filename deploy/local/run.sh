@@ -58,6 +58,7 @@ command -v cc >/dev/null 2>&1 || ensure_apt build-essential
 command -v pkg-config >/dev/null 2>&1 || ensure_apt pkg-config
 # The AI Tutor example is a Python worker on the SDK in sdk/python.
 ensure_python_sdk
+ensure_python_mcp
 
 cd "$SWITCHYARD_ROOT"
 log "cargo build --bin switchyard"

@@ -21,6 +21,7 @@ command -v pkg-config >/dev/null 2>&1 || ensure_apt pkg-config
 ensure_nats_server
 ensure_nats_py
 ensure_python_sdk
+ensure_python_mcp
 ensure_old_nats_server
 ensure_promtool
 ensure_postgres_binaries

@@ -18,6 +18,7 @@ pub mod error;
 mod extract;
 mod idempotency;
 pub mod limits;
+mod mcp;
 pub mod metrics;
 pub mod observe;
 pub mod openapi;

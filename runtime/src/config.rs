@@ -18,7 +18,9 @@ use crate::Error;
 
 mod ai;
 pub use ai::{AiProviderKind, AiProviderSettings, AiSettings, LOCAL_PROVIDER};
+mod mcp;
 mod research;
+pub use mcp::{McpServer, McpSettings};
 pub use research::{ResearchSettings, TenantResearch};
 mod ledger;
 pub use ledger::LedgerSettings;
@@ -64,6 +66,8 @@ pub struct Config {
     pub research: ResearchSettings,
     /// The ledger worker's batching (see [`LedgerSettings`]).
     pub ledger: LedgerSettings,
+    /// The `mcp` worker kind's servers (see [`McpSettings`]).
+    pub mcp: McpSettings,
 }
 
 /// Credentials and TLS for the NATS connection. Give one way of authenticating: a creds
@@ -236,6 +240,10 @@ pub struct GatewaySettings {
     /// Default `60s`.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    /// How long an MCP `tools/call` of a workflow waits for it to finish before it answers
+    /// with the instance id and status URL instead. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub mcp_wait: Duration,
     /// Requests allowed per route group; a request over its group's rate is answered 429 with
     /// `Retry-After`.
     pub rate_limits: RateLimits,
@@ -253,6 +261,7 @@ impl Default for GatewaySettings {
             body_limit: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             max_wait: Duration::from_secs(60),
+            mcp_wait: Duration::from_secs(30),
             rate_limits: RateLimits::default(),
             event_streams_per_tenant: 20,
             event_streams: 1000,
@@ -840,6 +849,7 @@ impl Default for Config {
             ai: AiSettings::default(),
             integration: IntegrationSettings::default(),
             research: ResearchSettings::default(),
+            mcp: McpSettings::default(),
             ledger: LedgerSettings::default(),
         }
     }
@@ -1003,13 +1013,15 @@ pub enum Section {
     Research,
     /// `[ledger]`
     Ledger,
+    /// `[mcp]`: the MCP servers the `mcp` worker kind calls.
+    Mcp,
     /// `database_url` (`DATABASE_URL`), for the processes that own a database.
     Database,
 }
 
 impl Section {
     /// Every section: the whole configuration.
-    pub const ALL: [Section; 8] = [
+    pub const ALL: [Section; 9] = [
         Section::Worker,
         Section::Orchestrator,
         Section::Gateway,
@@ -1017,6 +1029,7 @@ impl Section {
         Section::Integration,
         Section::Research,
         Section::Ledger,
+        Section::Mcp,
         Section::Database,
     ];
 }
@@ -1176,6 +1189,7 @@ impl Config {
                     ),
                     request_timeout: duration(&figment, "gateway.request_timeout", problems),
                     max_wait: duration(&figment, "gateway.max_wait", problems),
+                    mcp_wait: duration(&figment, "gateway.mcp_wait", problems),
                     rate_limits: RateLimits {
                         start: rate(&figment, "start", d.gateway.rate_limits.start, problems),
                         control: rate(&figment, "control", d.gateway.rate_limits.control, problems),
@@ -1221,6 +1235,9 @@ impl Config {
             }),
             ledger: section(wants(Section::Ledger), &mut problems, |problems| {
                 LedgerSettings::load(&figment, problems)
+            }),
+            mcp: section(wants(Section::Mcp), &mut problems, |problems| {
+                McpSettings::load(&figment, problems)
             }),
         };
         // Sections not asked for hold their defaults, which pass these checks.
@@ -1350,6 +1367,7 @@ impl Config {
         self.integration.check(&mut bad);
         self.ai.check(&mut bad);
         self.research.check(&self.ai, &mut bad);
+        self.mcp.check(&mut bad);
         self.ledger.check(&mut bad);
         let g = &self.gateway;
         if !(1..=1 << 30).contains(&g.body_limit) {
@@ -1366,6 +1384,9 @@ impl Config {
         }
         if g.max_wait > Duration::from_secs(3600) {
             bad("gateway.max_wait", "must be at most 1h".into());
+        }
+        if g.mcp_wait > Duration::from_secs(3600) {
+            bad("gateway.mcp_wait", "must be at most 1h".into());
         }
         if g.event_streams == 0 {
             bad("gateway.event_streams", "must be at least 1".into());
@@ -1576,6 +1597,7 @@ const KNOWN_KEYS: &[&str] = &[
     "gateway.body_limit",
     "gateway.request_timeout",
     "gateway.max_wait",
+    "gateway.mcp_wait",
     "gateway.rate_limits",
     "gateway.rate_limits.start",
     "gateway.rate_limits.control",
@@ -1590,8 +1612,12 @@ const KNOWN_KEYS: &[&str] = &[
 /// `<section>.tenants.<id>…` as `<section>.tenants.*…`, for the sections with settings per
 /// tenant (`integration`, `research`).
 fn tenant_key_pattern(key: &str) -> String {
-    for section in ["integration", "research"] {
-        let prefix = format!("{section}.tenants.");
+    for (section, free) in [
+        ("integration", "tenants"),
+        ("research", "tenants"),
+        ("mcp", "servers"),
+    ] {
+        let prefix = format!("{section}.{free}.");
         if let Some(rest) = key.strip_prefix(&prefix) {
             return match rest.split_once('.') {
                 Some((_, field)) => format!("{prefix}*.{field}"),
@@ -1629,6 +1655,7 @@ fn collect_unknown(figment: &Figment, prefix: &str, dict: &Dict, problems: &mut 
                 .map(|k| (*k).to_owned())
                 .chain(ai::provider_keys())
                 .chain(research::KEYS.iter().map(|k| (*k).to_owned()))
+                .chain(mcp::KEYS.iter().map(|k| (*k).to_owned()))
                 .chain(ledger::KEYS.iter().map(|k| (*k).to_owned()))
         };
         if known().any(|k| k == pattern) {

@@ -19,3 +19,23 @@ pub use switchyard_test_support::{NatsServer, Role as BusRole, TestDatabase, dat
 
 /// The tenant tests act as, unless they name another.
 pub const TENANT: &str = "acme";
+
+/// The project's Python interpreter, checked to import `module`: `SWITCHYARD_PYTHON` (set by
+/// `deploy/local/test.sh`), else the project's venv. Panics naming what to run when it cannot.
+pub fn python_with(module: &str) -> std::path::PathBuf {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = std::env::var_os("SWITCHYARD_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join(".switchyard/venv/bin/python3"));
+    let imports = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        imports,
+        "{} cannot import {module}; run deploy/local/test.sh (it installs the Python packages the \
+         tests use), or set SWITCHYARD_PYTHON",
+        python.display()
+    );
+    python
+}

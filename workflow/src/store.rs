@@ -98,6 +98,8 @@ pub struct Store {
     by_name: RwLock<HashMap<(Scope, String), Versions>>,
     /// The operations declared at run time; without it, only the built-in catalog.
     operations: Option<Arc<Operations>>,
+    /// Counts the changes to the mirror, for whoever tells others that definitions changed.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Store {
@@ -107,7 +109,14 @@ impl Store {
             options,
             by_name: RwLock::new(HashMap::new()),
             operations: None,
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that sees a new value each time a definition version is added, changed or
+    /// marked deleted in the mirror.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Checks definitions against the built-in operations and those declared at run time.
@@ -376,6 +385,8 @@ impl Store {
                     deleted,
                 },
             );
+        drop(map);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Loads every definition, then follows changes until `shutdown`.

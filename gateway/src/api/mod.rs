@@ -65,7 +65,16 @@ pub(crate) fn router(state: AppState) -> Router {
         }
         router = router.route(r.path, handler);
     }
+    // MCP (Streamable HTTP) is one endpoint of JSON-RPC, not a route of the table: it is
+    // authenticated and rate-limited by its own layer, and answers for as long as a call waits.
+    let mcp = Router::new()
+        .route_service(crate::mcp::PATH, crate::mcp::service(state.clone()))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::mcp::authenticate,
+        ));
     router
+        .merge(mcp)
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(settings.body_limit))
         .layer(middleware::from_fn_with_state(

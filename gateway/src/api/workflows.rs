@@ -20,7 +20,7 @@ use crate::{
     limits::Group,
     responses::{accepted, status_url},
     route::{Deadline, RouteDef, route},
-    start::{ExecuteRequest, TriggerRequest, prepare_start, publish_start},
+    start::{ExecuteRequest, PreparedStart, TriggerRequest, prepare_start, publish_start},
 };
 
 #[utoipa::path(
@@ -117,6 +117,20 @@ pub(crate) async fn execute(
         publish_start(&ctx, &start).await?;
         return Ok(accepted(&start.instance_id));
     }
+    match start_and_wait(&ctx, &start, wait, |_| {}).await? {
+        Some(status) => Ok((StatusCode::OK, Json(status)).into_response()),
+        None => Ok(accepted(&start.instance_id)),
+    }
+}
+
+/// Publishes `start` and waits up to `wait` for the instance to finish, handing each of its
+/// events to `on_event` meanwhile: the finished instance, or `None` while it still runs.
+pub(crate) async fn start_and_wait(
+    ctx: &Ctx,
+    start: &PreparedStart,
+    wait: Duration,
+    mut on_event: impl FnMut(&async_nats::Message) + Send,
+) -> Result<Option<InstanceView>, Error> {
     // Subscribe before publishing, so the terminal event cannot slip past.
     let client = &ctx.state.bus().client;
     let mut events = client
@@ -127,35 +141,34 @@ pub(crate) async fn execute(
         .flush()
         .await
         .map_err(|e| Error::unavailable("following the instance's events", e))?;
-    let duplicate = publish_start(&ctx, &start).await?;
-    let finished_already = duplicate && {
+    let duplicate = publish_start(ctx, start).await?;
+    if duplicate {
         let status = ctx.instance(&start.instance_id).await?;
         if is_terminal(&status) {
-            return Ok((StatusCode::OK, Json(status)).into_response());
+            return Ok(Some(status));
+        }
+    }
+    let finished = tokio::time::timeout(wait, async {
+        while let Some(msg) = events.next().await {
+            on_event(&msg);
+            if let Some((_, _, ty)) = subject::parse_event(&msg.subject)
+                && event::TERMINAL.contains(&ty)
+            {
+                return true;
+            }
         }
         false
-    };
-    let finished = finished_already
-        || tokio::time::timeout(wait, async {
-            while let Some(msg) = events.next().await {
-                if let Some((_, _, ty)) = subject::parse_event(&msg.subject)
-                    && event::TERMINAL.contains(&ty)
-                {
-                    return true;
-                }
-            }
-            false
-        })
-        .await
-        .unwrap_or(false);
+    })
+    .await
+    .unwrap_or(false);
     drop(events);
     if finished {
         let status = ctx.instance(&start.instance_id).await?;
         if is_terminal(&status) {
-            return Ok((StatusCode::OK, Json(status)).into_response());
+            return Ok(Some(status));
         }
     }
-    Ok(accepted(&start.instance_id))
+    Ok(None)
 }
 
 fn is_terminal(status: &InstanceView) -> bool {
@@ -225,35 +238,10 @@ pub(crate) async fn cancel(
     JsonBody(req): JsonBody<Option<CancelRequest>>,
 ) -> Result<Response, Error> {
     ctx.require(Permission::WorkflowsRun)?;
-    let status = ctx.instance(&id).await?;
-    if is_terminal(&status) {
-        return Err(Error::Conflict(format!(
-            "instance {id:?} already finished ({})",
-            status.status.as_str()
-        )));
-    }
-    let message = CancelWorkflow {
-        tenant: ctx.tenant().to_owned(),
-        instance_id: id.clone(),
-        reason: req
-            .and_then(|r| r.reason)
-            .unwrap_or_else(|| "cancelled over HTTP".into()),
-        requested_by: ctx.caller.subject.clone(),
-        correlation_id: ctx.correlation.clone(),
-    };
-    ctx.state
-        .bus()
-        .publish(
-            subject::cancel(ctx.tenant(), &id),
-            ctx.meta.message_headers(&format!("cancel-{id}")),
-            encode_proto(&message),
-        )
-        .await?;
-    ctx.audit(
-        switchyard_proto::audit::INSTANCE_CANCEL,
-        &id,
-        [("reason".to_owned(), message.reason)].into(),
-    );
+    let reason = req
+        .and_then(|r| r.reason)
+        .unwrap_or_else(|| "cancelled over HTTP".into());
+    cancel_instance(&ctx, &id, reason).await?;
     Ok(accepted(&id))
 }
 
@@ -323,6 +311,38 @@ pub(crate) async fn signal(
             .to_string(),
     );
     Ok(response)
+}
+
+/// Asks the engine to cancel `tenant`'s running instance `id`, audited.
+pub(crate) async fn cancel_instance(ctx: &Ctx, id: &str, reason: String) -> Result<(), Error> {
+    let status = ctx.instance(id).await?;
+    if is_terminal(&status) {
+        return Err(Error::Conflict(format!(
+            "instance {id:?} already finished ({})",
+            status.status.as_str()
+        )));
+    }
+    let message = CancelWorkflow {
+        tenant: ctx.tenant().to_owned(),
+        instance_id: id.to_owned(),
+        reason,
+        requested_by: ctx.caller.subject.clone(),
+        correlation_id: ctx.correlation.clone(),
+    };
+    ctx.state
+        .bus()
+        .publish(
+            subject::cancel(ctx.tenant(), id),
+            ctx.meta.message_headers(&format!("cancel-{id}")),
+            encode_proto(&message),
+        )
+        .await?;
+    ctx.audit(
+        switchyard_proto::audit::INSTANCE_CANCEL,
+        id,
+        [("reason".to_owned(), message.reason)].into(),
+    );
+    Ok(())
 }
 
 /// This area's routes.

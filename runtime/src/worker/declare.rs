@@ -25,15 +25,16 @@ pub(crate) enum Declared {
     Unanswered,
 }
 
-/// Declares `kind`, retrying (1 s doubling to 30 s, with jitter) while no engine answers, for
+/// Sends `declaration`, retrying (1 s doubling to 30 s, with jitter) while no engine answers, for
 /// at most `patience` (forever when `None`) or until `shutdown`.
 pub(crate) async fn declare(
     client: &async_nats::Client,
-    kind: &str,
+    declaration: &Declaration,
     patience: Option<Duration>,
     shutdown: &CancellationToken,
 ) -> Declared {
-    let body = match serde_json::to_vec(&Declaration::builtin(kind)) {
+    let kind = declaration.kind.as_str();
+    let body = match serde_json::to_vec(declaration) {
         Ok(b) => bytes::Bytes::from(b),
         Err(e) => return Declared::Refused(format!("encoding the declaration: {e}")),
     };

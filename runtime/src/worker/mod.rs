@@ -315,6 +315,19 @@ pub trait Handler: Send + Sync + 'static {
     /// The operations this kind performs.
     fn operations(&self) -> Vec<OperationInfo>;
 
+    /// What the kind declares to the engine (docs/worker-protocol.md, section 2). Default: a
+    /// built-in kind's catalog entries. A kind whose operations are discovered at run time
+    /// (the `mcp` kind lists its servers' tools) declares them here.
+    fn declaration(&self) -> switchyard_catalog::declare::Declaration {
+        switchyard_catalog::declare::Declaration::builtin(self.kind())
+    }
+
+    /// Sees a new value whenever [`Handler::declaration`] changed, so the replica declares
+    /// again. Default: `None`, the declaration never changes.
+    fn redeclarations(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// Runs one job. Must be idempotent: a job can be delivered more than once.
     fn handle(
         &self,
@@ -416,7 +429,9 @@ impl<H: Handler> Worker<H> {
             Ok(s) => s,
             Err(_) => {
                 let patience = inner.settings.fault_patience.min(DECLARE_PATIENCE);
-                match declare::declare(&self.client, kind, Some(patience), &shutdown).await {
+                let declaration = inner.handler.declaration();
+                match declare::declare(&self.client, &declaration, Some(patience), &shutdown).await
+                {
                     declare::Declared::Accepted => {
                         declared = true;
                         js.get_stream(&stream_name)
@@ -443,10 +458,28 @@ impl<H: Handler> Worker<H> {
         });
 
         let tracker = TaskTracker::new();
-        if !declared {
+        {
             let client = self.client.clone();
             let stop = shutdown.clone();
-            tracker.spawn(async move { declare::declare(&client, kind, None, &stop).await });
+            let handler = inner.clone();
+            tracker.spawn(async move {
+                let mut changes = handler.handler.redeclarations();
+                if !declared {
+                    let declaration = handler.handler.declaration();
+                    declare::declare(&client, &declaration, None, &stop).await;
+                }
+                let Some(changes) = changes.as_mut() else {
+                    return;
+                };
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        changed = changes.changed() => if changed.is_err() { return },
+                    }
+                    let declaration = handler.handler.declaration();
+                    declare::declare(&client, &declaration, None, &stop).await;
+                }
+            });
         }
         tracker.spawn(inner.lag.clone().sample(
             vec![consumer.clone()],

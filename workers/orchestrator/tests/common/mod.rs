@@ -147,18 +147,5 @@ pub fn orchestrator_process(server: &NatsServer, id: &str) -> Child {
 /// The interpreter with nats-py: `SWITCHYARD_PYTHON` (set by `deploy/local/test.sh`), else the
 /// project's venv.
 pub fn python() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = std::env::var_os("SWITCHYARD_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".switchyard/venv/bin/python3"));
-    let has_nats = Command::new(&python)
-        .args(["-c", "import nats"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        has_nats,
-        "{} cannot import nats-py; run deploy/local/test.sh (it installs nats-py), or set SWITCHYARD_PYTHON",
-        python.display()
-    );
-    python
+    switchyard_test_harness::python_with("nats")
 }
