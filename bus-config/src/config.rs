@@ -704,7 +704,7 @@ mod tests {
         assert_eq!(config.replicas, 1);
         assert_eq!(
             config.jobs.kinds,
-            ["research", "ai", "cards", "integration", "test"],
+            ["research", "ai", "cards", "integration", "mcp", "test"],
             "the shipped file provisions the built-in kinds"
         );
 

@@ -322,6 +322,14 @@ pub trait Handler: Send + Sync + 'static {
         switchyard_catalog::declare::Declaration::builtin(self.kind())
     }
 
+    /// Whether the kind serves `operation` though [`Handler::operations`] does not list it
+    /// (one it discovered at run time), and the label its metrics count it under (a bounded
+    /// set). Default: `None`, it serves only what it lists.
+    fn discovered(&self, operation: &str) -> Option<&'static str> {
+        let _ = operation;
+        None
+    }
+
     /// Sees a new value whenever [`Handler::declaration`] changed, so the replica declares
     /// again. Default: `None`, the declaration never changes.
     fn redeclarations(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
@@ -464,7 +472,9 @@ impl<H: Handler> Worker<H> {
             let handler = inner.clone();
             tracker.spawn(async move {
                 let mut changes = handler.handler.redeclarations();
-                if !declared {
+                // A kind whose declaration changes declares once more after subscribing, so a
+                // change before it is not missed.
+                if !declared || changes.is_some() {
                     let declaration = handler.handler.declaration();
                     declare::declare(&client, &declaration, None, &stop).await;
                 }
@@ -824,6 +834,7 @@ impl<H: Handler> Inner<H> {
             .iter()
             .find(|o| o.name == operation)
             .map(|o| o.name)
+            .or_else(|| self.handler.discovered(operation))
     }
 
     fn context(

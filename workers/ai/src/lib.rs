@@ -11,7 +11,7 @@
 //! This crate does the work of one job; it must not keep state another replica would need,
 //! and it does not retry jobs itself beyond a few seconds: the worker loop owns that.
 
-pub mod breaker;
+pub use switchyard_runtime::breaker;
 pub mod client;
 pub mod error;
 pub mod local;

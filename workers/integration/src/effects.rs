@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::{PgPool, Row as _};
 use switchyard_runtime::database;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::{Error, metrics::System};
 
@@ -52,6 +52,20 @@ pub struct EffectKey<'a> {
     pub worker_id: &'a str,
 }
 
+impl<'a> EffectKey<'a> {
+    /// The key of `job`'s effect on `system`, claimed by replica `worker_id`.
+    pub fn of(job: &'a switchyard_proto::Job, system: System, worker_id: &'a str) -> Self {
+        EffectKey {
+            job_id: &job.job_id,
+            operation: &job.operation,
+            system,
+            tenant: &job.tenant,
+            instance_id: &job.instance_id,
+            worker_id,
+        }
+    }
+}
+
 /// The effect store.
 #[derive(Debug, Clone)]
 pub struct Effects {
@@ -89,6 +103,73 @@ impl Effects {
         let Some(row) = row else { return Ok(None) };
         let result: Option<String> = row.try_get("result")?;
         recorded_result(result.as_deref()).map(Some)
+    }
+
+    /// What the worker loop asks before giving `job` up ([`switchyard_runtime::Handler::recorded`]):
+    /// its recorded result when its effect is done; `None` otherwise, or when the record
+    /// cannot be read (logged).
+    pub async fn recorded_for(&self, job: &switchyard_proto::Job) -> Option<Value> {
+        match self
+            .recorded(&job.tenant, &job.job_id, &job.operation)
+            .await
+        {
+            Ok(done) => done,
+            Err(e) => {
+                warn!(job_id = %job.job_id, error = %e, "cannot read the effect record");
+                None
+            }
+        }
+    }
+
+    /// Performs an effect at most once per job as far as the record can tell: a done effect
+    /// returns its recorded result; otherwise `perform` runs (with what an earlier delivery
+    /// recorded of its progress) and its result is recorded. A failed call releases the
+    /// claim, saying whether the call may have had its effect.
+    pub async fn perform<F, Fut>(
+        &self,
+        key: &EffectKey<'_>,
+        attempt: u32,
+        perform: F,
+    ) -> Result<Value, Error>
+    where
+        F: FnOnce(Option<Value>) -> Fut,
+        Fut: Future<Output = Result<Value, Error>>,
+    {
+        let system = key.system;
+        let (progress, uncertain) = match self.claim(key).await? {
+            Claim::Done(result) => {
+                info!(
+                    system = system.as_str(),
+                    "effect already done: returning the recorded result"
+                );
+                return Ok(result);
+            }
+            Claim::Go {
+                progress,
+                uncertain,
+            } => (progress, uncertain),
+        };
+        if uncertain {
+            warn!(
+                system = system.as_str(),
+                attempt, "an earlier call's outcome is unknown: this attempt may repeat its effect"
+            );
+        }
+        match perform(progress).await {
+            Ok(result) => {
+                self.done(key.job_id, &result).await?;
+                Ok(result)
+            }
+            Err(e) => {
+                if let Err(store) = self
+                    .release(key.job_id, e.maybe_applied(), &e.to_string())
+                    .await
+                {
+                    warn!(error = %store, "cannot release the effect claim; it expires by itself");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Claims the job's effect for this delivery, or says it is done already.

@@ -42,6 +42,30 @@ pub enum Error {
     /// What the job names does not exist for its tenant (another tenant's task reads so).
     #[error("{what} not found")]
     NotFound { what: String },
+    /// An MCP tool answered with `isError`: its text, for the step's error.
+    #[error("MCP tool {tool} of server {server} failed: {message}")]
+    ToolFailed {
+        server: String,
+        tool: String,
+        message: String,
+    },
+    /// An MCP server answered the call with a JSON-RPC error.
+    #[error("MCP server {server} refused the call ({code}): {message}")]
+    McpRefused {
+        server: String,
+        code: i32,
+        message: String,
+    },
+    /// The MCP server's circuit breaker is open: the call was not made.
+    #[error(
+        "MCP server {server} is failing (circuit breaker open for {}s more); last error: {last}",
+        retry_in.as_secs_f64().ceil()
+    )]
+    CircuitOpen {
+        server: String,
+        retry_in: Duration,
+        last: String,
+    },
     /// The operation needs a setting that is not there.
     #[error("{what} is not configured: set {key}")]
     NotConfigured {
@@ -83,6 +107,9 @@ pub enum Error {
 
 /// ` (retry after <seconds>s)`, for people reading the message; callers get the delay as
 /// `retry_after_ms` ([`Error::failure`]). Empty when unknown.
+/// JSON-RPC's code for invalid parameters (an MCP tool's arguments that do not fit it).
+const INVALID_PARAMS: i32 = -32602;
+
 fn retry_hint(retry_after: &Option<Duration>) -> String {
     retry_after
         .map(|d| format!(" (retry after {}s)", d.as_secs_f64()))
@@ -119,6 +146,9 @@ impl Error {
         match self {
             Error::Unavailable { maybe_applied, .. } => *maybe_applied,
             Error::BadResponse { .. } => true,
+            Error::ToolFailed { .. } | Error::McpRefused { .. } | Error::CircuitOpen { .. } => {
+                false
+            }
             Error::RateLimited { .. }
             | Error::Rejected { .. }
             | Error::InvalidInput { .. }
@@ -146,7 +176,12 @@ impl Error {
                 message: self.to_string(),
                 retry_after: Some(*retry_after),
             },
-            Error::Unavailable { .. } => JobFailure::retryable(self.to_string()),
+            Error::Unavailable { .. } | Error::CircuitOpen { .. } | Error::ToolFailed { .. } => {
+                JobFailure::retryable(self.to_string())
+            }
+            Error::McpRefused { code, message, .. } if *code == INVALID_PARAMS => {
+                JobFailure::invalid_input("arguments", message.clone())
+            }
             Error::Store(e) => {
                 switchyard_runtime::database::failure(e, self.to_string(), JobFailure::retryable)
             }
@@ -164,6 +199,7 @@ impl Error {
             }
             Error::NotFound { .. } => JobFailure::not_found(self.to_string()),
             Error::Rejected { .. }
+            | Error::McpRefused { .. }
             | Error::BadResponse { .. }
             | Error::NotConfigured { .. }
             | Error::Migrate(_)
@@ -182,6 +218,9 @@ impl Error {
             Error::Rejected { .. } => "rejected",
             Error::BadResponse { .. } => "bad_response",
             Error::InvalidInput { .. } => "invalid_input",
+            Error::ToolFailed { .. } => "tool_error",
+            Error::McpRefused { .. } => "rejected",
+            Error::CircuitOpen { .. } => "circuit_open",
             _ => "error",
         }
     }

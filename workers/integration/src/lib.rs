@@ -18,6 +18,7 @@ pub mod effects;
 mod error;
 mod http;
 pub mod markdown;
+pub mod mcp;
 pub mod metrics;
 pub mod notion;
 pub mod sink;
@@ -52,7 +53,7 @@ pub const CONFIG_SECTIONS: [switchyard_runtime::config::Section; 3] = {
     [Section::Worker, Section::Integration, Section::Database]
 };
 
-use effects::{Claim, EffectKey, Effects};
+use effects::{EffectKey, Effects};
 use metrics::{Metrics, System};
 
 /// The worker kind.
@@ -247,18 +248,7 @@ impl Handler for IntegrationWorker {
     }
 
     async fn recorded(&self, job: &Job) -> Option<Value> {
-        match self
-            .inner
-            .effects
-            .recorded(&job.tenant, &job.job_id, &job.operation)
-            .await
-        {
-            Ok(done) => done,
-            Err(e) => {
-                warn!(job_id = %job.job_id, error = %e, "cannot read the effect record");
-                None
-            }
-        }
+        self.inner.effects.recorded_for(job).await
     }
 }
 
@@ -377,9 +367,8 @@ impl Inner {
         status::report(&checks, switchyard_proto::now_ms())
     }
 
-    /// Performs an effect at most once per job as far as the record can tell: a done effect
-    /// returns its recorded result; otherwise `perform` runs (with what an earlier delivery
-    /// recorded of its progress) and its result is recorded.
+    /// Performs an effect at most once per job as far as the record can tell (see
+    /// [`Effects::perform`]).
     async fn effect<F, Fut>(
         &self,
         worker_id: &str,
@@ -392,49 +381,8 @@ impl Inner {
         F: FnOnce(Option<Value>) -> Fut,
         Fut: Future<Output = Result<Value, Error>>,
     {
-        let key = EffectKey {
-            job_id: &job.job_id,
-            operation: &job.operation,
-            system,
-            tenant: &job.tenant,
-            instance_id: &job.instance_id,
-            worker_id,
-        };
-        let (progress, uncertain) = match self.effects.claim(&key).await? {
-            Claim::Done(result) => {
-                info!(
-                    system = system.as_str(),
-                    "effect already done: returning the recorded result"
-                );
-                return Ok(result);
-            }
-            Claim::Go {
-                progress,
-                uncertain,
-            } => (progress, uncertain),
-        };
-        if uncertain {
-            warn!(
-                system = system.as_str(),
-                attempt, "an earlier call's outcome is unknown: this attempt may repeat its effect"
-            );
-        }
-        match perform(progress).await {
-            Ok(result) => {
-                self.effects.done(&job.job_id, &result).await?;
-                Ok(result)
-            }
-            Err(e) => {
-                if let Err(store) = self
-                    .effects
-                    .release(&job.job_id, e.maybe_applied(), &e.to_string())
-                    .await
-                {
-                    warn!(error = %store, "cannot release the effect claim; it expires by itself");
-                }
-                Err(e)
-            }
-        }
+        let key = EffectKey::of(job, system, worker_id);
+        self.effects.perform(&key, attempt, perform).await
     }
 }
 

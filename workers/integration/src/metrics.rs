@@ -11,6 +11,7 @@ pub enum System {
     ClickUp,
     Webhook,
     Markdown,
+    Mcp,
 }
 
 impl System {
@@ -21,6 +22,7 @@ impl System {
             System::ClickUp => "clickup",
             System::Webhook => "webhook",
             System::Markdown => "markdown",
+            System::Mcp => "mcp",
         }
     }
 }
@@ -33,6 +35,7 @@ impl std::fmt::Display for System {
             System::ClickUp => "ClickUp",
             System::Webhook => "the webhook receiver",
             System::Markdown => "the Markdown sink",
+            System::Mcp => "the MCP server",
         })
     }
 }

@@ -1,6 +1,6 @@
-//! A circuit breaker per provider: after `failures` consecutive provider faults it opens and
-//! fails calls at once for `open_for`; then it lets one probe call through (half-open). The
-//! probe's success closes it, its failure opens it again.
+//! A circuit breaker per external system (an AI provider, an MCP server): after `failures`
+//! consecutive faults it opens and fails calls at once for `open_for`; then it lets one probe
+//! call through (half-open). The probe's success closes it, its failure opens it again.
 //!
 //! Time is passed in (`now`) rather than read, so the state machine is tested without
 //! sleeping. The lock is a plain mutex held for a few instructions, never across an await.
@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// The breaker's state as exported in the `ai_circuit_breaker_state` gauge.
+/// The breaker's state as exported in a gauge (`ai_circuit_breaker_state`, `mcp_circuit_breaker_state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Closed,
