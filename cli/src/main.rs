@@ -231,6 +231,8 @@ enum WorkerKind {
     Research,
     /// Versioned content cards and onboarding; needs `DATABASE_URL` (the cards live there).
     Cards,
+    /// Tools of MCP servers (`[mcp]` settings) as steps; needs `DATABASE_URL` (call records).
+    Mcp,
 }
 
 #[tokio::main]
@@ -289,6 +291,7 @@ fn config_sections(command: &Command) -> Vec<Section> {
             WorkerKind::Ai => switchyard_ai::CONFIG_SECTIONS.to_vec(),
             WorkerKind::Research => switchyard_research::CONFIG_SECTIONS.to_vec(),
             WorkerKind::Cards => switchyard_cards::CONFIG_SECTIONS.to_vec(),
+            WorkerKind::Mcp => switchyard_integration::mcp::CONFIG_SECTIONS.to_vec(),
         },
         Command::Bus { .. }
         | Command::Registry { .. }
@@ -407,6 +410,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 WorkerKind::Ai => Box::pin(switchyard_ai::run(config, stop)).await?,
                 WorkerKind::Research => Box::pin(switchyard_research::run(config, stop)).await?,
                 WorkerKind::Cards => Box::pin(switchyard_cards::run(config, stop)).await?,
+                WorkerKind::Mcp => Box::pin(switchyard_integration::mcp::run(config, stop)).await?,
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -127,13 +127,14 @@ tutor_creds="$SWITCHYARD_NATS__CREDENTIALS_DIR/worker-tutor.creds"
 "$SWITCHYARD_PYTHON" examples/ai_tutor/tutor.py --nats "$SWITCHYARD_NATS_URL" \
     --creds "$tutor_creds" --worker-id tutor-1 >"$logs/tutor.log" 2>&1 &
 WORKER_PIDS+=("$!")
-# Whether the engine's registry lists a live tutor replica (one that answered its last
-# $SRV.PING sweeps): the tutor has declared its operations and serves.
-tutor_live() {
+# Whether the engine's registry lists a live replica of kind $1 (one that answered its last
+# $SRV.PING sweeps): the kind has declared its operations and serves.
+kind_live() {
     "$switchyard" registry --json | python3 -c 'import json, sys
 kinds = {k["kind"]: k for k in json.load(sys.stdin)["kinds"]}
-sys.exit(0 if kinds.get("tutor", {}).get("replicas") else 1)'
+sys.exit(0 if kinds.get(sys.argv[1], {}).get("replicas") else 1)' "$1"
 }
+tutor_live() { kind_live tutor; }
 for _ in $(seq 1 100); do
     tutor_live && break
     sleep 0.2
@@ -170,6 +171,37 @@ brief="$("$switchyard" workflow run research_brief --timeout 60 \
     --input '{"topic": "exponential backoff with jitter"}')" || brief_status=$?
 printf '%s\n' "$brief"
 grep -q "research.topic v1" <<<"$brief" || brief_status=1
+
+# --- MCP, workflow side: the tutor's notes as an MCP server, its tools as declared steps ---
+
+mcp_config="$SWITCHYARD_HOME/mcp.toml"
+cat >"$mcp_config" <<TOML
+# Written by deploy/local/run.sh: the AI Tutor's MCP server, spoken to over stdio.
+[mcp.servers.tutor]
+command = ["$SWITCHYARD_PYTHON", "$SWITCHYARD_ROOT/examples/ai_tutor/mcp_server.py"]
+TOML
+log "starting the mcp worker (servers in ${mcp_config#"$SWITCHYARD_ROOT"/}: the tutor's notes over stdio)"
+SWITCHYARD_WORKER__WORKER_ID="mcp-1" "$switchyard" worker mcp --config "$mcp_config" >"$logs/mcp.log" 2>&1 &
+WORKER_PIDS+=("$!")
+log "switchyard workflow: register workflows/examples/tutor_notes.yaml (its steps are the server's tools, checked against their schemas) and run it"
+for _ in $(seq 1 100); do
+    kind_live mcp && break
+    sleep 0.2
+done
+mcp_status=1
+for _ in $(seq 1 100); do
+    if "$switchyard" workflow register workflows/examples/tutor_notes.yaml 2>/dev/null; then
+        mcp_status=0
+        break
+    fi
+    sleep 0.2
+done
+if [[ "$mcp_status" -eq 0 ]]; then
+    "$switchyard" workflow run tutor_notes --timeout 60 \
+        --input '{"topic": "the Analytical Engine"}' || mcp_status=$?
+else
+    "$switchyard" workflow register workflows/examples/tutor_notes.yaml || true
+fi
 
 # --- the same over HTTP, through the gateway ---
 
@@ -217,6 +249,13 @@ else
             warn "the event stream did not end with completed"
         }
     fi
+
+    log "MCP, caller side: the official Python SDK's client runs hello as a tool at $base/mcp"
+    "$SWITCHYARD_PYTHON" examples/python/mcp_client.py "$base/mcp" "$token" hello \
+        '{"name": "MCP"}' || {
+        http_status=1
+        warn "the MCP client did not get hello's output"
+    }
 
     sample="workers/ai/samples/meetings/product_sync.vtt"
     log "POST $base/api/v1/workflows/execute (meeting_to_tasks on $sample: local AI provider, Markdown sink)"
@@ -332,11 +371,14 @@ fi
 if [[ "$tutor_status" -ne 0 ]]; then
     die "the AI Tutor's study_notes workflow did not complete (exit $tutor_status); see $logs/tutor.log"
 fi
+if [[ "$mcp_status" -ne 0 ]]; then
+    die "tutor_notes did not run on the tutor's MCP server (exit $mcp_status); see $logs/mcp.log"
+fi
 if [[ "$demo_status" -ne 0 ]]; then
     die "the demo did not end as expected (exit $demo_status); worker logs are in $logs"
 fi
 if [[ "$worker_status" -ne 0 ]]; then
     die "a worker or the orchestrator exited with status $worker_status; see $logs"
 fi
-log "done: every job and the workflows (over the bus, from the Python tutor and over HTTP) ended as expected, and every process shut down cleanly"
+log "done: every job and the workflows (over the bus, from the Python tutor, over MCP and over HTTP) ended as expected, and every process shut down cleanly"
 

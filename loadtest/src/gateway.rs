@@ -109,17 +109,8 @@ pub async fn run(
     let raw_pipelined = raw_publish_rate(&js, 50_000, sample.clone()).await?;
     let raw_concurrent = concurrent_publish_rate(&js, connections, 50_000, sample).await?;
 
-    // The definition goes straight into the bucket the gateway mirrors.
-    let kv = js.get_key_value(stream::WF_DEFINITIONS_BUCKET).await?;
-    Store::new(kv, ValidateOptions::default())
-        .put(&Scope::Tenant(TENANT.into()), WORKFLOW)
-        .await
-        .map_err(|e| anyhow::anyhow!("registering the benchmark workflow: {e}"))?;
-
-    let addr: SocketAddr = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        probe.local_addr()?
-    };
+    register(&js, TENANT, WORKFLOW).await?;
+    let addr = free_address()?;
     let child = spawn(
         binaries.gateway,
         &server,
@@ -222,6 +213,26 @@ pub async fn run(
         drain_s,
         samples,
     })
+}
+
+/// Registers `yaml` for `tenant` straight into the bucket the gateway mirrors.
+pub(crate) async fn register(
+    js: &jetstream::Context,
+    tenant: &str,
+    yaml: &str,
+) -> anyhow::Result<()> {
+    let kv = js.get_key_value(stream::WF_DEFINITIONS_BUCKET).await?;
+    Store::new(kv, ValidateOptions::default())
+        .put(&Scope::Tenant(tenant.into()), yaml)
+        .await
+        .map_err(|e| anyhow::anyhow!("registering the benchmark workflow: {e}"))?;
+    Ok(())
+}
+
+/// A loopback address with a port free at the moment, for a gateway to serve on.
+pub(crate) fn free_address() -> anyhow::Result<SocketAddr> {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(probe.local_addr()?)
 }
 
 /// Starts an orchestrator and a `test` worker and waits until every `expected` instance has

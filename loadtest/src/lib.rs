@@ -9,6 +9,7 @@ pub mod celery;
 pub mod cli;
 pub mod gateway;
 pub mod ledger;
+pub mod mcp;
 pub mod python_worker;
 pub mod raw;
 pub mod report;

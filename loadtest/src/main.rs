@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use switchyard_loadtest::{cards, cli, ledger, python_worker, suite, worker_loop};
+use switchyard_loadtest::{cards, cli, ledger, mcp, python_worker, suite, worker_loop};
 
 #[derive(Debug, Parser)]
 #[command(about = "Switchyard benchmarks")]
@@ -45,6 +45,22 @@ enum Scenario {
         #[arg(long)]
         python: Option<PathBuf>,
         #[arg(long, default_value = "loadtest/results/python-worker.json")]
+        out: PathBuf,
+    },
+    /// A 1-step workflow run as an MCP tool (`tools/call` at the gateway's `/mcp`) against
+    /// the same through `POST /api/v1/workflows/execute`, alternating on one connection:
+    /// latency percentiles of each and the difference.
+    McpOverhead {
+        /// Measured calls of each kind.
+        #[arg(long, default_value_t = 1000)]
+        calls: usize,
+        #[arg(long, default_value = "target/release/switchyard-gateway")]
+        gateway: PathBuf,
+        #[arg(long, default_value = "target/release/switchyard-orchestrator")]
+        orchestrator: PathBuf,
+        #[arg(long, default_value = "target/release/switchyard-test-worker")]
+        worker: PathBuf,
+        #[arg(long, default_value = "loadtest/results/mcp-overhead.json")]
         out: PathBuf,
     },
     /// The bus's own limit: pipelined JetStream publishes and pull-consume-acks per second,
@@ -133,6 +149,22 @@ async fn main() -> anyhow::Result<()> {
             let python = python.unwrap_or_else(python_worker::default_python);
             let m = python_worker::run(&worker, &orchestrator, &python, jobs, concurrency).await?;
             println!("{}", python_worker::describe(&m));
+            write(&out, &m)?;
+        }
+        Scenario::McpOverhead {
+            calls,
+            gateway,
+            orchestrator,
+            worker,
+            out,
+        } => {
+            let binaries = mcp::Binaries {
+                gateway: &gateway,
+                orchestrator: &orchestrator,
+                worker: &worker,
+            };
+            let m = mcp::run(binaries, calls).await?;
+            println!("{}", mcp::describe(&m));
             write(&out, &m)?;
         }
         Scenario::Raw(args) => {

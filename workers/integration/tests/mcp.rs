@@ -8,10 +8,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt as _;
 use prometheus::Registry;
 use serde_json::{Value, json};
 use switchyard_integration::mcp::McpWorker;
-use switchyard_proto::{Job, JobStatus, encode_proto, orchestrator::endpoint, subject};
+use switchyard_proto::{
+    ContentType, Job, JobStatus, UsageEvent, decode, encode_proto, orchestrator::endpoint, subject,
+};
 use switchyard_runtime::config::{McpServer, McpSettings, Secret};
 use switchyard_test_harness::{
     Bus, Components, TENANT, TestDatabase, bus, engine, free_port, jobs::next_result, metrics,
@@ -203,6 +206,14 @@ async fn tools_are_declared_type_checked_and_run_as_steps() {
     )
     .await;
 
+    let mut usage = env
+        .bus
+        .client
+        .subscribe(subject::usage(TENANT, "*"))
+        .await
+        .unwrap();
+    env.bus.client.flush().await.unwrap();
+
     // Discovered and declared: a definition that uses the tool registers and runs, its output
     // the tool's structured content.
     env.register(&one_step(
@@ -215,6 +226,22 @@ async fn tools_are_declared_type_checked_and_run_as_steps() {
     let done = env.run("adds", json!({})).await;
     assert_eq!(done["status"], "completed", "{done:#}");
     assert_eq!(engine::step(&done, "call")["output"], json!({"result": 5}));
+    // Billed per call, by server and tool: one call and its duration.
+    let mut meters = Vec::new();
+    while meters.len() < 2 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), usage.next())
+            .await
+            .expect("usage in time")
+            .expect("subscribed");
+        let event: UsageEvent = decode(ContentType::Protobuf, &msg.payload).expect("a usage event");
+        assert_eq!(event.attributes["server"], "calc");
+        assert_eq!(event.attributes["tool"], "add");
+        meters.push((event.meter, event.unit, event.quantity));
+    }
+    meters.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(meters[0].0, "mcp_call_seconds");
+    assert!(meters[0].2 > 0.0 && meters[0].2 < 10.0, "{meters:?}");
+    assert_eq!((meters[1].0.as_str(), meters[1].2), ("mcp_calls", 1.0));
 
     // A wrong argument name is refused at registration, naming the tool's parameters.
     let refusal = env

@@ -4,19 +4,13 @@
 
 use std::process::ExitCode;
 
-use switchyard_runtime::{
-    Config,
-    config::{Section, Sources},
-    process, shutdown, telemetry,
-};
+use switchyard_integration::mcp;
+use switchyard_runtime::{Config, config::Sources, process, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let sources = Sources::from_process(std::env::args_os().nth(1).map(Into::into));
-    let mut config = match Config::load_sections(
-        &sources,
-        &[Section::Worker, Section::Mcp, Section::Database],
-    ) {
+    let mut config = match Config::load_sections(&sources, &mcp::CONFIG_SECTIONS) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchyard-mcp: {e}");
@@ -27,7 +21,7 @@ async fn main() -> ExitCode {
     config.nats.use_role("worker-mcp");
     telemetry::init(&config);
     let shutdown = shutdown::on_signals();
-    match Box::pin(switchyard_integration::mcp::run(config, shutdown)).await {
+    match Box::pin(mcp::run(config, shutdown)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "worker failed");

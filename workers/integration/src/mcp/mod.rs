@@ -54,6 +54,12 @@ use server::Server;
 /// The worker kind.
 pub const KIND: &str = "mcp";
 
+/// The configuration sections this kind reads and validates, besides the common ones.
+pub const CONFIG_SECTIONS: [switchyard_runtime::config::Section; 3] = {
+    use switchyard_runtime::config::Section;
+    [Section::Worker, Section::Mcp, Section::Database]
+};
+
 /// The operations every `mcp` replica serves besides its servers' tools.
 pub mod op {
     pub const CALL: &str = "mcp.call";

@@ -11,11 +11,35 @@
 use serde_json::{Map, Value};
 use switchyard_catalog::{Schema, Type};
 
-/// The schema of a tool's input or output.
+/// How deep `$ref`s are followed; a deeper (or cyclic) one accepts any value.
+const MAX_REF_DEPTH: usize = 8;
+
+/// The schema of a tool's input or output. Local references (`#/$defs/…`, as Pydantic writes
+/// nested models) are followed.
 pub(crate) fn from_json_schema(value: &Value) -> Schema {
+    let empty = Map::new();
+    let defs = value
+        .get("$defs")
+        .or_else(|| value.get("definitions"))
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    convert(value, defs, 0)
+}
+
+fn convert(value: &Value, defs: &Map<String, Value>, depth: usize) -> Schema {
     let Value::Object(map) = value else {
         return Schema::default();
     };
+    if let Some(Value::String(reference)) = map.get("$ref") {
+        let target = reference
+            .strip_prefix("#/$defs/")
+            .or_else(|| reference.strip_prefix("#/definitions/"))
+            .and_then(|name| defs.get(name));
+        return match target {
+            Some(target) if depth < MAX_REF_DEPTH => convert(target, defs, depth + 1),
+            _ => Schema::default(),
+        };
+    }
     let mut schema = Schema {
         ty: type_of(map),
         description: map
@@ -26,7 +50,7 @@ pub(crate) fn from_json_schema(value: &Value) -> Schema {
         ..Schema::default()
     };
     if let Some(inner) = nullable_any_of(map) {
-        let mut inner = from_json_schema(inner);
+        let mut inner = convert(inner, defs, depth);
         if inner.description.is_empty() {
             inner.description = schema.description;
         }
@@ -41,7 +65,7 @@ pub(crate) fn from_json_schema(value: &Value) -> Schema {
     if let Some(Value::Object(properties)) = map.get("properties") {
         schema.properties = properties
             .iter()
-            .map(|(name, p)| (name.clone(), from_json_schema(p)))
+            .map(|(name, p)| (name.clone(), convert(p, defs, depth)))
             .collect();
     }
     if let Some(Value::Array(required)) = map.get("required") {
@@ -61,7 +85,7 @@ pub(crate) fn from_json_schema(value: &Value) -> Schema {
     if schema.ty == Type::Array
         && let Some(items) = map.get("items")
     {
-        schema.items = Some(Box::new(from_json_schema(items)));
+        schema.items = Some(Box::new(convert(items, defs, depth)));
     }
     if let Some(Value::Array(values)) = map.get("enum") {
         schema.enum_values = Some(values.clone());
@@ -181,12 +205,40 @@ mod tests {
     }
 
     #[test]
+    fn local_references_are_followed_and_cycles_end_in_any_value() {
+        let schema = from_json_schema(&json!({
+            "type": "object",
+            "properties": {
+                "result": {"type": "array", "items": {"$ref": "#/$defs/Match"}},
+                "tree": {"$ref": "#/$defs/Node"}
+            },
+            "$defs": {
+                "Match": {
+                    "type": "object",
+                    "properties": {"title": {"type": "string"}, "score": {"type": "number"}},
+                    "required": ["title", "score"]
+                },
+                "Node": {"type": "object", "properties": {"child": {"$ref": "#/$defs/Node"}}}
+            }
+        }));
+        let item = schema.properties["result"].items.as_deref().expect("items");
+        assert_eq!(item.ty, Type::Object);
+        assert_eq!(item.properties["score"].ty, Type::Number);
+        assert_eq!(item.required, vec!["title".to_owned(), "score".to_owned()]);
+        let mut node = &schema.properties["tree"];
+        for _ in 0..MAX_REF_DEPTH {
+            node = &node.properties["child"];
+        }
+        assert_eq!(node.ty, Type::Any);
+    }
+
+    #[test]
     fn what_the_subset_cannot_say_becomes_any_value() {
         let schema = from_json_schema(&json!({
             "type": "object",
             "properties": {
                 "choice": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
-                "link": {"$ref": "#/$defs/Link"},
+                "link": {"$ref": "https://example.com/link.json"},
                 "mixed": {"type": ["string", "integer"]}
             },
             "additionalProperties": {"type": "string"}
