@@ -81,6 +81,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let tasks = state.tasks().clone();
     // With the peer's address, for the rate of refused credentials per client.
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    // Without Nagle's algorithm: a response written in pieces (an SSE stream: MCP answers,
+    // live events) would otherwise wait for the client's delayed ACK, ~40 ms, before each
+    // piece after the first.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let serve = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();

@@ -128,9 +128,11 @@ pub async fn run(binaries: Binaries<'_>, calls: usize) -> anyhow::Result<Measure
     })
 }
 
-/// One kept-alive HTTP/1.1 connection to the gateway.
+/// One kept-alive HTTP/1.1 connection to the gateway (opened again if the gateway closed it
+/// while starting).
 struct Client {
     sender: SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
     host: String,
     authorization: String,
     session: String,
@@ -139,21 +141,9 @@ struct Client {
 
 impl Client {
     async fn connect(addr: SocketAddr, authorization: String) -> anyhow::Result<Client> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let stream = loop {
-            match TcpStream::connect(addr).await {
-                Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e).context("connecting to the gateway"),
-            }
-        };
-        stream.set_nodelay(true)?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
         Ok(Client {
-            sender,
+            sender: open(addr).await?,
+            addr,
             host: addr.to_string(),
             authorization,
             session: String::new(),
@@ -176,11 +166,19 @@ impl Client {
         }
     }
 
+    /// The connection, opened again when the gateway closed it.
+    async fn sender(&mut self) -> anyhow::Result<&mut SendRequest<Full<Bytes>>> {
+        if self.sender.ready().await.is_err() {
+            self.sender = open(self.addr).await?;
+        }
+        Ok(&mut self.sender)
+    }
+
     async fn get(&mut self, path: &str) -> anyhow::Result<u16> {
         let request = Request::get(path)
             .header("host", &self.host)
             .body(Full::new(Bytes::new()))?;
-        let response = self.sender.send_request(request).await?;
+        let response = self.sender().await?.send_request(request).await?;
         let status = response.status().as_u16();
         response.into_body().collect().await?;
         Ok(status)
@@ -205,7 +203,7 @@ impl Client {
             }
         }
         let request = request.body(Full::new(Bytes::from(body.to_string())))?;
-        let response = self.sender.send_request(request).await?;
+        let response = self.sender().await?.send_request(request).await?;
         let status = response.status().as_u16();
         let session = response
             .headers()
@@ -269,6 +267,24 @@ impl Client {
         }
         Ok(took)
     }
+}
+
+/// A connection to `addr`, retried while nothing listens there yet (for up to 30 s).
+async fn open(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stream = loop {
+        match TcpStream::connect(addr).await {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e).context("connecting to the gateway"),
+        }
+    };
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
 }
 
 /// The last JSON-RPC message of a body, plain JSON or an SSE stream.

@@ -218,6 +218,22 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<Summary> {
         &mut failures,
     );
 
+    banner("mcp-overhead");
+    let binaries = crate::mcp::Binaries {
+        gateway: &args.gateway,
+        orchestrator: &args.engine.orchestrator,
+        worker: &args.engine.worker,
+    };
+    let _mcp = step(
+        "mcp-overhead",
+        crate::mcp::run(binaries, 1000).await.and_then(|m| {
+            println!("{}", crate::mcp::describe(&m));
+            report::write_json(&out(&args, "mcp-overhead.json"), &m)?;
+            Ok(m)
+        }),
+        &mut failures,
+    );
+
     // The rows.
     let mut rows = Vec::new();
     let floor = raw.as_ref().and_then(|r| r.iter().find(|r| !r.sync_always));
