@@ -243,6 +243,34 @@ async fn tools_are_declared_type_checked_and_run_as_steps() {
     assert!(meters[0].2 > 0.0 && meters[0].2 < 10.0, "{meters:?}");
     assert_eq!((meters[1].0.as_str(), meters[1].2), ("mcp_calls", 1.0));
 
+    // The registry lists the declared tools under the kind, and who uses them.
+    let registry = engine::query(&env.bus.client, endpoint::REGISTRY, json!({})).await;
+    let kind = registry["kinds"]
+        .as_array()
+        .expect("kinds")
+        .iter()
+        .find(|k| k["kind"] == "mcp")
+        .unwrap_or_else(|| panic!("no mcp kind: {registry:#}"));
+    let names: Vec<&str> = kind["operations"]
+        .as_array()
+        .expect("operations")
+        .iter()
+        .filter_map(|o| o["name"].as_str())
+        .collect();
+    for op in [
+        "mcp.call",
+        "mcp.list_tools",
+        "mcp.calc.add",
+        "mcp.calc.flaky",
+    ] {
+        assert!(names.contains(&op), "{op} not in {names:?}");
+    }
+    assert!(
+        !names.contains(&"mcp.calc.mul"),
+        "mul is not there before it is enabled"
+    );
+    assert_eq!(kind["used_by"][0]["name"], "adds", "{kind:#}");
+
     // A wrong argument name is refused at registration, naming the tool's parameters.
     let refusal = env
         .try_register(&one_step(
