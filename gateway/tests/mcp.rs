@@ -205,3 +205,85 @@ async fn the_official_python_client_sees_runs_and_follows_the_tenants_workflows(
     );
     assert!(report["no_token"]["refused"].is_array(), "{report:#}");
 }
+
+/// A handshake-era session is its tenant's: another tenant's token on its `Mcp-Session-Id`
+/// is refused, and sees none of its tools.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_belongs_to_the_tenant_that_opened_it() {
+    let env = common::env().await;
+    env.register(GREET).await;
+    let owner = env.token(TENANT, Role::Admin);
+    let other = env.token(OTHER_TENANT, Role::Admin);
+    let accept = ("accept", "application/json, text/event-stream");
+    let json = ("content-type", "application/json");
+    let host = ("host", "127.0.0.1");
+    let init = env
+        .send(
+            axum::http::Method::POST,
+            "/mcp",
+            Some(&owner),
+            &[accept, json, host],
+            Some(
+                serde_json::json!({
+                    "jsonrpc": "2.0", "id": 1, "method": "initialize",
+                    "params": {
+                        "protocolVersion": "2025-06-18",
+                        "capabilities": {},
+                        "clientInfo": {"name": "test", "version": "1"}
+                    }
+                })
+                .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(init.status, 200, "{init:#?}");
+    assert!(
+        init.text.contains(r#""protocolVersion":"2025-06-18""#),
+        "{init:#?}"
+    );
+    let session = init.header("mcp-session-id").to_owned();
+    assert!(!session.is_empty());
+    let on_session = [
+        accept,
+        json,
+        host,
+        ("mcp-session-id", session.as_str()),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    let initialized = env
+        .send(
+            axum::http::Method::POST,
+            "/mcp",
+            Some(&owner),
+            &on_session,
+            Some(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.into()),
+        )
+        .await;
+    assert_eq!(initialized.status, 202, "{initialized:#?}");
+    let list = |token: String, id: u32| {
+        let on_session = &on_session;
+        let env = &env;
+        async move {
+            env.send(
+                axum::http::Method::POST,
+                "/mcp",
+                Some(&token),
+                on_session,
+                Some(format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#
+                )),
+            )
+            .await
+        }
+    };
+    let stolen = list(other, 2).await;
+    assert!(
+        stolen
+            .text
+            .contains("this MCP session belongs to another tenant"),
+        "{stolen:#?}"
+    );
+    assert!(!stolen.text.contains("greet"), "{stolen:#?}");
+    let own = list(owner, 3).await;
+    assert!(own.text.contains(r#""name":"greet""#), "{own:#?}");
+}
