@@ -125,6 +125,7 @@ const PROCESSES: &[(&str, &[&str])] = &[
     ("cards", &["worker", "cards"]),
     ("integration", &["worker", "integration"]),
     ("ledger", &["ledger"]),
+    ("mcp", &["worker", "mcp"]),
     // The test worker kind runs in tests and benchmarks, not in the compose set.
     ("test", &["worker", "test"]),
 ];
@@ -411,10 +412,23 @@ async fn every_process_serves_metrics_promtool_accepts_and_the_dashboard_and_ale
     )
     .expect("write ai config");
 
+    // An MCP server that never answers: it puts its breaker's gauge on the mcp worker's
+    // /metrics, as any deployment with a server configured has it.
+    let mcp_config = run.dir.path().join("mcp.toml");
+    std::fs::write(
+        &mcp_config,
+        "[mcp]\nretries = 0\n[mcp.servers.unreachable]\nurls = [\"http://127.0.0.1:9/mcp\"]\n",
+    )
+    .expect("write mcp config");
+    // Its credentials: the test server issues them for the catalog's kinds up front, and for
+    // others (this one runs no catalog operation) when first asked.
+    nats.credentials(&switchyard_test_support::Role::Worker("mcp".into()));
+
     let mut processes = Vec::new();
     for (name, args) in PROCESSES {
         let extra = match *name {
             "ai" => vec![("SWITCHYARD_CONFIG", ai_config.display().to_string())],
+            "mcp" => vec![("SWITCHYARD_CONFIG", mcp_config.display().to_string())],
             "test" => vec![("SWITCHYARD_WORKER__WORKER_ID", "observability".to_owned())],
             "gateway" => vec![(
                 "SWITCHYARD_GATEWAY__RATE_LIMITS__RESEARCH",
