@@ -142,6 +142,10 @@ pub fn start(def: &Definition, msg: &StartWorkflow, instance_id: &str, ctx: Ctx<
             inst.input = input;
             let data = json!({ "workflow": def.name, "version": def.version, "input": inst.input });
             push_event(&mut fx, &inst, event::STARTED, None, data, ctx);
+            if let Some(timeout) = def.timeout {
+                let due = ctx.now_ms.saturating_add(millis(timeout));
+                push_timer(&mut fx, &inst, "", TimerKind::WorkflowTimeout, due);
+            }
             advance(def, &mut inst, ctx, &mut fx);
         }
         Err(message) => {
@@ -178,6 +182,9 @@ pub fn start_refused(
     inst.outbox = fx;
     inst
 }
+
+/// The failure code of an instance that ran past its definition's `timeout`.
+pub const WORKFLOW_TIMEOUT: &str = "timeout";
 
 /// The failure code of an instance whose state grew too large to store.
 pub const STATE_TOO_LARGE: &str = "state_too_large";
@@ -533,6 +540,20 @@ fn on_timer(
     ctx: Ctx<'_>,
     fx: &mut Vec<Effect>,
 ) -> Applied {
+    if TimerKind::try_from(t.kind) == Ok(TimerKind::WorkflowTimeout) {
+        let timeout = def.timeout.unwrap_or_default();
+        let failure = Failure {
+            step: None,
+            code: WORKFLOW_TIMEOUT.to_owned(),
+            message: format!(
+                "the workflow ran longer than its timeout, {}",
+                humantime::format_duration(timeout)
+            ),
+        };
+        // Its running jobs are cancelled by the `failed` event, as when a step times out.
+        finish_failed(inst, failure, ctx, fx);
+        return Ok(());
+    }
     let Some(index) = def.step_index(&t.step_id) else {
         return Err("timer for a step the definition does not have");
     };

@@ -406,6 +406,61 @@ steps:
 }
 
 #[tokio::test]
+async fn a_workflow_timeout_fails_the_instance_and_cancels_its_running_job() {
+    let env = env().await;
+    env.register(
+        r#"
+name: bounded
+version: 1
+timeout: 2s
+steps:
+  - { id: quick, operation: test.echo, input: { n: 1 } }
+  - { id: slow, operation: test.sleep, needs: [quick], input: { ms: 10000 } }
+"#,
+    )
+    .await;
+    let (instance, mut events) = env.start("bounded", json!({})).await;
+    let mut results = env
+        .client
+        .subscribe(subject::result(&instance))
+        .await
+        .expect("subscribe");
+    env.client.flush().await.expect("flush");
+    until_event(&mut events, event::STEP_STARTED, T).await;
+    let started = std::time::Instant::now();
+    let status = env.finished(&instance, Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert_eq!(status["status"], "failed", "{status:#}");
+    assert_eq!(status["error"]["code"], "timeout", "{status:#}");
+    assert_eq!(status["error"]["step"], Value::Null, "{status:#}");
+    assert!(
+        status["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("timeout, 2s")),
+        "{status:#}"
+    );
+    // Well before the step's own 10 s, within the timers' tolerance.
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    let steps = status["steps"].as_array().expect("steps");
+    assert_eq!(steps[0]["status"], "completed", "{status:#}");
+    assert_eq!(steps[1]["status"], "cancelled", "{status:#}");
+    // The sleeping job was told and reports itself cancelled.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut results))
+            .await
+            .expect("the sleeping job's result")
+            .expect("subscribed");
+        let result: JobResult =
+            decode(switchyard_proto::ContentType::Protobuf, &msg.payload).expect("a job result");
+        if result.step_id == "slow" {
+            assert_eq!(JobStatus::try_from(result.status), Ok(JobStatus::Cancelled));
+            break;
+        }
+    }
+}
+
+#[tokio::test]
 async fn an_instance_runs_the_version_it_started_with() {
     let env = env().await;
     let v1 = r#"

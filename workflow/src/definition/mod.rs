@@ -27,7 +27,8 @@
 //! rendered once per element with `item` and `index` in scope, and its output is the list of
 //! the items' outputs in order), `retry`, `timeout`, `on_error` (`fail` or `continue`) and
 //! `wait_for_signal` (`signal` is then in scope in the step's input; a step with no operation
-//! completes with the signal's payload as its output).
+//! completes with the signal's payload as its output). A definition may take a `timeout`
+//! for the whole instance (`timeout: 10m`): past it, the instance fails with code `timeout`.
 //!
 //! # Rendering
 //!
@@ -72,6 +73,9 @@ pub struct Definition {
     pub input: Schema,
     /// In declaration order.
     pub steps: Vec<Step>,
+    /// How long an instance may run from its start: past it, it fails with code `timeout`
+    /// and its running jobs are cancelled.
+    pub timeout: Option<Duration>,
     /// The text as given.
     pub source: String,
     index: HashMap<String, usize>,

@@ -33,6 +33,9 @@ pub(super) struct RawDefinition<S = RawStep, I = RawInputField> {
     pub steps: Vec<S>,
     #[serde(default)]
     pub output: Option<Value>,
+    /// How long the whole instance may run.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
 }
 
 /// One step as written.

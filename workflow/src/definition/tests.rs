@@ -315,6 +315,30 @@ fn steps_are_typed_as_declared() {
     assert!(step.has_when && !step.has_for_each);
 }
 
+#[test]
+fn a_workflow_timeout_is_read_and_must_be_positive() {
+    let def = definition(
+        "name: t\nversion: 1\ntimeout: 90s\nsteps:\n  - { id: a, operation: test.echo }\n",
+    );
+    assert_eq!(def.timeout, Some(Duration::from_secs(90)));
+    assert_eq!(
+        definition(&def.source.replace("timeout: 90s\n", "")).timeout,
+        None
+    );
+    let problems = Definition::parse(
+        "name: t\nversion: 1\ntimeout: 0s\nsteps:\n  - { id: a, operation: test.echo }\n",
+        Catalog::builtin(),
+        &ValidateOptions::default(),
+    )
+    .expect_err("a zero timeout is refused");
+    assert!(
+        problems
+            .to_string()
+            .contains("timeout: must be greater than zero"),
+        "{problems}"
+    );
+}
+
 fn research_output() -> Value {
     json!({
         "summary": "Rust is fast.",

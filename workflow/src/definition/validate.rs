@@ -102,6 +102,9 @@ impl<'a> Validator<'a> {
         if raw.version == 0 {
             self.issue(Path::root("version"), "must be at least 1");
         }
+        if raw.timeout.is_some_and(|t| t.is_zero()) {
+            self.issue(Path::root("timeout"), "must be greater than zero");
+        }
         let input = self.input_schema(std::mem::take(&mut raw.input));
         if raw.steps.is_empty() {
             self.issue(Path::root("steps"), "a workflow needs at least one step");
@@ -172,6 +175,7 @@ impl<'a> Validator<'a> {
             description: raw.description,
             input,
             steps,
+            timeout: raw.timeout,
             source: source.to_string(),
             index,
             compiled: Compiled {
