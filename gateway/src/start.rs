@@ -1,6 +1,8 @@
 //! Starting a workflow: check the input against the definition, derive the instance id
 //! and publish the start, acked by the bus before any 202.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use switchyard_proto::orchestrator::{DefinitionRef, GetDefinition};
@@ -28,6 +30,44 @@ pub(crate) struct TriggerRequest {
     /// A registered version; the latest when absent.
     #[serde(default, deserialize_with = "version")]
     pub(crate) version: Option<u32>,
+    /// Labels kept with the instance, to find it by (`label=` on the instance list): at most
+    /// 16, keys of letters, digits, `_`, `-` and `.` (up to 63), values up to 256 characters.
+    #[serde(default)]
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
+/// Most labels one start may carry.
+pub(crate) const MAX_LABELS: usize = 16;
+
+/// `labels` checked (see [`TriggerRequest::labels`]), as the start message carries them.
+pub(crate) fn labels(
+    labels: BTreeMap<String, String>,
+) -> Result<std::collections::HashMap<String, String>, Error> {
+    if labels.len() > MAX_LABELS {
+        return Err(Error::field(
+            "labels",
+            format!("{} labels; at most {MAX_LABELS}", labels.len()),
+        ));
+    }
+    for (key, value) in &labels {
+        let key_ok = (1..=63).contains(&key.len())
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !key_ok {
+            return Err(Error::field(
+                format!("labels.{key}"),
+                "a label key is 1 to 63 letters, digits, '_', '-' and '.'",
+            ));
+        }
+        if value.chars().count() > 256 {
+            return Err(Error::field(
+                format!("labels.{key}"),
+                "a label value is at most 256 characters",
+            ));
+        }
+    }
+    Ok(labels.into_iter().collect())
 }
 
 /// A version number: a JSON integer, also when written with a zero fraction (`2.0`).
@@ -68,6 +108,8 @@ pub(crate) struct ExecuteRequest {
     wait: Option<f64>,
     /// A registered version; the latest when absent.
     version: Option<u32>,
+    /// Labels kept with the instance (see the trigger's `labels`).
+    labels: Option<BTreeMap<String, String>>,
 }
 
 /// A start checked and ready to publish.

@@ -464,3 +464,94 @@ async fn without_a_ledger_running_the_routes_answer_503() {
         "{problem:#}"
     );
 }
+
+/// Labels given at the start are kept with the instance and find it in the list; bad ones
+/// are refused naming the field.
+#[tokio::test]
+async fn instances_are_found_by_the_labels_their_start_carried() {
+    let l = Box::pin(ledger_env()).await;
+    let env = &l.env;
+    env.register("name: tagged\nversion: 1\nsteps:\n  - { id: a, operation: test.echo }\n")
+        .await;
+    let operator = env.token(TENANT, Role::Operator);
+    let mut started = Vec::new();
+    for (batch, how) in [("a", "trigger"), ("a", "execute"), ("b", "trigger")] {
+        let (uri, body) = if how == "trigger" {
+            (
+                "/api/v1/workflows/trigger",
+                json!({"workflow_name": "tagged", "labels": {"batch": batch, "team": "growth"}}),
+            )
+        } else {
+            (
+                "/api/v1/workflows/execute",
+                json!({"workflow_type": "tagged", "labels": {"batch": batch}}),
+            )
+        };
+        let reply = env
+            .call(Method::POST, uri, Some(&operator), Some(body))
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:#?}");
+        started.push(reply.body["instance_id"].as_str().unwrap().to_owned());
+    }
+    for id in &started {
+        env.finished(id).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let listed = loop {
+        let reply = l
+            .get(
+                "/api/v1/workflows/instances?label=batch%3Da",
+                TENANT,
+                Role::Viewer,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:#?}");
+        let rows = reply.body["instances"].as_array().unwrap().clone();
+        if rows.len() == 2 && rows.iter().all(|r| r["status"] == "completed") {
+            break rows;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{reply:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let ids: BTreeSet<&str> = listed
+        .iter()
+        .map(|r| r["instance_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, started[..2].iter().map(String::as_str).collect());
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|r| r["labels"]["team"] == "growth")
+            .count(),
+        1
+    );
+    // The engine's view carries them too.
+    assert_eq!(env.status(&started[2]).await.body["labels"]["batch"], "b");
+
+    let bad = l
+        .get(
+            "/api/v1/workflows/instances?label=batch",
+            TENANT,
+            Role::Viewer,
+        )
+        .await;
+    assert_eq!(bad.problem(400)["field"], "label", "{bad:#?}");
+    let bad = env
+        .call(
+            Method::POST,
+            "/api/v1/workflows/trigger",
+            Some(&operator),
+            Some(json!({"workflow_name": "tagged", "labels": {"no spaces": "x"}})),
+        )
+        .await;
+    assert_eq!(bad.problem(400)["field"], "labels.no spaces", "{bad:#?}");
+    let bad = env
+        .call(
+            Method::POST,
+            "/api/v1/workflows/execute",
+            Some(&operator),
+            Some(json!({"workflow_type": "tagged", "labels": ["x"]})),
+        )
+        .await;
+    assert_eq!(bad.problem(400)["field"], "labels", "{bad:#?}");
+}

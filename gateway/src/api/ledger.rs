@@ -198,6 +198,7 @@ struct InstancesParams {
     from: Option<String>,
     to: Option<String>,
     correlation_id: Option<String>,
+    label: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
@@ -212,11 +213,12 @@ struct InstancesParams {
         ("from" = Option<String>, Query, description = "Created at or after: RFC 3339 (`2026-01-15T08:00:00Z`), a date (its midnight UTC) or ms since the epoch"),
         ("to" = Option<String>, Query, description = "Created before; a date includes that whole day"),
         ("correlation_id" = Option<String>, Query, description = "Only instances started with this correlation id"),
+        ("label" = Option<String>, Query, description = "Only instances started with this label, `key=value`"),
         ("limit" = Option<i64>, Query, description = "Instances per page, 1–500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")
     ),
     responses(
-        (status = 200, description = "`{instances: [{instance_id, workflow, version, status, correlation_id, created_at_ms, started_at_ms, finished_at_ms, duration_ms, error_code, failed_step, sla_breaches, last_event_at_ms}], next_cursor}`, newest first; `next_cursor` is null on the last page", body = Object),
+        (status = 200, description = "`{instances: [{instance_id, workflow, version, status, correlation_id, created_at_ms, started_at_ms, finished_at_ms, duration_ms, error_code, failed_step, sla_breaches, labels, last_event_at_ms}], next_cursor}`, newest first; `next_cursor` is null on the last page", body = Object),
         crate::responses::LedgerReadErrors
     ),
     security(("bearer" = []))
@@ -247,6 +249,19 @@ pub(crate) async fn instances(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Val
     input.insert("workflow".into(), json!(q.workflow));
     input.insert("status".into(), json!(q.status));
     input.insert("correlation_id".into(), json!(q.correlation_id));
+    if let Some(label) = &q.label {
+        let Some((key, value)) = label.split_once('=') else {
+            return Err(Error::field("label", "expected key=value").into());
+        };
+        let labels =
+            crate::start::labels([(key.to_owned(), value.to_owned())].into()).map_err(|_| {
+                Error::field(
+                    "label",
+                    "expected key=value, the key 1 to 63 letters, digits, '_', '-' and '.'",
+                )
+            })?;
+        input.insert("labels".into(), json!(labels));
+    }
     input.insert("cursor".into(), json!(q.cursor));
     ctx.call_worker(INSTANCES, fresh_id(), Value::Object(input))
         .await

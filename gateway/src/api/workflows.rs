@@ -40,7 +40,8 @@ pub(crate) async fn trigger(
     JsonBody(req): JsonBody<TriggerRequest>,
 ) -> Result<Response, Error> {
     ctx.require(Permission::WorkflowsRun)?;
-    let start = prepare_start(
+    let labels = crate::start::labels(req.labels)?;
+    let mut start = prepare_start(
         &ctx,
         &req.workflow_name,
         "workflow_name",
@@ -48,16 +49,18 @@ pub(crate) async fn trigger(
         req.input,
     )
     .await?;
+    start.message.labels = labels;
     publish_start(&ctx, &start).await?;
     Ok(accepted(&start.instance_id))
 }
 
-/// `{workflow_type, input?, wait?, version?, ...}`: other top-level fields join the input.
+/// `{workflow_type, input?, wait?, version?, labels?, ...}`: other top-level fields join the
+/// input.
 #[utoipa::path(
     post,
     path = "/api/v1/workflows/execute",
     tag = "workflows",
-    request_body(content = ExecuteRequest, description = "`workflow_type`, optional `input`, `wait` and `version`; any other top-level field (e.g. `card_ids`, `additional_context`) joins the input"),
+    request_body(content = ExecuteRequest, description = "`workflow_type`, optional `input`, `wait`, `version` and `labels`; any other top-level field (e.g. `card_ids`, `additional_context`) joins the input"),
     params(("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the same instance")),
     responses(
         (status = 200, description = "The instance finished within `wait`", body = InstanceView),
@@ -91,6 +94,16 @@ pub(crate) async fn execute(
             Error::field("version", "expected a whole number from 0 to 4294967295")
         })?),
     };
+    let labels = match body.remove("labels") {
+        None | Some(Value::Null) => Default::default(),
+        Some(v) => serde_json::from_value(v).map_err(|_| {
+            Error::field(
+                "labels",
+                "expected an object of strings, e.g. {\"team\": \"growth\"}",
+            )
+        })?,
+    };
+    let labels = crate::start::labels(labels)?;
     let mut input = match body.remove("input") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m,
@@ -105,7 +118,7 @@ pub(crate) async fn execute(
         }
         input.insert(key, value);
     }
-    let start = prepare_start(
+    let mut start = prepare_start(
         &ctx,
         &workflow,
         "workflow_type",
@@ -113,6 +126,7 @@ pub(crate) async fn execute(
         Value::Object(input),
     )
     .await?;
+    start.message.labels = labels;
     if wait.is_zero() {
         publish_start(&ctx, &start).await?;
         return Ok(accepted(&start.instance_id));

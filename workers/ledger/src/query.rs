@@ -3,6 +3,8 @@
 //! tenant, named by the caller (the gateway passes the token's tenant, or for the deployment's operator the
 //! tenant asked for).
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::{PgPool, Row as _, postgres::PgRow};
@@ -48,6 +50,9 @@ pub struct InstancesQuery {
     pub to_ms: Option<i64>,
     #[serde(default)]
     pub correlation_id: Option<String>,
+    /// Only instances started with all of these labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
@@ -244,6 +249,8 @@ fn instance_json(r: &PgRow) -> Result<Value, sqlx::Error> {
         "failed_step": r.try_get::<Option<String>, _>("failed_step")?,
         "sla_breaches": sla.len(),
         "sla_breached_steps": sla,
+        "labels": serde_json::from_str::<Value>(&r.try_get::<String, _>("labels_text")?)
+            .unwrap_or_else(|_| json!({})),
         "last_event_at_ms": r.try_get::<i64, _>("last_event_at_ms")?,
     }))
 }
@@ -263,8 +270,9 @@ pub async fn instances(pool: &PgPool, tenant: &str, q: InstancesQuery) -> Result
     let after = q.cursor.as_deref().map(parse_cursor).transpose()?;
     let (after_at, after_id) = after.unzip();
     let rows = sqlx::query(
-        "SELECT * FROM ledger.instances
+        "SELECT *, labels::text AS labels_text FROM ledger.instances
          WHERE tenant = $1
+           AND labels @> $10::jsonb
            AND ($2::text IS NULL OR workflow = $2)
            AND ($3::text IS NULL OR status = $3)
            AND ($4::int8 IS NULL OR created_at_ms >= $4)
@@ -283,6 +291,7 @@ pub async fn instances(pool: &PgPool, tenant: &str, q: InstancesQuery) -> Result
     .bind(after_at)
     .bind(after_id)
     .bind(limit + 1)
+    .bind(json!(q.labels).to_string())
     .fetch_all(pool)
     .await?;
     let more = rows.len() as i64 > limit;

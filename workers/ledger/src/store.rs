@@ -213,6 +213,8 @@ struct InstanceDelta {
     error_code: Option<String>,
     failed_step: Option<String>,
     sla_steps: BTreeSet<String>,
+    /// The start's labels as JSON text, from the `started` event.
+    labels: Option<String>,
     created_at_ms: i64,
     last_event_at_ms: i64,
 }
@@ -242,6 +244,7 @@ impl InstanceDelta {
             error_code: None,
             failed_step: None,
             sla_steps: BTreeSet::new(),
+            labels: None,
             created_at_ms: e.at_ms,
             last_event_at_ms: e.at_ms,
         };
@@ -253,6 +256,10 @@ impl InstanceDelta {
         match e.r#type.as_str() {
             event::STARTED => {
                 d.started_at_ms = Some(e.at_ms);
+                d.labels = data
+                    .get("labels")
+                    .filter(|l| l.as_object().is_some_and(|m| !m.is_empty()))
+                    .map(Value::to_string);
                 d.version = data
                     .get("version")
                     .and_then(Value::as_i64)
@@ -296,6 +303,7 @@ impl InstanceDelta {
             self.failed_step = o.failed_step;
         }
         self.sla_steps.extend(o.sla_steps);
+        self.labels = self.labels.take().or(o.labels);
         self.created_at_ms = self.created_at_ms.min(o.created_at_ms);
         self.last_event_at_ms = self.last_event_at_ms.max(o.last_event_at_ms);
     }
@@ -332,6 +340,7 @@ async fn upsert_instances(conn: &mut PgConnection, events: &[&WorkflowEvent]) ->
     let mut sla = Vec::with_capacity(n);
     let mut created = Vec::with_capacity(n);
     let mut last = Vec::with_capacity(n);
+    let mut labels = Vec::with_capacity(n);
     for ((tenant, id), d) in folds {
         tenants.push(tenant.to_owned());
         ids.push(id.to_owned());
@@ -352,23 +361,24 @@ async fn upsert_instances(conn: &mut PgConnection, events: &[&WorkflowEvent]) ->
         );
         created.push(d.created_at_ms);
         last.push(d.last_event_at_ms);
+        labels.push(d.labels.unwrap_or_else(|| "{}".to_owned()));
     }
     sqlx::query(
         r#"
         INSERT INTO ledger.instances AS i
             (tenant, instance_id, workflow, version, status, correlation_id, started_at_ms,
              finished_at_ms, duration_ms, error_code, failed_step, sla_breached_steps,
-             created_at_ms, last_event_at_ms)
+             created_at_ms, last_event_at_ms, labels)
         SELECT b.tenant, b.instance_id, b.workflow, b.version, b.status, b.correlation_id,
                b.started_at_ms, b.finished_at_ms, b.duration_ms, b.error_code, b.failed_step,
                CASE WHEN b.sla = '' THEN '{}'::text[] ELSE string_to_array(b.sla, E'\x1f') END,
-               b.created_at_ms, b.last_event_at_ms
+               b.created_at_ms, b.last_event_at_ms, b.labels::jsonb
         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::text[],
                     $7::int8[], $8::int8[], $9::int8[], $10::text[], $11::text[], $12::text[],
-                    $13::int8[], $14::int8[])
+                    $13::int8[], $14::int8[], $15::text[])
             AS b(tenant, instance_id, workflow, version, status, correlation_id, started_at_ms,
                  finished_at_ms, duration_ms, error_code, failed_step, sla, created_at_ms,
-                 last_event_at_ms)
+                 last_event_at_ms, labels)
         ON CONFLICT (tenant, instance_id) DO UPDATE SET
             workflow = CASE WHEN i.workflow = '' THEN EXCLUDED.workflow ELSE i.workflow END,
             version = COALESCE(i.version, EXCLUDED.version),
@@ -388,7 +398,8 @@ async fn upsert_instances(conn: &mut PgConnection, events: &[&WorkflowEvent]) ->
                 SELECT DISTINCT s FROM unnest(i.sla_breached_steps || EXCLUDED.sla_breached_steps) s
                 ORDER BY s),
             created_at_ms = LEAST(i.created_at_ms, EXCLUDED.created_at_ms),
-            last_event_at_ms = GREATEST(i.last_event_at_ms, EXCLUDED.last_event_at_ms)
+            last_event_at_ms = GREATEST(i.last_event_at_ms, EXCLUDED.last_event_at_ms),
+            labels = CASE WHEN i.labels = '{}'::jsonb THEN EXCLUDED.labels ELSE i.labels END
         "#,
     )
     .bind(tenants)
@@ -405,6 +416,7 @@ async fn upsert_instances(conn: &mut PgConnection, events: &[&WorkflowEvent]) ->
     .bind(sla)
     .bind(created)
     .bind(last)
+    .bind(labels)
     .execute(conn)
     .await?;
     Ok(())

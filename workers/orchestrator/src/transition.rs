@@ -140,7 +140,11 @@ pub fn start(def: &Definition, msg: &StartWorkflow, instance_id: &str, ctx: Ctx<
     match prepared {
         Ok(input) => {
             inst.input = input;
-            let data = json!({ "workflow": def.name, "version": def.version, "input": inst.input });
+            let mut data =
+                json!({ "workflow": def.name, "version": def.version, "input": inst.input });
+            if !inst.labels.is_empty() {
+                data["labels"] = json!(inst.labels);
+            }
             push_event(&mut fx, &inst, event::STARTED, None, data, ctx);
             if let Some(timeout) = def.timeout {
                 let due = ctx.now_ms.saturating_add(millis(timeout));
