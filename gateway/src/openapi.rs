@@ -35,6 +35,7 @@ use crate::{
         crate::api::workflows::instance,
         crate::api::events::stream,
         crate::api::workflows::cancel,
+        crate::api::bulk::cancel,
         crate::api::workflows::signal,
         crate::api::definitions::list_definitions,
         crate::api::definitions::validate_definition,

@@ -555,3 +555,119 @@ async fn instances_are_found_by_the_labels_their_start_carried() {
         .await;
     assert_eq!(bad.problem(400)["field"], "labels", "{bad:#?}");
 }
+
+/// A bulk cancel by label cancels exactly the running instances with that label, as the
+/// ledger lists them, and leaves the others running.
+#[tokio::test]
+async fn a_bulk_cancel_by_label_cancels_exactly_those_instances() {
+    let l = Box::pin(ledger_env()).await;
+    let env = &l.env;
+    env.register(
+        "name: sleepy\nversion: 1\nsteps:\n  - { id: nap, operation: test.sleep, input: { ms: 120000 } }\n",
+    )
+    .await;
+    let operator = env.token(TENANT, Role::Operator);
+    let start = |batch: &'static str| {
+        let operator = operator.clone();
+        async move {
+            let reply = env
+                .call(
+                    Method::POST,
+                    "/api/v1/workflows/trigger",
+                    Some(&operator),
+                    Some(json!({"workflow_name": "sleepy", "labels": {"batch": batch}})),
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:#?}");
+            reply.body["instance_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let mut doomed = BTreeSet::new();
+    let mut kept = BTreeSet::new();
+    for i in 0..220 {
+        if i % 11 == 10 {
+            kept.insert(start("keep").await);
+        } else {
+            doomed.insert(start("drop").await);
+        }
+    }
+    assert_eq!((doomed.len(), kept.len()), (200, 20));
+    // The ledger lists them all as running before the cancel selects by its list.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = l
+            .get(
+                "/api/v1/workflows/instances?label=batch%3Ddrop&status=running&limit=500",
+                TENANT,
+                Role::Viewer,
+            )
+            .await;
+        if reply.body["instances"].as_array().map(Vec::len) == Some(200) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{reply:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A viewer may not; a filter that selects everything is refused.
+    let viewer = env.token(TENANT, Role::Viewer);
+    let refused = env
+        .call(
+            Method::POST,
+            "/api/v1/workflows/bulk/cancel",
+            Some(&viewer),
+            Some(json!({"label": "batch=drop"})),
+        )
+        .await;
+    refused.problem(403);
+    let refused = env
+        .call(
+            Method::POST,
+            "/api/v1/workflows/bulk/cancel",
+            Some(&operator),
+            Some(json!({"reason": "everything"})),
+        )
+        .await;
+    assert_eq!(refused.problem(400)["field"], "workflow", "{refused:#?}");
+
+    let reply = env
+        .call(
+            Method::POST,
+            "/api/v1/workflows/bulk/cancel",
+            Some(&operator),
+            Some(json!({"label": "batch=drop", "reason": "wrong batch"})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:#?}");
+    assert_eq!(reply.body["cancelled"], 200, "{reply:#?}");
+    assert_eq!(reply.body["more"], false);
+    let cancelled: BTreeSet<String> = reply.body["instance_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(cancelled, doomed);
+    for id in &doomed {
+        let status = env.finished(id).await;
+        assert_eq!(status["status"], "cancelled", "{status:#}");
+        assert_eq!(status["error"]["message"], "wrong batch");
+    }
+    for id in &kept {
+        assert_eq!(env.status(id).await.body["status"], "running", "{id}");
+    }
+    // Another tenant's bulk cancel of the same label touches none of them.
+    let other = env.token(OTHER_TENANT, Role::Operator);
+    let reply = env
+        .call(
+            Method::POST,
+            "/api/v1/workflows/bulk/cancel",
+            Some(&other),
+            Some(json!({"label": "batch=keep"})),
+        )
+        .await;
+    assert_eq!(reply.body["cancelled"], 0, "{reply:#?}");
+    for id in &kept {
+        assert_eq!(env.status(id).await.body["status"], "running", "{id}");
+    }
+}

@@ -120,7 +120,7 @@ fn tenant(ctx: &Ctx, named: Option<&str>) -> Result<Option<String>, Error> {
 }
 
 /// `from`/`to` as a time window, checked to be in order.
-fn window(
+pub(crate) fn window(
     input: &mut Map<String, Value>,
     from: Option<&str>,
     to: Option<&str>,
@@ -133,7 +133,7 @@ fn window(
     Ok(())
 }
 
-fn fresh_id() -> String {
+pub(crate) fn fresh_id() -> String {
     Uuid::now_v7().to_string()
 }
 
@@ -250,22 +250,26 @@ pub(crate) async fn instances(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Val
     input.insert("status".into(), json!(q.status));
     input.insert("correlation_id".into(), json!(q.correlation_id));
     if let Some(label) = &q.label {
-        let Some((key, value)) = label.split_once('=') else {
-            return Err(Error::field("label", "expected key=value").into());
-        };
-        let labels =
-            crate::start::labels([(key.to_owned(), value.to_owned())].into()).map_err(|_| {
-                Error::field(
-                    "label",
-                    "expected key=value, the key 1 to 63 letters, digits, '_', '-' and '.'",
-                )
-            })?;
-        input.insert("labels".into(), json!(labels));
+        input.insert("labels".into(), label_filter(label)?);
     }
     input.insert("cursor".into(), json!(q.cursor));
     ctx.call_worker(INSTANCES, fresh_id(), Value::Object(input))
         .await
         .map(Json)
+}
+
+/// A `label` filter, `key=value`, as the ledger takes it: `{key: value}`.
+pub(crate) fn label_filter(label: &str) -> Result<Value, Error> {
+    let refused = || {
+        Error::field(
+            "label",
+            "expected key=value, the key 1 to 63 letters, digits, '_', '-' and '.'",
+        )
+    };
+    let (key, value) = label.split_once('=').ok_or_else(refused)?;
+    let labels =
+        crate::start::labels([(key.to_owned(), value.to_owned())].into()).map_err(|_| refused())?;
+    Ok(json!(labels))
 }
 
 #[derive(Debug, Deserialize)]

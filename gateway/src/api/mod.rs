@@ -1,6 +1,7 @@
 //! The route table, assembled from one module per area of the API, and the router built
 //! from it with the layers every route shares (body limit, timeouts, observation).
 
+pub(crate) mod bulk;
 pub(crate) mod cards;
 pub(crate) mod definitions;
 pub(crate) mod events;
@@ -30,6 +31,7 @@ use crate::{
 pub(crate) fn routes() -> Vec<RouteDef> {
     let mut all = Vec::new();
     all.extend(workflows::routes());
+    all.extend(bulk::routes());
     all.extend(events::routes());
     all.extend(definitions::routes());
     all.extend(meetings::routes());
@@ -103,6 +105,7 @@ mod tests {
             ("POST", "/api/v1/meetings/process", Start),
             ("POST", "/api/v1/onboarding", Start),
             ("POST", "/api/v1/workflows/instances/{id}/cancel", Control),
+            ("POST", "/api/v1/workflows/bulk/cancel", Control),
             (
                 "POST",
                 "/api/v1/workflows/instances/{id}/signal/{name}",

@@ -336,6 +336,12 @@ pub(crate) async fn cancel_instance(ctx: &Ctx, id: &str, reason: String) -> Resu
             status.status.as_str()
         )));
     }
+    publish_cancel(ctx, id, reason).await
+}
+
+/// Publishes the cancel of the caller's tenant's instance `id`, audited, without asking the
+/// engine first (a finished instance ignores it).
+pub(crate) async fn publish_cancel(ctx: &Ctx, id: &str, reason: String) -> Result<(), Error> {
     let message = CancelWorkflow {
         tenant: ctx.tenant().to_owned(),
         instance_id: id.to_owned(),

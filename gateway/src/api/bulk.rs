@@ -1,0 +1,137 @@
+//! `/api/v1/workflows/bulk/…`: actions on every instance of the caller's tenant a filter
+//! selects, as the ledger lists them, bounded per call.
+
+use axum::{Json, http::Method};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::{
+    Error, Permission,
+    api::{
+        ledger::{INSTANCES, fresh_id, label_filter, window},
+        workflows::publish_cancel,
+    },
+    extract::{Ctx, JsonBody, check_token},
+    limits::Group,
+    route::{Deadline, RouteDef, route},
+    workers::WorkerError,
+};
+
+/// The most instances one call acts on.
+pub(crate) const MAX_BULK: u32 = 1000;
+/// Rows asked of the ledger per page.
+const PAGE: u32 = 500;
+
+/// Which running instances to cancel: at least one of `workflow`, `label`, `from` and `to`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BulkCancelRequest {
+    /// Only instances of this workflow.
+    #[serde(default)]
+    workflow: Option<String>,
+    /// Only instances started with this label, `key=value`.
+    #[serde(default)]
+    label: Option<String>,
+    /// Only instances created at or after this time (as for the instance list).
+    #[serde(default)]
+    from: Option<String>,
+    /// Only instances created before this time.
+    #[serde(default)]
+    to: Option<String>,
+    /// Why, for the instances' status and the audit log.
+    #[serde(default)]
+    reason: Option<String>,
+    /// At most this many, 1–1000 (default 1000); `more` says whether others matched.
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/bulk/cancel",
+    tag = "workflows",
+    request_body = BulkCancelRequest,
+    responses(
+        (status = 200, description = "`{cancelled, instance_ids, more}`: the running instances (as the ledger lists them, newest first) whose cancel is stored on the bus, and whether more matched than `limit`", body = Object),
+        crate::responses::LedgerReadErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn cancel(
+    ctx: Ctx,
+    JsonBody(req): JsonBody<BulkCancelRequest>,
+) -> Result<Json<Value>, WorkerError> {
+    ctx.require(Permission::WorkflowsRun)?;
+    if req.workflow.is_none() && req.label.is_none() && req.from.is_none() && req.to.is_none() {
+        return Err(Error::field(
+            "workflow",
+            "name at least one of workflow, label, from and to: a bulk cancel never selects every instance",
+        )
+        .into());
+    }
+    let limit = req.limit.unwrap_or(MAX_BULK);
+    if !(1..=MAX_BULK).contains(&limit) {
+        return Err(Error::field("limit", format!("expected 1 to {MAX_BULK}")).into());
+    }
+    let mut filter = Map::new();
+    if let Some(workflow) = &req.workflow {
+        check_token("workflow", workflow)?;
+        filter.insert("workflow".into(), json!(workflow));
+    }
+    if let Some(label) = &req.label {
+        filter.insert("labels".into(), label_filter(label)?);
+    }
+    window(&mut filter, req.from.as_deref(), req.to.as_deref())?;
+    filter.insert("status".into(), json!("running"));
+    let reason = req
+        .reason
+        .unwrap_or_else(|| "cancelled in bulk over HTTP".into());
+
+    let mut ids: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let more = loop {
+        let mut page = filter.clone();
+        page.insert("limit".into(), json!(PAGE));
+        page.insert("cursor".into(), json!(cursor));
+        let listed = ctx
+            .call_worker(INSTANCES, fresh_id(), Value::Object(page))
+            .await?;
+        let rows = listed["instances"].as_array().cloned().unwrap_or_default();
+        let mut rows = rows.iter().filter_map(|r| r["instance_id"].as_str());
+        let mut full = false;
+        for id in rows.by_ref() {
+            if ids.len() as u32 == limit {
+                full = true;
+                break;
+            }
+            publish_cancel(&ctx, id, reason.clone()).await?;
+            ids.push(id.to_owned());
+        }
+        cursor = listed["next_cursor"].as_str().map(str::to_owned);
+        if full {
+            break true;
+        }
+        if cursor.is_none() {
+            break false;
+        }
+        if ids.len() as u32 == limit {
+            break true;
+        }
+    };
+    Ok(Json(json!({
+        "cancelled": ids.len(),
+        "instance_ids": ids,
+        "more": more,
+    })))
+}
+
+/// This area's routes.
+pub(crate) fn routes() -> Vec<RouteDef> {
+    vec![route(
+        Method::POST,
+        "/api/v1/workflows/bulk/cancel",
+        Group::Control,
+        Deadline::Request,
+        cancel,
+    )]
+}
