@@ -123,6 +123,7 @@ pub fn document() -> Value {
             "properties": { "type": { "const": "object" } }
         });
     }
+    refine_labels_and_bulk(&mut doc);
     retry_keys_on_server_errors(&mut doc);
     for body in CATALOG_BODIES {
         let schema = body.schema();
@@ -135,6 +136,59 @@ pub fn document() -> Value {
         }
     }
     doc
+}
+
+/// A label key, as `crate::start::labels` checks it.
+const LABEL_KEY: &str = "^[A-Za-z0-9_.-]{1,63}$";
+/// A `label` filter, `key=value`.
+const LABEL_FILTER: &str = "^[A-Za-z0-9_.-]{1,63}=[\\s\\S]{0,256}$";
+
+/// What the gateway checks of labels on a start, and of a bulk action's filter.
+fn refine_labels_and_bulk(doc: &mut Value) {
+    let labels = json!({
+        "description": "Labels kept with the instance, to find it by: at most 16",
+        "type": "object",
+        "maxProperties": crate::start::MAX_LABELS,
+        "propertyNames": { "pattern": LABEL_KEY },
+        "additionalProperties": { "type": "string", "maxLength": 256 }
+    });
+    if let Some(p) = doc.pointer_mut("/components/schemas/TriggerRequest/properties") {
+        p["labels"] = labels.clone();
+    }
+    // Execute reads a null `labels` as none.
+    if let Some(p) = doc.pointer_mut("/components/schemas/ExecuteRequest/properties") {
+        p["labels"] = json!({ "anyOf": [labels, { "type": "null" }] });
+    }
+    let rules = parameter_rules();
+    let rule = |name: &str| {
+        rules
+            .iter()
+            .find(|(n, routes, _)| *n == name && routes.contains(&"/api/v1/workflows/instances"))
+            .map_or(Value::Null, |(_, _, schema)| schema.clone())
+    };
+    // Each field may be null, which the gateway reads as absent.
+    let or_null = |schema: Value| json!({ "anyOf": [schema, { "type": "null" }] });
+    if let Some(bulk) = doc.pointer_mut("/components/schemas/BulkCancelRequest") {
+        let p = &mut bulk["properties"];
+        p["workflow"] = or_null(rule("workflow"));
+        p["label"] = or_null(json!({ "type": "string", "pattern": LABEL_FILTER }));
+        p["from"] = or_null(rule("from"));
+        p["to"] = or_null(rule("to"));
+        p["limit"] = or_null(
+            json!({ "type": "integer", "minimum": 1, "maximum": crate::api::bulk::MAX_BULK }),
+        );
+        // At least one filter given, and not null.
+        let given: Vec<Value> = ["workflow", "label", "from", "to"]
+            .iter()
+            .map(|f| {
+                json!({
+                    "required": [f],
+                    "properties": { *f: { "not": { "type": "null" } } }
+                })
+            })
+            .collect();
+        bulk["anyOf"] = Value::Array(given);
+    }
 }
 
 /// Every operation that takes an `Idempotency-Key` answers a server error with the key to
@@ -232,6 +286,11 @@ fn parameter_rules() -> Vec<(&'static str, &'static [&'static str], Value)> {
             "group_by",
             &[],
             json!({ "type": "string", "enum": ["meter", "day", "workflow"] }),
+        ),
+        (
+            "label",
+            &["/api/v1/workflows/instances"],
+            json!({ "type": "string", "pattern": LABEL_FILTER }),
         ),
         ("correlation_id", &[], text.clone()),
         ("action", &[], text.clone()),

@@ -71,7 +71,7 @@ fn unknown_keys_are_named_with_their_path_line_and_a_suggestion() {
     );
     assert_eq!(
         only("name: t\nversion: 1\nsteps: [{ id: a, operation: test.echo }]\nouptut: {}\n"),
-        "ouptut: unknown key (did you mean \"output\"?); expected one of: name, version, description, input, steps, output"
+        "ouptut: unknown key (did you mean \"output\"?); expected one of: name, version, description, input, steps, output, timeout"
     );
 }
 
