@@ -228,15 +228,20 @@ ensure_python_sdk() {
 # the target of the `mcp` worker kind in the tests.
 MCP_PY_VERSION="2.3.0"
 
+# Installs PACKAGE at VERSION into the venv of ensure_nats_py, unless it is there already.
+ensure_pip_pinned() {
+    ensure_nats_py
+    local package="$1" version="$2" venv="$SWITCHYARD_HOME/venv"
+    if [[ "$("$venv/bin/python3" -m pip show "$package" 2>/dev/null | sed -n 's/^Version: //p' || true)" != "$version" ]]; then
+        log "pip install $package==$version"
+        "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
+            "$package==$version"
+    fi
+}
+
 # Installs the MCP SDK (pinned) into the venv of ensure_nats_py.
 ensure_python_mcp() {
-    ensure_nats_py
-    local venv="$SWITCHYARD_HOME/venv"
-    if [[ "$("$venv/bin/python3" -m pip show mcp 2>/dev/null | sed -n 's/^Version: //p' || true)" != "$MCP_PY_VERSION" ]]; then
-        log "pip install mcp==$MCP_PY_VERSION"
-        "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
-            "mcp==$MCP_PY_VERSION"
-    fi
+    ensure_pip_pinned mcp "$MCP_PY_VERSION"
 }
 
 # The schemathesis release the API's property-based test (deploy/local/api-fuzz.sh) runs.
@@ -245,14 +250,8 @@ SCHEMATHESIS_VERSION="4.32.5"
 # Installs schemathesis (pinned) into the venv of ensure_nats_py; exports SWITCHYARD_SCHEMATHESIS,
 # its command.
 ensure_schemathesis() {
-    ensure_nats_py
-    local venv="$SWITCHYARD_HOME/venv"
-    if [[ "$("$venv/bin/python3" -m pip show schemathesis 2>/dev/null | sed -n 's/^Version: //p' || true)" != "$SCHEMATHESIS_VERSION" ]]; then
-        log "pip install schemathesis==$SCHEMATHESIS_VERSION"
-        "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
-            "schemathesis==$SCHEMATHESIS_VERSION"
-    fi
-    export SWITCHYARD_SCHEMATHESIS="$venv/bin/st"
+    ensure_pip_pinned schemathesis "$SCHEMATHESIS_VERSION"
+    export SWITCHYARD_SCHEMATHESIS="$SWITCHYARD_HOME/venv/bin/st"
 }
 
 # Installs Debian's nats-server (2.9.10) for the tests that check an unsupported server is

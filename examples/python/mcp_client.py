@@ -22,7 +22,8 @@ from mcp.types import TextContent
 async def on_progress(
     progress: float, total: float | None, message: str | None
 ) -> None:
-    print(f"  progress {progress:g}/{total or '?'}: {message}")
+    of = "?" if total is None else f"{total:g}"
+    print(f"  progress {progress:g}/{of}: {message}")
 
 
 async def main(url: str, token: str, tool: str, arguments: dict[str, object]) -> int:

@@ -93,6 +93,33 @@ async fn the_official_python_client_sees_runs_and_follows_the_tenants_workflows(
     .expect("the client ran");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the client failed:\n{stderr}");
+
+    // The README's example client, as run.sh runs it.
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/python/mcp_client.py"
+    );
+    let ran = tokio::process::Command::new(switchyard_test_harness::python_with("mcp"))
+        .arg(example)
+        .arg(format!("http://{address}/mcp"))
+        .arg(env.token(TENANT, Role::Operator))
+        .arg("hello")
+        .arg(r#"{"name": "Example"}"#)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("the example ran");
+    let printed = String::from_utf8_lossy(&ran.stdout);
+    assert!(
+        ran.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert!(printed.contains("HELLO, EXAMPLE!"), "{printed}");
+    assert!(
+        printed.contains("progress 6/6: step summary completed"),
+        "{printed}"
+    );
     let report: Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
     println!("{report:#}");

@@ -1744,6 +1744,23 @@ fn rate(
     )
 }
 
+/// [`duration`], or `fallback` when the value is bad: a bad value is reported once, and the
+/// fallback keeps range checks from reporting it again.
+fn duration_or(
+    figment: &Figment,
+    key: &str,
+    fallback: Duration,
+    problems: &mut Vec<Problem>,
+) -> Duration {
+    let before = problems.len();
+    let value = duration(figment, key, problems);
+    if problems.len() > before {
+        fallback
+    } else {
+        value
+    }
+}
+
 fn duration(figment: &Figment, key: &str, problems: &mut Vec<Problem>) -> Duration {
     #[derive(Deserialize)]
     struct D(#[serde(with = "humantime_serde")] Duration);

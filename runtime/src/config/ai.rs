@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use serde::de::DeserializeOwned;
 
-use super::{Problem, Secret, duration, field, source_name};
+use super::{Problem, Secret, duration_or, field, source_name};
 
 /// A provider key: its value, or `fallback` when it is not set (a provider's defaults are
 /// not in the figment, since the map starts empty).
@@ -53,14 +53,7 @@ fn dur(figment: &Figment, key: &str, fallback: Duration, problems: &mut Vec<Prob
     if figment.find_value(key).is_err() {
         return fallback;
     }
-    let before = problems.len();
-    let value = duration(figment, key, problems);
-    // A bad value is reported once; the fallback keeps range checks from repeating it.
-    if problems.len() > before {
-        fallback
-    } else {
-        value
-    }
+    duration_or(figment, key, fallback, problems)
 }
 
 /// The provider that needs no configuration: extractive and rule-based, in process.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use super::{Problem, duration, field};
+use super::{Problem, duration_or, field};
 
 /// Settings of the ledger worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,18 +53,8 @@ pub(super) const KEYS: &[&str] = &[
 impl LedgerSettings {
     pub(super) fn load(figment: &Figment, problems: &mut Vec<Problem>) -> Self {
         let d = LedgerSettings::default();
-        // A bad duration is reported once, not again as out of range.
-        let mut dur = |key: &str, fallback: Duration| {
-            let before = problems.len();
-            let value = duration(figment, key, problems);
-            if problems.len() > before {
-                fallback
-            } else {
-                value
-            }
-        };
-        let batch_wait = dur("ledger.batch_wait", d.batch_wait);
-        let lag_interval = dur("ledger.lag_interval", d.lag_interval);
+        let batch_wait = duration_or(figment, "ledger.batch_wait", d.batch_wait, problems);
+        let lag_interval = duration_or(figment, "ledger.lag_interval", d.lag_interval, problems);
         LedgerSettings {
             batch_size: field(figment, "ledger.batch_size", d.batch_size, problems),
             batch_wait,

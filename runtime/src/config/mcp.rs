@@ -23,7 +23,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use super::{Problem, Secret, duration, field};
+use super::{Problem, Secret, duration_or, field};
 
 /// Settings of the `mcp` worker kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,19 +114,17 @@ pub(super) const KEYS: &[&str] = &[
 impl McpSettings {
     pub(super) fn load(figment: &Figment, problems: &mut Vec<Problem>) -> Self {
         let d = McpSettings::default();
-        let mut dur = |key: &str, fallback: Duration| {
-            let before = problems.len();
-            let value = duration(figment, key, problems);
-            if problems.len() > before {
-                fallback
-            } else {
-                value
-            }
-        };
-        let call_timeout = dur("mcp.call_timeout", d.call_timeout);
-        let connect_timeout = dur("mcp.connect_timeout", d.connect_timeout);
-        let breaker_cooldown = dur("mcp.breaker_cooldown", d.breaker_cooldown);
-        let health_interval = dur("mcp.health_interval", d.health_interval);
+        let call_timeout = duration_or(figment, "mcp.call_timeout", d.call_timeout, problems);
+        let connect_timeout =
+            duration_or(figment, "mcp.connect_timeout", d.connect_timeout, problems);
+        let breaker_cooldown = duration_or(
+            figment,
+            "mcp.breaker_cooldown",
+            d.breaker_cooldown,
+            problems,
+        );
+        let health_interval =
+            duration_or(figment, "mcp.health_interval", d.health_interval, problems);
         McpSettings {
             servers: field(figment, "mcp.servers", BTreeMap::new(), problems),
             call_timeout,

@@ -22,7 +22,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use super::{AiSettings, LOCAL_PROVIDER, Problem, duration, field};
+use super::{AiSettings, LOCAL_PROVIDER, Problem, duration_or, field};
 
 /// Settings of the research worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,18 +130,14 @@ pub(super) const KEYS: &[&str] = &[
 impl ResearchSettings {
     pub(super) fn load(figment: &Figment, problems: &mut Vec<Problem>) -> Self {
         let d = ResearchSettings::default();
-        // A bad duration is reported once, not again as out of range.
-        let mut dur = |key: &str, fallback: Duration| {
-            let before = problems.len();
-            let value = duration(figment, key, problems);
-            if problems.len() > before {
-                fallback
-            } else {
-                value
-            }
-        };
-        let rescan_interval = dur("research.rescan_interval", d.rescan_interval);
-        let fetch_timeout = dur("research.fetch_timeout", d.fetch_timeout);
+        let rescan_interval = duration_or(
+            figment,
+            "research.rescan_interval",
+            d.rescan_interval,
+            problems,
+        );
+        let fetch_timeout =
+            duration_or(figment, "research.fetch_timeout", d.fetch_timeout, problems);
         ResearchSettings {
             corpus_dir: field(figment, "research.corpus_dir", d.corpus_dir, problems),
             rescan_interval,

@@ -22,6 +22,7 @@ use switchyard_test_harness::{
 };
 
 const TOKEN: &str = "fixture-token-0123456789";
+const OTHER_TENANT: &str = "globex";
 
 /// One fixture server process and the log of the tool calls it ran.
 struct Fixture {
@@ -200,11 +201,9 @@ async fn tools_are_declared_type_checked_and_run_as_steps() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("calls.jsonl");
     let server = Fixture::http(&log, Some(TOKEN)).await;
-    let env = env(
-        vec![("calc", http_server(&[&server.url], Some(TOKEN)))],
-        |_| {},
-    )
-    .await;
+    let mut calc = http_server(&[&server.url], Some(TOKEN));
+    calc.tenants = vec![TENANT.to_owned()];
+    let env = env(vec![("calc", calc)], |_| {}).await;
 
     let mut usage = env
         .bus
@@ -367,6 +366,37 @@ async fn tools_are_declared_type_checked_and_run_as_steps() {
     let done = env.run("muls", json!({})).await;
     assert_eq!(engine::step(&done, "call")["output"], json!({"result": 42}));
 
+    // A server configured for one tenant is not found by another: no call is made.
+    let before = calls(&log).len();
+    let yaml = one_step(
+        "theirs",
+        "mcp.call",
+        json!({"server": "calc", "tool": "record", "arguments": {"key": "stolen"}}),
+        "",
+    );
+    engine::register(&env.bus.client, OTHER_TENANT, &yaml).await;
+    let done = engine::run_workflow(
+        &env.bus,
+        OTHER_TENANT,
+        "theirs",
+        json!({}),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    assert_eq!(done["error"]["code"], "not_found", "{done:#}");
+    assert!(
+        done["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("MCP server \"calc\" not found")),
+        "{done:#}"
+    );
+    assert_eq!(
+        calls(&log).len(),
+        before,
+        "the other tenant's call reached the server"
+    );
+
     // Metered by server.
     let ok = metrics::counter(
         std::slice::from_ref(&env.registry),
@@ -507,4 +537,44 @@ async fn a_redelivered_call_over_stdio_does_not_call_the_tool_again() {
         .filter(|(t, at)| t == "record" && at == "stdio")
         .count();
     assert_eq!(recorded, 1, "the tool ran again");
+}
+
+/// The shipped example: the AI Tutor's notes server (examples/ai_tutor/mcp_server.py) over
+/// stdio runs workflows/examples/tutor_notes.yaml, whose steps are its declared tools.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_tutor_notes_workflow_runs_on_the_tutors_mcp_server() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let tutor = McpServer {
+        command: vec![
+            python().display().to_string(),
+            format!("{root}/examples/ai_tutor/mcp_server.py"),
+        ],
+        ..McpServer::default()
+    };
+    let env = env(vec![("tutor", tutor)], |_| {}).await;
+    env.register(include_str!("../../../workflows/examples/tutor_notes.yaml"))
+        .await;
+    let done = env
+        .run("tutor_notes", json!({"topic": "the Analytical Engine"}))
+        .await;
+    assert_eq!(done["status"], "completed", "{done:#}");
+    assert_eq!(
+        done["output"]["sources"][0], "analytical-engine.md",
+        "{done:#}"
+    );
+    assert!(
+        done["output"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("Engine")),
+        "{done:#}"
+    );
+    // A query with nothing to search is the tool's error, with its text, and fails the step.
+    let failed = env.run("tutor_notes", json!({"topic": "the of and"})).await;
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("the query has no searchable words")),
+        "{failed:#}"
+    );
 }
