@@ -15,7 +15,7 @@ use switchyard_proto::{
 use crate::Bus;
 
 /// How long a query is retried while no orchestrator answers (one may be (re)starting).
-const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
 /// Asks the engine's `endpoint_name` with `body`; the reply's JSON, or `Err` with the error
 /// body when the engine refused (marked by the service error header, not by the body).
