@@ -120,6 +120,8 @@ impl AuthDir {
     /// the server's memory resolver. A config that includes it admits only users signed by
     /// the `SWITCHYARD` account (or the system account).
     pub fn server_config(&self) -> Result<String, Error> {
+        /// Bytes a client's CONNECT line may take, its JWT included.
+        const MAX_CONTROL_LINE: usize = 32 << 10;
         let system = self.system.public_key();
         let operator = jwt::operator(&self.operator, &system)?;
         let account = jwt::account(&self.operator, &self.account, ACCOUNT, true)?;
@@ -130,6 +132,9 @@ impl AuthDir {
              # signed, with the permissions in that JWT.\n\
              operator: {operator}\n\
              system_account: {system}\n\
+             # A user's JWT travels in its CONNECT line and carries its permissions: the\n\
+             # engine's are longer than the default 4 KiB allows.\n\
+             max_control_line: {MAX_CONTROL_LINE}\n\
              resolver: MEMORY\n\
              resolver_preload: {{\n  # {ACCOUNT}\n  {account_key}: {account}\n  # \
              {SYSTEM_ACCOUNT}\n  {system}: {system_jwt}\n}}\n",

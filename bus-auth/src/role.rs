@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use switchyard_proto::{stream, subject};
+use switchyard_proto::{audit, stream, subject};
 
 use crate::Error;
 
@@ -220,6 +220,7 @@ impl Role {
                 publish: vec![
                     format!("wf.start.{tenant}.>"),
                     format!("wf.cancel.{tenant}.*"),
+                    format!("wf.rerun.{tenant}.*"),
                     format!("wf.signal.{tenant}.>"),
                 ],
                 subscribe: vec![
@@ -277,6 +278,12 @@ fn orchestrator() -> Permissions {
             subject::ALL_EVENTS.to_owned(),
             subject::ALL_TIMERS.to_owned(),
             subject::dlq("orchestrator"),
+            // A re-run it accepted goes through its own inbox, like any command; it audits
+            // the re-runs and dead-letter replays its service carries out.
+            subject::ALL_RERUNS.to_owned(),
+            subject::audit("*", audit::INSTANCE_RERUN),
+            subject::audit("*", audit::DLQ_REPLAY),
+            subject::audit("*", audit::DLQ_PURGE),
             "$JS.API.STREAM.INFO.*".to_owned(),
             // The registry asks every service whether it is there.
             "$SRV.PING".to_owned(),
@@ -285,6 +292,12 @@ fn orchestrator() -> Permissions {
     );
     p.publish.extend(kv_write(stream::WF_STATE_BUCKET));
     p.publish.extend(kv_write(stream::WF_DEFINITIONS_BUCKET));
+    // Operators list, show, replay and purge dead letters through its service.
+    p.publish.extend(ephemeral_consumers(stream::DLQ));
+    p.publish.extend(get_message(stream::DLQ));
+    p.publish
+        .push(format!("$JS.API.STREAM.MSG.DELETE.{}", stream::DLQ));
+    p.publish.extend(kv_write(stream::DLQ_HANDLED_BUCKET));
     // Worker kinds declare their operations to it: it stores them and creates a new kind's
     // work-queue stream and consumer (never changing or deleting existing ones; ADR 15).
     // Subject wildcards match whole tokens, so stream creation cannot be narrowed to

@@ -99,6 +99,8 @@ pub struct KvBuckets {
     pub attempts: KvSettings,
     /// `WF_OPERATIONS`: the operations worker kinds declared at run time.
     pub operations: KvSettings,
+    /// `WF_DLQ_HANDLED`: the dead letters that were replayed.
+    pub dlq_handled: KvSettings,
 }
 
 /// The declared settings of one stream. Only these are compared with the server.
@@ -489,6 +491,7 @@ impl BusConfig {
             subject::ALL_STARTS,
             subject::ALL_RESULTS,
             subject::ALL_CANCELS,
+            subject::ALL_RERUNS,
             subject::ALL_SIGNALS,
             subject::ALL_TIMERS,
         ];
@@ -556,6 +559,7 @@ impl BusConfig {
                 &[
                     subject::ALL_STARTS,
                     subject::ALL_CANCELS,
+                    subject::ALL_RERUNS,
                     subject::ALL_SIGNALS,
                 ],
                 &c.orchestrator_commands,
@@ -634,6 +638,10 @@ impl BusConfig {
             KvSpec {
                 bucket: stream::OPERATIONS_BUCKET.to_owned(),
                 settings: self.kv.operations.clone(),
+            },
+            KvSpec {
+                bucket: stream::DLQ_HANDLED_BUCKET.to_owned(),
+                settings: self.kv.dlq_handled.clone(),
             },
         ]
     }
@@ -747,7 +755,7 @@ mod tests {
             .iter()
             .find(|c| c.name == stream::ORCHESTRATOR_COMMANDS)
             .expect("orchestrator-commands");
-        assert_eq!(commands.filter_subjects.len(), 3);
+        assert_eq!(commands.filter_subjects.len(), 4);
         assert!(
             !commands
                 .filter_subjects

@@ -4,5 +4,6 @@
 //! crates; it holds no logic another process would need.
 
 pub mod demo;
+pub mod dlq;
 pub mod registry;
 pub mod workflow;

@@ -64,6 +64,11 @@ enum Command {
         #[command(subcommand)]
         command: Option<RegistryCommand>,
     },
+    /// Dead letters: list, show, replay and purge what consumers gave up on.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Print the effective configuration, secrets redacted.
     Config,
     /// Print the HTTP API's OpenAPI 3.1 document (what the gateway serves at `/openapi.json`).
@@ -95,6 +100,102 @@ enum Command {
         /// Seconds to wait for every outcome.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+    },
+}
+
+/// Which dead letters: every option narrows the selection.
+#[derive(Debug, Clone, Default, clap::Args)]
+struct DlqSelect {
+    /// Only this tenant's letters.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// The kind of consumer that gave up: a worker kind, `orchestrator` or `ledger`.
+    #[arg(long)]
+    kind: Option<String>,
+    /// The job's operation, e.g. `ai.summarize`.
+    #[arg(long)]
+    operation: Option<String>,
+    /// Why it was given up on: retries_exhausted, permanent, decode, deadline_exceeded,
+    /// unknown_operation, unavailable.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only letters of this workflow instance's jobs.
+    #[arg(long)]
+    instance: Option<String>,
+    /// Only letters stored within this long, e.g. `1h`, `2d`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Option<std::time::Duration>,
+}
+
+impl DlqSelect {
+    fn filter(self) -> switchyard_proto::orchestrator::DlqFilter {
+        switchyard_proto::orchestrator::DlqFilter {
+            tenant: self.tenant,
+            kind: self.kind,
+            operation: self.operation,
+            reason: self.reason,
+            instance_id: self.instance,
+            from_ms: self.since.map(|d| {
+                switchyard_proto::now_ms() - i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+            }),
+            to_ms: None,
+            handled: None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.kind.is_none()
+            && self.operation.is_none()
+            && self.reason.is_none()
+            && self.instance.is_none()
+            && self.since.is_none()
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Letters, oldest first, with why they were given up on and whether they were replayed.
+    List {
+        #[command(flatten)]
+        select: DlqSelect,
+        /// Only letters already replayed (`true`) or not yet (`false`).
+        #[arg(long)]
+        handled: Option<bool>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Letters after this sequence (a previous page's last).
+        #[arg(long)]
+        after: Option<u64>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One letter: its original payload and headers, the error, attempts and the replica
+    /// that gave up, as JSON.
+    Show {
+        seq: u64,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Replay one letter, or those the options select: a workflow step's job re-runs its
+    /// instance from that step; a job published straight to the bus is published again.
+    Replay {
+        /// The letter; without it, the options select (at least one of them).
+        seq: Option<u64>,
+        #[command(flatten)]
+        select: DlqSelect,
+        /// At most this many letters.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+    /// Remove letters: those named, or those the options select that were replayed
+    /// (`--unhandled` removes the ones that were not instead).
+    Purge {
+        seqs: Vec<u64>,
+        #[command(flatten)]
+        select: DlqSelect,
+        #[arg(long)]
+        unhandled: bool,
     },
 }
 
@@ -206,6 +307,21 @@ enum WorkflowCommand {
         #[arg(long, default_value = "cancelled from the command line")]
         reason: String,
     },
+    /// Run a failed, cancelled or timed-out instance again from its failed steps: completed
+    /// steps keep their outputs and do not run again.
+    Rerun {
+        instance: String,
+        /// Also run this step, and every step downstream of it, again (needed for a
+        /// completed instance).
+        #[arg(long)]
+        from_step: Option<String>,
+        /// Continue under this newer version of the workflow; it must keep the completed
+        /// steps' ids and accept their outputs.
+        #[arg(long)]
+        version: Option<u32>,
+        #[arg(long, default_value = "re-run from the command line")]
+        reason: String,
+    },
     /// Send a named signal (e.g. an approval) to an instance.
     Signal {
         instance: String,
@@ -294,6 +410,7 @@ fn config_sections(command: &Command) -> Vec<Section> {
             WorkerKind::Mcp => switchyard_integration::mcp::CONFIG_SECTIONS.to_vec(),
         },
         Command::Bus { .. }
+        | Command::Dlq { .. }
         | Command::Registry { .. }
         | Command::Workflow { .. }
         | Command::Demo { .. }
@@ -465,6 +582,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dlq { command } => dlq_command(&config, command).await,
         Command::Demo { jobs, timeout } => {
             let client = nats::connect(&config, "switchyard-demo").await?;
             let report =
@@ -487,7 +605,8 @@ async fn workflow_command(
 ) -> anyhow::Result<ExitCode> {
     use switchyard_cli::workflow;
     use switchyard_proto::orchestrator::{
-        DefinitionsList, GetInstance, InstanceGet, InstanceStatus, ListDefinitions,
+        DefinitionsList, GetInstance, InstanceGet, InstanceRerun, InstanceStatus, ListDefinitions,
+        RerunInstance,
     };
 
     let client = nats::connect(config, "switchyard-cli").await?;
@@ -579,6 +698,33 @@ async fn workflow_command(
             workflow::cancel(&client, tenant, &instance, &reason).await?;
             println!("cancel sent for {instance}");
         }
+        WorkflowCommand::Rerun {
+            instance,
+            from_step,
+            version,
+            reason,
+        } => {
+            let reply = workflow::query::<RerunInstance>(
+                &client,
+                &InstanceRerun {
+                    tenant: tenant.to_owned(),
+                    instance_id: instance.clone(),
+                    from_step,
+                    version,
+                    requested_by: workflow::cli_actor(),
+                    reason: Some(reason),
+                    correlation_id: None,
+                },
+            )
+            .await?;
+            println!(
+                "{instance}: run {} (version {}) re-runs {}; keeps {}",
+                reply.run,
+                reply.version,
+                list_or_none(&reply.steps),
+                list_or_none(&reply.kept)
+            );
+        }
         WorkflowCommand::Signal {
             instance,
             name,
@@ -591,6 +737,70 @@ async fn workflow_command(
         }
     }
     client.flush().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+async fn dlq_command(config: &Config, command: DlqCommand) -> anyhow::Result<ExitCode> {
+    use switchyard_cli::dlq;
+    let client = nats::connect(config, "switchyard-cli").await?;
+    match command {
+        DlqCommand::List {
+            select,
+            handled,
+            limit,
+            after,
+            json,
+        } => {
+            let mut filter = select.filter();
+            filter.handled = handled;
+            let page = dlq::list(&client, filter, Some(limit), after).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&page)?);
+            } else {
+                print!("{}", dlq::render(&page));
+            }
+        }
+        DlqCommand::Show { seq, tenant } => {
+            let letter = dlq::show(&client, tenant, seq).await?;
+            println!("{}", serde_json::to_string_pretty(&letter)?);
+        }
+        DlqCommand::Replay { seq, select, limit } => {
+            let reply = match seq {
+                Some(seq) => dlq::replay(&client, select.tenant, Some(seq), None, None).await?,
+                None => {
+                    if select.is_empty() {
+                        anyhow::bail!(
+                            "name a letter, or select letters with --kind, --operation, --reason, --instance or --since"
+                        );
+                    }
+                    let tenant = select.tenant.clone();
+                    dlq::replay(&client, tenant, None, Some(select.filter()), Some(limit)).await?
+                }
+            };
+            print!("{}", dlq::render_replay(&reply));
+            if !reply.refused.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        DlqCommand::Purge {
+            seqs,
+            select,
+            unhandled,
+        } => {
+            let mut filter = select.filter();
+            filter.handled = Some(!unhandled);
+            let reply = dlq::purge(&client, filter, seqs).await?;
+            println!("purged {} letters", reply.purged);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

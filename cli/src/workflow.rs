@@ -253,6 +253,14 @@ pub fn summary(status: &InstanceView) -> String {
     out
 }
 
+/// Who a change made from the command line is recorded as: `cli:<user>`.
+pub fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
 pub async fn cancel(
     client: &async_nats::Client,
     tenant: &str,

@@ -207,6 +207,116 @@ async fn a_workflow_is_validated_registered_run_and_followed_from_the_command_li
     stop(worker);
 }
 
+#[tokio::test]
+async fn a_failed_instance_is_recovered_from_the_command_line_through_its_dead_letter() {
+    let server = NatsServer::start().await;
+    assert!(switchyard(&server, &["bus", "apply"]).status.success());
+    let worker = spawn(&server, &Role::Worker("test".into()), &["worker", "test"]);
+    let orchestrator = spawn(&server, &Role::Orchestrator, &["orchestrator"]);
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(
+        file.path(),
+        "name: mend\nversion: 1\nsteps:\n  - { id: prep, operation: test.echo, input: { v: 1 } }\n  - { id: call, operation: test.fail, needs: [prep], input: { mode: permanent, runs: 1 } }\n",
+    )
+    .unwrap();
+    let path = file.path().to_str().unwrap();
+    assert!(
+        switchyard(&server, &["workflow", "register", path])
+            .status
+            .success()
+    );
+    let run = switchyard(&server, &["workflow", "run", "mend", "--timeout", "30"]);
+    let out = text(&run);
+    assert_eq!(run.status.code(), Some(1), "{out}");
+    let instance = out
+        .lines()
+        .find_map(|l| l.strip_prefix("instance "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the instance id")
+        .to_owned();
+
+    // The letter is listed (the worker stores it a moment after the result).
+    let mut listed = String::new();
+    for _ in 0..100 {
+        listed = text(&switchyard(
+            &server,
+            &[
+                "dlq",
+                "list",
+                "--tenant",
+                "demo",
+                "--instance",
+                &instance,
+                "--json",
+            ],
+        ));
+        if listed.contains("test.fail") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let page: serde_json::Value = serde_json::from_str(&listed).expect(&listed);
+    let seq = page["letters"][0]["seq"]
+        .as_u64()
+        .expect(&listed)
+        .to_string();
+    let table = text(&switchyard(
+        &server,
+        &["dlq", "list", "--reason", "permanent"],
+    ));
+    assert!(
+        table.contains("test.fail") && table.contains("no"),
+        "{table}"
+    );
+    let shown = text(&switchyard(&server, &["dlq", "show", &seq]));
+    assert!(shown.contains("\"step_id\": \"call\""), "{shown}");
+
+    // Replayed: the instance re-runs from the step and completes; once only.
+    let replayed = switchyard(&server, &["dlq", "replay", &seq]);
+    assert!(replayed.status.success(), "{}", text(&replayed));
+    assert!(
+        text(&replayed).contains("re-runs (run 1)"),
+        "{}",
+        text(&replayed)
+    );
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = text(&switchyard(&server, &["workflow", "status", &instance]));
+        if status.contains("): completed") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(status.contains("): completed"), "{status}");
+    let again = switchyard(&server, &["dlq", "replay", &seq]);
+    assert_ne!(again.status.code(), Some(0));
+    assert!(
+        text(&again).contains("already replayed"),
+        "{}",
+        text(&again)
+    );
+
+    // A completed instance re-runs from a named step only.
+    let refused = switchyard(&server, &["workflow", "rerun", &instance]);
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(text(&refused).contains("from_step"), "{}", text(&refused));
+    let rerun = switchyard(
+        &server,
+        &["workflow", "rerun", &instance, "--from-step", "call"],
+    );
+    assert!(
+        text(&rerun).contains("run 2 (version 1) re-runs call; keeps prep"),
+        "{}",
+        text(&rerun)
+    );
+
+    let purged = text(&switchyard(&server, &["dlq", "purge"]));
+    assert!(purged.contains("purged 1 letters"), "{purged}");
+
+    stop(orchestrator);
+    stop(worker);
+}
+
 #[test]
 fn bad_configuration_is_reported_in_full_with_exit_code_2() {
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))

@@ -16,52 +16,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_nats::HeaderMap;
-use switchyard_proto::{AuditEvent, audit, encode_proto, header, now_ms, subject};
+use switchyard_proto::audit;
 use tracing::warn;
-use uuid::Uuid;
 
 use crate::AppState;
 
-/// One audit record before it is sent.
-#[derive(Debug)]
-pub(crate) struct Record<'a> {
-    pub tenant: &'a str,
-    pub actor: &'a str,
-    pub action: &'static str,
-    pub target: &'a str,
-    pub outcome: &'a str,
-    pub correlation_id: &'a str,
-    pub attributes: HashMap<String, String>,
-}
-
-impl Record<'_> {
-    fn message(&self) -> (String, HeaderMap, Vec<u8>) {
-        let event = AuditEvent {
-            event_id: Uuid::now_v7().to_string(),
-            tenant: self.tenant.to_owned(),
-            actor: self.actor.to_owned(),
-            action: self.action.to_owned(),
-            target: self.target.to_owned(),
-            outcome: self.outcome.to_owned(),
-            at_ms: now_ms(),
-            correlation_id: self.correlation_id.to_owned(),
-            attributes: self.attributes.clone(),
-        };
-        let mut headers = HeaderMap::new();
-        headers.insert(header::MSG_ID, event.event_id.as_str());
-        headers.insert(header::TENANT, self.tenant);
-        headers.insert(header::CONTENT_TYPE, header::PROTOBUF);
-        if !self.correlation_id.is_empty() {
-            headers.insert(header::CORRELATION_ID, self.correlation_id);
-        }
-        (
-            subject::audit(self.tenant, self.action),
-            headers,
-            encode_proto(&event),
-        )
-    }
-}
+pub(crate) use switchyard_runtime::audit::Record;
 
 /// Records an accepted action; the PubAck is awaited in the background.
 pub(crate) fn accepted(state: &AppState, record: Record<'_>) {

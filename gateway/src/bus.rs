@@ -125,7 +125,11 @@ fn from_service_error(e: ServiceError) -> Error {
             message: e.message,
             problems: e.problems,
         },
-        ServiceErrorCode::BadRequest => Error::BadRequest(e.message),
+        // A refusal that names its field becomes one naming it for the client too.
+        ServiceErrorCode::BadRequest => match e.problems.first() {
+            Some(p) if !p.path.is_empty() => Error::field(p.path.clone(), p.message.clone()),
+            _ => Error::BadRequest(e.message),
+        },
         ServiceErrorCode::NotFound => Error::NotFound(e.message),
         ServiceErrorCode::Conflict => Error::Conflict(e.message),
         ServiceErrorCode::Internal => Error::Internal {

@@ -35,8 +35,15 @@ use crate::{
         crate::api::workflows::instance,
         crate::api::events::stream,
         crate::api::workflows::cancel,
+        crate::api::workflows::rerun,
         crate::api::bulk::cancel,
+        crate::api::bulk::rerun,
         crate::api::workflows::signal,
+        crate::api::dlq::list,
+        crate::api::dlq::show,
+        crate::api::dlq::replay,
+        crate::api::dlq::replay_bulk,
+        crate::api::dlq::purge,
         crate::api::definitions::list_definitions,
         crate::api::definitions::validate_definition,
         crate::api::definitions::get_definition,
@@ -76,17 +83,20 @@ use crate::{
             contract::SignalView, contract::DefinitionList, contract::DefinitionSummary,
             contract::DefinitionDetail, contract::DefinitionStep, contract::DefinitionScope,
             contract::PutReply, contract::DeleteReply, contract::ValidateReply,
-            contract::Problem
+            contract::Problem, contract::RerunReply, contract::DlqPage, contract::DlqSummary,
+            contract::DlqHandled, contract::DlqLetter, contract::DlqReplayReply,
+            contract::DlqReplayed, contract::DlqRefused, contract::DlqPurgeReply
         )
     ),
     modifiers(&BearerAuth),
     tags(
-        (name = "workflows", description = "Start, follow, cancel and signal workflow instances"),
+        (name = "workflows", description = "Start, follow, cancel, signal and re-run workflow instances"),
         (name = "definitions", description = "Register, read, validate and delete workflow definitions"),
         (name = "operations", description = "Health, readiness, metrics, the worker registry and this document"),
         (name = "meetings", description = "Turn meeting transcripts into summaries and tasks, and read the results"),
         (name = "research", description = "Research a topic over the document corpus, given URLs and a search API"),
         (name = "integrations", description = "Create and update ClickUp tasks, and check which integrations work"),
+        (name = "dlq", description = "Dead letters: list, inspect, replay and purge the messages workers gave up on"),
         (name = "ledger", description = "Usage per meter, day or workflow; instance history and stats; the audit log"),
         (name = "cards", description = "Versioned content cards (company, audience, voice, insight, and a tenant's own types) and onboarding"),
     )
@@ -138,6 +148,11 @@ pub fn document() -> Value {
     doc
 }
 
+/// An operation name, `<kind>.<op>[.<op>…]`, as `subject::check_operation` checks it.
+const OPERATION: &str = "^[A-Za-z0-9_-]{1,128}(\\.[A-Za-z0-9_-]{1,128})+$";
+/// The largest stream sequence a parameter may name (what JSON numbers hold exactly).
+const MAX_SEQ: u64 = (1 << 53) - 1;
+
 /// A label key, as `crate::start::labels` checks it.
 const LABEL_KEY: &str = "^[A-Za-z0-9_.-]{1,63}$";
 /// A `label` filter, `key=value`.
@@ -168,26 +183,91 @@ fn refine_labels_and_bulk(doc: &mut Value) {
     };
     // Each field may be null, which the gateway reads as absent.
     let or_null = |schema: Value| json!({ "anyOf": [schema, { "type": "null" }] });
-    if let Some(bulk) = doc.pointer_mut("/components/schemas/BulkCancelRequest") {
-        let p = &mut bulk["properties"];
-        p["workflow"] = or_null(rule("workflow"));
-        p["label"] = or_null(json!({ "type": "string", "pattern": LABEL_FILTER }));
-        p["from"] = or_null(rule("from"));
-        p["to"] = or_null(rule("to"));
-        p["limit"] = or_null(
-            json!({ "type": "integer", "minimum": 1, "maximum": crate::api::bulk::MAX_BULK }),
-        );
-        // At least one filter given, and not null.
-        let given: Vec<Value> = ["workflow", "label", "from", "to"]
-            .iter()
-            .map(|f| {
-                json!({
-                    "required": [f],
-                    "properties": { *f: { "not": { "type": "null" } } }
-                })
+    for name in ["BulkCancelRequest", "BulkRerunRequest"] {
+        if let Some(bulk) = doc.pointer_mut(&format!("/components/schemas/{name}")) {
+            let p = &mut bulk["properties"];
+            p["workflow"] = or_null(rule("workflow"));
+            p["label"] = or_null(json!({ "type": "string", "pattern": LABEL_FILTER }));
+            p["from"] = or_null(rule("from"));
+            p["to"] = or_null(rule("to"));
+            p["limit"] = or_null(
+                json!({ "type": "integer", "minimum": 1, "maximum": crate::api::bulk::MAX_BULK }),
+            );
+            bulk["anyOf"] = one_given(&["workflow", "label", "from", "to"]);
+            if name == "BulkRerunRequest" {
+                rerun_status(bulk);
+            }
+        }
+    }
+    refine_dlq_bodies(doc);
+    if let Some(p) = doc.pointer_mut("/components/schemas/RerunRequest/properties") {
+        p["from_step"] = or_null(rule("workflow"));
+        p["version"] = or_null(json!({ "type": "integer", "minimum": 1, "maximum": u32::MAX }));
+    }
+}
+
+/// A bulk re-run's `status`: which finished instances it selects.
+fn rerun_status(bulk: &mut Value) {
+    bulk["properties"]["status"] = json!({ "anyOf": [{ "type": "string", "enum": ["failed", "cancelled"] }, { "type": "null" }] });
+}
+
+/// A subject token: a tenant, workflow, instance id or kind.
+fn token_schema() -> Value {
+    use switchyard_proto::subject::MAX_TOKEN_LEN;
+    json!({ "type": "string", "pattern": format!("^[A-Za-z0-9_-]{{1,{MAX_TOKEN_LEN}}}$") })
+}
+
+/// RFC 3339 with any offset, a date (its midnight UTC) or milliseconds since the epoch.
+fn instant_schema() -> Value {
+    json!({ "anyOf": [
+        { "type": "string", "format": "date-time" },
+        { "type": "string", "format": "date" },
+        { "type": "string", "pattern": "^[0-9]{1,15}$" }
+    ]})
+}
+
+/// At least one of `fields` given, and not null.
+fn one_given(fields: &[&str]) -> Value {
+    fields
+        .iter()
+        .map(|f| {
+            json!({
+                "required": [f],
+                "properties": { *f: { "not": { "type": "null" } } }
             })
-            .collect();
-        bulk["anyOf"] = Value::Array(given);
+        })
+        .collect()
+}
+
+/// What the gateway checks of a bulk replay's and a purge's body.
+fn refine_dlq_bodies(doc: &mut Value) {
+    let or_null = |schema: Value| json!({ "anyOf": [schema, { "type": "null" }] });
+    let (token, instant) = (token_schema(), instant_schema());
+    let filters = ["kind", "operation", "reason", "instance_id", "from", "to"];
+    for name in ["BulkReplayRequest", "PurgeRequest"] {
+        let Some(body) = doc.pointer_mut(&format!("/components/schemas/{name}")) else {
+            continue;
+        };
+        let p = &mut body["properties"];
+        p["kind"] = or_null(token.clone());
+        p["instance_id"] = or_null(token.clone());
+        p["tenant"] = or_null(token.clone());
+        p["operation"] = or_null(json!({ "type": "string", "pattern": OPERATION }));
+        p["reason"] = or_null(json!({ "type": "string", "enum": crate::api::dlq::REASONS }));
+        p["from"] = or_null(instant.clone());
+        p["to"] = or_null(instant.clone());
+        if name == "BulkReplayRequest" {
+            p["limit"] = or_null(
+                json!({ "type": "integer", "minimum": 1, "maximum": crate::api::dlq::MAX_BULK }),
+            );
+            body["anyOf"] = one_given(&filters);
+        } else {
+            p["seqs"] = or_null(json!({
+                "type": "array",
+                "maxItems": crate::api::dlq::MAX_BULK,
+                "items": { "type": "integer", "minimum": 0, "maximum": MAX_SEQ }
+            }));
+        }
     }
 }
 
@@ -228,15 +308,7 @@ fn retry_keys_on_server_errors(doc: &mut Value) {
 /// when empty), in JSON Schema: the macros above say what a parameter means, this says which
 /// values the gateway accepts.
 fn parameter_rules() -> Vec<(&'static str, &'static [&'static str], Value)> {
-    use switchyard_proto::subject::MAX_TOKEN_LEN;
-    let token =
-        json!({ "type": "string", "pattern": format!("^[A-Za-z0-9_-]{{1,{MAX_TOKEN_LEN}}}$") });
-    // RFC 3339 with any offset, a date (its midnight UTC) or milliseconds since the epoch.
-    let instant = json!({ "anyOf": [
-        { "type": "string", "format": "date-time" },
-        { "type": "string", "format": "date" },
-        { "type": "string", "pattern": "^[0-9]{1,15}$" }
-    ]});
+    let (token, instant) = (token_schema(), instant_schema());
     let text = json!({ "type": "string", "maxLength": 256 });
     // A ledger cursor: hex of `<ms>:<id>`.
     let ledger_cursor =
@@ -247,7 +319,39 @@ fn parameter_rules() -> Vec<(&'static str, &'static [&'static str], Value)> {
         "/api/v1/audit",
     ][..];
     let cards_list = &["/api/v1/cards"][..];
+    let dlq = &["/api/v1/dlq"][..];
+    let letter = &["/api/v1/dlq/{seq}", "/api/v1/dlq/{seq}/replay"][..];
     vec![
+        ("kind", dlq, token.clone()),
+        (
+            "operation",
+            dlq,
+            json!({ "type": "string", "pattern": OPERATION }),
+        ),
+        (
+            "reason",
+            dlq,
+            json!({ "type": "string", "enum": crate::api::dlq::REASONS }),
+        ),
+        ("instance_id", dlq, token.clone()),
+        ("from", dlq, instant.clone()),
+        ("to", dlq, instant.clone()),
+        ("handled", dlq, json!({ "type": "boolean" })),
+        (
+            "limit",
+            dlq,
+            json!({ "type": "integer", "minimum": 1, "maximum": crate::api::dlq::MAX_PAGE }),
+        ),
+        (
+            "cursor",
+            dlq,
+            json!({ "type": "integer", "minimum": 0, "maximum": MAX_SEQ }),
+        ),
+        (
+            "seq",
+            letter,
+            json!({ "type": "integer", "minimum": 0, "maximum": MAX_SEQ }),
+        ),
         (
             "Idempotency-Key",
             &[][..],

@@ -671,3 +671,297 @@ async fn a_bulk_cancel_by_label_cancels_exactly_those_instances() {
         assert_eq!(env.status(id).await.body["status"], "running", "{id}");
     }
 }
+
+impl LedgerEnv {
+    async fn post(&self, uri: &str, tenant: &str, role: Role, body: serde_json::Value) -> Reply {
+        let token = self.env.token(tenant, role);
+        self.env
+            .call(Method::POST, uri, Some(&token), Some(body))
+            .await
+    }
+
+    /// Polls `GET uri` (as an admin of [`TENANT`]) until `done` holds of its body.
+    async fn get_until(
+        &self,
+        uri: &str,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let reply = self.get(uri, TENANT, Role::Admin).await;
+            if reply.status == StatusCode::OK && done(&reply.body) {
+                return reply.body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{what}: {reply:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Steps 1 and 3 echo; step 2 fails permanently in the instance's first run only.
+const RECOVER: &str = "name: recover\nversion: 1\nsteps:\n  - { id: fetch, operation: test.echo, input: { v: 1 } }\n  - { id: flaky, operation: test.fail, needs: [fetch], input: { mode: permanent, runs: 1 } }\n  - { id: report, operation: test.echo, needs: [flaky], input: { v: \"{{ steps.fetch.output.v }}\" } }\noutput: \"{{ steps.report.output }}\"\n";
+
+/// `POST /instances/{id}/rerun`: its refusals, then a re-run that completes, counted by the
+/// ledger's read model and stats and written to the audit log; then a bulk re-run by label.
+#[tokio::test]
+async fn a_failed_instance_reruns_over_http_and_the_ledger_counts_it() {
+    let l = Box::pin(ledger_env()).await;
+    let env = &l.env;
+    env.register(RECOVER).await;
+    env.register(
+        "name: sleepy\nversion: 1\nsteps:\n  - { id: nap, operation: test.sleep, input: { ms: 120000 } }\n",
+    )
+    .await;
+    let failed = env.trigger("recover", json!({})).await;
+    assert_eq!(env.finished(&failed).await["status"], "failed");
+    let rerun = |id: &str| format!("/api/v1/workflows/instances/{id}/rerun");
+
+    // Refusals, each as problem+json.
+    l.post(&rerun(&failed), TENANT, Role::Viewer, json!({}))
+        .await
+        .problem(403);
+    l.post(
+        &rerun("no-such-instance"),
+        TENANT,
+        Role::Operator,
+        json!({}),
+    )
+    .await
+    .problem(404);
+    l.post(&rerun(&failed), OTHER_TENANT, Role::Operator, json!({}))
+        .await
+        .problem(404);
+    let bad = l
+        .post(
+            &rerun(&failed),
+            TENANT,
+            Role::Operator,
+            json!({ "from_step": "nope" }),
+        )
+        .await;
+    assert_eq!(bad.problem(400)["field"], "from_step", "{bad:#?}");
+    for version in [0, 7] {
+        let bad = l
+            .post(
+                &rerun(&failed),
+                TENANT,
+                Role::Operator,
+                json!({ "version": version }),
+            )
+            .await;
+        assert_eq!(bad.problem(400)["field"], "version", "{bad:#?}");
+    }
+    let running = env.trigger("sleepy", json!({})).await;
+    env.wait_for(&running, "scheduled", |s| {
+        s["steps"][0]["status"] == "scheduled"
+    })
+    .await;
+    l.post(&rerun(&running), TENANT, Role::Operator, json!({}))
+        .await
+        .problem(409);
+
+    // The re-run: only the failed step and what follows it run again.
+    let reply = l
+        .post(
+            &rerun(&failed),
+            TENANT,
+            Role::Operator,
+            json!({ "reason": "fixed" }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:#?}");
+    assert_eq!(reply.body["run"], 1);
+    assert_eq!(reply.body["steps"], json!(["flaky", "report"]));
+    assert_eq!(reply.body["kept"], json!(["fetch"]));
+    let done = env
+        .wait_for(&failed, "completed", |s| s["status"] == "completed")
+        .await;
+    assert_eq!(
+        (done["run"].clone(), done["output"].clone()),
+        (json!(1), json!({ "v": 1 }))
+    );
+    // A completed instance re-runs only from a named step.
+    l.post(&rerun(&failed), TENANT, Role::Operator, json!({}))
+        .await
+        .problem(409);
+
+    // The read model follows the latest run; stats count re-runs; the audit log says who.
+    l.get_until(
+        "/api/v1/workflows/instances?workflow=recover",
+        "the ledger shows the re-run completed",
+        |b| b["instances"][0]["status"] == "completed" && b["instances"][0]["run"] == 1,
+    )
+    .await;
+    let stats = l
+        .get(
+            "/api/v1/workflows/stats?workflow=recover",
+            TENANT,
+            Role::Viewer,
+        )
+        .await;
+    assert_eq!(
+        stats.body["workflows"][0]["reruns"],
+        json!({ "instances": 1, "total": 1 }),
+        "{stats:#?}"
+    );
+    let audit = l
+        .get_until(
+            "/api/v1/audit?action=instance.rerun",
+            "the re-run audited",
+            |b| b["entries"].as_array().is_some_and(|e| !e.is_empty()),
+        )
+        .await;
+    assert_eq!(audit["entries"][0]["actor"], "tester");
+    assert_eq!(audit["entries"][0]["target"], failed.as_str());
+
+    // A bulk re-run by label: exactly the failed instances with that label.
+    let operator = env.token(TENANT, Role::Operator);
+    let mut batch = BTreeSet::new();
+    for _ in 0..3 {
+        let reply = env
+            .call(
+                Method::POST,
+                "/api/v1/workflows/trigger",
+                Some(&operator),
+                Some(json!({"workflow_name": "recover", "labels": {"batch": "b1"}})),
+            )
+            .await;
+        batch.insert(reply.body["instance_id"].as_str().unwrap().to_owned());
+    }
+    for id in &batch {
+        assert_eq!(env.finished(id).await["status"], "failed");
+    }
+    l.get_until(
+        "/api/v1/workflows/instances?label=batch%3Db1&status=failed",
+        "the ledger lists the batch failed",
+        |b| b["instances"].as_array().is_some_and(|i| i.len() == 3),
+    )
+    .await;
+    l.post(
+        "/api/v1/workflows/bulk/rerun",
+        TENANT,
+        Role::Viewer,
+        json!({ "label": "batch=b1" }),
+    )
+    .await
+    .problem(403);
+    let none = l
+        .post(
+            "/api/v1/workflows/bulk/rerun",
+            TENANT,
+            Role::Operator,
+            json!({}),
+        )
+        .await;
+    assert_eq!(none.problem(400)["field"], "workflow");
+    let bulk = l
+        .post(
+            "/api/v1/workflows/bulk/rerun",
+            TENANT,
+            Role::Operator,
+            json!({ "label": "batch=b1" }),
+        )
+        .await;
+    assert_eq!(bulk.status, StatusCode::OK, "{bulk:#?}");
+    assert_eq!(bulk.body["rerun"], 3, "{bulk:#?}");
+    let rerun_ids: BTreeSet<String> = bulk.body["instance_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(rerun_ids, batch);
+    for id in &batch {
+        env.wait_for(id, "completed", |s| s["status"] == "completed")
+            .await;
+    }
+}
+
+/// `/api/v1/dlq…` over HTTP: a step's dead letter listed, shown and replayed into a re-run of
+/// its instance, once; nothing of another tenant; refusals as problem+json; purge; audit.
+#[tokio::test]
+async fn dead_letters_are_listed_shown_replayed_and_purged_over_http() {
+    let l = Box::pin(ledger_env()).await;
+    let env = &l.env;
+    env.register(
+        "name: lettered\nversion: 1\nsteps:\n  - { id: call, operation: test.fail, input: { mode: permanent, runs: 1 } }\n",
+    )
+    .await;
+    let instance = env.trigger("lettered", json!({})).await;
+    assert_eq!(env.finished(&instance).await["status"], "failed");
+    let listed = l
+        .get_until(
+            &format!("/api/v1/dlq?instance_id={instance}"),
+            "the letter is listed",
+            |b| b["letters"].as_array().is_some_and(|l| l.len() == 1),
+        )
+        .await;
+    let letter = &listed["letters"][0];
+    assert_eq!(letter["reason"], "permanent");
+    assert_eq!(letter["tenant"], TENANT);
+    let seq = letter["seq"].as_u64().unwrap();
+
+    l.get("/api/v1/dlq", TENANT, Role::Viewer)
+        .await
+        .problem(403);
+    let theirs = l.get("/api/v1/dlq", OTHER_TENANT, Role::Operator).await;
+    assert_eq!(theirs.body["letters"], json!([]), "{theirs:#?}");
+    l.get(&format!("/api/v1/dlq/{seq}"), OTHER_TENANT, Role::Operator)
+        .await
+        .problem(404);
+    let bad = l.get("/api/v1/dlq/abc", TENANT, Role::Operator).await;
+    assert_eq!(bad.problem(400)["field"], "seq");
+    let bad = l
+        .get("/api/v1/dlq?reason=sad", TENANT, Role::Operator)
+        .await;
+    assert_eq!(bad.problem(400)["field"], "reason");
+    let bad = l
+        .post("/api/v1/dlq/replay", TENANT, Role::Operator, json!({}))
+        .await;
+    assert_eq!(bad.problem(400)["field"], "kind");
+
+    let shown = l
+        .get(&format!("/api/v1/dlq/{seq}"), TENANT, Role::Operator)
+        .await;
+    assert_eq!(shown.status, StatusCode::OK, "{shown:#?}");
+    assert_eq!(shown.body["payload"]["step_id"], "call");
+    assert_eq!(shown.body["payload"]["tenant"], TENANT);
+    assert!(shown.body["headers"].is_object());
+
+    let replay = format!("/api/v1/dlq/{seq}/replay");
+    l.post(&replay, OTHER_TENANT, Role::Operator, json!({}))
+        .await
+        .problem(404);
+    l.post(&replay, TENANT, Role::Viewer, json!({}))
+        .await
+        .problem(403);
+    let reply = l.post(&replay, TENANT, Role::Operator, json!({})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:#?}");
+    assert_eq!(reply.body["replayed"][0]["action"], "rerun");
+    env.wait_for(&instance, "completed", |s| s["status"] == "completed")
+        .await;
+    l.post(&replay, TENANT, Role::Operator, json!({}))
+        .await
+        .problem(409);
+
+    let purged = l
+        .post("/api/v1/dlq/purge", TENANT, Role::Operator, json!({}))
+        .await;
+    assert_eq!(purged.body["purged"], 1, "{purged:#?}");
+    l.get(&format!("/api/v1/dlq/{seq}"), TENANT, Role::Operator)
+        .await
+        .problem(404);
+    let audit = l
+        .get_until(
+            "/api/v1/audit?action=dlq.replay",
+            "the replay audited",
+            |b| b["entries"].as_array().is_some_and(|e| !e.is_empty()),
+        )
+        .await;
+    assert_eq!(audit["entries"][0]["actor"], "tester");
+    l.get_until("/api/v1/audit?action=dlq.purge", "the purge audited", |b| {
+        b["entries"].as_array().is_some_and(|e| !e.is_empty())
+    })
+    .await;
+}

@@ -8,6 +8,12 @@ pub const DEFINITION_DELETE: &str = "definition.delete";
 pub const INSTANCE_CANCEL: &str = "instance.cancel";
 /// A signal was sent to an instance.
 pub const INSTANCE_SIGNAL: &str = "instance.signal";
+/// A finished instance was re-run from its failed steps.
+pub const INSTANCE_RERUN: &str = "instance.rerun";
+/// A dead letter was replayed.
+pub const DLQ_REPLAY: &str = "dlq.replay";
+/// Dead letters were purged.
+pub const DLQ_PURGE: &str = "dlq.purge";
 /// A request was refused for its credentials (missing, expired, wrong audience, bad signature).
 pub const AUTH_FAILED: &str = "auth.failed";
 

@@ -26,6 +26,9 @@ pub const STEP_SKIPPED: &str = "step_skipped";
 pub const STEP_WAITING: &str = "step_waiting";
 /// A waiting step got its signal.
 pub const STEP_SIGNALLED: &str = "step_signalled";
+/// A finished instance began to run again from its failed steps; `data` names the run, the
+/// steps that run again and who asked. Events of a re-run carry `run` in their data.
+pub const RERUN: &str = "rerun";
 /// A waiting step passed its SLA deadline without a signal.
 pub const SLA_BREACHED: &str = "sla_breached";
 

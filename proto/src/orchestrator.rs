@@ -43,6 +43,11 @@ pub fn request_subject(endpoint: &str) -> String {
 /// The endpoints' names under `svc.orchestrator.`, for callers that speak raw JSON.
 pub mod endpoint {
     pub const INSTANCE_GET: &str = "instance.get";
+    pub const INSTANCE_RERUN: &str = "instance.rerun";
+    pub const DLQ_LIST: &str = "dlq.list";
+    pub const DLQ_GET: &str = "dlq.get";
+    pub const DLQ_REPLAY: &str = "dlq.replay";
+    pub const DLQ_PURGE: &str = "dlq.purge";
     pub const DEFINITIONS_LIST: &str = "definitions.list";
     pub const DEFINITIONS_GET: &str = "definitions.get";
     pub const DEFINITIONS_PUT: &str = "definitions.put";
@@ -103,6 +108,16 @@ macro_rules! endpoints {
 endpoints! {
     /// An instance's status, steps included.
     GetInstance = endpoint::INSTANCE_GET, InstanceGet => InstanceView;
+    /// Re-runs a finished instance from its failed steps (or from a named step); audited.
+    RerunInstance = endpoint::INSTANCE_RERUN, InstanceRerun => RerunReply;
+    /// Dead letters, newest last, filtered; a page at a time.
+    ListDeadLetters = endpoint::DLQ_LIST, DlqList => DlqPage;
+    /// One dead letter with its original payload and headers.
+    GetDeadLetter = endpoint::DLQ_GET, DlqRef => DlqLetter;
+    /// Replays dead letters: one by its sequence, or those a filter selects; audited.
+    ReplayDeadLetters = endpoint::DLQ_REPLAY, DlqReplay => DlqReplayReply;
+    /// Removes dead letters (by default only those already replayed); audited.
+    PurgeDeadLetters = endpoint::DLQ_PURGE, DlqPurge => DlqPurgeReply;
     /// The definitions a tenant sees (its own and the shared ones).
     ListDefinitions = endpoint::DEFINITIONS_LIST, DefinitionsList => DefinitionList;
     /// One definition version, with its text; the latest when no version is named.
@@ -247,6 +262,231 @@ pub struct InstanceGet {
     pub instance_id: String,
 }
 
+/// `instance.rerun`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceRerun {
+    pub tenant: String,
+    pub instance_id: String,
+    /// Also run this step, and everything downstream of it, again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_step: Option<String>,
+    /// Continue under this version of the instance's workflow; it must keep the completed
+    /// steps' ids and accept their outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// Who asked, for the events and the audit log.
+    pub requested_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+}
+
+/// Which dead letters: every field narrows the selection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqFilter {
+    /// Only this tenant's letters; every tenant's when absent (an operator of the bus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The kind of consumer that gave up: a worker kind, `orchestrator` or `ledger`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The job's operation, e.g. `ai.summarize`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// Why it was given up on: `retries_exhausted`, `permanent`, `decode`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// Only letters stored at or after this time (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_ms: Option<i64>,
+    /// Only letters stored before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_ms: Option<i64>,
+    /// Whether replayed letters are included: only those (`true`), none of them (`false`),
+    /// or both (absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled: Option<bool>,
+}
+
+/// `dlq.list`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqList {
+    #[serde(default)]
+    pub filter: DlqFilter,
+    /// At most this many letters, 1–500 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Letters after this stream sequence: the previous page's `next_cursor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+}
+
+/// A page of dead letters, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DlqPage {
+    pub letters: Vec<DlqSummary>,
+    /// Pass as `after` for the next page; absent when this page reached the end.
+    pub next_cursor: Option<u64>,
+}
+
+/// One dead letter, without its payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DlqSummary {
+    /// Its sequence in the DLQ stream: how `show`, `replay` and `purge` name it.
+    pub seq: u64,
+    pub kind: String,
+    /// The subject the original message was published to.
+    pub subject: String,
+    pub tenant: Option<String>,
+    pub reason: String,
+    pub error: String,
+    /// Attempts (or deliveries) used before it was given up on.
+    pub attempts: u32,
+    pub job_id: Option<String>,
+    pub operation: Option<String>,
+    pub instance_id: Option<String>,
+    pub step_id: Option<String>,
+    /// The replica that gave up.
+    pub worker_id: String,
+    pub failed_at_ms: i64,
+    /// Set once it was replayed.
+    pub handled: Option<DlqHandled>,
+}
+
+/// What was done with a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DlqHandled {
+    /// `rerun` (its instance re-ran from the job's step) or `republished`.
+    pub action: String,
+    pub at_ms: i64,
+    pub by: String,
+    /// For a re-run: the run it made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u32>,
+}
+
+/// `dlq.get`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqRef {
+    /// The caller's tenant; any tenant's letter when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub seq: u64,
+}
+
+/// One dead letter in full.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DlqLetter {
+    #[serde(flatten)]
+    pub summary: DlqSummary,
+    /// The original message's headers.
+    pub headers: BTreeMap<String, String>,
+    /// The original payload: the job as JSON when it is one, else the payload as JSON or
+    /// text, or null when it is not UTF-8 (then `payload_hex` has its bytes).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub payload: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_hex: Option<String>,
+    /// Set when the letter keeps only the first bytes of a payload too large for it.
+    pub payload_truncated: bool,
+}
+
+/// `dlq.replay`: one letter (`seq`), or those `filter` selects (at most `limit`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqReplay {
+    /// Only this tenant's letters; any tenant's when absent (an operator of the bus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<DlqFilter>,
+    /// For a filter: at most this many, 1–1000 (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Who asked, for the audit log.
+    pub requested_by: String,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DlqReplayReply {
+    pub replayed: Vec<DlqReplayed>,
+    /// Letters the filter selected that could not be replayed, with why.
+    pub refused: Vec<DlqRefused>,
+    /// Whether more letters matched than `limit`.
+    pub more: bool,
+}
+
+/// One replayed letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DlqReplayed {
+    pub seq: u64,
+    /// `rerun` or `republished`.
+    pub action: String,
+    pub instance_id: Option<String>,
+    pub run: Option<u32>,
+    /// Where a republished message went.
+    pub subject: Option<String>,
+}
+
+/// One letter a bulk replay left alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DlqRefused {
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// `dlq.purge`: the letters `filter` selects, or `seqs`. A filter that does not say
+/// `handled` purges only the letters already replayed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqPurge {
+    #[serde(default)]
+    pub filter: DlqFilter,
+    /// These letters only (still within `filter`'s tenant).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seqs: Vec<u64>,
+    pub requested_by: String,
+}
+
+/// How many letters a purge removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DlqPurgeReply {
+    pub purged: u64,
+}
+
+/// What a re-run will do (`instance.rerun`): the engine applies it from the bus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RerunReply {
+    pub instance_id: String,
+    /// The instance's run from now on: 1 for its first re-run.
+    pub run: u32,
+    /// The definition version it continues under.
+    pub version: u32,
+    /// The steps that run again.
+    pub steps: Vec<String>,
+    /// The completed (or skipped) steps whose outputs are kept.
+    pub kept: Vec<String>,
+}
+
 /// `definitions.list`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -367,6 +607,9 @@ pub struct InstanceView {
     /// The labels given at the start.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// How many times it was re-run.
+    #[serde(default)]
+    pub run: u32,
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
     pub duration_ms: Option<i64>,

@@ -25,6 +25,9 @@ pub const ATTEMPTS_BUCKET: &str = "WF_ATTEMPTS";
 /// KV bucket of the operations worker kinds declared at run time, one key per operation
 /// version, `<operation>.v<version>` (docs/worker-protocol.md). A version is never rewritten.
 pub const OPERATIONS_BUCKET: &str = "WF_OPERATIONS";
+/// KV bucket of the dead letters that were replayed, keyed by their sequence in [`DLQ`]: a
+/// letter is replayed once, and a purge removes what was handled.
+pub const DLQ_HANDLED_BUCKET: &str = "WF_DLQ_HANDLED";
 /// Object store for payloads too large to copy into every message (long transcripts); a
 /// message carries a reference instead (see [`OBJECT_REF_PREFIX`]).
 pub const WF_OBJECTS_BUCKET: &str = "WF_OBJECTS";

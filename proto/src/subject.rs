@@ -69,6 +69,8 @@ pub const ALL_STARTS: &str = "wf.start.>";
 pub const ALL_RESULTS: &str = "wf.result.>";
 /// `wf.cancel.>`
 pub const ALL_CANCELS: &str = "wf.cancel.>";
+/// `wf.rerun.>`
+pub const ALL_RERUNS: &str = "wf.rerun.>";
 /// `wf.signal.>`
 pub const ALL_SIGNALS: &str = "wf.signal.>";
 /// `wf.timer.>` — the orchestrator's own timers (step timeouts, SLA deadlines).
@@ -95,6 +97,11 @@ pub fn result(instance: &str) -> String {
 /// `wf.cancel.<tenant>.<instance>`
 pub fn cancel(tenant: &str, instance: &str) -> String {
     format!("wf.cancel.{tenant}.{instance}")
+}
+
+/// `wf.rerun.<tenant>.<instance>`
+pub fn rerun(tenant: &str, instance: &str) -> String {
+    format!("wf.rerun.{tenant}.{instance}")
 }
 
 /// `wf.signal.<tenant>.<instance>.<name>`
@@ -164,6 +171,10 @@ pub enum Inbox<'a> {
         tenant: &'a str,
         instance: &'a str,
     },
+    Rerun {
+        tenant: &'a str,
+        instance: &'a str,
+    },
     Signal {
         tenant: &'a str,
         instance: &'a str,
@@ -180,6 +191,7 @@ impl fmt::Display for Inbox<'_> {
             Inbox::Start { tenant, workflow } => f.write_str(&start(tenant, workflow)),
             Inbox::Result { instance } => f.write_str(&result(instance)),
             Inbox::Cancel { tenant, instance } => f.write_str(&cancel(tenant, instance)),
+            Inbox::Rerun { tenant, instance } => f.write_str(&rerun(tenant, instance)),
             Inbox::Signal {
                 tenant,
                 instance,
@@ -197,6 +209,7 @@ pub fn parse_inbox(subject: &str) -> Option<Inbox<'_>> {
         ["wf", "start", tenant, workflow] => Some(Inbox::Start { tenant, workflow }),
         ["wf", "result", instance] => Some(Inbox::Result { instance }),
         ["wf", "cancel", tenant, instance] => Some(Inbox::Cancel { tenant, instance }),
+        ["wf", "rerun", tenant, instance] => Some(Inbox::Rerun { tenant, instance }),
         ["wf", "signal", tenant, instance, name] => Some(Inbox::Signal {
             tenant,
             instance,
@@ -260,7 +273,9 @@ mod tests {
     proptest! {
         #[test]
         fn inbox_subjects_round_trip(t in token(), w in token(), i in token(), n in token()) {
-            let cases = [start(&t, &w), result(&i), cancel(&t, &i), signal(&t, &i, &n), timer(&i)];
+            let cases = [
+                start(&t, &w), result(&i), cancel(&t, &i), rerun(&t, &i), signal(&t, &i, &n), timer(&i),
+            ];
             for subject in cases {
                 let parsed = parse_inbox(&subject).expect("parses");
                 prop_assert_eq!(parsed.to_string(), subject);

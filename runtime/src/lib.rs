@@ -6,6 +6,7 @@
 //! This crate holds no workflow or product logic and never names a subject itself: subjects,
 //! streams and headers come from `switchyard-proto`.
 
+pub mod audit;
 pub mod breaker;
 pub mod config;
 #[cfg(feature = "database")]

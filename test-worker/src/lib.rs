@@ -35,13 +35,16 @@ struct Sleep {
 pub const TEST_UNITS: &str = "test_units";
 
 /// `test.fail` input: fail in `mode` on the first `times` attempts (deliveries, for
-/// `unavailable`, which uses no attempts), then succeed.
+/// `unavailable`, which uses no attempts), or in the instance's first `runs` runs, then
+/// succeed.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Fail {
     mode: FailMode,
     /// Attempts that fail before one succeeds; absent means every attempt fails.
     times: Option<u32>,
+    /// Fail while the job belongs to one of its instance's first `runs` runs.
+    runs: Option<u32>,
     /// Asked-for lower bound on the retry delay, like an HTTP `Retry-After`.
     retry_after_ms: Option<u64>,
     /// What an earlier delivery recorded as the result of its effect ([`Handler::recorded`]).
@@ -101,6 +104,7 @@ impl Handler for TestWorker {
                 let Fail {
                     mode,
                     times,
+                    runs,
                     retry_after_ms,
                     ..
                 } = job.input()?;
@@ -114,7 +118,8 @@ impl Handler for TestWorker {
                     FailMode::Unavailable => ctx.delivery,
                     _ => ctx.attempt,
                 };
-                if times.is_some_and(|t| tries > t) {
+                let fixed = runs.is_some_and(|r| switchyard_proto::job_run(&job.job_id) >= r);
+                if fixed || times.is_some_and(|t| tries > t) {
                     return Ok(json!({ "attempts": ctx.attempt }));
                 }
                 let message = format!("failing on purpose (attempt {})", ctx.attempt);

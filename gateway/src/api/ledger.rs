@@ -52,7 +52,7 @@ fn parse_date(value: &str) -> Option<time::Date> {
 /// A point in time as milliseconds since the epoch: RFC 3339 with any offset, a date (its
 /// midnight UTC, or with `end_of_day` the next midnight, so `to=<date>` includes that day), or
 /// milliseconds since the epoch.
-fn instant(field: &str, value: &str, end_of_day: bool) -> Result<i64, Error> {
+pub(crate) fn instant(field: &str, value: &str, end_of_day: bool) -> Result<i64, Error> {
     let bad = || {
         Error::field(
             field,
@@ -107,7 +107,7 @@ fn text(field: &str, value: &str) -> Result<(), Error> {
 }
 
 /// The tenant a read is about: the caller's, or for the deployment's operator (`platform`), the one named.
-fn tenant(ctx: &Ctx, named: Option<&str>) -> Result<Option<String>, Error> {
+pub(crate) fn tenant(ctx: &Ctx, named: Option<&str>) -> Result<Option<String>, Error> {
     match named {
         None => Ok(None),
         Some(t) if t == ctx.tenant() => Ok(None),
@@ -218,7 +218,7 @@ struct InstancesParams {
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")
     ),
     responses(
-        (status = 200, description = "`{instances: [{instance_id, workflow, version, status, correlation_id, created_at_ms, started_at_ms, finished_at_ms, duration_ms, error_code, failed_step, sla_breaches, labels, last_event_at_ms}], next_cursor}`, newest first; `next_cursor` is null on the last page", body = Object),
+        (status = 200, description = "`{instances: [{instance_id, workflow, version, status, correlation_id, created_at_ms, started_at_ms, finished_at_ms, duration_ms, error_code, failed_step, run, sla_breaches, labels, last_event_at_ms}], next_cursor}`, newest first; `next_cursor` is null on the last page", body = Object),
         crate::responses::LedgerReadErrors
     ),
     security(("bearer" = []))
@@ -290,7 +290,7 @@ struct StatsParams {
         ("to" = Option<String>, Query, description = "Instances created before")
     ),
     responses(
-        (status = 200, description = "`{workflows: [{workflow, counts: {running, completed, failed, cancelled}, total, duration_ms: {p50, p95, p99}, sla_breaches}]}`; percentiles over finished instances", body = Object),
+        (status = 200, description = "`{workflows: [{workflow, counts: {running, completed, failed, cancelled}, total, duration_ms: {p50, p95, p99}, sla_breaches, reruns: {instances, total}}]}`; percentiles over finished instances; `reruns` counts instances re-run at least once and re-runs in all", body = Object),
         crate::responses::LedgerReadErrors
     ),
     security(("bearer" = []))
@@ -326,7 +326,7 @@ struct AuditParams {
     path = "/api/v1/audit",
     tag = "ledger",
     params(
-        ("action" = Option<String>, Query, description = "`definition.put`, `definition.delete`, `instance.cancel`, `instance.signal` or `auth.failed`"),
+        ("action" = Option<String>, Query, description = "`definition.put`, `definition.delete`, `instance.cancel`, `instance.signal`, `instance.rerun`, `dlq.replay`, `dlq.purge` or `auth.failed`"),
         ("actor" = Option<String>, Query, description = "Only what this token subject did"),
         ("from" = Option<String>, Query, description = "At or after (as for the instance list)"),
         ("to" = Option<String>, Query, description = "Before"),

@@ -4,6 +4,7 @@
 pub(crate) mod bulk;
 pub(crate) mod cards;
 pub(crate) mod definitions;
+pub(crate) mod dlq;
 pub(crate) mod events;
 pub(crate) mod ledger;
 pub(crate) mod meetings;
@@ -32,6 +33,7 @@ pub(crate) fn routes() -> Vec<RouteDef> {
     let mut all = Vec::new();
     all.extend(workflows::routes());
     all.extend(bulk::routes());
+    all.extend(dlq::routes());
     all.extend(events::routes());
     all.extend(definitions::routes());
     all.extend(meetings::routes());
@@ -106,6 +108,13 @@ mod tests {
             ("POST", "/api/v1/onboarding", Start),
             ("POST", "/api/v1/workflows/instances/{id}/cancel", Control),
             ("POST", "/api/v1/workflows/bulk/cancel", Control),
+            ("POST", "/api/v1/workflows/bulk/rerun", Control),
+            ("POST", "/api/v1/workflows/instances/{id}/rerun", Control),
+            ("POST", "/api/v1/dlq/{seq}/replay", Control),
+            ("POST", "/api/v1/dlq/replay", Control),
+            ("POST", "/api/v1/dlq/purge", Control),
+            ("GET", "/api/v1/dlq", Read),
+            ("GET", "/api/v1/dlq/{seq}", Read),
             (
                 "POST",
                 "/api/v1/workflows/instances/{id}/signal/{name}",

@@ -11,7 +11,7 @@ use axum::{
 use futures::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use switchyard_proto::orchestrator::InstanceView;
+use switchyard_proto::orchestrator::{InstanceRerun, InstanceView, RerunInstance, RerunReply};
 use switchyard_proto::{CancelWorkflow, SignalWorkflow, encode_proto, event, subject};
 
 use crate::{
@@ -259,6 +259,77 @@ pub(crate) async fn cancel(
     Ok(accepted(&id))
 }
 
+/// What a re-run changes; every field is optional.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RerunRequest {
+    /// Also run this step, and every step downstream of it, again (needed to re-run a
+    /// completed instance).
+    #[serde(default)]
+    from_step: Option<String>,
+    /// Continue under this newer version of the instance's workflow; it must keep the
+    /// completed steps' ids and accept their outputs.
+    #[serde(default)]
+    version: Option<u32>,
+    /// Why, for the events and the audit log.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/instances/{id}/rerun",
+    tag = "workflows",
+    params(("id" = String, Path, description = "The instance id")),
+    request_body(content = Option<RerunRequest>, description = "Optional: a step to re-run from, a newer version, a reason"),
+    responses(
+        (status = 202, description = "The re-run is stored on the bus: the run it makes, the steps that run again and those kept", body = RerunReply),
+        crate::responses::ControlErrors
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn rerun(
+    ctx: Ctx,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<Option<RerunRequest>>,
+) -> Result<Response, Error> {
+    ctx.require(Permission::WorkflowsRun)?;
+    let req = req.unwrap_or_default();
+    if let Some(step) = &req.from_step {
+        check_token("from_step", step)?;
+    }
+    if req.version == Some(0) {
+        return Err(Error::field("version", "expected a version, 1 or more"));
+    }
+    let reply = rerun_instance(&ctx, &id, req.from_step, req.version, req.reason).await?;
+    let mut response = accepted(&id);
+    *response.body_mut() = axum::body::Body::from(
+        serde_json::to_vec(&reply).map_err(|e| Error::internal("encoding a reply", e))?,
+    );
+    Ok(response)
+}
+
+/// Asks the engine to re-run the caller's tenant's finished instance `id`; the engine checks
+/// it, stores it on the bus and audits it.
+pub(crate) async fn rerun_instance(
+    ctx: &Ctx,
+    id: &str,
+    from_step: Option<String>,
+    version: Option<u32>,
+    reason: Option<String>,
+) -> Result<RerunReply, Error> {
+    ctx.query::<RerunInstance>(&InstanceRerun {
+        tenant: ctx.tenant().to_owned(),
+        instance_id: id.to_owned(),
+        from_step,
+        version,
+        requested_by: ctx.caller.subject.clone(),
+        reason,
+        correlation_id: Some(ctx.correlation.clone()).filter(|c| !c.is_empty()),
+    })
+    .await
+}
+
 #[utoipa::path(
     post,
     path = "/api/v1/workflows/instances/{id}/signal/{name}",
@@ -403,6 +474,13 @@ pub(crate) fn routes() -> Vec<RouteDef> {
             Group::Control,
             Deadline::Request,
             cancel,
+        ),
+        route(
+            M::POST,
+            "/api/v1/workflows/instances/{id}/rerun",
+            Group::Control,
+            Deadline::Request,
+            rerun,
         ),
         route(
             M::POST,

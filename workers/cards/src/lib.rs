@@ -471,7 +471,7 @@ impl Inner {
     /// Starts a write: the recorded result of an earlier delivery of the job, or a transaction.
     async fn begin(&self, job: &Job) -> Result<Begin, Error> {
         let mut tx = self.pool.begin().await?;
-        match store::recorded(&mut tx, &job.tenant, &job.job_id).await? {
+        match store::recorded(&mut tx, &job.tenant, job.effect_id()).await? {
             Some((operation, result)) => {
                 tx.commit().await?;
                 if operation != job.operation {
@@ -498,13 +498,13 @@ impl Inner {
         job: &Job,
         out: Value,
     ) -> Result<Value, Error> {
-        if store::record(&mut tx, &job.tenant, &job.job_id, &job.operation, &out).await? {
+        if store::record(&mut tx, &job.tenant, job.effect_id(), &job.operation, &out).await? {
             tx.commit().await?;
             return Ok(out);
         }
         tx.rollback().await?;
         let mut conn = self.pool.acquire().await?;
-        store::recorded(&mut conn, &job.tenant, &job.job_id)
+        store::recorded(&mut conn, &job.tenant, job.effect_id())
             .await?
             .map(|(_, v)| v)
             .ok_or_else(|| Error::Store(sqlx::Error::RowNotFound))

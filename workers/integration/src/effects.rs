@@ -56,7 +56,7 @@ impl<'a> EffectKey<'a> {
     /// The key of `job`'s effect on `system`, claimed by replica `worker_id`.
     pub fn of(job: &'a switchyard_proto::Job, system: System, worker_id: &'a str) -> Self {
         EffectKey {
-            job_id: &job.job_id,
+            job_id: job.effect_id(),
             operation: &job.operation,
             system,
             tenant: &job.tenant,
@@ -110,7 +110,7 @@ impl Effects {
     /// cannot be read (logged).
     pub async fn recorded_for(&self, job: &switchyard_proto::Job) -> Option<Value> {
         match self
-            .recorded(&job.tenant, &job.job_id, &job.operation)
+            .recorded(&job.tenant, job.effect_id(), &job.operation)
             .await
         {
             Ok(done) => done,

@@ -279,9 +279,13 @@ impl Inner {
             op::NOTION_CREATE_PAGE => {
                 let input: notion::CreatePage = job.input()?;
                 self.effect(worker_id, attempt, job, System::Notion, |progress| {
-                    clients
-                        .notion
-                        .create_page(http, &self.effects, &job.job_id, input, progress)
+                    clients.notion.create_page(
+                        http,
+                        &self.effects,
+                        job.effect_id(),
+                        input,
+                        progress,
+                    )
                 })
                 .await
             }
@@ -321,7 +325,7 @@ impl Inner {
             op::WEBHOOK_POST => {
                 let input: webhook::Post = job.input()?;
                 self.effect(worker_id, attempt, job, System::Webhook, |_| {
-                    clients.webhook.post(http, &job.job_id, input)
+                    clients.webhook.post(http, job.effect_id(), input)
                 })
                 .await
             }

@@ -247,6 +247,7 @@ fn instance_json(r: &PgRow) -> Result<Value, sqlx::Error> {
         "duration_ms": r.try_get::<Option<i64>, _>("duration_ms")?,
         "error_code": r.try_get::<Option<String>, _>("error_code")?,
         "failed_step": r.try_get::<Option<String>, _>("failed_step")?,
+        "run": r.try_get::<i32, _>("run")?,
         "sla_breaches": sla.len(),
         "sla_breached_steps": sla,
         "labels": serde_json::from_str::<Value>(&r.try_get::<String, _>("labels_text")?)
@@ -310,7 +311,8 @@ pub async fn instances(pool: &PgPool, tenant: &str, q: InstancesQuery) -> Result
     Ok(json!({ "instances": list, "next_cursor": next }))
 }
 
-/// Per workflow: counts by status, duration percentiles of finished instances, SLA breaches.
+/// Per workflow: counts by status, duration percentiles of finished instances, SLA breaches,
+/// and re-runs (instances re-run at least once, and re-runs in all).
 pub async fn stats(pool: &PgPool, tenant: &str, q: StatsQuery) -> Result<Value, Error> {
     let rows = sqlx::query(
         "SELECT workflow,
@@ -325,7 +327,9 @@ pub async fn stats(pool: &PgPool, tenant: &str, q: StatsQuery) -> Result<Value, 
                     FILTER (WHERE status <> 'running') AS p95,
                 percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms)
                     FILTER (WHERE status <> 'running') AS p99,
-                COALESCE(sum(cardinality(sla_breached_steps)), 0)::int8 AS sla_breaches
+                COALESCE(sum(cardinality(sla_breached_steps)), 0)::int8 AS sla_breaches,
+                count(*) FILTER (WHERE run > 0) AS rerun_instances,
+                COALESCE(sum(run), 0)::int8 AS reruns
          FROM ledger.instances
          WHERE tenant = $1
            AND ($2::text IS NULL OR workflow = $2)
@@ -357,6 +361,10 @@ pub async fn stats(pool: &PgPool, tenant: &str, q: StatsQuery) -> Result<Value, 
                 "p99": r.try_get::<Option<f64>, _>("p99")?,
             },
             "sla_breaches": r.try_get::<i64, _>("sla_breaches")?,
+            "reruns": {
+                "instances": r.try_get::<i64, _>("rerun_instances")?,
+                "total": r.try_get::<i64, _>("reruns")?,
+            },
         }));
     }
     Ok(json!({ "workflows": out }))

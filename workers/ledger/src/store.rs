@@ -7,9 +7,9 @@
 //!
 //! - usage events are keyed by their id, and the daily rollups grow only by the rows the same
 //!   statement newly inserted (`INSERT … ON CONFLICT DO NOTHING RETURNING`);
-//! - an instance's row is a fold of its events where a terminal status is never replaced by
-//!   `running`, times only move towards the first start and the last event, and SLA breaches
-//!   are a set of step ids;
+//! - an instance's row is a fold of its events where a later run (a re-run) wins and, within a
+//!   run, a terminal status is never replaced by `running`; times only move towards the first
+//!   start and the last event, and SLA breaches are a set of step ids;
 //! - audit entries are keyed by their id.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -215,6 +215,10 @@ struct InstanceDelta {
     sla_steps: BTreeSet<String>,
     /// The start's labels as JSON text, from the `started` event.
     labels: Option<String>,
+    /// The run the event belongs to (0 before any re-run; workers' events carry none).
+    run: i32,
+    /// The run `version` was learnt from.
+    version_run: i32,
     created_at_ms: i64,
     last_event_at_ms: i64,
 }
@@ -245,9 +249,16 @@ impl InstanceDelta {
             failed_step: None,
             sla_steps: BTreeSet::new(),
             labels: None,
+            run: data
+                .get("run")
+                .and_then(Value::as_i64)
+                .and_then(|r| i32::try_from(r).ok())
+                .unwrap_or(0),
+            version_run: 0,
             created_at_ms: e.at_ms,
             last_event_at_ms: e.at_ms,
         };
+        d.version_run = d.run;
         let terminal = |d: &mut InstanceDelta, status: &'static str| {
             d.status = status;
             d.finished_at_ms = Some(e.at_ms);
@@ -275,6 +286,12 @@ impl InstanceDelta {
                 terminal(&mut d, status::CANCELLED);
                 d.error_code = Some("cancelled".into());
             }
+            event::RERUN => {
+                d.version = data
+                    .get("version")
+                    .and_then(Value::as_i64)
+                    .and_then(|v| i32::try_from(v).ok());
+            }
             event::SLA_BREACHED if !e.step_id.is_empty() => {
                 d.sla_steps.insert(e.step_id.clone());
             }
@@ -287,7 +304,6 @@ impl InstanceDelta {
         if self.workflow.is_empty() {
             self.workflow = o.workflow;
         }
-        self.version = self.version.or(o.version);
         if self.correlation_id.is_empty() {
             self.correlation_id = o.correlation_id;
         }
@@ -295,13 +311,22 @@ impl InstanceDelta {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if self.status == status::RUNNING && o.status != status::RUNNING {
+        // The version of the latest run that names one.
+        if o.version.is_some() && (self.version.is_none() || o.version_run > self.version_run) {
+            self.version = o.version;
+            self.version_run = o.version_run;
+        }
+        let later_run = o.run > self.run;
+        if later_run
+            || (o.run == self.run && self.status == status::RUNNING && o.status != status::RUNNING)
+        {
             self.status = o.status;
             self.finished_at_ms = o.finished_at_ms;
             self.duration_ms = o.duration_ms;
             self.error_code = o.error_code;
             self.failed_step = o.failed_step;
         }
+        self.run = self.run.max(o.run);
         self.sla_steps.extend(o.sla_steps);
         self.labels = self.labels.take().or(o.labels);
         self.created_at_ms = self.created_at_ms.min(o.created_at_ms);
@@ -341,6 +366,8 @@ async fn upsert_instances(conn: &mut PgConnection, events: &[&WorkflowEvent]) ->
     let mut created = Vec::with_capacity(n);
     let mut last = Vec::with_capacity(n);
     let mut labels = Vec::with_capacity(n);
+    let mut runs = Vec::with_capacity(n);
+    let mut version_runs = Vec::with_capacity(n);
     for ((tenant, id), d) in folds {
         tenants.push(tenant.to_owned());
         ids.push(id.to_owned());
@@ -362,38 +389,55 @@ async fn upsert_instances(conn: &mut PgConnection, events: &[&WorkflowEvent]) ->
         created.push(d.created_at_ms);
         last.push(d.last_event_at_ms);
         labels.push(d.labels.unwrap_or_else(|| "{}".to_owned()));
+        runs.push(d.run);
+        version_runs.push(d.version_run);
     }
     sqlx::query(
         r#"
         INSERT INTO ledger.instances AS i
             (tenant, instance_id, workflow, version, status, correlation_id, started_at_ms,
              finished_at_ms, duration_ms, error_code, failed_step, sla_breached_steps,
-             created_at_ms, last_event_at_ms, labels)
+             created_at_ms, last_event_at_ms, labels, run, version_run)
         SELECT b.tenant, b.instance_id, b.workflow, b.version, b.status, b.correlation_id,
                b.started_at_ms, b.finished_at_ms, b.duration_ms, b.error_code, b.failed_step,
                CASE WHEN b.sla = '' THEN '{}'::text[] ELSE string_to_array(b.sla, E'\x1f') END,
-               b.created_at_ms, b.last_event_at_ms, b.labels::jsonb
+               b.created_at_ms, b.last_event_at_ms, b.labels::jsonb, b.run, b.version_run
         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::text[],
                     $7::int8[], $8::int8[], $9::int8[], $10::text[], $11::text[], $12::text[],
-                    $13::int8[], $14::int8[], $15::text[])
+                    $13::int8[], $14::int8[], $15::text[], $16::int4[], $17::int4[])
             AS b(tenant, instance_id, workflow, version, status, correlation_id, started_at_ms,
                  finished_at_ms, duration_ms, error_code, failed_step, sla, created_at_ms,
-                 last_event_at_ms, labels)
+                 last_event_at_ms, labels, run, version_run)
         ON CONFLICT (tenant, instance_id) DO UPDATE SET
             workflow = CASE WHEN i.workflow = '' THEN EXCLUDED.workflow ELSE i.workflow END,
-            version = COALESCE(i.version, EXCLUDED.version),
+            -- The version of the latest run that names one.
+            version = CASE WHEN EXCLUDED.version IS NOT NULL
+                             AND (i.version IS NULL OR EXCLUDED.version_run > i.version_run)
+                           THEN EXCLUDED.version ELSE i.version END,
+            version_run = CASE WHEN EXCLUDED.version IS NOT NULL
+                                 AND (i.version IS NULL OR EXCLUDED.version_run > i.version_run)
+                               THEN EXCLUDED.version_run ELSE i.version_run END,
             correlation_id = CASE WHEN i.correlation_id = '' THEN EXCLUDED.correlation_id
                                   ELSE i.correlation_id END,
             started_at_ms = LEAST(i.started_at_ms, EXCLUDED.started_at_ms),
-            status = CASE WHEN i.status = 'running' THEN EXCLUDED.status ELSE i.status END,
-            finished_at_ms = CASE WHEN i.status = 'running' THEN EXCLUDED.finished_at_ms
-                                  ELSE i.finished_at_ms END,
-            duration_ms = CASE WHEN i.status = 'running' THEN EXCLUDED.duration_ms
-                               ELSE i.duration_ms END,
-            error_code = CASE WHEN i.status = 'running' THEN EXCLUDED.error_code
-                              ELSE i.error_code END,
-            failed_step = CASE WHEN i.status = 'running' THEN EXCLUDED.failed_step
-                               ELSE i.failed_step END,
+            -- The batch's fold replaces the row's status when it is of a later run, or of
+            -- the same run while the row is still running.
+            status = CASE WHEN EXCLUDED.run > i.run
+                            OR (EXCLUDED.run = i.run AND i.status = 'running')
+                          THEN EXCLUDED.status ELSE i.status END,
+            finished_at_ms = CASE WHEN EXCLUDED.run > i.run
+                                    OR (EXCLUDED.run = i.run AND i.status = 'running')
+                                  THEN EXCLUDED.finished_at_ms ELSE i.finished_at_ms END,
+            duration_ms = CASE WHEN EXCLUDED.run > i.run
+                                 OR (EXCLUDED.run = i.run AND i.status = 'running')
+                               THEN EXCLUDED.duration_ms ELSE i.duration_ms END,
+            error_code = CASE WHEN EXCLUDED.run > i.run
+                                OR (EXCLUDED.run = i.run AND i.status = 'running')
+                              THEN EXCLUDED.error_code ELSE i.error_code END,
+            failed_step = CASE WHEN EXCLUDED.run > i.run
+                                 OR (EXCLUDED.run = i.run AND i.status = 'running')
+                               THEN EXCLUDED.failed_step ELSE i.failed_step END,
+            run = GREATEST(i.run, EXCLUDED.run),
             sla_breached_steps = ARRAY(
                 SELECT DISTINCT s FROM unnest(i.sla_breached_steps || EXCLUDED.sla_breached_steps) s
                 ORDER BY s),
@@ -417,6 +461,8 @@ async fn upsert_instances(conn: &mut PgConnection, events: &[&WorkflowEvent]) ->
     .bind(created)
     .bind(last)
     .bind(labels)
+    .bind(runs)
+    .bind(version_runs)
     .execute(conn)
     .await?;
     Ok(())
@@ -526,5 +572,59 @@ mod tests {
         for order in [[2, 1, 0], [1, 2, 0], [2, 0, 1]] {
             assert_eq!(fold(&order), forward, "{order:?}");
         }
+    }
+
+    #[test]
+    fn a_later_runs_events_win_in_any_order() {
+        use serde_json::json;
+        let events = [
+            ev(event::STARTED, 100, json!({"workflow": "w", "version": 1})),
+            ev(
+                event::FAILED,
+                200,
+                json!({"workflow": "w", "code": "permanent", "step": "c", "duration_ms": 100}),
+            ),
+            ev(
+                event::RERUN,
+                300,
+                json!({"workflow": "w", "version": 2, "run": 1}),
+            ),
+            // A worker's event of the re-run carries no run.
+            ev(event::STEP_STARTED, 350, json!({})),
+            ev(
+                event::COMPLETED,
+                400,
+                json!({"workflow": "w", "duration_ms": 300, "run": 1}),
+            ),
+        ];
+        let fold = |order: &[usize]| {
+            let mut d = InstanceDelta::of(&events[order[0]]);
+            for &i in &order[1..] {
+                d.merge(InstanceDelta::of(&events[i]));
+            }
+            d
+        };
+        let forward = fold(&[0, 1, 2, 3, 4]);
+        assert_eq!((forward.status, forward.run), (status::COMPLETED, 1));
+        assert_eq!(
+            (forward.version, forward.error_code.clone()),
+            (Some(2), None)
+        );
+        assert_eq!(forward.finished_at_ms, Some(400));
+        for order in [
+            [4, 3, 2, 1, 0],
+            [1, 4, 0, 2, 3],
+            [2, 4, 1, 3, 0],
+            [3, 1, 2, 0, 4],
+        ] {
+            assert_eq!(fold(&order), forward, "{order:?}");
+        }
+        // Before the re-run finishes, the row is running again.
+        let rerunning = fold(&[0, 1, 2, 3]);
+        assert_eq!(
+            (rerunning.status, rerunning.finished_at_ms),
+            (status::RUNNING, None)
+        );
+        assert_eq!(fold(&[2, 3, 1, 0]), rerunning);
     }
 }

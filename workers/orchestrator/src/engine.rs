@@ -20,8 +20,8 @@ use async_nats::{
 use futures::StreamExt as _;
 use prometheus::Registry;
 use switchyard_proto::{
-    CancelWorkflow, ContentType, DeadLetterReason, JobResult, SignalWorkflow, StartWorkflow, Timer,
-    decode, encode_proto, event, header, now_ms, stream, subject,
+    CancelWorkflow, ContentType, DeadLetterReason, JobResult, RerunWorkflow, SignalWorkflow,
+    StartWorkflow, Timer, decode, encode_proto, event, header, now_ms, stream, subject,
 };
 use switchyard_runtime::{
     metrics::{ConsumerLag, LAG_SAMPLE_EVERY},
@@ -333,6 +333,7 @@ impl Work {
             Work::Apply { input, .. } => match input {
                 Input::Result(r) => &r.correlation_id,
                 Input::Cancel(c) => &c.correlation_id,
+                Input::Rerun(r) => &r.correlation_id,
                 Input::Signal(s) => &s.correlation_id,
                 Input::Timer(_) => "",
             },
@@ -489,6 +490,16 @@ fn read(msg: &jetstream::Message) -> Result<Work, String> {
                 input: Input::Cancel(c),
             }
         }
+        subject::Inbox::Rerun { tenant, instance } => {
+            let mut r: RerunWorkflow = decode(content_type, &msg.payload).map_err(err)?;
+            r.tenant = tenant.to_owned();
+            r.instance_id = instance.to_owned();
+            Work::Apply {
+                instance: instance.to_owned(),
+                tenant: Some(tenant.to_owned()),
+                input: Input::Rerun(r),
+            }
+        }
         subject::Inbox::Signal {
             tenant,
             instance,
@@ -569,6 +580,7 @@ async fn dead_letter(
         subject::Inbox::Start { .. } => "start",
         subject::Inbox::Result { .. } => "result",
         subject::Inbox::Cancel { .. } => "cancel",
+        subject::Inbox::Rerun { .. } => "rerun",
         subject::Inbox::Signal { .. } => "signal",
         subject::Inbox::Timer { .. } => "timer",
     });
@@ -774,14 +786,23 @@ async fn handle(
             }
             (Work::Apply { tenant, input, .. }, Some((state, revision))) => {
                 if tenant.as_ref().is_some_and(|t| *t != state.tenant) {
-                    warn!(instance = %id, "a cancel or signal named another tenant's instance; ignored");
+                    warn!(instance = %id, "a cancel, re-run or signal named another tenant's instance; ignored");
                     return Ok(("ignored", AckKind::Ack));
                 }
+                // A re-run may move the instance to a newer version of its definition.
+                let version = match input {
+                    Input::Rerun(r) if r.version != 0 => r.version,
+                    _ => state.version,
+                };
                 let Some(def) = shared
                     .definitions
-                    .exact(&state.tenant, &state.workflow, state.version)
+                    .exact(&state.tenant, &state.workflow, version)
                     .await?
                 else {
+                    if let Input::Rerun(_) = input {
+                        warn!(instance = %id, version, "a re-run named a version that is not registered; ignored");
+                        return Ok(("ignored", AckKind::Ack));
+                    }
                     if state.status.is_finished() {
                         return Ok(("ignored", AckKind::Ack));
                     }
@@ -791,20 +812,38 @@ async fn handle(
                     ))
                     .into());
                 };
-                match transition::apply(&def, &state, input, ctx) {
-                    Decision::Ignore(reason) => {
-                        if from_cache {
-                            // Another replica may have moved the instance on: look again.
-                            cache.remove(&id);
-                            continue;
+                if let Input::Rerun(r) = input {
+                    match transition::rerun(&def, &state, r, ctx) {
+                        Ok(rerun) => {
+                            let next = rerun.instance;
+                            info!(instance = %id, run = next.run, version = next.version, requested_by = %r.requested_by, "instance re-run");
+                            (next, Some(revision))
                         }
-                        debug!(instance = %id, reason, "message changes nothing");
-                        return Ok(("ignored", AckKind::Ack));
+                        Err(refusal) => {
+                            if from_cache {
+                                cache.remove(&id);
+                                continue;
+                            }
+                            warn!(instance = %id, reason = %refusal.message, "re-run refused");
+                            return Ok(("ignored", AckKind::Ack));
+                        }
                     }
-                    Decision::Later(delay) => {
-                        return Ok(("later", AckKind::Nak(Some(delay))));
+                } else {
+                    match transition::apply(&def, &state, input, ctx) {
+                        Decision::Ignore(reason) => {
+                            if from_cache {
+                                // Another replica may have moved the instance on: look again.
+                                cache.remove(&id);
+                                continue;
+                            }
+                            debug!(instance = %id, reason, "message changes nothing");
+                            return Ok(("ignored", AckKind::Ack));
+                        }
+                        Decision::Later(delay) => {
+                            return Ok(("later", AckKind::Nak(Some(delay))));
+                        }
+                        Decision::Apply(next) => (*next, Some(revision)),
                     }
-                    Decision::Apply(next) => (*next, Some(revision)),
                 }
             }
         };

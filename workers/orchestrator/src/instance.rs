@@ -132,6 +132,11 @@ pub struct Instance {
     pub error: Option<Failure>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// How many times the instance was re-run (0 until it is). Job, event and timer ids of a
+    /// re-run carry it, so they are new messages, and what an earlier run left behind is
+    /// told apart.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub run: u32,
     pub started_at_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<i64>,
@@ -167,43 +172,64 @@ impl Instance {
             return false;
         }
         if step.items.is_empty() {
-            return job.job_id == job_id(&self.id, &step.id, None);
+            return job.job_id == job_id(&self.id, &step.id, None, self.run);
         }
-        item_of(&job.job_id, &self.id, &step.id)
+        item_of(&job.job_id, &self.id, &step.id, self.run)
             .and_then(|i| step.items.get(i))
             .is_some_and(|i| i.status == StepStatus::Scheduled)
     }
 }
 
-/// The id of the job that runs a step, or item `index` of a `for_each` step.
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The id of the job that runs a step, or item `index` of a `for_each` step, in run `run`.
 ///
-/// Steps never re-run at the engine level (the worker loop retries a job under the same id),
-/// so the id needs no attempt number and a republished job is always a duplicate.
-pub fn job_id(instance: &str, step: &str, index: Option<usize>) -> String {
-    match index {
+/// Within a run a step never runs twice at the engine level (the worker loop retries a job
+/// under the same id), so a republished job is always a duplicate. A re-run's jobs end in
+/// [`switchyard_proto::RERUN_SEPARATOR`] and the run, so they are new jobs with fresh
+/// attempts, and a late result of an earlier run is told apart.
+pub fn job_id(instance: &str, step: &str, index: Option<usize>, run: u32) -> String {
+    let base = match index {
         Some(i) => format!("{instance}.{step}.{i}"),
         None => format!("{instance}.{step}"),
+    };
+    with_run(base, run)
+}
+
+fn with_run(base: String, run: u32) -> String {
+    if run == 0 {
+        base
+    } else {
+        format!("{base}{}{run}", switchyard_proto::RERUN_SEPARATOR)
     }
 }
 
-/// The `for_each` item a job id of [`job_id`] names, when it names one of this step's items.
-pub fn item_of(job_id_text: &str, instance: &str, step: &str) -> Option<usize> {
-    let index: usize = job_id_text.rsplit('.').next()?.parse().ok()?;
-    (job_id(instance, step, Some(index)) == job_id_text).then_some(index)
+/// The `for_each` item a job id of [`job_id`] names, when it names one of this step's items
+/// in run `run`.
+pub fn item_of(job_id_text: &str, instance: &str, step: &str, run: u32) -> Option<usize> {
+    let base = switchyard_proto::job_base(job_id_text);
+    let index: usize = base.rsplit('.').next()?.parse().ok()?;
+    (job_id(instance, step, Some(index), run) == job_id_text).then_some(index)
 }
 
-/// The id of an event that happens at most once per instance (or per step).
-pub fn event_id(instance: &str, event_type: &str, step: Option<&str>) -> String {
-    match step {
+/// The id of an event that happens at most once per run of an instance (or of a step).
+pub fn event_id(instance: &str, event_type: &str, step: Option<&str>, run: u32) -> String {
+    let base = match step {
         Some(step) => format!("{instance}.{event_type}.{step}"),
         None => format!("{instance}.{event_type}"),
-    }
+    };
+    with_run(base, run)
 }
 
 /// The `Nats-Msg-Id` of a timer.
 pub fn timer_id(timer: &Timer) -> String {
-    format!(
-        "timer.{}.{}.{}",
-        timer.instance_id, timer.step_id, timer.kind
+    with_run(
+        format!(
+            "timer.{}.{}.{}",
+            timer.instance_id, timer.step_id, timer.kind
+        ),
+        timer.run,
     )
 }

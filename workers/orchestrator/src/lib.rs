@@ -7,6 +7,7 @@
 //! back with a delayed redelivery), no leader (any number of replicas). It never runs an
 //! operation itself; workers do.
 
+pub mod dlq;
 pub mod engine;
 pub mod error;
 pub mod instance;

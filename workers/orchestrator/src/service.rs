@@ -16,19 +16,21 @@ use futures::StreamExt as _;
 use serde::{Serialize, de::DeserializeOwned};
 use switchyard_catalog::declare::{Declaration, DeclarationError};
 use switchyard_proto::{
+    ContentType, RerunWorkflow, encode_proto, header, now_ms,
+    orchestrator::{DeclareReply, DeclaredVersion},
+    stream,
+};
+use switchyard_proto::{
     orchestrator::{
         self as contract, DefinitionDetail, DefinitionList, DefinitionRef, DefinitionScope,
         DefinitionStep, DefinitionSummary, DeleteDefinition, DeleteReply, Endpoint, ErrorReply,
-        GetDefinition, GetInstance, GetRegistry, InstanceError, InstanceGet, InstanceView,
-        ItemsView, ListDefinitions, PutDefinition, PutReply, RegistryGet, RegistryView, RetireKind,
-        RetireReply, RetireRequest, RetiredVersion, ServiceError, ServiceErrorCode, SignalView,
-        StepError, StepView, ValidateDefinition, ValidateReply,
+        GetDeadLetter, GetDefinition, GetInstance, GetRegistry, InstanceError, InstanceGet,
+        InstanceRerun, InstanceView, ItemsView, ListDeadLetters, ListDefinitions, PurgeDeadLetters,
+        PutDefinition, PutReply, RegistryGet, RegistryView, ReplayDeadLetters, RerunInstance,
+        RerunReply, RetireKind, RetireReply, RetireRequest, RetiredVersion, ServiceError,
+        ServiceErrorCode, SignalView, StepError, StepView, ValidateDefinition, ValidateReply,
     },
     subject,
-};
-use switchyard_proto::{
-    orchestrator::{DeclareReply, DeclaredVersion},
-    stream,
 };
 use switchyard_workflow::{
     Definition,
@@ -39,10 +41,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::{
-    Error,
+    Error, dlq,
     instance::{Instance, StepStatus},
     registry,
     shared::Shared,
+    transition::{self, Ctx, Rerun},
 };
 
 pub use switchyard_proto::orchestrator::{
@@ -171,6 +174,19 @@ async fn operations_declare(
     })
 }
 
+/// A bad request naming the field at fault.
+pub(crate) fn field_error(field: &str, message: String) -> ServiceError {
+    ServiceError {
+        code: ServiceErrorCode::BadRequest,
+        message: format!("{field}: {message}"),
+        problems: vec![contract::Problem {
+            path: field.to_owned(),
+            line: None,
+            message,
+        }],
+    }
+}
+
 fn invalid_declaration(e: &DeclarationError) -> ServiceError {
     ServiceError {
         code: ServiceErrorCode::BadRequest,
@@ -233,7 +249,24 @@ async fn answer(
             encode(operations_declare(shared, kind, payload).await)
         }
         GetInstance::NAME => encode(instance_get(shared, payload).await),
+        RerunInstance::NAME => encode(instance_rerun(shared, payload).await),
         ListDefinitions::NAME => encode(definitions_list(shared, payload)),
+        ListDeadLetters::NAME => encode(match parse(payload) {
+            Ok(req) => dlq::list(shared, req).await,
+            Err(e) => Err(e),
+        }),
+        GetDeadLetter::NAME => encode(match parse(payload) {
+            Ok(req) => dlq::show(shared, req).await,
+            Err(e) => Err(e),
+        }),
+        ReplayDeadLetters::NAME => encode(match parse(payload) {
+            Ok(req) => dlq::replay(shared, req).await,
+            Err(e) => Err(e),
+        }),
+        PurgeDeadLetters::NAME => encode(match parse(payload) {
+            Ok(req) => dlq::purge(shared, req).await,
+            Err(e) => Err(e),
+        }),
         GetDefinition::NAME => encode(definitions_get(shared, payload)),
         PutDefinition::NAME => encode(definitions_put(shared, payload).await),
         DeleteDefinition::NAME => encode(definitions_delete(shared, payload).await),
@@ -469,29 +502,169 @@ fn detail(entry: &Entry) -> DefinitionDetail {
 
 async fn instance_get(shared: &Shared, payload: &[u8]) -> Reply<GetInstance> {
     let req: InstanceGet = parse(payload)?;
+    let state = tenants_instance(shared, &req.tenant, &req.instance_id).await?;
+    let def = shared.definition_of(&state).await;
+    Ok(status_view(&state, def.as_deref()))
+}
+
+/// `tenant`'s instance `id`; another tenant's is indistinguishable from a missing one.
+pub(crate) async fn tenants_instance(
+    shared: &Shared,
+    tenant: &str,
+    id: &str,
+) -> Result<Instance, ServiceError> {
     let not_found = || {
         ServiceError::new(
             ServiceErrorCode::NotFound,
-            format!("instance {:?} not found", req.instance_id),
+            format!("instance {id:?} not found"),
         )
     };
-    if subject::check_token(&req.instance_id).is_err() {
+    if subject::check_token(id).is_err() {
         return Err(not_found());
     }
     let entry = shared
         .state
-        .get(&req.instance_id)
+        .get(id)
         .await
         .map_err(|e| internal(&Error::bus("reading instance state", e)))?
         .ok_or_else(not_found)?;
     let state: Instance = serde_json::from_slice(&entry)
         .map_err(|e| internal(&Error::bus("decoding instance state", e)))?;
-    // Another tenant's instance is indistinguishable from a missing one.
-    if state.tenant != req.tenant {
+    if state.tenant != tenant {
         return Err(not_found());
     }
-    let def = shared.definition_of(&state).await;
-    Ok(status_view(&state, def.as_deref()))
+    Ok(state)
+}
+
+/// Checks a re-run against the instance as stored now (the same check the engine makes when
+/// it applies it), then stores it on the bus for the engine and audits it.
+pub(crate) async fn instance_rerun(shared: &Shared, payload: &[u8]) -> Reply<RerunInstance> {
+    let req: InstanceRerun = parse(payload)?;
+    let state = tenants_instance(shared, &req.tenant, &req.instance_id).await?;
+    let ask = RerunAsk {
+        version: req.version,
+        from_step: req.from_step,
+        requested_by: req.requested_by,
+        reason: req.reason,
+        correlation_id: req.correlation_id,
+    };
+    rerun(shared, state, ask).await
+}
+
+/// What a re-run asks for, besides the instance.
+#[derive(Debug, Clone)]
+pub(crate) struct RerunAsk {
+    pub version: Option<u32>,
+    pub from_step: Option<String>,
+    pub requested_by: String,
+    pub reason: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+/// Re-runs `state`, checked as the engine will check it when it applies it; audited.
+pub(crate) async fn rerun(shared: &Shared, state: Instance, req: RerunAsk) -> Reply<RerunInstance> {
+    let version = req.version.unwrap_or(state.version);
+    let def = shared
+        .definitions
+        .exact(&state.tenant, &state.workflow, version)
+        .await
+        .map_err(|e| internal(&e.into()))?
+        .ok_or_else(|| {
+            field_error(
+                "version",
+                format!("workflow {:?} has no version {version}", state.workflow),
+            )
+        })?;
+    if version < state.version {
+        return Err(field_error(
+            "version",
+            format!(
+                "the instance runs version {}; a re-run may move it to a newer one, not back",
+                state.version
+            ),
+        ));
+    }
+    let message = RerunWorkflow {
+        tenant: state.tenant.clone(),
+        instance_id: state.id.clone(),
+        run: state.run + 1,
+        from_step: req.from_step.clone().unwrap_or_default(),
+        version: if version == state.version { 0 } else { version },
+        requested_by: req.requested_by.clone(),
+        reason: req.reason.clone().unwrap_or_default(),
+        correlation_id: req
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| state.correlation_id.clone()),
+    };
+    let ctx = Ctx {
+        now_ms: now_ms(),
+        env: &shared.env,
+        routes: &shared.routes,
+    };
+    let planned =
+        transition::rerun(&def, &state, &message, ctx).map_err(|refusal| match refusal.field {
+            Some(field) => field_error(field, refusal.message),
+            None => ServiceError::new(ServiceErrorCode::Conflict, refusal.message),
+        })?;
+    let mut headers = HeaderMap::new();
+    // The same re-run asked twice is stored once.
+    headers.insert(
+        header::MSG_ID,
+        format!("rerun.{}.{}", state.id, message.run).as_str(),
+    );
+    headers.insert(header::TENANT, state.tenant.as_str());
+    headers.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
+    if !message.correlation_id.is_empty() {
+        headers.insert(header::CORRELATION_ID, message.correlation_id.as_str());
+    }
+    shared
+        .js
+        .publish_with_headers(
+            subject::rerun(&state.tenant, &state.id),
+            headers,
+            encode_proto(&message).into(),
+        )
+        .await
+        .map_err(|e| internal(&Error::bus("storing a re-run", e)))?
+        .await
+        .map_err(|e| internal(&Error::bus("storing a re-run", e)))?;
+    let Rerun { steps, kept, .. } = planned;
+    audit(
+        shared,
+        &switchyard_runtime::audit::Record {
+            tenant: &state.tenant,
+            actor: &req.requested_by,
+            action: switchyard_proto::audit::INSTANCE_RERUN,
+            target: &state.id,
+            outcome: switchyard_proto::audit::OK,
+            correlation_id: &message.correlation_id,
+            attributes: [
+                ("run".to_owned(), message.run.to_string()),
+                ("version".to_owned(), def.version.to_string()),
+                ("from_step".to_owned(), message.from_step.clone()),
+                ("steps".to_owned(), steps.join(",")),
+                ("reason".to_owned(), message.reason.clone()),
+            ]
+            .into(),
+        },
+    )
+    .await;
+    info!(instance = %state.id, run = message.run, requested_by = %req.requested_by, "re-run accepted");
+    Ok(RerunReply {
+        instance_id: state.id,
+        run: message.run,
+        version: def.version,
+        steps,
+        kept,
+    })
+}
+
+/// Writes an audit record; an action already carried out is not undone when this fails.
+pub(crate) async fn audit(shared: &Shared, record: &switchyard_runtime::audit::Record<'_>) {
+    if let Err(e) = record.publish(&shared.js).await {
+        warn!(action = record.action, error = %e, "audit event not stored");
+    }
 }
 
 /// What a user sees of an instance: where each step is, its attempts, timings, output or error.
@@ -554,6 +727,7 @@ pub fn status_view(state: &Instance, def: Option<&Definition>) -> InstanceView {
             message: e.message.clone(),
         }),
         labels: state.labels.clone(),
+        run: state.run,
         started_at_ms: state.started_at_ms,
         finished_at_ms: state.finished_at_ms,
         duration_ms: state.finished_at_ms.map(|f| f - state.started_at_ms),

@@ -7,8 +7,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde_json::{Map, Value, json};
 use switchyard_proto::{
-    CancelWorkflow, ErrorCode, Job, JobResult, JobStatus, RetryPolicy, SignalWorkflow,
-    StartWorkflow, Timer, TimerKind, WorkflowEvent, event,
+    CancelWorkflow, ErrorCode, Job, JobResult, JobStatus, RerunWorkflow, RetryPolicy,
+    SignalWorkflow, StartWorkflow, Timer, TimerKind, WorkflowEvent, event,
 };
 
 use switchyard_catalog::{Catalog, OperationSpec};
@@ -93,6 +93,8 @@ pub fn ordered_providers<'a>(
 pub enum Input {
     Result(JobResult),
     Cancel(CancelWorkflow),
+    /// Applied by [`rerun`], to the definition version it names, not by [`apply`].
+    Rerun(RerunWorkflow),
     Signal(SignalWorkflow),
     Timer(Timer),
 }
@@ -103,6 +105,7 @@ impl Input {
         match self {
             Input::Result(_) => "result",
             Input::Cancel(_) => "cancel",
+            Input::Rerun(_) => "rerun",
             Input::Signal(_) => "signal",
             Input::Timer(_) => "timer",
         }
@@ -226,6 +229,213 @@ pub fn fail_too_large(mut next: Instance, size: usize, limit: usize, ctx: Ctx<'_
     next
 }
 
+/// Why a re-run is refused: a field of the request that is wrong, or the instance's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The request's field at fault; `None` when the instance cannot be re-run as asked.
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl Refusal {
+    fn state(message: String) -> Self {
+        Refusal {
+            field: None,
+            message,
+        }
+    }
+}
+
+/// A re-run's new state and what it does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rerun {
+    pub instance: Instance,
+    /// The steps that run again, in the definition's order.
+    pub steps: Vec<String>,
+    /// The completed or skipped steps kept as they were.
+    pub kept: Vec<String>,
+}
+
+/// Failure codes of an instance whose start was refused: it has nothing to re-run.
+const REFUSED_STARTS: [&str; 2] = ["invalid_input", "unknown_workflow"];
+
+/// Runs a finished instance again under `def` (its own version, or a newer one that keeps its
+/// completed steps): completed steps keep their outputs and are not run again; failed,
+/// cancelled and never-run steps, `req.from_step` when named, and every step downstream of
+/// those run again, with attempts counted afresh. The instance's run goes up by one, so its
+/// new jobs, events and timers are new messages and what the earlier run left behind (late
+/// results, timers) changes nothing.
+pub fn rerun(
+    def: &Definition,
+    state: &Instance,
+    req: &RerunWorkflow,
+    ctx: Ctx<'_>,
+) -> Result<Rerun, Refusal> {
+    if !state.status.is_finished() {
+        return Err(Refusal::state(format!(
+            "instance {:?} is {}: only a finished instance can be re-run",
+            state.id,
+            state.status.as_str()
+        )));
+    }
+    if req.run != state.run + 1 {
+        return Err(Refusal::state(format!(
+            "instance {:?} is at run {}; this re-run was for run {}",
+            state.id, state.run, req.run
+        )));
+    }
+    if let Some(e) = &state.error
+        && e.step.is_none()
+        && REFUSED_STARTS.contains(&e.code.as_str())
+    {
+        return Err(Refusal::state(format!(
+            "instance {:?} never started ({}: {}); start a new one",
+            state.id, e.code, e.message
+        )));
+    }
+    let from = if req.from_step.is_empty() {
+        None
+    } else {
+        Some(def.step_index(&req.from_step).ok_or_else(|| Refusal {
+            field: Some("from_step"),
+            message: format!(
+                "version {} of {:?} has no step {:?}",
+                def.version, def.name, req.from_step
+            ),
+        })?)
+    };
+    if state.status == InstanceStatus::Completed && from.is_none() {
+        return Err(Refusal::state(format!(
+            "instance {:?} completed: name from_step to run a step and what follows it again",
+            state.id
+        )));
+    }
+
+    let again = steps_to_run_again(def, state, from);
+    for old in &state.steps {
+        if old.status == StepStatus::Completed && def.step_index(&old.id).is_none() {
+            return Err(Refusal::state(format!(
+                "version {} of {:?} has no step {:?}, which completed; a re-run keeps completed \
+                 steps, so their ids must stay",
+                def.version, def.name, old.id
+            )));
+        }
+    }
+    for (index, spec) in def.steps.iter().enumerate() {
+        if again[index] {
+            continue;
+        }
+        if let Some(old) = state
+            .step(&spec.id)
+            .filter(|s| s.status == StepStatus::Completed)
+        {
+            let output = old.output.clone().unwrap_or(Value::Null);
+            def.check_step_output(index, &output).map_err(|e| {
+                Refusal::state(format!(
+                    "step {:?} completed with an output that version {} does not accept: {e}",
+                    spec.id, def.version
+                ))
+            })?;
+        }
+    }
+    let input = if def.version == state.version {
+        state.input.clone()
+    } else {
+        def.prepare_input(state.input.clone()).map_err(|p| {
+            Refusal::state(format!(
+                "the instance's input does not fit version {}: {p}",
+                def.version
+            ))
+        })?
+    };
+
+    let mut inst = state.clone();
+    inst.outbox.clear();
+    inst.run = req.run;
+    inst.version = def.version;
+    inst.input = input;
+    inst.status = InstanceStatus::Running;
+    inst.output = None;
+    inst.error = None;
+    inst.finished_at_ms = None;
+    inst.updated_at_ms = ctx.now_ms;
+    inst.pending_signals.clear();
+    inst.steps = def
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| match state.step(&spec.id) {
+            Some(old) if !again[index] => old.clone(),
+            _ => StepState::new(&spec.id, spec.operation.as_deref()),
+        })
+        .collect();
+    let (mut steps, mut kept) = (Vec::new(), Vec::new());
+    for (index, spec) in def.steps.iter().enumerate() {
+        if again[index] {
+            steps.push(spec.id.clone());
+        } else {
+            kept.push(spec.id.clone());
+        }
+    }
+    let mut fx = Vec::new();
+    let data = json!({
+        "workflow": inst.workflow,
+        "version": inst.version,
+        "previous_version": state.version,
+        "from_step": from.map(|i| def.steps[i].id.as_str()),
+        "steps": steps,
+        "kept": kept,
+        "requested_by": req.requested_by,
+        "reason": req.reason,
+    });
+    push_event(&mut fx, &inst, event::RERUN, None, data, ctx);
+    if let Some(timeout) = def.timeout {
+        let due = ctx.now_ms.saturating_add(millis(timeout));
+        push_timer(&mut fx, &inst, "", TimerKind::WorkflowTimeout, due);
+    }
+    advance(def, &mut inst, ctx, &mut fx);
+    inst.outbox = fx;
+    Ok(Rerun {
+        instance: inst,
+        steps,
+        kept,
+    })
+}
+
+/// Which of `def`'s steps a re-run of `state` runs again: those that did not complete (or
+/// were not skipped), `from`, and everything downstream of any of them.
+fn steps_to_run_again(def: &Definition, state: &Instance, from: Option<usize>) -> Vec<bool> {
+    let mut again: Vec<bool> = def
+        .steps
+        .iter()
+        .map(|spec| {
+            state
+                .step(&spec.id)
+                .is_none_or(|s| !matches!(s.status, StepStatus::Completed | StepStatus::Skipped))
+        })
+        .collect();
+    if let Some(index) = from {
+        again[index] = true;
+    }
+    loop {
+        let mut grew = false;
+        for (index, spec) in def.steps.iter().enumerate() {
+            if !again[index]
+                && spec
+                    .needs
+                    .iter()
+                    .any(|need| def.step_index(need).is_some_and(|n| again[n]))
+            {
+                again[index] = true;
+                grew = true;
+            }
+        }
+        if !grew {
+            return again;
+        }
+    }
+}
+
 /// A running instance with no steps and no input yet.
 fn new_instance(
     msg: &StartWorkflow,
@@ -245,6 +455,7 @@ fn new_instance(
         output: None,
         error: None,
         labels: msg.labels.clone().into_iter().collect(),
+        run: 0,
         started_at_ms: ctx.now_ms,
         finished_at_ms: None,
         updated_at_ms: ctx.now_ms,
@@ -264,6 +475,11 @@ pub fn apply(def: &Definition, state: &Instance, input: &Input, ctx: Ctx<'_>) ->
         let wait = u64::try_from(timer.due_at_ms - ctx.now_ms).unwrap_or(0);
         return Decision::Later(Duration::from_millis(wait));
     }
+    if let Input::Timer(timer) = input
+        && timer.run != state.run
+    {
+        return Decision::Ignore("timer of an earlier run");
+    }
     if state.status.is_finished() {
         return Decision::Ignore("instance already finished");
     }
@@ -275,6 +491,7 @@ pub fn apply(def: &Definition, state: &Instance, input: &Input, ctx: Ctx<'_>) ->
         Input::Cancel(c) => on_cancel(&mut inst, c, ctx, &mut fx),
         Input::Signal(s) => on_signal(def, &mut inst, s, ctx, &mut fx),
         Input::Timer(t) => on_timer(def, &mut inst, t, ctx, &mut fx),
+        Input::Rerun(_) => Err("a re-run of a running instance"),
     };
     match changed {
         Err(reason) => Decision::Ignore(reason),
@@ -306,12 +523,12 @@ fn on_result(
         return Err("result for a step that is not running");
     }
     let item = if step.items.is_empty() {
-        if r.job_id != job_id(&inst.id, &step.id, None) {
+        if r.job_id != job_id(&inst.id, &step.id, None, inst.run) {
             return Err("result of another job");
         }
         None
     } else {
-        let i = item_of(&r.job_id, &inst.id, &step.id).filter(|i| *i < step.items.len());
+        let i = item_of(&r.job_id, &inst.id, &step.id, inst.run).filter(|i| *i < step.items.len());
         let Some(i) = i else {
             return Err("result of another job");
         };
@@ -808,7 +1025,7 @@ fn schedule(
     let mut data = if for_each {
         json!({ "operation": operation, "items": count })
     } else {
-        json!({ "operation": operation, "job_id": job_id(&inst.id, &spec.id, None) })
+        json!({ "operation": operation, "job_id": job_id(&inst.id, &spec.id, None, inst.run) })
     };
     data["version"] = json!(version);
     if let Some(capability) = &spec.capability {
@@ -822,7 +1039,7 @@ fn schedule(
     for (item, input) in inputs {
         fx.push(Effect::Job {
             job: Job {
-                job_id: job_id(&inst.id, &spec.id, item),
+                job_id: job_id(&inst.id, &spec.id, item, inst.run),
                 tenant: inst.tenant.clone(),
                 instance_id: inst.id.clone(),
                 step_id: spec.id.clone(),
@@ -1028,9 +1245,15 @@ fn push_event(
     data: Value,
     ctx: Ctx<'_>,
 ) {
+    let mut data = data;
+    if inst.run > 0
+        && let Value::Object(fields) = &mut data
+    {
+        fields.insert("run".into(), json!(inst.run));
+    }
     fx.push(Effect::Event {
         event: WorkflowEvent {
-            event_id: event_id(&inst.id, event_type, step),
+            event_id: event_id(&inst.id, event_type, step, inst.run),
             tenant: inst.tenant.clone(),
             instance_id: inst.id.clone(),
             r#type: event_type.to_owned(),
@@ -1050,6 +1273,7 @@ fn push_timer(fx: &mut Vec<Effect>, inst: &Instance, step: &str, kind: TimerKind
             step_id: step.to_owned(),
             kind: kind as i32,
             due_at_ms,
+            run: inst.run,
         },
     });
 }

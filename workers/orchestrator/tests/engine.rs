@@ -307,9 +307,9 @@ steps:
     )
     .await;
     let cancels = |env: &Env, outcome: &str| {
-        env.registries()[0]
-            .gather()
+        env.registries()
             .iter()
+            .flat_map(prometheus::Registry::gather)
             .filter(|f| f.name() == "switchyard_orchestrator_messages_total")
             .flat_map(|f| f.get_metric().to_vec())
             .filter(|m| {
@@ -384,6 +384,93 @@ output: "{{ steps.publish.output }}"
     assert_eq!(status["output"], json!({ "by": "ann", "text": "draft" }));
     assert!(env.counter("switchyard_sla_breaches_total") >= 1.0);
     env.components.detach();
+}
+
+#[tokio::test]
+async fn a_failed_instance_reruns_from_its_failed_step_keeping_earlier_outputs() {
+    let env = env().await;
+    env.register(
+        r#"
+name: four
+version: 1
+steps:
+  - { id: fetch, operation: test.echo, input: { text: fetched } }
+  - { id: think, operation: test.sleep, needs: [fetch], input: { ms: 5 } }
+  - { id: flaky, operation: test.fail, needs: [think], input: { mode: permanent, runs: 1 } }
+  - { id: report, operation: test.echo, needs: [flaky], input: { text: "{{ steps.fetch.output.text }}", slept: "{{ steps.think.output.slept_ms }}", attempts: "{{ steps.flaky.output.attempts }}" } }
+output: "{{ steps.report.output }}"
+"#,
+    )
+    .await;
+    let (instance, mut events) = env.start("four", json!({})).await;
+    let failed = env.finished(&instance, T).await;
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    assert_eq!(failed["error"]["step"], "flaky", "{failed:#}");
+    assert_eq!(step(&failed, "report")["status"], "cancelled");
+    let ran = |op: &str| {
+        switchyard_test_harness::metrics::counter(
+            env.registries(),
+            "switchyard_jobs_total",
+            &[("operation", op)],
+        )
+    };
+    assert_eq!(
+        (ran("test.echo"), ran("test.sleep"), ran("test.fail")),
+        (1.0, 1.0, 1.0)
+    );
+
+    // Another tenant's instance is not there; a running one is refused.
+    let foreign = switchyard_test_harness::engine::try_query(
+        &env.client,
+        endpoint::INSTANCE_RERUN,
+        &json!({ "tenant": "globex", "instance_id": instance, "requested_by": "eve" }),
+    )
+    .await
+    .expect_err("another tenant's instance");
+    assert_eq!(foreign["error"]["code"], "not_found", "{foreign}");
+
+    // Nothing new is registered: the cause went away (the step fails in run 0 only).
+    let reply = env
+        .query(
+            endpoint::INSTANCE_RERUN,
+            json!({ "tenant": TENANT, "instance_id": instance, "requested_by": "ann", "reason": "provider back" }),
+        )
+        .await;
+    assert_eq!(reply["run"], 1, "{reply}");
+    assert_eq!(reply["steps"], json!(["flaky", "report"]), "{reply}");
+    assert_eq!(reply["kept"], json!(["fetch", "think"]), "{reply}");
+    let (rerun, _) = until_event(&mut events, event::RERUN, T).await;
+    assert_eq!(event_data(&rerun)["requested_by"], "ann");
+    // Its state is stored before its events are published.
+    until_event(&mut events, event::COMPLETED, T).await;
+    let done = env.status(&instance).await;
+    assert_eq!(done["status"], "completed", "{done:#}");
+    assert_eq!(done["run"], 1);
+    // The report uses the first run's outputs of fetch and think, and the re-run's flaky.
+    assert_eq!(
+        done["output"],
+        json!({ "text": "fetched", "slept": 5, "attempts": 1 })
+    );
+    assert_eq!(
+        step(&done, "flaky")["attempts"],
+        1,
+        "attempts counted afresh"
+    );
+    // fetch and think ran once each; flaky twice; report once.
+    assert_eq!(
+        (ran("test.echo"), ran("test.sleep"), ran("test.fail")),
+        (2.0, 1.0, 2.0)
+    );
+
+    // A second re-run of a completed instance needs a step to start from.
+    let again = switchyard_test_harness::engine::try_query(
+        &env.client,
+        endpoint::INSTANCE_RERUN,
+        &json!({ "tenant": TENANT, "instance_id": instance, "requested_by": "ann" }),
+    )
+    .await
+    .expect_err("a completed instance");
+    assert_eq!(again["error"]["code"], "conflict", "{again}");
 }
 
 #[tokio::test]

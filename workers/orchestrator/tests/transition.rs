@@ -348,6 +348,7 @@ steps:
         step_id: "work".into(),
         kind: TimerKind::StepTimeout as i32,
         due_at_ms: 3_600,
+        run: 0,
     };
     let Decision::Apply(timed_out) =
         transition::apply(&d, &signalled, &Input::Timer(timeout), ctx(3_600))
@@ -403,4 +404,205 @@ steps:
     let done = apply(&d, &state, Input::Result(echo(&first))).unwrap();
     assert_eq!(done.status, InstanceStatus::Completed);
     assert_eq!(done.steps[1].output, Some(json!({ "ok": true })));
+}
+
+const CHAIN: &str = r#"
+name: chain
+version: 1
+steps:
+  - { id: a, operation: test.echo, input: { v: a } }
+  - { id: b, operation: test.echo, needs: [a], input: { v: "{{ steps.a.output.v }}b" } }
+  - { id: c, operation: test.echo, needs: [b], input: { v: "{{ steps.b.output.v }}c" }, timeout: 1m }
+  - { id: d, operation: test.echo, needs: [c], input: { v: "{{ steps.c.output.v }}d" } }
+output: "{{ steps.d.output.v }}"
+"#;
+
+fn ctx_at(now_ms: i64, env: &BTreeMap<String, String>) -> Ctx<'_> {
+    Ctx {
+        now_ms,
+        env,
+        routes: &Builtin,
+    }
+}
+
+fn rerun_msg(run: u32, from_step: &str, version: u32) -> switchyard_proto::RerunWorkflow {
+    switchyard_proto::RerunWorkflow {
+        tenant: "acme".into(),
+        instance_id: "i1".into(),
+        run,
+        from_step: from_step.into(),
+        version,
+        requested_by: "ann".into(),
+        ..Default::default()
+    }
+}
+
+/// Runs CHAIN with step c failing permanently; returns the failed state and c's job.
+fn chain_failing_at_c(d: &Definition) -> (Instance, Job) {
+    let env = env();
+    let mut state = transition::start(d, &start_msg(json!({})), "i1", ctx_at(1_000, &env));
+    loop {
+        let job = jobs(&state).remove(0);
+        let result = if job.step_id == "c" {
+            failed(&job, ErrorCode::Permanent)
+        } else {
+            echo(&job)
+        };
+        state = apply(d, &state, Input::Result(result)).expect("applies");
+        if state.status.is_finished() {
+            return (state, job);
+        }
+    }
+}
+
+#[test]
+fn a_rerun_runs_the_failed_step_and_what_follows_with_the_earlier_outputs() {
+    let d = def(CHAIN);
+    let env = env();
+    let (failed_state, old_c) = chain_failing_at_c(&d);
+    assert_eq!(failed_state.status, InstanceStatus::Failed);
+    assert_eq!(old_c.job_id, "i1.c");
+
+    let rerun = transition::rerun(&d, &failed_state, &rerun_msg(1, "", 0), ctx_at(5_000, &env))
+        .expect("a failed instance re-runs");
+    assert_eq!(rerun.steps, ["c", "d"]);
+    assert_eq!(rerun.kept, ["a", "b"]);
+    let state = rerun.instance;
+    assert_eq!((state.status, state.run), (InstanceStatus::Running, 1));
+    assert_eq!(state.error, None);
+    assert_eq!(state.steps[0], failed_state.steps[0], "a is kept as it was");
+    assert_eq!(state.steps[1], failed_state.steps[1], "b is kept as it was");
+    // Only c runs again, as a new job of run 1 with b's original output as its input.
+    let again = jobs(&state);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].job_id, "i1.c~r1");
+    assert_eq!(again[0].effect_id(), "i1.c");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&again[0].input).unwrap(),
+        json!({ "v": "abc" })
+    );
+    assert_eq!(
+        event_types(&state)[..2],
+        ["rerun:".to_owned(), "step_scheduled:c".to_owned()]
+    );
+    let events: Vec<&switchyard_proto::WorkflowEvent> = state
+        .outbox
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Event { event } => Some(event),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(events[0].event_id, "i1.rerun~r1");
+    assert_eq!(events[1].event_id, "i1.step_scheduled.c~r1");
+    let data: Value = serde_json::from_slice(&events[0].data).unwrap();
+    assert_eq!(data["run"], 1);
+    assert_eq!(data["requested_by"], "ann");
+
+    // What the first run left behind changes nothing: c's late result, c's old timeout.
+    assert!(apply(&d, &state, Input::Result(echo(&old_c))).is_none());
+    let old_timer = Timer {
+        tenant: "acme".into(),
+        instance_id: "i1".into(),
+        step_id: "c".into(),
+        kind: TimerKind::StepTimeout as i32,
+        due_at_ms: 0,
+        run: 0,
+    };
+    assert!(apply(&d, &state, Input::Timer(old_timer)).is_none());
+
+    // The re-run completes with the kept outputs.
+    let mut state = apply(&d, &state, Input::Result(echo(&again[0]))).expect("c completes");
+    let d_job = jobs(&state).remove(0);
+    assert_eq!(d_job.job_id, "i1.d~r1");
+    state = apply(&d, &state, Input::Result(echo(&d_job))).expect("d completes");
+    assert_eq!(state.status, InstanceStatus::Completed);
+    assert_eq!(state.output, Some(json!("abcd")));
+
+    // A completed instance re-runs only from a named step, and that step's downstream with it.
+    let refused = transition::rerun(&d, &state, &rerun_msg(2, "", 0), ctx_at(6_000, &env));
+    assert!(refused.is_err_and(|r| r.field.is_none() && r.message.contains("from_step")));
+    let from_b = transition::rerun(&d, &state, &rerun_msg(2, "b", 0), ctx_at(6_000, &env))
+        .expect("re-runs from b");
+    assert_eq!(
+        (from_b.steps.clone(), from_b.kept.clone()),
+        (
+            vec!["b".to_owned(), "c".into(), "d".into()],
+            vec!["a".to_owned()]
+        )
+    );
+    assert_eq!(jobs(&from_b.instance)[0].job_id, "i1.b~r2");
+}
+
+#[test]
+fn a_rerun_is_refused_when_it_cannot_apply() {
+    let d = def(CHAIN);
+    let env = env();
+    let running = transition::start(&d, &start_msg(json!({})), "i1", ctx_at(1_000, &env));
+    let refusal = transition::rerun(&d, &running, &rerun_msg(1, "", 0), ctx_at(2_000, &env))
+        .expect_err("a running instance does not re-run");
+    assert!(refusal.message.contains("running"), "{refusal:?}");
+
+    let (failed_state, _) = chain_failing_at_c(&d);
+    // The same re-run twice: the second names a run the instance is past.
+    let first = transition::rerun(&d, &failed_state, &rerun_msg(1, "", 0), ctx_at(2_000, &env))
+        .expect("re-runs")
+        .instance;
+    assert!(transition::rerun(&d, &first, &rerun_msg(1, "", 0), ctx_at(2_000, &env)).is_err());
+    let unknown = transition::rerun(
+        &d,
+        &failed_state,
+        &rerun_msg(1, "zz", 0),
+        ctx_at(2_000, &env),
+    )
+    .expect_err("no such step");
+    assert_eq!(unknown.field, Some("from_step"));
+
+    // A newer version must keep the completed steps; one that does may add steps.
+    let drops_b = def(&CHAIN
+        .replace("version: 1", "version: 2")
+        .replace("  - { id: b, operation: test.echo, needs: [a], input: { v: \"{{ steps.a.output.v }}b\" } }\n", "")
+        .replace("needs: [b], input: { v: \"{{ steps.b.output.v }}c\" }", "needs: [a], input: { v: c }"));
+    let refusal = transition::rerun(
+        &drops_b,
+        &failed_state,
+        &rerun_msg(1, "", 2),
+        ctx_at(2_000, &env),
+    )
+    .expect_err("b completed, and version 2 has no b");
+    assert!(refusal.message.contains("\"b\""), "{refusal:?}");
+    let adds_e = def(&CHAIN.replace("version: 1", "version: 2").replace(
+        "output: \"{{ steps.d.output.v }}\"",
+        "  - { id: e, operation: test.echo, needs: [a], input: { v: e } }\noutput: \"{{ steps.d.output.v }}\"",
+    ));
+    let moved = transition::rerun(
+        &adds_e,
+        &failed_state,
+        &rerun_msg(1, "", 2),
+        ctx_at(2_000, &env),
+    )
+    .expect("version 2 keeps a and b");
+    assert_eq!(moved.instance.version, 2);
+    assert_eq!(moved.steps, ["c", "d", "e"]);
+    let ids: Vec<String> = jobs(&moved.instance)
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect();
+    assert_eq!(ids, ["i1.c~r1", "i1.e~r1"]);
+
+    // A start that was refused has nothing to re-run.
+    let mut refused_start = failed_state.clone();
+    refused_start.error = Some(switchyard_orchestrator::instance::Failure {
+        step: None,
+        code: "invalid_input".into(),
+        message: "input: not valid JSON".into(),
+    });
+    let refusal = transition::rerun(
+        &d,
+        &refused_start,
+        &rerun_msg(1, "", 0),
+        ctx_at(2_000, &env),
+    )
+    .expect_err("nothing ran");
+    assert!(refusal.message.contains("never started"), "{refusal:?}");
 }

@@ -59,9 +59,11 @@ impl Env {
     pub async fn worker(&mut self, id: &str) {
         let mut config = worker_config(self.bus.url(), id);
         config.worker.concurrency = 64;
+        let registry = Registry::new();
         self.components
-            .worker(&self.bus, &config, TestWorker, &Registry::new())
+            .worker(&self.bus, &config, TestWorker, &registry)
             .await;
+        self.components.registries.push(registry);
     }
 
     /// Starts an orchestrator replica in this process (templates may read `env.PUBLIC_NAME`)
