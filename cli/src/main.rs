@@ -103,6 +103,43 @@ enum Command {
     },
 }
 
+/// Which instances a bulk action selects: at least one option.
+#[derive(Debug, Clone, clap::Args)]
+struct BulkSelect {
+    /// Only instances of this workflow.
+    #[arg(long)]
+    workflow: Option<String>,
+    /// Only instances started with this label, `key=value`.
+    #[arg(long)]
+    label: Option<String>,
+    /// Only instances created within this long, e.g. `1h`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Option<std::time::Duration>,
+    /// At most this many.
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+}
+
+impl BulkSelect {
+    fn selection(
+        self,
+        status: &'static str,
+    ) -> anyhow::Result<switchyard_cli::workflow::Selection> {
+        if self.workflow.is_none() && self.label.is_none() && self.since.is_none() {
+            anyhow::bail!(
+                "select instances with --workflow, --label or --since: a bulk action never selects every instance"
+            );
+        }
+        Ok(switchyard_cli::workflow::Selection {
+            workflow: self.workflow,
+            label: self.label,
+            since: self.since,
+            status,
+            limit: self.limit,
+        })
+    }
+}
+
 /// Which dead letters: every option narrows the selection.
 #[derive(Debug, Clone, Default, clap::Args)]
 struct DlqSelect {
@@ -320,6 +357,24 @@ enum WorkflowCommand {
         #[arg(long)]
         version: Option<u32>,
         #[arg(long, default_value = "re-run from the command line")]
+        reason: String,
+    },
+    /// Cancel every running instance the options select (as the ledger lists them).
+    BulkCancel {
+        #[command(flatten)]
+        select: BulkSelect,
+        #[arg(long, default_value = "cancelled in bulk from the command line")]
+        reason: String,
+    },
+    /// Re-run every failed (or `--cancelled`) instance the options select (as the ledger
+    /// lists them).
+    BulkRerun {
+        #[command(flatten)]
+        select: BulkSelect,
+        /// Re-run cancelled instances instead of failed ones.
+        #[arg(long)]
+        cancelled: bool,
+        #[arg(long, default_value = "re-run in bulk from the command line")]
         reason: String,
     },
     /// Send a named signal (e.g. an approval) to an instance.
@@ -725,6 +780,55 @@ async fn workflow_command(
                 list_or_none(&reply.kept)
             );
         }
+        WorkflowCommand::BulkCancel { select, reason } => {
+            let (ids, more) =
+                workflow::listed(&client, tenant, &select.selection("running")?).await?;
+            for id in &ids {
+                workflow::cancel(&client, tenant, id, &reason).await?;
+            }
+            println!("cancel sent for {} instances{}", ids.len(), more_note(more));
+        }
+        WorkflowCommand::BulkRerun {
+            select,
+            cancelled,
+            reason,
+        } => {
+            let status = if cancelled { "cancelled" } else { "failed" };
+            let (ids, more) = workflow::listed(&client, tenant, &select.selection(status)?).await?;
+            let mut refused = 0;
+            for id in &ids {
+                let asked = workflow::query::<RerunInstance>(
+                    &client,
+                    &InstanceRerun {
+                        tenant: tenant.to_owned(),
+                        instance_id: id.clone(),
+                        requested_by: workflow::cli_actor(),
+                        reason: Some(reason.clone()),
+                        ..InstanceRerun::default()
+                    },
+                )
+                .await;
+                match asked {
+                    Ok(reply) => println!(
+                        "{id}: run {} re-runs {}",
+                        reply.run,
+                        list_or_none(&reply.steps)
+                    ),
+                    Err(e) => {
+                        refused += 1;
+                        println!("{id}: refused: {e}");
+                    }
+                }
+            }
+            println!(
+                "{} re-run, {refused} refused{}",
+                ids.len() - refused,
+                more_note(more)
+            );
+            if refused > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         WorkflowCommand::Signal {
             instance,
             name,
@@ -738,6 +842,14 @@ async fn workflow_command(
     }
     client.flush().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn more_note(more: bool) -> &'static str {
+    if more {
+        "; more matched: run it again"
+    } else {
+        ""
+    }
 }
 
 fn list_or_none(items: &[String]) -> String {

@@ -301,3 +301,95 @@ pub async fn signal(
     .await?;
     Ok(())
 }
+
+/// What a bulk action selects, as the ledger lists instances.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub workflow: Option<String>,
+    /// `key=value`.
+    pub label: Option<String>,
+    /// Only instances created within this long.
+    pub since: Option<Duration>,
+    pub status: &'static str,
+    pub limit: usize,
+}
+
+/// The ids of at most `limit` of `tenant`'s instances the ledger lists for `select`, newest
+/// first, and whether more matched.
+pub async fn listed(
+    client: &async_nats::Client,
+    tenant: &str,
+    select: &Selection,
+) -> anyhow::Result<(Vec<String>, bool)> {
+    let mut filter = serde_json::json!({ "status": select.status, "limit": 500 });
+    if let Some(w) = &select.workflow {
+        filter["workflow"] = w.clone().into();
+    }
+    if let Some(label) = &select.label {
+        let (k, v) = label
+            .split_once('=')
+            .context("--label: expected key=value")?;
+        filter["labels"] = serde_json::json!({ k: v });
+    }
+    if let Some(since) = select.since {
+        filter["from_ms"] = (switchyard_proto::now_ms()
+            - i64::try_from(since.as_millis()).unwrap_or(i64::MAX / 2))
+        .into();
+    }
+    let mut ids = Vec::new();
+    loop {
+        let page = ledger(client, tenant, "ledger.instances", &filter).await?;
+        for id in page["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["instance_id"].as_str())
+        {
+            if ids.len() == select.limit {
+                return Ok((ids, true));
+            }
+            ids.push(id.to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) if ids.len() < select.limit => filter["cursor"] = cursor.into(),
+            Some(_) => return Ok((ids, true)),
+            None => return Ok((ids, false)),
+        }
+    }
+}
+
+/// Asks the ledger's `operation` for `tenant`, as the gateway does.
+async fn ledger(
+    client: &async_nats::Client,
+    tenant: &str,
+    operation: &str,
+    input: &Value,
+) -> anyhow::Result<Value> {
+    let (kind, op) = operation.split_once('.').unwrap_or((operation, ""));
+    let job = switchyard_proto::Job {
+        job_id: uuid::Uuid::now_v7().to_string(),
+        tenant: tenant.to_owned(),
+        operation: operation.to_owned(),
+        input: serde_json::to_vec(input)?,
+        created_at_ms: switchyard_proto::now_ms(),
+        ..switchyard_proto::Job::default()
+    };
+    let reply = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.request(
+            format!("{}.{op}", subject::service_group(kind)),
+            encode_proto(&job).into(),
+        ),
+    )
+    .await
+    .context("the ledger did not answer in 30s")?
+    .context("no ledger is running (start one with `switchyard ledger`)")?;
+    let result: switchyard_proto::JobResult = decode(ContentType::Protobuf, &reply.payload)?;
+    if result.status != switchyard_proto::JobStatus::Succeeded as i32 {
+        bail!(
+            "the ledger refused: {}",
+            result.error.map(|e| e.message).unwrap_or_default()
+        );
+    }
+    Ok(serde_json::from_slice(&result.output)?)
+}

@@ -317,6 +317,104 @@ async fn a_failed_instance_is_recovered_from_the_command_line_through_its_dead_l
     stop(worker);
 }
 
+/// Polls `switchyard args…` until its output contains `want`; returns the last output.
+fn until_output(server: &NatsServer, args: &[&str], want: &str) -> String {
+    let mut out = String::new();
+    for _ in 0..150 {
+        out = text(&switchyard(server, args));
+        if out.contains(want) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    out
+}
+
+#[tokio::test]
+async fn bulk_rerun_and_bulk_cancel_act_on_what_the_ledger_lists() {
+    let server = NatsServer::start().await;
+    let db = switchyard_test_support::database().await;
+    assert!(switchyard(&server, &["bus", "apply"]).status.success());
+    let worker = spawn(&server, &Role::Worker("test".into()), &["worker", "test"]);
+    let orchestrator = spawn(&server, &Role::Orchestrator, &["orchestrator"]);
+    let ledger = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("ledger")
+        .env_clear()
+        .envs(server.env_for(&Role::Ledger))
+        .env("DATABASE_URL", &db.url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the ledger");
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(
+        file.path(),
+        "name: batchy\nversion: 1\nsteps:\n  - { id: call, operation: test.fail, input: { mode: permanent, runs: 1 } }\n",
+    )
+    .unwrap();
+    let nap = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(
+        nap.path(),
+        "name: nap\nversion: 1\nsteps:\n  - { id: sleep, operation: test.sleep, input: { ms: 120000 } }\n",
+    )
+    .unwrap();
+    for f in [&file, &nap] {
+        let path = f.path().to_str().unwrap();
+        assert!(
+            switchyard(&server, &["workflow", "register", path])
+                .status
+                .success()
+        );
+    }
+    for _ in 0..2 {
+        let run = switchyard(&server, &["workflow", "run", "batchy", "--timeout", "30"]);
+        assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    }
+    let refused = switchyard(&server, &["workflow", "bulk-rerun"]);
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(
+        text(&refused).contains("never selects every instance"),
+        "{}",
+        text(&refused)
+    );
+    // Once the ledger lists both failed, both re-run.
+    let out = until_output(
+        &server,
+        &["workflow", "bulk-rerun", "--workflow", "batchy"],
+        "2 re-run, 0 refused",
+    );
+    assert!(out.contains("2 re-run, 0 refused"), "{out}");
+    // Then the ledger lists them completed, none failed.
+    let out = until_output(
+        &server,
+        &["workflow", "bulk-rerun", "--workflow", "batchy"],
+        "0 re-run, 0 refused",
+    );
+    assert!(out.contains("0 re-run, 0 refused"), "{out}");
+
+    // A running instance, cancelled in bulk.
+    let waited = switchyard(&server, &["workflow", "run", "nap", "--timeout", "1"]);
+    assert_ne!(waited.status.code(), Some(0));
+    let out = until_output(
+        &server,
+        &[
+            "workflow",
+            "bulk-cancel",
+            "--workflow",
+            "nap",
+            "--since",
+            "1h",
+        ],
+        "cancel sent for 1 instances",
+    );
+    assert!(out.contains("cancel sent for 1 instances"), "{out}");
+
+    stop(ledger);
+    stop(orchestrator);
+    stop(worker);
+}
+
 #[test]
 fn bad_configuration_is_reported_in_full_with_exit_code_2() {
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))

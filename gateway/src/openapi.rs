@@ -12,7 +12,7 @@ use utoipa::{
 use switchyard_proto::orchestrator as contract;
 
 use crate::{
-    api::{cards, meetings, research},
+    api::{cards, dlq::MAX_SEQ, meetings, research},
     error::{FieldError, Problem},
     responses,
 };
@@ -150,8 +150,6 @@ pub fn document() -> Value {
 
 /// An operation name, `<kind>.<op>[.<op>…]`, as `subject::check_operation` checks it.
 const OPERATION: &str = "^[A-Za-z0-9_-]{1,128}(\\.[A-Za-z0-9_-]{1,128})+$";
-/// The largest stream sequence a parameter may name (what JSON numbers hold exactly).
-const MAX_SEQ: u64 = (1 << 53) - 1;
 
 /// A label key, as `crate::start::labels` checks it.
 const LABEL_KEY: &str = "^[A-Za-z0-9_.-]{1,63}$";
@@ -265,7 +263,7 @@ fn refine_dlq_bodies(doc: &mut Value) {
             p["seqs"] = or_null(json!({
                 "type": "array",
                 "maxItems": crate::api::dlq::MAX_BULK,
-                "items": { "type": "integer", "minimum": 0, "maximum": MAX_SEQ }
+                "items": { "type": "integer", "minimum": 1, "maximum": MAX_SEQ }
             }));
         }
     }
@@ -350,7 +348,7 @@ fn parameter_rules() -> Vec<(&'static str, &'static [&'static str], Value)> {
         (
             "seq",
             letter,
-            json!({ "type": "integer", "minimum": 0, "maximum": MAX_SEQ }),
+            json!({ "type": "integer", "minimum": 1, "maximum": MAX_SEQ }),
         ),
         (
             "Idempotency-Key",

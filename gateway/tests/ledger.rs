@@ -741,6 +741,11 @@ async fn a_failed_instance_reruns_over_http_and_the_ledger_counts_it() {
         )
         .await;
     assert_eq!(bad.problem(400)["field"], "from_step", "{bad:#?}");
+    // A body read by position is no body of named fields.
+    let bad = l
+        .post(&rerun(&failed), TENANT, Role::Operator, json!(["flaky", 1]))
+        .await;
+    bad.problem(400);
     for version in [0, 7] {
         let bad = l
             .post(

@@ -11,7 +11,7 @@ use crate::{
         ledger::{INSTANCES, fresh_id, label_filter, window},
         workflows::{publish_cancel, rerun_instance},
     },
-    extract::{Ctx, JsonBody, check_token},
+    extract::{Ctx, JsonObject, check_token},
     limits::Group,
     route::{Deadline, RouteDef, route},
     workers::WorkerError,
@@ -59,7 +59,7 @@ pub(crate) struct BulkCancelRequest {
 )]
 pub(crate) async fn cancel(
     ctx: Ctx,
-    JsonBody(req): JsonBody<BulkCancelRequest>,
+    JsonObject(req): JsonObject<BulkCancelRequest>,
 ) -> Result<Json<Value>, WorkerError> {
     ctx.require(Permission::WorkflowsRun)?;
     if req.workflow.is_none() && req.label.is_none() && req.from.is_none() && req.to.is_none() {
@@ -188,7 +188,7 @@ pub(crate) struct BulkRerunRequest {
 )]
 pub(crate) async fn rerun(
     ctx: Ctx,
-    JsonBody(req): JsonBody<BulkRerunRequest>,
+    JsonObject(req): JsonObject<BulkRerunRequest>,
 ) -> Result<Json<Value>, WorkerError> {
     ctx.require(Permission::WorkflowsRun)?;
     if req.workflow.is_none() && req.label.is_none() && req.from.is_none() && req.to.is_none() {

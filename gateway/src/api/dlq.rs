@@ -16,7 +16,7 @@ use switchyard_proto::{
 use crate::{
     Error, Permission,
     api::ledger::{instant, tenant},
-    extract::{Ctx, JsonBody, check_token, query_of},
+    extract::{Ctx, JsonObject, check_token, query_of},
     limits::Group,
     route::{Deadline, RouteDef, route},
 };
@@ -173,8 +173,7 @@ pub(crate) async fn list(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<DlqPage>
     let after = q
         .cursor
         .map(|c| {
-            c.parse::<u64>()
-                .map_err(|_| Error::field("cursor", "expected the next_cursor of a page"))
+            sequence(&c).ok_or_else(|| Error::field("cursor", "expected the next_cursor of a page"))
         })
         .transpose()?;
     ctx.query::<ListDeadLetters>(&DlqList {
@@ -214,12 +213,23 @@ pub(crate) async fn show(
     .map(Json)
 }
 
+/// The largest stream sequence the API takes: what a JSON number holds exactly.
+pub(crate) const MAX_SEQ: u64 = (1 << 53) - 1;
+
+/// A stream sequence given as text, up to [`MAX_SEQ`].
+fn sequence(text: &str) -> Option<u64> {
+    text.parse().ok().filter(|n| *n <= MAX_SEQ)
+}
+
 /// The letter a path names and the tenant it must be of, for an operator.
 fn letter(ctx: &Ctx, seq: &str, uri: &axum::http::Uri) -> Result<(u64, String), Error> {
     ctx.require(Permission::WorkflowsRun)?;
-    let seq = seq
-        .parse()
-        .map_err(|_| Error::field("seq", "expected a letter's sequence in the DLQ stream"))?;
+    let seq = sequence(seq).filter(|s| *s > 0).ok_or_else(|| {
+        Error::field(
+            "seq",
+            "expected a letter's sequence in the DLQ stream, 1 or more",
+        )
+    })?;
     let q: TenantParam = query_of(uri)?;
     Ok((seq, scope(ctx, q.tenant.as_deref())?))
 }
@@ -304,7 +314,7 @@ pub(crate) struct BulkReplayRequest {
 )]
 pub(crate) async fn replay_bulk(
     ctx: Ctx,
-    JsonBody(req): JsonBody<BulkReplayRequest>,
+    JsonObject(req): JsonObject<BulkReplayRequest>,
 ) -> Result<Json<DlqReplayReply>, Error> {
     ctx.require(Permission::WorkflowsRun)?;
     let select = Selection {
@@ -376,7 +386,7 @@ pub(crate) struct PurgeRequest {
     post,
     path = "/api/v1/dlq/purge",
     tag = "dlq",
-    request_body = PurgeRequest,
+    request_body(content = Option<PurgeRequest>, description = "Which letters; without a body, every letter of the tenant already replayed"),
     responses(
         (status = 200, description = "How many letters were removed", body = DlqPurgeReply),
         crate::responses::ControlErrors
@@ -385,7 +395,7 @@ pub(crate) struct PurgeRequest {
 )]
 pub(crate) async fn purge(
     ctx: Ctx,
-    JsonBody(req): JsonBody<PurgeRequest>,
+    JsonObject(req): JsonObject<PurgeRequest>,
 ) -> Result<Json<DlqPurgeReply>, Error> {
     ctx.require(Permission::WorkflowsRun)?;
     let seqs = req.seqs.unwrap_or_default();

@@ -16,7 +16,7 @@ use switchyard_proto::{CancelWorkflow, SignalWorkflow, encode_proto, event, subj
 
 use crate::{
     Error, Permission,
-    extract::{Ctx, JsonBody, check_token},
+    extract::{Ctx, JsonBody, JsonObject, check_token},
     limits::Group,
     responses::{accepted, status_url},
     route::{Deadline, RouteDef, route},
@@ -249,12 +249,10 @@ pub(crate) struct CancelRequest {
 pub(crate) async fn cancel(
     ctx: Ctx,
     Path(id): Path<String>,
-    JsonBody(req): JsonBody<Option<CancelRequest>>,
+    JsonObject(req): JsonObject<CancelRequest>,
 ) -> Result<Response, Error> {
     ctx.require(Permission::WorkflowsRun)?;
-    let reason = req
-        .and_then(|r| r.reason)
-        .unwrap_or_else(|| "cancelled over HTTP".into());
+    let reason = req.reason.unwrap_or_else(|| "cancelled over HTTP".into());
     cancel_instance(&ctx, &id, reason).await?;
     Ok(accepted(&id))
 }
@@ -291,10 +289,9 @@ pub(crate) struct RerunRequest {
 pub(crate) async fn rerun(
     ctx: Ctx,
     Path(id): Path<String>,
-    JsonBody(req): JsonBody<Option<RerunRequest>>,
+    JsonObject(req): JsonObject<RerunRequest>,
 ) -> Result<Response, Error> {
     ctx.require(Permission::WorkflowsRun)?;
-    let req = req.unwrap_or_default();
     if let Some(step) = &req.from_step {
         check_token("from_step", step)?;
     }

@@ -273,6 +273,9 @@ async fn scan(
 
 /// `tenant`'s letter `seq` (any tenant's when `None`).
 async fn get(shared: &Shared, tenant: Option<&str>, seq: u64) -> Result<Stored, ServiceError> {
+    if seq == 0 {
+        return Err(not_found(seq));
+    }
     let dlq = dlq_stream(shared).await?;
     let msg = match dlq.get_raw_message(seq).await {
         Ok(m) => m,
