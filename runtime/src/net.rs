@@ -39,7 +39,34 @@ pub struct AddressGuard {
     allow_private: bool,
     /// Networks allowed although not public, e.g. `10.20.0.0/16` for an intranet wiki.
     allowed: Vec<IpNet>,
+    /// Where names are looked up.
+    lookup: Lookup,
 }
+
+/// A name table that answers in place of the system's resolver.
+pub type NameTable = dyn Fn(&str) -> std::io::Result<Vec<IpAddr>> + Send + Sync;
+
+/// Where a guard looks names up: the system's resolver, or a table it was given.
+#[derive(Clone, Default)]
+struct Lookup(Option<Arc<NameTable>>);
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "table" } else { "system" })
+    }
+}
+
+impl PartialEq for Lookup {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Lookup {}
 
 impl AddressGuard {
     /// Public addresses only.
@@ -51,16 +78,27 @@ impl AddressGuard {
     pub fn allow_all() -> Self {
         AddressGuard {
             allow_private: true,
-            allowed: Vec::new(),
+            ..AddressGuard::default()
         }
     }
 
     /// Public addresses and the given networks.
     pub fn with_allowed(allowed: impl IntoIterator<Item = IpNet>) -> Self {
         AddressGuard {
-            allow_private: false,
             allowed: allowed.into_iter().collect(),
+            ..AddressGuard::default()
         }
+    }
+
+    /// The same guard, looking names up in `table` instead of the system's resolver (a
+    /// deployment's own names, or a test's); every answer is checked all the same.
+    #[must_use]
+    pub fn with_names(
+        mut self,
+        table: impl Fn(&str) -> std::io::Result<Vec<IpAddr>> + Send + Sync + 'static,
+    ) -> Self {
+        self.lookup = Lookup(Some(Arc::new(table)));
+        self
     }
 
     /// Parses an allow-list entry: a network (`10.0.0.0/8`, `fd00::/8`) or a single address
@@ -94,14 +132,20 @@ impl AddressGuard {
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
         // IPv6 literals come bracketed in URLs.
         let literal = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::net::lookup_host((host, port))
+        let failed = |e: std::io::Error| Error::Resolve {
+            host: host.to_owned(),
+            message: e.to_string(),
+        };
+        let addrs: Vec<SocketAddr> = match (literal.parse::<IpAddr>(), &self.lookup.0) {
+            (Ok(ip), _) => vec![SocketAddr::new(ip, port)],
+            (Err(_), Some(table)) => table(host)
+                .map_err(failed)?
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect(),
+            (Err(_), None) => tokio::net::lookup_host((host, port))
                 .await
-                .map_err(|e| Error::Resolve {
-                    host: host.to_owned(),
-                    message: e.to_string(),
-                })?
+                .map_err(failed)?
                 .collect(),
         };
         if addrs.is_empty() {
@@ -269,6 +313,156 @@ pub fn refusal(e: &reqwest::Error) -> Option<&Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A loopback HTTP server: `/` redirects to `redirect` when given, `/ok` answers 200.
+    /// Returns its port and how many requests it got.
+    async fn server(redirect: Option<String>) -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let text = String::from_utf8_lossy(&head);
+                let answer = match (&redirect, text.starts_with("GET /ok")) {
+                    (Some(to), false) => {
+                        format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n\r\n")
+                    }
+                    _ => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_owned(),
+                };
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        (port, requests)
+    }
+
+    /// `app.test` is this machine (allowed by the guard), `metadata.test` the cloud metadata
+    /// address, `loop.test` loopback; anything else is unknown.
+    fn names(host: &str) -> std::io::Result<Vec<IpAddr>> {
+        match host {
+            "app.test" | "loop.test" => Ok(vec![Ipv4Addr::LOCALHOST.into()]),
+            "metadata.test" => Ok(vec![Ipv4Addr::new(169, 254, 169, 254).into()]),
+            _ => Err(std::io::Error::other("no such name")),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_of_a_private_address_is_refused_at_check_and_at_connect_time() {
+        let guard = AddressGuard::public_only().with_names(names);
+        for (host, ip) in [
+            ("metadata.test", "169.254.169.254"),
+            ("loop.test", "127.0.0.1"),
+        ] {
+            let err = guard
+                .check_url(&format!("http://{host}/latest"))
+                .await
+                .expect_err(host);
+            let blocked = Error::Blocked {
+                host: host.to_owned(),
+                ip: ip.parse().unwrap(),
+            };
+            assert_eq!(err, blocked);
+        }
+        // A client that skipped the check still cannot connect: its resolver refuses.
+        let (port, requests) = server(None).await;
+        let client = guarded_client(&guard, 0).build().unwrap();
+        let err = client
+            .get(format!("http://loop.test:{port}/ok"))
+            .send()
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(refusal(&err), Some(Error::Blocked { host, .. }) if host == "loop.test"),
+            "{err:?}"
+        );
+        assert_eq!(
+            requests.load(Ordering::SeqCst),
+            0,
+            "nothing reached the server"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_name_that_changes_its_answer_after_the_check_is_refused_when_connecting() {
+        let (port, requests) = server(None).await;
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        // Public for the check, loopback for the connection: DNS rebinding.
+        let guard = AddressGuard::public_only().with_names(move |_| {
+            Ok(vec![if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                Ipv4Addr::new(93, 184, 216, 34).into()
+            } else {
+                Ipv4Addr::LOCALHOST.into()
+            }])
+        });
+        let url = format!("http://rebind.test:{port}/ok");
+        guard.check_url(&url).await.expect("public at first");
+        let client = guarded_client(&guard, 0).build().unwrap();
+        let err = client.get(&url).send().await.expect_err("refused");
+        let Some(Error::Blocked { ip, .. }) = refusal(&err) else {
+            panic!("not the guard's refusal: {err:?}");
+        };
+        assert_eq!(*ip, IpAddr::from(Ipv4Addr::LOCALHOST));
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            2,
+            "asked at check and at connect"
+        );
+        assert_eq!(
+            requests.load(Ordering::SeqCst),
+            0,
+            "nothing reached the server"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_a_name_of_a_private_address_is_refused() {
+        let loopback = AddressGuard::parse_network("127.0.0.1").unwrap();
+        let guard = AddressGuard::with_allowed([loopback]).with_names(names);
+        // A redirect to a name the guard allows is followed: the machinery works.
+        let (fine, fine_requests) = server(Some("/ok".to_owned())).await;
+        let client = guarded_client(&guard, 3).build().unwrap();
+        let ok = client
+            .get(format!("http://app.test:{fine}/"))
+            .send()
+            .await
+            .expect("followed");
+        assert_eq!(ok.status(), 200);
+        assert_eq!(fine_requests.load(Ordering::SeqCst), 2);
+        // One to a name of the metadata address is refused when the client resolves it.
+        let (port, requests) = server(Some("http://metadata.test/latest/meta-data/".into())).await;
+        let err = client
+            .get(format!("http://app.test:{port}/"))
+            .send()
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            refusal(&err),
+            Some(&Error::Blocked {
+                host: "metadata.test".into(),
+                ip: Ipv4Addr::new(169, 254, 169, 254).into()
+            }),
+            "{err:?}"
+        );
+        assert_eq!(
+            requests.load(Ordering::SeqCst),
+            1,
+            "only the first hop was sent"
+        );
+    }
 
     #[test]
     fn only_public_addresses_pass_by_default() {
