@@ -6,6 +6,7 @@ use axum::http::{Method, StatusCode};
 use common::*;
 use serde_json::{Value, json};
 use switchyard_gateway::Role;
+use switchyard_proto::stream;
 
 const GREET: &str = r#"
 name: greet
@@ -332,7 +333,9 @@ async fn the_same_idempotency_key_starts_one_instance() {
     assert_eq!(first.body["instance_id"], second.body["instance_id"]);
     let id = first.body["instance_id"].as_str().unwrap();
     assert_eq!(env.finished(id).await["status"], "completed");
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Every start the bus stored has been taken by the engine: none is still to come.
+    env.wait_idle(&[(stream::WF_INBOX, stream::ORCHESTRATOR_COMMANDS)], T)
+        .await;
     assert_eq!(env.state_keys().await, 1, "only one instance ran");
 
     // The key is the tenant's own: the same key in another tenant is another instance.
@@ -874,7 +877,9 @@ async fn a_start_answered_503_carries_a_key_whose_retry_runs_it_once() {
         "the retry starts the instance the 503 named"
     );
     assert_eq!(env.finished(&ids[0]).await["status"], "completed");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Every start the bus stored has been taken by the engine: none is still to come.
+    env.wait_idle(&[(stream::WF_INBOX, stream::ORCHESTRATOR_COMMANDS)], T)
+        .await;
     assert_eq!(
         env.state_keys().await,
         1,
@@ -907,7 +912,9 @@ async fn a_start_during_a_nats_restart_is_stored_once_and_answered_202() {
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:#?}");
     let id = reply.body["instance_id"].as_str().unwrap();
     assert_eq!(env.finished(id).await["status"], "completed");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Every start the bus stored has been taken by the engine: none is still to come.
+    env.wait_idle(&[(stream::WF_INBOX, stream::ORCHESTRATOR_COMMANDS)], T)
+        .await;
     assert_eq!(
         env.state_keys().await,
         1,
