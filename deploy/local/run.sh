@@ -349,6 +349,12 @@ fi
 log "switchyard bus status"
 "$switchyard" bus status || true
 
+# The demo's failing jobs are in the DLQ on purpose; `switchyard dlq show SEQ` and
+# `switchyard dlq replay SEQ` inspect and replay one (docs/recovery.md).
+log "switchyard dlq list"
+dlq_status=0
+"$switchyard" dlq list || dlq_status=$?
+
 log "stopping the gateway, the workers and the orchestrator with SIGTERM (they finish in-flight work first)"
 worker_status=0
 for pid in "${WORKER_PIDS[@]}"; do
@@ -359,6 +365,9 @@ for pid in "${WORKER_PIDS[@]}"; do
 done
 WORKER_PIDS=()
 
+if [[ "$dlq_status" -ne 0 ]]; then
+    die "switchyard dlq list failed (exit $dlq_status); logs are in $logs"
+fi
 if [[ "$http_status" -ne 0 ]]; then
     die "the workflow over HTTP did not complete (exit $http_status); logs are in $logs"
 fi
