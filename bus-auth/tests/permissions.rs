@@ -151,6 +151,11 @@ async fn a_tenant_publisher_starts_its_workflows_and_reads_its_events_only() {
         .publish("wf.signal.acme.i-1.approve", "{}".into())
         .await
         .expect("signal");
+    tenant
+        .client
+        .publish("wf.rerun.acme.i-1", "{}".into())
+        .await
+        .expect("re-run");
     tenant.client.flush().await.expect("flush");
     operator
         .publish("wf.events.acme.i-1.started", "{}".into())
@@ -168,6 +173,7 @@ async fn a_tenant_publisher_starts_its_workflows_and_reads_its_events_only() {
     for subject in [
         "wf.start.globex.hello",
         "wf.cancel.globex.i-1",
+        "wf.rerun.globex.i-1",
         "wf.signal.globex.i-1.approve",
         "wf.result.i-1",
         "jobs.ai.generate",

@@ -321,6 +321,16 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonBody<T> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(T::default()));
         }
+        // Every body is an object (or `null`, read as none): serde would read a request
+        // type from an array by position, so `[null, "x"]` would mean something.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(Value::Null) => return Ok(JsonBody(T::default())),
+                Ok(_) => return Err(Error::BadRequest("the body must be a JSON object".into())),
+                // Not JSON at all: the parse below says where.
+                Err(_) => {}
+            }
+        }
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -351,29 +361,6 @@ async fn read_body(req: Request, state: &AppState) -> Result<Bytes, Error> {
         }
     }
     Ok(bytes)
-}
-
-/// A JSON body that must be an object (or absent, or `null`): [`JsonBody`] for request types
-/// whose fields have names. serde would read such a type from an array by position, so
-/// `[null, "x"]` would mean something; it is refused instead.
-pub(crate) struct JsonObject<T>(pub(crate) T);
-
-impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonObject<T> {
-    type Rejection = Error;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
-        let JsonBody(value) = JsonBody::<Value>::from_request(req, state).await?;
-        match value {
-            Value::Null => Ok(JsonObject(T::default())),
-            Value::Object(_) => serde_path_to_error::deserialize(value)
-                .map(JsonObject)
-                .map_err(|e| {
-                    let path = e.path().to_string();
-                    json_error(e.into_inner(), Some(path))
-                }),
-            _ => Err(Error::BadRequest("the body must be a JSON object".into())),
-        }
-    }
 }
 
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {

@@ -11,7 +11,7 @@ use crate::{
         ledger::{INSTANCES, fresh_id, label_filter, window},
         workflows::{publish_cancel, rerun_instance},
     },
-    extract::{Ctx, JsonObject, check_token},
+    extract::{Ctx, JsonBody, check_token},
     limits::Group,
     route::{Deadline, RouteDef, route},
     workers::WorkerError,
@@ -59,25 +59,12 @@ pub(crate) struct BulkCancelRequest {
 )]
 pub(crate) async fn cancel(
     ctx: Ctx,
-    JsonObject(req): JsonObject<BulkCancelRequest>,
+    JsonBody(req): JsonBody<BulkCancelRequest>,
 ) -> Result<Json<Value>, WorkerError> {
     ctx.require(Permission::WorkflowsRun)?;
-    if req.workflow.is_none() && req.label.is_none() && req.from.is_none() && req.to.is_none() {
-        return Err(Error::field(
-            "workflow",
-            "name at least one of workflow, label, from and to: a bulk cancel never selects every instance",
-        )
-        .into());
-    }
-    let limit = req.limit.unwrap_or(MAX_BULK);
-    if !(1..=MAX_BULK).contains(&limit) {
-        return Err(Error::field("limit", format!("expected 1 to {MAX_BULK}")).into());
-    }
-    let filter = selection(
-        req.workflow.as_deref(),
-        req.label.as_deref(),
-        req.from.as_deref(),
-        req.to.as_deref(),
+    let (filter, limit) = selection(
+        [&req.workflow, &req.label, &req.from, &req.to],
+        req.limit,
         "running",
     )?;
     let reason = req
@@ -94,14 +81,29 @@ pub(crate) async fn cancel(
     })))
 }
 
-/// The ledger's filter for a bulk action: the fields given, checked, and `status`.
+/// The ledger's filter for a bulk action, from its `[workflow, label, from, to]` (at least
+/// one given), and `status`; with its `limit`, checked.
 fn selection(
-    workflow: Option<&str>,
-    label: Option<&str>,
-    from: Option<&str>,
-    to: Option<&str>,
+    [workflow, label, from, to]: [&Option<String>; 4],
+    limit: Option<u32>,
     status: &str,
-) -> Result<Map<String, Value>, Error> {
+) -> Result<(Map<String, Value>, u32), Error> {
+    if workflow.is_none() && label.is_none() && from.is_none() && to.is_none() {
+        return Err(Error::field(
+            "workflow",
+            "name at least one of workflow, label, from and to: a bulk action never selects every instance",
+        ));
+    }
+    let limit = limit.unwrap_or(MAX_BULK);
+    if !(1..=MAX_BULK).contains(&limit) {
+        return Err(Error::field("limit", format!("expected 1 to {MAX_BULK}")));
+    }
+    let (workflow, label, from, to) = (
+        workflow.as_deref(),
+        label.as_deref(),
+        from.as_deref(),
+        to.as_deref(),
+    );
     let mut filter = Map::new();
     if let Some(workflow) = workflow {
         check_token("workflow", workflow)?;
@@ -112,7 +114,7 @@ fn selection(
     }
     window(&mut filter, from, to)?;
     filter.insert("status".into(), json!(status));
-    Ok(filter)
+    Ok((filter, limit))
 }
 
 /// The ids of at most `limit` instances the ledger lists for `filter`, newest first, and
@@ -188,29 +190,16 @@ pub(crate) struct BulkRerunRequest {
 )]
 pub(crate) async fn rerun(
     ctx: Ctx,
-    JsonObject(req): JsonObject<BulkRerunRequest>,
+    JsonBody(req): JsonBody<BulkRerunRequest>,
 ) -> Result<Json<Value>, WorkerError> {
     ctx.require(Permission::WorkflowsRun)?;
-    if req.workflow.is_none() && req.label.is_none() && req.from.is_none() && req.to.is_none() {
-        return Err(Error::field(
-            "workflow",
-            "name at least one of workflow, label, from and to: a bulk re-run never selects every instance",
-        )
-        .into());
-    }
-    let limit = req.limit.unwrap_or(MAX_BULK);
-    if !(1..=MAX_BULK).contains(&limit) {
-        return Err(Error::field("limit", format!("expected 1 to {MAX_BULK}")).into());
-    }
     let status = req.status.as_deref().unwrap_or("failed");
     if !["failed", "cancelled"].contains(&status) {
         return Err(Error::field("status", "expected failed or cancelled").into());
     }
-    let filter = selection(
-        req.workflow.as_deref(),
-        req.label.as_deref(),
-        req.from.as_deref(),
-        req.to.as_deref(),
+    let (filter, limit) = selection(
+        [&req.workflow, &req.label, &req.from, &req.to],
+        req.limit,
         status,
     )?;
     let reason = req

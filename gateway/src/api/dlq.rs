@@ -16,7 +16,7 @@ use switchyard_proto::{
 use crate::{
     Error, Permission,
     api::ledger::{instant, tenant},
-    extract::{Ctx, JsonObject, check_token, query_of},
+    extract::{Ctx, JsonBody, check_token, query_of},
     limits::Group,
     route::{Deadline, RouteDef, route},
 };
@@ -314,7 +314,7 @@ pub(crate) struct BulkReplayRequest {
 )]
 pub(crate) async fn replay_bulk(
     ctx: Ctx,
-    JsonObject(req): JsonObject<BulkReplayRequest>,
+    JsonBody(req): JsonBody<BulkReplayRequest>,
 ) -> Result<Json<DlqReplayReply>, Error> {
     ctx.require(Permission::WorkflowsRun)?;
     let select = Selection {
@@ -395,7 +395,7 @@ pub(crate) struct PurgeRequest {
 )]
 pub(crate) async fn purge(
     ctx: Ctx,
-    JsonObject(req): JsonObject<PurgeRequest>,
+    JsonBody(req): JsonBody<PurgeRequest>,
 ) -> Result<Json<DlqPurgeReply>, Error> {
     ctx.require(Permission::WorkflowsRun)?;
     let seqs = req.seqs.unwrap_or_default();

@@ -16,7 +16,7 @@ use switchyard_proto::{CancelWorkflow, SignalWorkflow, encode_proto, event, subj
 
 use crate::{
     Error, Permission,
-    extract::{Ctx, JsonBody, JsonObject, check_token},
+    extract::{Ctx, JsonBody, check_token},
     limits::Group,
     responses::{accepted, status_url},
     route::{Deadline, RouteDef, route},
@@ -249,7 +249,7 @@ pub(crate) struct CancelRequest {
 pub(crate) async fn cancel(
     ctx: Ctx,
     Path(id): Path<String>,
-    JsonObject(req): JsonObject<CancelRequest>,
+    JsonBody(req): JsonBody<CancelRequest>,
 ) -> Result<Response, Error> {
     ctx.require(Permission::WorkflowsRun)?;
     let reason = req.reason.unwrap_or_else(|| "cancelled over HTTP".into());
@@ -289,7 +289,7 @@ pub(crate) struct RerunRequest {
 pub(crate) async fn rerun(
     ctx: Ctx,
     Path(id): Path<String>,
-    JsonObject(req): JsonObject<RerunRequest>,
+    JsonBody(req): JsonBody<RerunRequest>,
 ) -> Result<Response, Error> {
     ctx.require(Permission::WorkflowsRun)?;
     if let Some(step) = &req.from_step {

@@ -224,3 +224,76 @@ async fn a_direct_jobs_dead_letter_replayed_answers_its_reply_subject_and_fails_
         "no loop: {settled:#}"
     );
 }
+
+/// A letter is replayed only into the failure it caused: once its instance moved on (re-run
+/// and completed), replaying it is refused, and the letter is left unhandled. A re-run sent
+/// on another tenant's subject changes nothing.
+#[tokio::test]
+async fn a_letter_whose_instance_moved_on_is_not_replayed() {
+    let env = env().await;
+    env.register(
+        "name: moved\nversion: 1\nsteps:\n  - { id: call, operation: test.fail, input: { mode: permanent, runs: 1 } }\n",
+    )
+    .await;
+    let (instance, mut events) = env.start("moved", json!({})).await;
+    assert_eq!(env.finished(&instance, T).await["status"], "failed");
+    let listed = letters(
+        &env,
+        json!({ "tenant": TENANT, "instance_id": instance }),
+        1,
+    )
+    .await;
+    let seq = listed[0]["seq"].as_u64().expect("a letter");
+
+    // Another tenant's re-run on the bus: ignored by the engine (the subject names globex).
+    let foreign = switchyard_proto::RerunWorkflow {
+        run: 1,
+        ..Default::default()
+    };
+    env.publish(
+        &switchyard_proto::subject::rerun("globex", &instance),
+        "foreign-rerun",
+        encode_proto(&foreign),
+    )
+    .await;
+    // The engine took it and left the instance as it was.
+    env.wait_idle(&[("WF_INBOX", "orchestrator-commands")], T)
+        .await;
+    let still = env.status(&instance).await;
+    assert_eq!(
+        (still["status"].clone(), still["run"].clone()),
+        (json!("failed"), json!(0))
+    );
+
+    let reply = env
+        .query(
+            endpoint::INSTANCE_RERUN,
+            json!({ "tenant": TENANT, "instance_id": instance, "requested_by": "ops" }),
+        )
+        .await;
+    assert_eq!(reply["run"], 1, "{reply}");
+    until_event(&mut events, event::COMPLETED, T).await;
+
+    let refused = try_query(
+        &env.client,
+        endpoint::DLQ_REPLAY,
+        &json!({ "tenant": TENANT, "seq": seq, "requested_by": "ops" }),
+    )
+    .await
+    .expect_err("the instance completed since");
+    assert_eq!(refused["error"]["code"], "conflict", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not fail because of this job")),
+        "{refused}"
+    );
+    let letter = env
+        .query(endpoint::DLQ_GET, json!({ "tenant": TENANT, "seq": seq }))
+        .await;
+    assert_eq!(
+        letter["handled"],
+        Value::Null,
+        "a refused replay marks nothing"
+    );
+}
