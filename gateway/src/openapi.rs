@@ -167,6 +167,11 @@ fn refine_labels_and_bulk(doc: &mut Value) {
     });
     if let Some(p) = doc.pointer_mut("/components/schemas/TriggerRequest/properties") {
         p["labels"] = labels.clone();
+        p["not_before"] = json!({ "anyOf": [
+            instant_schema(),
+            { "type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_i64 },
+            { "type": "null" }
+        ]});
     }
     // Execute reads a null `labels` as none.
     if let Some(p) = doc.pointer_mut("/components/schemas/ExecuteRequest/properties") {

@@ -34,6 +34,12 @@ pub(crate) struct TriggerRequest {
     /// 16, keys of letters, digits, `_`, `-` and `.` (up to 63), values up to 256 characters.
     #[serde(default)]
     pub(crate) labels: BTreeMap<String, String>,
+    /// Run no earlier than this: RFC 3339, a date (its midnight UTC) or milliseconds since the
+    /// epoch. Until then the instance is `scheduled`; a time already
+    /// past starts it at once.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub(crate) not_before: Option<Value>,
 }
 
 /// Most labels one start may carry.
@@ -68,6 +74,26 @@ pub(crate) fn labels(
         }
     }
     Ok(labels.into_iter().collect())
+}
+
+/// `not_before` as milliseconds since the epoch (see [`TriggerRequest::not_before`]).
+pub(crate) fn not_before(value: Option<Value>) -> Result<i64, Error> {
+    const FIELD: &str = "not_before";
+    let at = match value {
+        None | Some(Value::Null) => return Ok(0),
+        Some(Value::String(text)) => crate::api::ledger::instant(FIELD, &text, false)?,
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| Error::field(FIELD, "expected whole milliseconds since the epoch"))?,
+        Some(_) => {
+            return Err(Error::field(
+                FIELD,
+                "expected RFC 3339 (2026-01-15T08:00:00Z), a date or milliseconds since the epoch",
+            ));
+        }
+    };
+    Ok(at)
 }
 
 /// A version number: a JSON integer, also when written with a zero fraction (`2.0`).
@@ -162,6 +188,7 @@ pub(crate) async fn prepare_start(
         correlation_id: ctx.correlation.clone(),
         requested_at_ms: switchyard_proto::now_ms(),
         labels: Default::default(),
+        not_before_ms: 0,
     };
     Ok(PreparedStart {
         instance_id,

@@ -2,6 +2,8 @@
 //! the `type` field of [`crate::WorkflowEvent`]. Consumers (the gateway's SSE, the ledger)
 //! match on these.
 
+/// A start with `not_before` was accepted: the instance runs at `data.not_before_ms`.
+pub const SCHEDULED: &str = "scheduled";
 /// The instance was accepted and its first steps scheduled.
 pub const STARTED: &str = "started";
 /// Every step finished; `data` holds the workflow's output.
@@ -24,6 +26,8 @@ pub const STEP_FAILED: &str = "step_failed";
 pub const STEP_SKIPPED: &str = "step_skipped";
 /// A step is waiting for a named signal.
 pub const STEP_WAITING: &str = "step_waiting";
+/// A step sleeps until `data.until_ms`, holding no worker.
+pub const STEP_SLEEPING: &str = "step_sleeping";
 /// A waiting step got its signal.
 pub const STEP_SIGNALLED: &str = "step_signalled";
 /// A finished instance began to run again from its failed steps; `data` names the run, the

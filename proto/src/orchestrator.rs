@@ -522,6 +522,8 @@ pub struct DefinitionSource {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceStatus {
+    /// Accepted with a `not_before` still ahead; nothing runs yet.
+    Scheduled,
     Running,
     Completed,
     Failed,
@@ -531,6 +533,7 @@ pub enum InstanceStatus {
 impl InstanceStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            InstanceStatus::Scheduled => "scheduled",
             InstanceStatus::Running => "running",
             InstanceStatus::Completed => "completed",
             InstanceStatus::Failed => "failed",
@@ -539,7 +542,10 @@ impl InstanceStatus {
     }
 
     pub fn is_finished(self) -> bool {
-        self != InstanceStatus::Running
+        matches!(
+            self,
+            InstanceStatus::Completed | InstanceStatus::Failed | InstanceStatus::Cancelled
+        )
     }
 }
 
@@ -552,6 +558,8 @@ pub enum StepStatus {
     Pending,
     /// Waiting for a named signal.
     Waiting,
+    /// Waiting for a time (`sleep`, `sleep_until`), holding no worker.
+    Sleeping,
     /// Its job (or jobs) are published; a result is awaited.
     Scheduled,
     Completed,
@@ -567,6 +575,7 @@ impl StepStatus {
         match self {
             StepStatus::Pending => "pending",
             StepStatus::Waiting => "waiting",
+            StepStatus::Sleeping => "sleeping",
             StepStatus::Scheduled => "scheduled",
             StepStatus::Completed => "completed",
             StepStatus::Failed => "failed",
@@ -610,6 +619,10 @@ pub struct InstanceView {
     /// How many times it was re-run.
     #[serde(default)]
     pub run: u32,
+    /// For a start with `not_before`: when it runs (or ran), in ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<i64>,
+    /// When it was accepted, or for a `scheduled` instance when it began to run.
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
     pub duration_ms: Option<i64>,
@@ -661,6 +674,9 @@ pub struct StepView {
     /// For steps that wait for a signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<SignalView>,
+    /// For a sleeping step: when it wakes (or woke), in ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at_ms: Option<i64>,
     /// The worker replica that ran it last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,

@@ -173,7 +173,7 @@ pub async fn status(client: &async_nats::Client, tenant: &str, instance: &str) -
     .await
 }
 
-/// Polls the instance's status until it is no longer running; panics after `within`.
+/// Polls the instance's status until it has finished; panics after `within`.
 pub async fn finished(
     client: &async_nats::Client,
     tenant: &str,
@@ -183,7 +183,10 @@ pub async fn finished(
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let status = status(client, tenant, instance).await;
-        if status["status"].as_str().is_some_and(|s| s != "running") {
+        if status["status"]
+            .as_str()
+            .is_some_and(|s| ["completed", "failed", "cancelled"].contains(&s))
+        {
             return status;
         }
         assert!(

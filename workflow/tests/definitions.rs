@@ -67,11 +67,11 @@ fn unknown_keys_are_named_with_their_path_line_and_a_suggestion() {
     assert_eq!(found[0].line, Some(8));
     assert_eq!(
         found[0].message,
-        "unknown key (did you mean \"operation\"?); expected one of: id, operation, capability, prefer, input, needs, when, for_each, retry, timeout, on_error, wait_for_signal"
+        "unknown key (did you mean \"operation\"?); expected one of: id, operation, capability, prefer, input, needs, when, for_each, retry, timeout, on_error, wait_for_signal, sleep, sleep_until"
     );
     assert_eq!(
         only("name: t\nversion: 1\nsteps: [{ id: a, operation: test.echo }]\nouptut: {}\n"),
-        "ouptut: unknown key (did you mean \"output\"?); expected one of: name, version, description, input, steps, output, timeout"
+        "ouptut: unknown key (did you mean \"output\"?); expected one of: name, version, description, input, steps, output, timeout, schedules"
     );
 }
 
@@ -85,7 +85,7 @@ fn every_structural_problem_is_reported_not_only_the_first() {
         got,
         vec![
             "input.topic.type: unknown value \"strin\" (did you mean \"string\"?); expected one of: string, integer, number, boolean, array, object, any (line 4)",
-            "steps[0].retries: unknown key (did you mean \"retry\"?); expected one of: id, operation, capability, prefer, input, needs, when, for_each, retry, timeout, on_error, wait_for_signal (line 8)",
+            "steps[0].retries: unknown key (did you mean \"retry\"?); expected one of: id, operation, capability, prefer, input, needs, when, for_each, retry, timeout, on_error, wait_for_signal, sleep, sleep_until (line 8)",
             "steps[1].timeout: invalid value: string \"3 parsecs\", expected a duration (line 11)",
             "steps[2].id: missing required key (line 12)",
         ]
@@ -146,7 +146,7 @@ fn unknown_operations_suggest_the_closest_one() {
 fn a_step_needs_an_operation_or_a_signal() {
     assert_eq!(
         only(&with_steps("  - id: a\n    needs: []\n")),
-        "steps[0]: a step needs an operation, or wait_for_signal to wait for a signal"
+        "steps[0]: a step needs an operation, wait_for_signal to wait for a signal, or sleep (or sleep_until) to wait for a time"
     );
     assert_eq!(
         only(&with_steps(
@@ -645,4 +645,121 @@ fn the_readme_example_is_valid() {
         .expect("yaml block");
     let def = parse(example).unwrap_or_else(|p| panic!("{p}"));
     assert_eq!(def.steps.len(), 3);
+}
+
+#[test]
+fn a_step_may_sleep_for_a_while_or_until_a_time() {
+    let def = parse(&with_steps(
+        "  - id: pause\n    sleep: 10m\n  - id: wake\n    needs: [pause]\n    sleep_until: \"{{ input.topic }}\"\n  - id: after\n    needs: [wake]\n    operation: test.echo\n    input: { at: \"{{ steps.wake.output.until_ms }}\" }\n",
+    ))
+    .expect("valid");
+    assert_eq!(
+        def.step("pause").and_then(|s| s.sleep),
+        Some(switchyard_workflow::definition::Sleep::For(
+            std::time::Duration::from_secs(600)
+        ))
+    );
+    assert_eq!(
+        def.step("wake").and_then(|s| s.sleep),
+        Some(switchyard_workflow::definition::Sleep::Until)
+    );
+    assert_eq!(
+        only(&with_steps(
+            "  - id: a\n    sleep: 1s\n    operation: test.echo\n"
+        )),
+        "steps[0].operation: a step with sleep only sleeps; it takes no operation"
+    );
+    assert_eq!(
+        only(&with_steps(
+            "  - id: a\n    sleep: 1s\n    input: { x: 1 }\n"
+        )),
+        "steps[0].input: only a step with an operation takes input; this step only waits for a time"
+    );
+    assert_eq!(
+        only(&with_steps("  - id: a\n    sleep: 0s\n")),
+        "steps[0].sleep: must be greater than zero"
+    );
+    assert_eq!(
+        only(&with_steps(
+            "  - id: a\n    sleep: 1s\n    sleep_until: 5\n"
+        )),
+        "steps[0].sleep_until: a step takes sleep or sleep_until, not both"
+    );
+    assert!(
+        only(&with_steps("  - id: a\n    sleep_until: next tuesday\n"))
+            .starts_with("steps[0].sleep_until: \"next tuesday\" is not an RFC 3339 time"),
+    );
+    assert_eq!(
+        only(&with_steps(
+            "  - id: a\n    sleep_until: \"{{ steps.b.output }}\"\n  - id: b\n    sleep: 1s\n"
+        )),
+        "steps[0].sleep_until: refers to step \"b\", which is not upstream of step \"a\"; add \"b\" to its needs (directly or through a step it needs)"
+    );
+    assert!(
+        only(&with_steps("  - id: a\n    sleep: 1s\n  - id: b\n    needs: [a]\n    operation: test.echo\n    input: { x: \"{{ steps.a.output.woke }}\" }\n"))
+            .contains("has no field \"woke\""),
+    );
+}
+
+#[test]
+fn schedules_take_cron_or_an_interval_and_an_input_the_workflow_accepts() {
+    use switchyard_workflow::definition::When;
+    let def = parse(&format!(
+        "{}schedules:\n  - name: mornings\n    cron: \"0 9 * * MON-FRI\"\n    time_zone: Europe/Berlin\n    input: {{ topic: news }}\n  - every: 2s\n    input: {{ topic: ticks, n: 5 }}\n",
+        with_steps("  - id: a\n    operation: test.echo\n")
+    ))
+    .expect("valid");
+    assert_eq!(def.schedules.len(), 2);
+    assert_eq!(def.schedules[0].name, "mornings");
+    assert_eq!(def.schedules[0].pattern(), "0 0 9 * * MON-FRI");
+    assert_eq!(def.schedules[0].time_zone(), Some("Europe/Berlin"));
+    assert_eq!(
+        def.schedules[0].input,
+        serde_json::json!({"topic": "news", "n": 2})
+    );
+    assert_eq!(def.schedules[1].name, "1");
+    assert_eq!(
+        def.schedules[1].when,
+        When::Every(std::time::Duration::from_secs(2))
+    );
+    assert_eq!(def.schedules[1].pattern(), "@every 2s");
+
+    let steps = with_steps("  - id: a\n    operation: test.echo\n");
+    for (schedules, expected) in [
+        (
+            "  - cron: \"0 9 * *\"\n    input: { topic: x }\n",
+            "schedules[0].cron: expected 5 fields (minute hour day-of-month month day-of-week) or 6 (with seconds first), got 4",
+        ),
+        (
+            "  - cron: \"0 9 * * *\"\n    time_zone: Mars/Olympus\n    input: { topic: x }\n",
+            "schedules[0].time_zone: \"Mars/Olympus\" is not an IANA time zone name (like Europe/Berlin or America/New_York)",
+        ),
+        (
+            "  - every: 1500ms\n    input: { topic: x }\n",
+            "schedules[0].every: must be a whole number of seconds, at least 1s",
+        ),
+        (
+            "  - every: 1m\n    time_zone: UTC\n    input: { topic: x }\n",
+            "schedules[0].time_zone: only a cron schedule takes time_zone; an interval has none",
+        ),
+        (
+            "  - every: 1m\n    cron: \"* * * * *\"\n    input: { topic: x }\n",
+            "schedules[0]: a schedule needs one of cron and every",
+        ),
+        (
+            "  - every: 1m\n    input: { n: 1 }\n",
+            "schedules[0].input.topic: missing required field",
+        ),
+        (
+            "  - every: 1m\n    name: a.b\n    input: { topic: x }\n",
+            "schedules[0].name: not a valid schedule name: contains '.'",
+        ),
+        (
+            "  - every: 1m\n    input: { topic: x }\n    inptu: {}\n",
+            "schedules[0].inptu: unknown key (did you mean \"input\"?); expected one of: name, cron, every, time_zone, input",
+        ),
+    ] {
+        let found = only(&format!("{steps}schedules:\n{schedules}"));
+        assert!(found.starts_with(expected), "{found}\nexpected {expected}");
+    }
 }

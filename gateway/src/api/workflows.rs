@@ -41,6 +41,7 @@ pub(crate) async fn trigger(
 ) -> Result<Response, Error> {
     ctx.require(Permission::WorkflowsRun)?;
     let labels = crate::start::labels(req.labels)?;
+    let not_before = crate::start::not_before(req.not_before)?;
     let mut start = prepare_start(
         &ctx,
         &req.workflow_name,
@@ -50,6 +51,7 @@ pub(crate) async fn trigger(
     )
     .await?;
     start.message.labels = labels;
+    start.message.not_before_ms = not_before;
     publish_start(&ctx, &start).await?;
     Ok(accepted(&start.instance_id))
 }

@@ -308,7 +308,9 @@ impl Env {
 
     pub async fn finished(&self, instance: &str) -> Value {
         self.wait_for(instance, "finished", |s| {
-            s["status"].as_str().is_some_and(|s| s != "running")
+            s["status"]
+                .as_str()
+                .is_some_and(|s| ["completed", "failed", "cancelled"].contains(&s))
         })
         .await
     }

@@ -58,6 +58,9 @@ pub struct StepState {
     pub signal: Option<Value>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sla_breached: bool,
+    /// For a sleeping step: when it wakes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub worker_id: String,
 }
@@ -78,6 +81,7 @@ impl StepState {
             items: Vec::new(),
             signal: None,
             sla_breached: false,
+            wake_at_ms: None,
             worker_id: String::new(),
         }
     }
@@ -137,6 +141,10 @@ pub struct Instance {
     /// told apart.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub run: u32,
+    /// For a start with `not_before`: when it runs. Until then the instance is `scheduled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<i64>,
+    /// When it was accepted, or for a start with `not_before` when it began to run.
     pub started_at_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<i64>,

@@ -708,6 +708,7 @@ pub fn status_view(state: &Instance, def: Option<&Definition>) -> InstanceView {
                         sla_ms: w.sla.map(|d| d.as_millis() as u64),
                         sla_breached: s.sla_breached,
                     }),
+                wake_at_ms: s.wake_at_ms,
                 worker_id: (!s.worker_id.is_empty()).then(|| s.worker_id.clone()),
             }
         })
@@ -728,6 +729,7 @@ pub fn status_view(state: &Instance, def: Option<&Definition>) -> InstanceView {
         }),
         labels: state.labels.clone(),
         run: state.run,
+        not_before_ms: state.not_before_ms,
         started_at_ms: state.started_at_ms,
         finished_at_ms: state.finished_at_ms,
         duration_ms: state.finished_at_ms.map(|f| f - state.started_at_ms),

@@ -143,17 +143,23 @@ pub fn start(def: &Definition, msg: &StartWorkflow, instance_id: &str, ctx: Ctx<
     match prepared {
         Ok(input) => {
             inst.input = input;
-            let mut data =
-                json!({ "workflow": def.name, "version": def.version, "input": inst.input });
-            if !inst.labels.is_empty() {
-                data["labels"] = json!(inst.labels);
+            if msg.not_before_ms > ctx.now_ms {
+                // Accepted and checked now; it runs when the start timer is due.
+                inst.status = InstanceStatus::Scheduled;
+                inst.not_before_ms = Some(msg.not_before_ms);
+                let mut data = json!({
+                    "workflow": def.name,
+                    "version": def.version,
+                    "not_before_ms": msg.not_before_ms,
+                });
+                if !inst.labels.is_empty() {
+                    data["labels"] = json!(inst.labels);
+                }
+                push_event(&mut fx, &inst, event::SCHEDULED, None, data, ctx);
+                push_timer(&mut fx, &inst, "", TimerKind::Start, msg.not_before_ms);
+            } else {
+                begin(def, &mut inst, ctx, &mut fx);
             }
-            push_event(&mut fx, &inst, event::STARTED, None, data, ctx);
-            if let Some(timeout) = def.timeout {
-                let due = ctx.now_ms.saturating_add(millis(timeout));
-                push_timer(&mut fx, &inst, "", TimerKind::WorkflowTimeout, due);
-            }
-            advance(def, &mut inst, ctx, &mut fx);
         }
         Err(message) => {
             let failure = Failure {
@@ -166,6 +172,24 @@ pub fn start(def: &Definition, msg: &StartWorkflow, instance_id: &str, ctx: Ctx<
     }
     inst.outbox = fx;
     inst
+}
+
+/// Runs an accepted instance: the `started` event, the workflow's timeout, the first steps.
+fn begin(def: &Definition, inst: &mut Instance, ctx: Ctx<'_>, fx: &mut Vec<Effect>) {
+    inst.status = InstanceStatus::Running;
+    let mut data = json!({ "workflow": def.name, "version": def.version, "input": inst.input });
+    if !inst.labels.is_empty() {
+        data["labels"] = json!(inst.labels);
+    }
+    if let Some(not_before) = inst.not_before_ms {
+        data["not_before_ms"] = json!(not_before);
+    }
+    push_event(fx, inst, event::STARTED, None, data, ctx);
+    if let Some(timeout) = def.timeout {
+        let due = ctx.now_ms.saturating_add(millis(timeout));
+        push_timer(fx, inst, "", TimerKind::WorkflowTimeout, due);
+    }
+    advance(def, inst, ctx, fx);
 }
 
 /// Creates a failed instance for a start that names no registered workflow (or version), so
@@ -456,6 +480,7 @@ fn new_instance(
         error: None,
         labels: msg.labels.clone().into_iter().collect(),
         run: 0,
+        not_before_ms: None,
         started_at_ms: ctx.now_ms,
         finished_at_ms: None,
         updated_at_ms: ctx.now_ms,
@@ -467,13 +492,17 @@ fn new_instance(
     }
 }
 
+/// The longest a timer is handed back for at once: one due later comes back after this and is
+/// handed back again, so no delay exceeds what the server takes.
+pub const LONGEST_HOLD: Duration = Duration::from_secs(24 * 3600);
+
 /// Applies one message to an existing instance.
 pub fn apply(def: &Definition, state: &Instance, input: &Input, ctx: Ctx<'_>) -> Decision {
     if let Input::Timer(timer) = input
         && timer.due_at_ms > ctx.now_ms
     {
         let wait = u64::try_from(timer.due_at_ms - ctx.now_ms).unwrap_or(0);
-        return Decision::Later(Duration::from_millis(wait));
+        return Decision::Later(Duration::from_millis(wait).min(LONGEST_HOLD));
     }
     if let Input::Timer(timer) = input
         && timer.run != state.run
@@ -761,6 +790,14 @@ fn on_timer(
     ctx: Ctx<'_>,
     fx: &mut Vec<Effect>,
 ) -> Applied {
+    if TimerKind::try_from(t.kind) == Ok(TimerKind::Start) {
+        if inst.status != InstanceStatus::Scheduled {
+            return Err("start timer of an instance already running");
+        }
+        inst.started_at_ms = ctx.now_ms;
+        begin(def, inst, ctx, fx);
+        return Ok(());
+    }
     if TimerKind::try_from(t.kind) == Ok(TimerKind::WorkflowTimeout) {
         let timeout = def.timeout.unwrap_or_default();
         let failure = Failure {
@@ -805,6 +842,18 @@ fn on_timer(
             });
             let id = step.id.clone();
             push_event(fx, inst, event::SLA_BREACHED, Some(&id), data, ctx);
+            Ok(())
+        }
+        Ok(TimerKind::Wake) if step.status == StepStatus::Sleeping => {
+            let until = step.wake_at_ms.unwrap_or(t.due_at_ms);
+            let slept = ctx.now_ms - step.scheduled_at_ms.unwrap_or(ctx.now_ms);
+            complete_step(
+                inst,
+                index,
+                json!({ "until_ms": until, "slept_ms": slept }),
+                ctx,
+                fx,
+            );
             Ok(())
         }
         _ => Err("timer for a step that moved on"),
@@ -881,6 +930,11 @@ fn start_step(
             return;
         }
     }
+    if spec.sleep.is_some() {
+        let wake = def.wake_at_ms(index, &scope, ctx.now_ms);
+        sleep(def, inst, index, wake, ctx, fx);
+        return;
+    }
     if let Some(wait) = &spec.wait_for_signal {
         let step = &mut inst.steps[index];
         step.status = StepStatus::Waiting;
@@ -895,6 +949,40 @@ fn start_step(
         return;
     }
     schedule(def, inst, index, None, ctx, fx);
+}
+
+/// Puts a sleeping step to sleep until `wake` with a wake timer, or completes it when that
+/// time has passed.
+fn sleep(
+    def: &Definition,
+    inst: &mut Instance,
+    index: usize,
+    wake: Result<Option<i64>, switchyard_workflow::definition::RenderError>,
+    ctx: Ctx<'_>,
+    fx: &mut Vec<Effect>,
+) {
+    let id = def.steps[index].id.clone();
+    let at = match wake {
+        Ok(Some(at)) => at,
+        Ok(None) => ctx.now_ms,
+        Err(e) => {
+            let failure = template_failure(&id, &e);
+            fail_step(def, inst, index, failure, ctx, fx);
+            return;
+        }
+    };
+    let step = &mut inst.steps[index];
+    step.status = StepStatus::Sleeping;
+    step.scheduled_at_ms = Some(ctx.now_ms);
+    step.wake_at_ms = Some(at);
+    let data = json!({ "until_ms": at, "sleep_ms": at - ctx.now_ms });
+    push_event(fx, inst, event::STEP_SLEEPING, Some(&id), data, ctx);
+    if at <= ctx.now_ms {
+        let output = json!({ "until_ms": at, "slept_ms": 0 });
+        complete_step(inst, index, output, ctx, fx);
+    } else {
+        push_timer(fx, inst, &id, TimerKind::Wake, at);
+    }
 }
 
 fn deliver_signal(

@@ -606,3 +606,194 @@ fn a_rerun_is_refused_when_it_cannot_apply() {
     .expect_err("nothing ran");
     assert!(refusal.message.contains("never started"), "{refusal:?}");
 }
+
+fn timers(inst: &Instance) -> Vec<Timer> {
+    inst.outbox
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Timer { timer } => Some(timer.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn decide(d: &Definition, state: &Instance, input: Input, now_ms: i64) -> Decision {
+    let env = env();
+    transition::apply(d, state, &input, ctx_at(now_ms, &env))
+}
+
+const NAPPER: &str = r#"
+name: napper
+version: 1
+input:
+  until: { type: string, default: "1970-01-01T00:00:05Z" }
+timeout: 1m
+steps:
+  - { id: nap, sleep: 3s }
+  - { id: work, operation: test.echo, needs: [nap], input: { slept: "{{ steps.nap.output.slept_ms }}" } }
+  - { id: wake, needs: [work], sleep_until: "{{ input.until }}" }
+"#;
+
+#[test]
+fn a_sleeping_step_holds_no_job_and_wakes_on_its_timer() {
+    let d = def(NAPPER);
+    let env = env();
+    let state = transition::start(&d, &start_msg(json!({})), "i1", ctx_at(1_000, &env));
+    assert_eq!(state.status, InstanceStatus::Running);
+    assert_eq!(state.steps[0].status, StepStatus::Sleeping);
+    assert_eq!(state.steps[0].wake_at_ms, Some(4_000));
+    assert!(jobs(&state).is_empty(), "a sleep publishes no job");
+    assert_eq!(event_types(&state), ["started:", "step_sleeping:nap"]);
+    let wake = timers(&state)
+        .into_iter()
+        .find(|t| t.kind == TimerKind::Wake as i32)
+        .expect("a wake timer");
+    assert_eq!((wake.step_id.as_str(), wake.due_at_ms), ("nap", 4_000));
+
+    // Early: handed back for the time left; a second copy after waking changes nothing.
+    assert_eq!(
+        decide(&d, &state, Input::Timer(wake.clone()), 2_500),
+        Decision::Later(std::time::Duration::from_millis(1_500))
+    );
+    let Decision::Apply(awake) = decide(&d, &state, Input::Timer(wake.clone()), 4_010) else {
+        panic!("the wake timer applies when due");
+    };
+    assert_eq!(awake.steps[0].status, StepStatus::Completed);
+    assert_eq!(
+        awake.steps[0].output,
+        Some(json!({"until_ms": 4_000, "slept_ms": 3_010}))
+    );
+    let job = jobs(&awake).pop().expect("the next step runs");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&job.input).unwrap(),
+        json!({"slept": 3_010})
+    );
+    assert!(matches!(
+        decide(&d, &awake, Input::Timer(wake), 4_020),
+        Decision::Ignore(_)
+    ));
+
+    // sleep_until in the past: the step completes at once.
+    let Decision::Apply(done) = decide(&d, &awake, Input::Result(echo(&job)), 6_000) else {
+        panic!("the result applies");
+    };
+    assert_eq!(done.steps[2].status, StepStatus::Completed);
+    assert_eq!(done.status, InstanceStatus::Completed);
+    assert_eq!(
+        done.steps[2].output,
+        Some(json!({"until_ms": 6_000, "slept_ms": 0}))
+    );
+}
+
+#[test]
+fn a_bad_sleep_until_fails_the_step_and_a_cancel_ends_a_sleep() {
+    let d = def(r#"
+name: napper
+version: 1
+input:
+  until: { type: string, required: true }
+steps:
+  - { id: wake, sleep_until: "{{ input.until }}" }
+"#);
+    let env = env();
+    let state = transition::start(
+        &d,
+        &start_msg(json!({"until": "soon"})),
+        "i1",
+        ctx_at(1_000, &env),
+    );
+    assert_eq!(state.status, InstanceStatus::Failed);
+    let error = state.steps[0].error.clone().expect("the step's error");
+    assert_eq!(error.code, "template");
+    assert!(
+        error.message.contains("\"soon\" is not an RFC 3339 time"),
+        "{error:?}"
+    );
+
+    let state = transition::start(
+        &d,
+        &start_msg(json!({"until": "1970-06-01T00:00:00Z"})),
+        "i1",
+        ctx_at(1_000, &env),
+    );
+    assert_eq!(state.steps[0].status, StepStatus::Sleeping);
+    let cancel = CancelWorkflow {
+        tenant: "acme".into(),
+        instance_id: "i1".into(),
+        ..CancelWorkflow::default()
+    };
+    let cancelled = apply(&d, &state, Input::Cancel(cancel)).expect("cancel applies");
+    assert_eq!(cancelled.status, InstanceStatus::Cancelled);
+    assert_eq!(cancelled.steps[0].status, StepStatus::Cancelled);
+}
+
+#[test]
+fn a_start_with_not_before_is_scheduled_then_runs_when_due() {
+    let d = def(NAPPER);
+    let env = env();
+    let msg = StartWorkflow {
+        not_before_ms: 60_000,
+        ..start_msg(json!({}))
+    };
+    let state = transition::start(&d, &msg, "i1", ctx_at(1_000, &env));
+    assert_eq!(state.status, InstanceStatus::Scheduled);
+    assert!(!state.status.is_finished());
+    assert_eq!(state.not_before_ms, Some(60_000));
+    assert_eq!(event_types(&state), ["scheduled:"]);
+    assert!(state.steps.iter().all(|s| s.status == StepStatus::Pending));
+    let start = timers(&state).pop().expect("a start timer");
+    assert_eq!(
+        (start.kind, start.due_at_ms),
+        (TimerKind::Start as i32, 60_000)
+    );
+
+    // A signal or a stray result before the start changes no step.
+    assert_eq!(
+        decide(&d, &state, Input::Timer(start.clone()), 59_000),
+        Decision::Later(std::time::Duration::from_secs(1))
+    );
+    let Decision::Apply(running) = decide(&d, &state, Input::Timer(start.clone()), 60_005) else {
+        panic!("the start timer applies when due");
+    };
+    assert_eq!(running.status, InstanceStatus::Running);
+    assert_eq!(running.started_at_ms, 60_005);
+    assert_eq!(event_types(&running), ["started:", "step_sleeping:nap"]);
+    let kinds: Vec<i32> = timers(&running).iter().map(|t| t.kind).collect();
+    assert_eq!(
+        kinds,
+        [TimerKind::WorkflowTimeout as i32, TimerKind::Wake as i32],
+        "the workflow's timeout counts from the real start"
+    );
+    assert!(matches!(
+        decide(&d, &running, Input::Timer(start), 60_010),
+        Decision::Ignore(_)
+    ));
+
+    // A time already past starts at once.
+    let msg = StartWorkflow {
+        not_before_ms: 500,
+        ..start_msg(json!({}))
+    };
+    let state = transition::start(&d, &msg, "i1", ctx_at(1_000, &env));
+    assert_eq!(state.status, InstanceStatus::Running);
+    assert_eq!(state.not_before_ms, None);
+
+    // Cancelled while it waits: the start timer then changes nothing.
+    let msg = StartWorkflow {
+        not_before_ms: 60_000,
+        ..start_msg(json!({}))
+    };
+    let state = transition::start(&d, &msg, "i1", ctx_at(1_000, &env));
+    let start = timers(&state).pop().expect("a start timer");
+    let cancel = CancelWorkflow {
+        tenant: "acme".into(),
+        instance_id: "i1".into(),
+        ..CancelWorkflow::default()
+    };
+    let cancelled = apply(&d, &state, Input::Cancel(cancel)).expect("cancel applies");
+    assert_eq!(cancelled.status, InstanceStatus::Cancelled);
+    assert!(matches!(
+        decide(&d, &cancelled, Input::Timer(start), 60_010),
+        Decision::Ignore(_)
+    ));
+}

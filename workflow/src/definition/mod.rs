@@ -42,6 +42,7 @@
 
 mod bounded;
 mod parse;
+mod schedule;
 mod shipped;
 mod template;
 mod validate;
@@ -55,6 +56,7 @@ use serde_json::Value;
 use switchyard_catalog::{Catalog, Schema};
 
 pub use bounded::RenderLimits;
+pub use schedule::{MAX_SCHEDULES, Schedule, When};
 pub use shipped::shipped;
 
 use parse::Path;
@@ -76,6 +78,8 @@ pub struct Definition {
     /// How long an instance may run from its start: past it, it fails with code `timeout`
     /// and its running jobs are cancelled.
     pub timeout: Option<Duration>,
+    /// When instances start by themselves: run by the bus's message scheduler.
+    pub schedules: Vec<Schedule>,
     /// The text as given.
     pub source: String,
     index: HashMap<String, usize>,
@@ -96,6 +100,8 @@ struct CompiledStep {
     input: Option<Unit<Node>>,
     when: Option<Unit<Condition>>,
     for_each: Option<Unit<Node>>,
+    /// `sleep_until:`, rendered when the step is reached.
+    sleep_until: Option<Unit<Node>>,
     /// The schemas of an operation declared at run time, which the engine enforces itself:
     /// a worker in another language need not validate, and must not be trusted to.
     declared: Option<DeclaredContract>,
@@ -136,6 +142,9 @@ pub struct Step {
     pub timeout: Option<Duration>,
     pub on_error: OnError,
     pub wait_for_signal: Option<WaitForSignal>,
+    /// A step that only waits for a time: it holds no worker, and its timer is a stored
+    /// message, so it survives restarts.
+    pub sleep: Option<Sleep>,
     pub has_when: bool,
     pub has_for_each: bool,
 }
@@ -146,6 +155,19 @@ impl Step {
         self.operation.is_some() || self.capability.is_some()
     }
 }
+
+/// How long a sleeping step sleeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sleep {
+    /// `sleep: 10m`, from when the step is reached.
+    For(Duration),
+    /// `sleep_until:`, a time rendered when the step is reached (see
+    /// [`Definition::wake_at_ms`]).
+    Until,
+}
+
+/// The longest a step may sleep.
+pub const MAX_SLEEP: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// A step's retry policy; unset fields take the worker's defaults.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -361,6 +383,55 @@ impl Definition {
                 contract.operation, contract.version
             )
         })
+    }
+
+    /// When a sleeping step wakes, in milliseconds since the epoch: `now_ms` plus its `sleep`,
+    /// or its `sleep_until` rendered (an RFC 3339 time or milliseconds); `None` for a step
+    /// that does not sleep. A time in the past wakes it at once; one further than
+    /// [`MAX_SLEEP`] away is an error.
+    ///
+    /// # Panics
+    ///
+    /// When `step` is out of range.
+    pub fn wake_at_ms(
+        &self,
+        step: usize,
+        scope: &Scope<'_>,
+        now_ms: i64,
+    ) -> Result<Option<i64>, RenderError> {
+        let path = || {
+            Path::root("steps")
+                .index(step)
+                .key("sleep_until")
+                .to_string()
+        };
+        let at = match self.steps[step].sleep {
+            None => return Ok(None),
+            Some(Sleep::For(d)) => {
+                now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            }
+            Some(Sleep::Until) => {
+                let Some(unit) = &self.compiled.steps[step].sleep_until else {
+                    return Ok(None);
+                };
+                let value = self.render(unit, scope)?;
+                schedule::instant_ms(&value).map_err(|message| RenderError {
+                    path: path(),
+                    message,
+                })?
+            }
+        };
+        let longest = i64::try_from(MAX_SLEEP.as_millis()).unwrap_or(i64::MAX);
+        if at.saturating_sub(now_ms) > longest {
+            return Err(RenderError {
+                path: path(),
+                message: format!(
+                    "the step would sleep until {at} ms, more than {} from now",
+                    humantime::format_duration(MAX_SLEEP)
+                ),
+            });
+        }
+        Ok(Some(at.max(now_ms)))
     }
 
     /// Evaluates the step's `when` (Jinja truthiness); `true` when it has none.

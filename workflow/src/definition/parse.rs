@@ -16,14 +16,14 @@ use switchyard_catalog::{Schema, Type};
 
 use super::{OnError, Problem, Retry, WaitForSignal};
 
-/// A workflow definition as written. Generic so that the top level can be read with steps and
-/// input fields skipped (see [`structural_problems`]).
+/// A workflow definition as written. Generic so that the top level can be read with steps,
+/// input fields and schedules skipped (see [`structural_problems`]).
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
     expecting = "a workflow definition (a mapping with name, version and steps)"
 )]
-pub(super) struct RawDefinition<S = RawStep, I = RawInputField> {
+pub(super) struct RawDefinition<S = RawStep, I = RawInputField, C = RawSchedule> {
     pub name: String,
     pub version: u32,
     #[serde(default)]
@@ -36,6 +36,28 @@ pub(super) struct RawDefinition<S = RawStep, I = RawInputField> {
     /// How long the whole instance may run.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// When to start instances by themselves.
+    #[serde(default = "Vec::new")]
+    pub schedules: Vec<C>,
+}
+
+/// One entry of `schedules:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a schedule (a mapping with cron or every, and input)"
+)]
+pub(super) struct RawSchedule {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub cron: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub every: Option<Duration>,
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    #[serde(default)]
+    pub input: Option<Value>,
 }
 
 /// One step as written.
@@ -68,6 +90,10 @@ pub(super) struct RawStep {
     pub on_error: OnError,
     #[serde(default)]
     pub wait_for_signal: Option<WaitForSignal>,
+    #[serde(default, with = "humantime_serde")]
+    pub sleep: Option<Duration>,
+    #[serde(default)]
+    pub sleep_until: Option<Value>,
 }
 
 /// One field of the workflow's `input:` section: a schema, with `required` as a flag.
@@ -224,13 +250,23 @@ pub(super) fn read(source: &str) -> Result<RawDefinition, Vec<Problem>> {
 
 fn structural_problems(source: &str, tree: &serde_yaml_ng::Value) -> Vec<Problem> {
     let mut problems = Vec::new();
-    if let Err(err) = serde_yaml_ng::from_str::<RawDefinition<IgnoredAny, IgnoredAny>>(source) {
+    if let Err(err) =
+        serde_yaml_ng::from_str::<RawDefinition<IgnoredAny, IgnoredAny, IgnoredAny>>(source)
+    {
         problems.push(data_problem(&err));
     }
     if let Some(steps) = tree.get("steps").and_then(|s| s.as_sequence()) {
         for index in 0..steps.len() {
             let path = Path::root("steps").index(index);
             if let Err(err) = read_at::<RawStep>(source, &path) {
+                problems.push(data_problem(&err));
+            }
+        }
+    }
+    if let Some(schedules) = tree.get("schedules").and_then(|s| s.as_sequence()) {
+        for index in 0..schedules.len() {
+            let path = Path::root("schedules").index(index);
+            if let Err(err) = read_at::<RawSchedule>(source, &path) {
                 problems.push(data_problem(&err));
             }
         }

@@ -6,11 +6,12 @@ use serde_json::Value;
 use switchyard_catalog::{Catalog, Lookup, Schema, Type};
 use switchyard_proto::subject::check_token;
 
-use super::parse::{self, Path, RawDefinition, RawStep};
+use super::parse::{self, Path, RawDefinition, RawSchedule, RawStep};
+use super::schedule::{self, MAX_SCHEDULES, Schedule, When};
 use super::template::{self, Compiler, Node, TemplateInfo};
 use super::{
-    Compiled, CompiledStep, DeclaredContract, Definition, Problem, Problems, Step, Unit,
-    ValidateOptions,
+    Compiled, CompiledStep, DeclaredContract, Definition, MAX_SLEEP, Problem, Problems, Sleep,
+    Step, Unit, ValidateOptions,
 };
 
 /// The variables templates can read.
@@ -106,6 +107,7 @@ impl<'a> Validator<'a> {
             self.issue(Path::root("timeout"), "must be greater than zero");
         }
         let input = self.input_schema(std::mem::take(&mut raw.input));
+        let schedules = self.schedules(std::mem::take(&mut raw.schedules), &input);
         if raw.steps.is_empty() {
             self.issue(Path::root("steps"), "a workflow needs at least one step");
         }
@@ -162,6 +164,11 @@ impl<'a> Validator<'a> {
                 timeout: step.timeout,
                 on_error: step.on_error,
                 wait_for_signal: step.wait_for_signal,
+                sleep: match (step.sleep, step.sleep_until.is_some()) {
+                    (Some(d), _) => Some(Sleep::For(d)),
+                    (None, true) => Some(Sleep::Until),
+                    (None, false) => None,
+                },
             })
             .collect::<Vec<_>>();
         let index = steps
@@ -176,6 +183,7 @@ impl<'a> Validator<'a> {
             input,
             steps,
             timeout: raw.timeout,
+            schedules,
             source: source.to_string(),
             index,
             compiled: Compiled {
@@ -185,6 +193,99 @@ impl<'a> Validator<'a> {
                 output,
             },
         }
+    }
+
+    /// Checks `schedules:`: one of `cron` and `every` each, a pattern the bus's scheduler
+    /// takes, a known time zone, unique names, and an input the workflow accepts.
+    fn schedules(&mut self, raw: Vec<RawSchedule>, input: &Schema) -> Vec<Schedule> {
+        if raw.len() > MAX_SCHEDULES {
+            self.issue(
+                Path::root("schedules"),
+                format!(
+                    "{} schedules; a definition may have at most {MAX_SCHEDULES}",
+                    raw.len()
+                ),
+            );
+        }
+        let mut schedules: Vec<Schedule> = Vec::with_capacity(raw.len());
+        for (i, entry) in raw.into_iter().enumerate() {
+            let path = Path::root("schedules").index(i);
+            let name = entry.name.unwrap_or_else(|| i.to_string());
+            if let Err(err) = check_token(&name) {
+                self.issue(
+                    path.key("name"),
+                    format!("not a valid schedule name: {err}"),
+                );
+            } else if let Some(first) = schedules.iter().position(|s| s.name == name) {
+                self.issue(
+                    path.key("name"),
+                    format!("duplicate schedule name {name:?}; schedules[{first}] has it too"),
+                );
+            }
+            let when = match (entry.cron, entry.every) {
+                (Some(_), Some(_)) | (None, None) => {
+                    self.issue(path.clone(), "a schedule needs one of cron and every");
+                    continue;
+                }
+                (Some(cron), None) => {
+                    if let Some(zone) = &entry.time_zone
+                        && let Some(problem) = schedule::time_zone_problem(zone)
+                    {
+                        self.issue(path.key("time_zone"), problem);
+                    }
+                    match schedule::cron_pattern(&cron) {
+                        Ok(pattern) => When::Cron {
+                            pattern,
+                            time_zone: entry.time_zone,
+                        },
+                        Err(problem) => {
+                            self.issue(path.key("cron"), problem);
+                            continue;
+                        }
+                    }
+                }
+                (None, Some(every)) => {
+                    if entry.time_zone.is_some() {
+                        self.issue(
+                            path.key("time_zone"),
+                            "only a cron schedule takes time_zone; an interval has none",
+                        );
+                    }
+                    if every.as_secs() == 0 || every.subsec_nanos() != 0 {
+                        self.issue(
+                            path.key("every"),
+                            "must be a whole number of seconds, at least 1s",
+                        );
+                    }
+                    When::Every(every)
+                }
+            };
+            let mut value = entry
+                .input
+                .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+            if value.is_object() {
+                input.apply_defaults(&mut value);
+                if let Err(errors) = input.validate(&value) {
+                    for error in errors {
+                        self.issue(path.key("input").schema_path(&error.path), error.message);
+                    }
+                }
+            } else {
+                self.issue(
+                    path.key("input"),
+                    format!(
+                        "expected an object, got {}",
+                        switchyard_catalog::describe(&value)
+                    ),
+                );
+            }
+            schedules.push(Schedule {
+                name,
+                when,
+                input: value,
+            });
+        }
+        schedules
     }
 
     /// The workflow's input schema: a closed object of the declared fields.
@@ -222,6 +323,10 @@ impl<'a> Validator<'a> {
     /// Checks a step's own keys; returns the indexes of the steps it needs.
     fn step_shape(&mut self, i: usize, step: &RawStep, index: &HashMap<&str, usize>) -> Vec<usize> {
         let path = Path::root("steps").index(i);
+        let sleeps = step.sleep.is_some() || step.sleep_until.is_some();
+        if sleeps {
+            self.sleep_shape(step, &path);
+        }
         if let Some(capability) = &step.capability {
             if step.operation.is_some() {
                 self.issue(
@@ -268,9 +373,10 @@ impl<'a> Validator<'a> {
                 );
             }
             Some(_) => {}
-            None if step.wait_for_signal.is_none() => self.issue(
+            None if step.wait_for_signal.is_none() && !sleeps => self.issue(
                 path.clone(),
-                "a step needs an operation, or wait_for_signal to wait for a signal",
+                "a step needs an operation, wait_for_signal to wait for a signal, or sleep \
+                 (or sleep_until) to wait for a time",
             ),
             None => {
                 for (key, present) in [
@@ -280,10 +386,11 @@ impl<'a> Validator<'a> {
                     ("timeout", step.timeout.is_some()),
                 ] {
                     if present {
+                        let waits = if sleeps { "a time" } else { "a signal" };
                         self.issue(
                             path.key(key),
                             format!(
-                                "only a step with an operation takes {key}; this step only waits for a signal"
+                                "only a step with an operation takes {key}; this step only waits for {waits}"
                             ),
                         );
                     }
@@ -362,6 +469,55 @@ impl<'a> Validator<'a> {
             }
         }
         needs
+    }
+
+    /// A sleeping step only sleeps: no operation, capability or signal, and one of `sleep`
+    /// and `sleep_until`.
+    fn sleep_shape(&mut self, step: &RawStep, path: &Path) {
+        let key = if step.sleep.is_some() {
+            "sleep"
+        } else {
+            "sleep_until"
+        };
+        if step.sleep.is_some() && step.sleep_until.is_some() {
+            self.issue(
+                path.key("sleep_until"),
+                "a step takes sleep or sleep_until, not both",
+            );
+        }
+        for (other, present) in [
+            ("operation", step.operation.is_some()),
+            ("capability", step.capability.is_some()),
+            ("wait_for_signal", step.wait_for_signal.is_some()),
+        ] {
+            if present {
+                self.issue(
+                    path.key(other),
+                    format!("a step with {key} only sleeps; it takes no {other}"),
+                );
+            }
+        }
+        if let Some(d) = step.sleep {
+            if d.is_zero() {
+                self.issue(path.key("sleep"), "must be greater than zero");
+            } else if d > MAX_SLEEP {
+                self.issue(
+                    path.key("sleep"),
+                    format!("must be at most {}", humantime::format_duration(MAX_SLEEP)),
+                );
+            }
+        }
+        match &step.sleep_until {
+            None | Some(Value::String(_)) => {}
+            Some(Value::Number(n)) if n.is_i64() => {}
+            Some(other) => self.issue(
+                path.key("sleep_until"),
+                format!(
+                    "expected an RFC 3339 time, milliseconds since the epoch or an expression, got {}",
+                    switchyard_catalog::describe(other)
+                ),
+            ),
+        }
     }
 
     /// Reports every cycle in `needs` once, naming its steps in order.
@@ -460,6 +616,9 @@ impl<'a> Validator<'a> {
             .iter()
             .zip(&operations)
             .map(|(step, op)| {
+                if step.sleep.is_some() || step.sleep_until.is_some() {
+                    return Some(sleep_output());
+                }
                 let spec = self.catalog.get((*op)?)?;
                 Some(if step.for_each.is_some() {
                     Schema::array(spec.output.clone())
@@ -498,6 +657,22 @@ impl<'a> Validator<'a> {
             compiled.when = condition.map(|body| Unit {
                 steps: template::steps_used(templates.iter().flat_map(|t| &t.vars)),
                 body,
+            });
+        }
+
+        if let Some(until) = &step.sleep_until {
+            let until_path = path.key("sleep_until");
+            let node = self.compiler.value(until, &until_path);
+            let templates = self.compiler.take();
+            self.references(&templates, Site::When(i), graph);
+            if let Node::Literal(value) = &node
+                && let Err(problem) = schedule::instant_ms(value)
+            {
+                self.issue(until_path, problem);
+            }
+            compiled.sleep_until = Some(Unit {
+                steps: template::steps_used(templates.iter().flat_map(|t| &t.vars)),
+                body: node,
             });
         }
 
@@ -898,6 +1073,17 @@ fn article(ty: Type) -> String {
         Type::Integer | Type::Array | Type::Object | Type::Any => format!("an {ty}"),
         _ => format!("a {ty}"),
     }
+}
+
+/// What a sleeping step's output is: when it woke.
+fn sleep_output() -> Schema {
+    Schema::object(
+        [
+            ("until_ms", Schema::of(Type::Integer)),
+            ("slept_ms", Schema::of(Type::Integer)),
+        ],
+        &["until_ms", "slept_ms"],
+    )
 }
 
 /// Why `id` cannot be a step id, if it cannot.
