@@ -272,6 +272,17 @@ fn orchestrator() -> Permissions {
     ] {
         p.publish.extend(consume(stream::WF_INBOX, consumer));
     }
+    // The definitions' schedules: it keeps one message per schedule (reading back what is
+    // there, purging what is gone) and turns each firing into a start.
+    p.publish.extend(consume(
+        stream::WF_SCHEDULES,
+        stream::ORCHESTRATOR_SCHEDULES,
+    ));
+    p.publish.extend(get_message(stream::WF_SCHEDULES));
+    p.publish
+        .push(format!("$JS.API.STREAM.PURGE.{}", stream::WF_SCHEDULES));
+    p.publish
+        .extend([subject::ALL_SCHEDULES, subject::ALL_STARTS].map(String::from));
     p.publish.extend(
         [
             "jobs.>".to_owned(),

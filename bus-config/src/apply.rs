@@ -447,6 +447,7 @@ fn stream_config(spec: &StreamSpec, replicas: usize) -> stream::Config {
         duplicate_window: s.duplicate_window,
         max_messages_per_subject: s.max_msgs_per_subject.unwrap_or(-1),
         num_replicas: replicas,
+        allow_message_schedules: spec.schedules,
         ..Default::default()
     }
 }
@@ -523,6 +524,15 @@ fn diff_stream(declared: &stream::Config, server: &stream::Config) -> (Diff, str
         true,
     ) {
         patched.num_replicas = declared.num_replicas;
+    }
+    // The server turns message schedules on in place, never off.
+    if d.check(
+        "allow_msg_schedules",
+        server.allow_message_schedules.to_string(),
+        declared.allow_message_schedules.to_string(),
+        declared.allow_message_schedules,
+    ) {
+        patched.allow_message_schedules = declared.allow_message_schedules;
     }
     (d, patched)
 }

@@ -51,6 +51,9 @@ pub struct Streams {
     pub dlq: StreamSettings,
     /// `AUDIT`: who changed definitions, cancelled, signalled, or was refused.
     pub audit: StreamSettings,
+    /// `WF_SCHEDULES`: the definitions' schedules and their firings, with the server's
+    /// message scheduler allowed on it.
+    pub schedules: StreamSettings,
 }
 
 /// The template for the per-kind `JOBS_<KIND>` streams and their `worker-<kind>` consumers.
@@ -77,6 +80,8 @@ pub struct Consumers {
     /// `orchestrator-timers` on `WF_INBOX` (step timeouts and SLA deadlines, held back by
     /// delayed redelivery until they are due).
     pub orchestrator_timers: ConsumerSettings,
+    /// `orchestrator-schedules` on `WF_SCHEDULES` (schedule firings, turned into starts).
+    pub orchestrator_schedules: ConsumerSettings,
     /// `ledger-usage` on `USAGE`.
     pub ledger_usage: ConsumerSettings,
     /// `ledger-events` on `WF_EVENTS`.
@@ -330,6 +335,9 @@ pub struct StreamSpec {
     pub name: String,
     pub subjects: Vec<String>,
     pub settings: StreamSettings,
+    /// Whether the server's message scheduler runs on it (`allow_msg_schedules`); once on,
+    /// the server keeps it on.
+    pub schedules: bool,
 }
 
 /// One durable pull consumer as it should exist on the server.
@@ -440,6 +448,7 @@ impl BusConfig {
             ("streams.usage", &self.streams.usage),
             ("streams.dlq", &self.streams.dlq),
             ("streams.audit", &self.streams.audit),
+            ("streams.schedules", &self.streams.schedules),
             ("jobs.stream", &self.jobs.stream),
         ];
         for (key, settings) in streams {
@@ -499,6 +508,7 @@ impl BusConfig {
             name: stream::WF_INBOX.to_owned(),
             subjects: inbox.map(str::to_owned).to_vec(),
             settings: self.streams.inbox.clone(),
+            schedules: false,
         }];
         specs.extend(
             self.jobs
@@ -519,8 +529,18 @@ impl BusConfig {
                     name: name.to_owned(),
                     subjects: vec![subject.to_owned()],
                     settings: settings.clone(),
+                    schedules: false,
                 }),
         );
+        specs.push(StreamSpec {
+            name: stream::WF_SCHEDULES.to_owned(),
+            subjects: vec![
+                subject::ALL_SCHEDULES.to_owned(),
+                subject::ALL_TICKS.to_owned(),
+            ],
+            settings: self.streams.schedules.clone(),
+            schedules: true,
+        });
         specs
     }
 
@@ -530,6 +550,7 @@ impl BusConfig {
             name: stream::jobs(kind),
             subjects: vec![subject::jobs_of(kind)],
             settings: self.jobs.stream.clone(),
+            schedules: false,
         }
     }
 
@@ -552,7 +573,7 @@ impl BusConfig {
             .map(|kind| self.kind_consumer_spec(kind))
             .collect();
         let c = &self.consumers;
-        let others: [(&str, &str, &[&str], &ConsumerSettings); 6] = [
+        let others: [(&str, &str, &[&str], &ConsumerSettings); 7] = [
             (
                 stream::WF_INBOX,
                 stream::ORCHESTRATOR_COMMANDS,
@@ -575,6 +596,12 @@ impl BusConfig {
                 stream::ORCHESTRATOR_TIMERS,
                 &[subject::ALL_TIMERS],
                 &c.orchestrator_timers,
+            ),
+            (
+                stream::WF_SCHEDULES,
+                stream::ORCHESTRATOR_SCHEDULES,
+                &[subject::ALL_TICKS],
+                &c.orchestrator_schedules,
             ),
             (
                 stream::USAGE,
@@ -723,6 +750,7 @@ mod tests {
             stream::USAGE,
             stream::DLQ,
             stream::AUDIT,
+            stream::WF_SCHEDULES,
         ] {
             assert!(
                 streams.iter().any(|s| s == expected),
@@ -762,7 +790,16 @@ mod tests {
                 .iter()
                 .any(|s| s == subject::ALL_RESULTS)
         );
-        assert_eq!(consumers.len(), config.jobs.kinds.len() + 6);
+        assert_eq!(consumers.len(), config.jobs.kinds.len() + 7);
+
+        // Only the schedules' stream runs the server's message scheduler.
+        let specs = config.stream_specs();
+        let scheduled: Vec<&str> = specs
+            .iter()
+            .filter(|s| s.schedules)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(scheduled, [stream::WF_SCHEDULES]);
 
         let inbox = &config.streams.inbox;
         assert_eq!(inbox.retention, Retention::WorkQueue);

@@ -54,6 +54,12 @@ async fn bus_apply_is_idempotent_and_status_shows_every_object() {
         stream::USAGE.into(),
         stream::DLQ.into(),
         stream::AUDIT.into(),
+        stream::WF_SCHEDULES.into(),
+        format!(
+            "{}/{}",
+            stream::WF_SCHEDULES,
+            stream::ORCHESTRATOR_SCHEDULES
+        ),
     ];
     for kind in &switchyard_bus_config::BusConfig::default().jobs.kinds {
         expected.push(stream::jobs(kind));

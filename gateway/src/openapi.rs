@@ -375,7 +375,7 @@ fn parameter_rules() -> Vec<(&'static str, &'static [&'static str], Value)> {
         (
             "status",
             &["/api/v1/workflows/instances"],
-            json!({ "type": "string", "enum": ["running", "completed", "failed", "cancelled"] }),
+            json!({ "type": "string", "enum": crate::api::ledger::STATUSES }),
         ),
         ("from", ledger, instant.clone()),
         ("to", ledger, instant),

@@ -1,8 +1,9 @@
 //! The NATS server versions the contract relies on.
 
-/// The oldest nats-server Switchyard supports. 2.9 silently ignores multiple consumer filter
-/// subjects and cannot create KV buckets the way async-nats 0.51 asks.
-pub const MIN_SERVER_VERSION: Version = Version(2, 10, 0);
+/// The oldest nats-server Switchyard supports: schedules are run by the server's message
+/// scheduler, whose intervals, cron patterns and time zones came in 2.14 (ADR 19). (2.9 also
+/// silently ignores multiple consumer filter subjects.)
+pub const MIN_SERVER_VERSION: Version = Version(2, 14, 0);
 
 /// A `major.minor.patch` server version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -42,6 +43,7 @@ mod tests {
         assert_eq!(Version::parse("garbage"), None);
         assert_eq!(Version::parse(""), None);
         assert!(Version::parse("2.9.10").unwrap() < MIN_SERVER_VERSION);
-        assert!(Version::parse("2.10.0").unwrap() >= MIN_SERVER_VERSION);
+        assert!(Version::parse("2.12.1").unwrap() < MIN_SERVER_VERSION);
+        assert!(Version::parse("2.14.0").unwrap() >= MIN_SERVER_VERSION);
     }
 }

@@ -11,6 +11,9 @@ pub const USAGE: &str = "USAGE";
 pub const AUDIT: &str = "AUDIT";
 /// Dead letters: messages given up on, with the reason.
 pub const DLQ: &str = "DLQ";
+/// Schedules (`wf.schedule.>`) and their firings (`wf.tick.>`): the definitions' `schedules:`
+/// as messages the server's scheduler fires (ADR 19). Created with message schedules allowed.
+pub const WF_SCHEDULES: &str = "WF_SCHEDULES";
 /// KV bucket holding each workflow instance's state, keyed by instance id.
 pub const WF_STATE_BUCKET: &str = "WF_STATE";
 /// KV bucket holding registered workflow definitions, one key per version.
@@ -52,6 +55,8 @@ pub const ORCHESTRATOR_COMMANDS: &str = "orchestrator-commands";
 pub const ORCHESTRATOR_RESULTS: &str = "orchestrator-results";
 /// The orchestrator's consumer of timers (step timeouts, SLA deadlines).
 pub const ORCHESTRATOR_TIMERS: &str = "orchestrator-timers";
+/// The orchestrator's consumer of schedule firings, which it turns into starts.
+pub const ORCHESTRATOR_SCHEDULES: &str = "orchestrator-schedules";
 /// The ledger's consumer of usage events.
 pub const LEDGER_USAGE: &str = "ledger-usage";
 /// The ledger's consumer of workflow events.

@@ -75,6 +75,10 @@ pub const ALL_RERUNS: &str = "wf.rerun.>";
 pub const ALL_SIGNALS: &str = "wf.signal.>";
 /// `wf.timer.>` — the orchestrator's own timers (step timeouts, SLA deadlines).
 pub const ALL_TIMERS: &str = "wf.timer.>";
+/// `wf.schedule.>` — the schedule messages the bus's scheduler fires (stream `WF_SCHEDULES`).
+pub const ALL_SCHEDULES: &str = "wf.schedule.>";
+/// `wf.tick.>` — what the scheduler publishes when a schedule fires, one subject per schedule.
+pub const ALL_TICKS: &str = "wf.tick.>";
 /// `wf.events.>`
 pub const ALL_EVENTS: &str = "wf.events.>";
 /// `usage.>`
@@ -112,6 +116,33 @@ pub fn signal(tenant: &str, instance: &str, name: &str) -> String {
 /// `wf.timer.<instance>`: a timer the orchestrator set for one of its instances.
 pub fn timer(instance: &str) -> String {
     format!("wf.timer.{instance}")
+}
+
+/// `wf.schedule.<tenant>.<workflow>.<name>`: schedule `name` of a tenant's workflow, held by
+/// the bus's message scheduler.
+pub fn schedule(tenant: &str, workflow: &str, name: &str) -> String {
+    format!("wf.schedule.{tenant}.{workflow}.{name}")
+}
+
+/// `wf.tick.<tenant>.<workflow>.<name>`: where schedule `name` fires.
+pub fn tick(tenant: &str, workflow: &str, name: &str) -> String {
+    format!("wf.tick.{tenant}.{workflow}.{name}")
+}
+
+/// Tenant, workflow and schedule name of a [`schedule`] or [`tick`] subject.
+pub fn parse_schedule(subject: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = subject.split('.');
+    let (Some("wf"), Some("schedule" | "tick"), Some(tenant), Some(workflow), Some(name), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    Some((tenant, workflow, name))
 }
 
 /// `wf.events.<tenant>.<instance>.<type>`

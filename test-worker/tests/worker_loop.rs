@@ -557,7 +557,7 @@ async fn a_worker_refuses_an_unsupported_server_and_names_the_version_it_needs()
     let (status, log) = output_of(child);
     assert!(!status.success());
     assert!(
-        log.contains("is not supported: Switchyard needs nats-server 2.10.0 or newer"),
+        log.contains("is not supported: Switchyard needs nats-server 2.14.0 or newer"),
         "{log}"
     );
 }

@@ -52,6 +52,9 @@ fn parse_date(value: &str) -> Option<time::Date> {
 /// A point in time as milliseconds since the epoch: RFC 3339 with any offset, a date (its
 /// midnight UTC, or with `end_of_day` the next midnight, so `to=<date>` includes that day), or
 /// milliseconds since the epoch.
+/// The statuses the instance list filters by.
+pub(crate) const STATUSES: [&str; 5] = ["scheduled", "running", "completed", "failed", "cancelled"];
+
 pub(crate) fn instant(field: &str, value: &str, end_of_day: bool) -> Result<i64, Error> {
     let bad = || {
         Error::field(
@@ -231,11 +234,11 @@ pub(crate) async fn instances(ctx: Ctx, uri: axum::http::Uri) -> Result<Json<Val
         token("workflow", w)?;
     }
     if let Some(s) = &q.status
-        && !["running", "completed", "failed", "cancelled"].contains(&s.as_str())
+        && !STATUSES.contains(&s.as_str())
     {
         return Err(Error::field(
             "status",
-            format!("{s:?} is not one of running, completed, failed, cancelled"),
+            format!("{s:?} is not one of {}", STATUSES.join(", ")),
         )
         .into());
     }
@@ -290,7 +293,7 @@ struct StatsParams {
         ("to" = Option<String>, Query, description = "Instances created before")
     ),
     responses(
-        (status = 200, description = "`{workflows: [{workflow, counts: {running, completed, failed, cancelled}, total, duration_ms: {p50, p95, p99}, sla_breaches, reruns: {instances, total}}]}`; percentiles over finished instances; `reruns` counts instances re-run at least once and re-runs in all", body = Object),
+        (status = 200, description = "`{workflows: [{workflow, counts: {scheduled, running, completed, failed, cancelled}, total, duration_ms: {p50, p95, p99}, sla_breaches, reruns: {instances, total}}]}`; percentiles over finished instances; `reruns` counts instances re-run at least once and re-runs in all", body = Object),
         crate::responses::LedgerReadErrors
     ),
     security(("bearer" = []))

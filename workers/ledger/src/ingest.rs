@@ -59,8 +59,10 @@ impl Source {
 
 /// The workflow event types the instance read model is built from; every other type (token
 /// deltas, a worker's own progress events) is skipped by its subject, without decoding.
-const READ_MODEL_EVENTS: [&str; 13] = [
+const READ_MODEL_EVENTS: [&str; 16] = [
+    event::SCHEDULED,
     event::STARTED,
+    event::RERUN,
     event::COMPLETED,
     event::FAILED,
     event::CANCELLED,
@@ -72,6 +74,7 @@ const READ_MODEL_EVENTS: [&str; 13] = [
     event::STEP_FAILED,
     event::STEP_SKIPPED,
     event::STEP_WAITING,
+    event::STEP_SLEEPING,
     event::STEP_SIGNALLED,
 ];
 

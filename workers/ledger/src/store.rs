@@ -191,12 +191,24 @@ async fn insert_usage(
 
 /// The status of an instance in the read model.
 pub mod status {
+    /// Accepted with a `not_before` still ahead.
+    pub const SCHEDULED: &str = "scheduled";
     pub const RUNNING: &str = "running";
     pub const COMPLETED: &str = "completed";
     pub const FAILED: &str = "failed";
     pub const CANCELLED: &str = "cancelled";
     /// Every status, for checking a filter.
-    pub const ALL: [&str; 4] = [RUNNING, COMPLETED, FAILED, CANCELLED];
+    pub const ALL: [&str; 5] = [SCHEDULED, RUNNING, COMPLETED, FAILED, CANCELLED];
+
+    /// How far along a run the status is: a row's status moves only forward within a run
+    /// (the SQL twin is `ledger.status_rank`).
+    pub fn rank(status: &str) -> u8 {
+        match status {
+            SCHEDULED => 0,
+            RUNNING => 1,
+            _ => 2,
+        }
+    }
 }
 
 /// What the read model learns about one instance from some of its events. Folding is
@@ -265,6 +277,17 @@ impl InstanceDelta {
             d.duration_ms = data.get("duration_ms").and_then(Value::as_i64);
         };
         match e.r#type.as_str() {
+            event::SCHEDULED => {
+                d.status = status::SCHEDULED;
+                d.labels = data
+                    .get("labels")
+                    .filter(|l| l.as_object().is_some_and(|m| !m.is_empty()))
+                    .map(Value::to_string);
+                d.version = data
+                    .get("version")
+                    .and_then(Value::as_i64)
+                    .and_then(|v| i32::try_from(v).ok());
+            }
             event::STARTED => {
                 d.started_at_ms = Some(e.at_ms);
                 d.labels = data
@@ -317,9 +340,7 @@ impl InstanceDelta {
             self.version_run = o.version_run;
         }
         let later_run = o.run > self.run;
-        if later_run
-            || (o.run == self.run && self.status == status::RUNNING && o.status != status::RUNNING)
-        {
+        if later_run || (o.run == self.run && status::rank(o.status) > status::rank(self.status)) {
             self.status = o.status;
             self.finished_at_ms = o.finished_at_ms;
             self.duration_ms = o.duration_ms;
@@ -421,21 +442,26 @@ async fn upsert_instances(conn: &mut PgConnection, events: &[&WorkflowEvent]) ->
                                   ELSE i.correlation_id END,
             started_at_ms = LEAST(i.started_at_ms, EXCLUDED.started_at_ms),
             -- The batch's fold replaces the row's status when it is of a later run, or of
-            -- the same run while the row is still running.
+            -- the same run and further along it (scheduled, running, finished).
             status = CASE WHEN EXCLUDED.run > i.run
-                            OR (EXCLUDED.run = i.run AND i.status = 'running')
+                            OR (EXCLUDED.run = i.run AND ledger.status_rank(EXCLUDED.status)
+                                                         > ledger.status_rank(i.status))
                           THEN EXCLUDED.status ELSE i.status END,
             finished_at_ms = CASE WHEN EXCLUDED.run > i.run
-                                    OR (EXCLUDED.run = i.run AND i.status = 'running')
+                                    OR (EXCLUDED.run = i.run AND ledger.status_rank(EXCLUDED.status)
+                                                                 > ledger.status_rank(i.status))
                                   THEN EXCLUDED.finished_at_ms ELSE i.finished_at_ms END,
             duration_ms = CASE WHEN EXCLUDED.run > i.run
-                                 OR (EXCLUDED.run = i.run AND i.status = 'running')
+                                 OR (EXCLUDED.run = i.run AND ledger.status_rank(EXCLUDED.status)
+                                                              > ledger.status_rank(i.status))
                                THEN EXCLUDED.duration_ms ELSE i.duration_ms END,
             error_code = CASE WHEN EXCLUDED.run > i.run
-                                OR (EXCLUDED.run = i.run AND i.status = 'running')
+                                OR (EXCLUDED.run = i.run AND ledger.status_rank(EXCLUDED.status)
+                                                             > ledger.status_rank(i.status))
                               THEN EXCLUDED.error_code ELSE i.error_code END,
             failed_step = CASE WHEN EXCLUDED.run > i.run
-                                 OR (EXCLUDED.run = i.run AND i.status = 'running')
+                                 OR (EXCLUDED.run = i.run AND ledger.status_rank(EXCLUDED.status)
+                                                              > ledger.status_rank(i.status))
                                THEN EXCLUDED.failed_step ELSE i.failed_step END,
             run = GREATEST(i.run, EXCLUDED.run),
             sla_breached_steps = ARRAY(
@@ -571,6 +597,49 @@ mod tests {
         );
         for order in [[2, 1, 0], [1, 2, 0], [2, 0, 1]] {
             assert_eq!(fold(&order), forward, "{order:?}");
+        }
+    }
+
+    #[test]
+    fn a_scheduled_instance_moves_on_whatever_order_its_events_arrive_in() {
+        use serde_json::json;
+        let events = [
+            ev(
+                event::SCHEDULED,
+                100,
+                json!({"workflow": "w", "version": 3, "not_before_ms": 5_000, "labels": {"a": "b"}}),
+            ),
+            ev(
+                event::STARTED,
+                5_000,
+                json!({"workflow": "w", "version": 3}),
+            ),
+            ev(
+                event::COMPLETED,
+                6_000,
+                json!({"workflow": "w", "duration_ms": 1_000}),
+            ),
+        ];
+        let fold = |order: &[usize]| {
+            let mut d = InstanceDelta::of(&events[order[0]]);
+            for &i in &order[1..] {
+                d.merge(InstanceDelta::of(&events[i]));
+            }
+            d
+        };
+        assert_eq!(fold(&[0]).status, status::SCHEDULED);
+        assert_eq!(fold(&[0]).started_at_ms, None);
+        assert_eq!(fold(&[0]).labels.as_deref(), Some(r#"{"a":"b"}"#));
+        let running = fold(&[0, 1]);
+        assert_eq!(
+            (running.status, running.started_at_ms),
+            (status::RUNNING, Some(5_000))
+        );
+        assert_eq!(fold(&[1, 0]), running);
+        let done = fold(&[0, 1, 2]);
+        assert_eq!((done.status, done.created_at_ms), (status::COMPLETED, 100));
+        for order in [[2, 1, 0], [1, 2, 0], [2, 0, 1], [0, 2, 1]] {
+            assert_eq!(fold(&order), done, "{order:?}");
         }
     }
 

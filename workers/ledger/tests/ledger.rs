@@ -675,6 +675,126 @@ async fn the_read_model_follows_real_workflows_and_a_rebuild_reproduces_every_ta
     );
 }
 
+/// A re-run onto a newer version of the definition: the row shows the run and the version it
+/// re-ran under, which only the `rerun` event names.
+#[tokio::test]
+async fn a_rerun_onto_a_newer_version_is_listed_with_that_version() {
+    let mut env = env(50).await;
+    env.engine().await;
+    env.register(BOOM).await;
+    env.start("boom", "i-again", json!({ "who": "x" })).await;
+    let deadline = tokio::time::Instant::now() + T;
+    while engine::status(&env.client, TENANT, "i-again").await["status"] != "failed" {
+        assert!(tokio::time::Instant::now() < deadline, "never failed");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    env.register(
+        &BOOM
+            .replace("version: 1", "version: 2")
+            .replace("test.fail", "test.echo"),
+    )
+    .await;
+    let rerun = switchyard_proto::RerunWorkflow {
+        tenant: TENANT.into(),
+        instance_id: "i-again".into(),
+        run: 1,
+        version: 2,
+        requested_by: "test".into(),
+        ..Default::default()
+    };
+    env.publish(
+        &subject::rerun(TENANT, "i-again"),
+        Some("rerun-i-again-1"),
+        None,
+        encode_proto(&rerun),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let list = env.ask("instances", TENANT, json!({})).await.unwrap();
+        let row = list["instances"][0].clone();
+        if row["run"] == 1 && row["status"] == "completed" {
+            assert_eq!(row["version"], 2, "{row:#}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{list:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A start with `not_before` shows as `scheduled` in the list and the stats until it runs; a
+/// cancel before then finishes it.
+#[tokio::test]
+async fn a_scheduled_start_is_listed_and_counted_as_scheduled() {
+    let mut env = env(50).await;
+    env.engine().await;
+    env.register(OK).await;
+    let start = switchyard_proto::StartWorkflow {
+        tenant: TENANT.into(),
+        workflow: "ok".into(),
+        instance_id: "i-later".into(),
+        not_before_ms: switchyard_proto::now_ms() + 3_600_000,
+        labels: [("team".to_owned(), "night".to_owned())].into(),
+        ..Default::default()
+    };
+    env.publish(
+        &subject::start(TENANT, "ok"),
+        Some("i-later"),
+        None,
+        encode_proto(&start),
+    )
+    .await;
+    let status_of = |list: &Value| {
+        list["instances"]
+            .as_array()
+            .and_then(|l| l.iter().find(|i| i["instance_id"] == "i-later"))
+            .map(|i| (i["status"].clone(), i["labels"].clone()))
+    };
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let list = env
+            .ask("instances", TENANT, json!({ "status": "scheduled" }))
+            .await
+            .unwrap();
+        if let Some((status, labels)) = status_of(&list) {
+            assert_eq!(status, "scheduled");
+            assert_eq!(labels, json!({ "team": "night" }));
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let all = env.ask("instances", TENANT, json!({})).await.unwrap();
+            let state = engine::status(&env.client, TENANT, "i-later").await;
+            panic!("not listed as scheduled: {all:#} {state:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = env.ask("stats", TENANT, json!({})).await.unwrap();
+    assert_eq!(stats["workflows"][0]["counts"]["scheduled"], 1, "{stats:#}");
+    assert_eq!(stats["workflows"][0]["counts"]["running"], 0, "{stats:#}");
+
+    let cancel = switchyard_proto::CancelWorkflow {
+        reason: "not tonight".into(),
+        requested_by: "test".into(),
+        ..Default::default()
+    };
+    env.publish(
+        &subject::cancel(TENANT, "i-later"),
+        Some("cancel-i-later"),
+        None,
+        encode_proto(&cancel),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let list = env.ask("instances", TENANT, json!({})).await.unwrap();
+        if status_of(&list).is_some_and(|(s, _)| s == "cancelled") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{list:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_database_error_hands_the_batch_back_and_nothing_is_lost() {
     let env = env(10).await;

@@ -41,7 +41,7 @@ use crate::{
     instance::{Effect, Instance, timer_id},
     metrics::Metrics,
     registry::{self, LiveRoutes, Replicas},
-    service,
+    schedules, service,
     shared::Shared,
     transition::{self, Ctx, Decision, Input},
 };
@@ -207,8 +207,27 @@ impl Orchestrator {
             consumers.push((name, consumer));
         }
 
+        let ticks: PullConsumer = shared
+            .js
+            .get_stream(stream::WF_SCHEDULES)
+            .await
+            .map_err(|_| Error::NotProvisioned {
+                what: format!("stream {}", stream::WF_SCHEDULES),
+            })?
+            .get_consumer(stream::ORCHESTRATOR_SCHEDULES)
+            .await
+            .map_err(|_| Error::NotProvisioned {
+                what: format!(
+                    "consumer {} on {}",
+                    stream::ORCHESTRATOR_SCHEDULES,
+                    stream::WF_SCHEDULES
+                ),
+            })?;
+
         let tracker = TaskTracker::new();
         let service = service::start(shared.clone(), &tracker, shutdown.clone()).await?;
+        tracker.spawn(schedules::reconcile_loop(shared.clone(), shutdown.clone()));
+        tracker.spawn(schedules::ticks(shared.clone(), ticks, shutdown.clone()));
         tracker.spawn(shared.lag.clone().sample(
             consumers.iter().map(|(_, c)| c.clone()).collect(),
             LAG_SAMPLE_EVERY,

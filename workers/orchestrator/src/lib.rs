@@ -4,7 +4,8 @@
 //! registry) live in `switchyard-workflow`; this crate executes them.
 //!
 //! It runs on JetStream alone: no database, no scheduler process (timers are messages handed
-//! back with a delayed redelivery), no leader (any number of replicas). It never runs an
+//! back with a delayed redelivery; schedules are fired by the server's message scheduler), no
+//! leader (any number of replicas). It never runs an
 //! operation itself; workers do.
 
 pub mod dlq;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod instance;
 pub mod metrics;
 pub mod registry;
+pub mod schedules;
 pub mod service;
 mod shared;
 pub mod transition;

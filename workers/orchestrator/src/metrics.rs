@@ -30,6 +30,8 @@ pub struct Metrics {
     /// For each kind a registered definition uses: seconds it has had no live replica (0
     /// while it has one).
     pub kind_unserved_seconds: IntGaugeVec,
+    /// Schedule firings handled, by outcome (`started`, `duplicate`, `dropped`, `retry`).
+    pub schedule_ticks: IntCounterVec,
     /// The `tenant_id` label values.
     pub tenants: Arc<TenantLabels>,
 }
@@ -108,6 +110,13 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            schedule_ticks: IntCounterVec::new(
+                Opts::new(
+                    "switchyard_schedule_ticks_total",
+                    "Schedule firings the engine handled, by outcome (started, duplicate, dropped, retry)",
+                ),
+                &["outcome"],
+            )?,
             tenants: Arc::new(TenantLabels::default()),
         };
         registry.register(Box::new(m.messages.clone()))?;
@@ -120,6 +129,7 @@ impl Metrics {
         registry.register(Box::new(m.dlq_messages.clone()))?;
         registry.register(Box::new(m.kind_replicas.clone()))?;
         registry.register(Box::new(m.kind_unserved_seconds.clone()))?;
+        registry.register(Box::new(m.schedule_ticks.clone()))?;
         Ok(m)
     }
 }

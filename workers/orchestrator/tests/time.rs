@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use futures::StreamExt as _;
 use serde_json::json;
 use switchyard_proto::{StartWorkflow, encode_proto, event, subject};
 
@@ -156,4 +157,131 @@ async fn answer(env: &Env) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("no orchestrator answered");
+}
+
+/// A schedule every 2 s, with two orchestrator replicas, one of them killed half-way: one
+/// instance per tick over 20 s, none twice; a cron schedule in a time zone fires too; a
+/// version without schedules stops them.
+#[tokio::test]
+async fn a_schedule_starts_exactly_one_instance_per_tick_across_replicas() {
+    let mut env = bus(Duration::from_secs(2)).await;
+    env.worker("w1").await;
+    let mut first = orchestrator_process(&env.server, "o-first");
+    let mut second = orchestrator_process(&env.server, "o-second");
+    answer(&env).await;
+    let mut started = env
+        .client
+        .subscribe(format!("wf.events.{TENANT}.*.{}", event::STARTED))
+        .await
+        .expect("subscribe");
+    env.client.flush().await.expect("flush");
+    let ticker = |version: u32, schedules: &str| {
+        format!(
+            r#"
+name: ticker
+version: {version}
+input:
+  said: {{ type: string, required: true }}
+steps:
+  - {{ id: e, operation: test.echo, input: {{ said: "{{{{ input.said }}}}" }} }}
+{schedules}"#
+        )
+    };
+    env.register(&ticker(
+        1,
+        "schedules:\n  - { every: 2s, input: { said: tick } }\n",
+    ))
+    .await;
+    env.register(
+        r#"
+name: crony
+version: 1
+steps:
+  - { id: e, operation: test.echo, input: { said: cron } }
+schedules:
+  - { name: berlin, cron: "*/2 * * * * *", time_zone: Europe/Berlin }
+"#,
+    )
+    .await;
+
+    let began = tokio::time::Instant::now();
+    let mut ticks: Vec<(String, i64)> = Vec::new();
+    let mut cron = Vec::new();
+    let mut killed = false;
+    while began.elapsed() < Duration::from_secs(20) {
+        if !killed && began.elapsed() >= Duration::from_secs(10) {
+            first.kill().expect("SIGKILL");
+            first.wait().expect("reaped");
+            killed = true;
+        }
+        let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(200), started.next()).await
+        else {
+            continue;
+        };
+        let e: switchyard_proto::WorkflowEvent =
+            switchyard_proto::decode(switchyard_proto::ContentType::Protobuf, &msg.payload)
+                .expect("an event");
+        let data = event_data(&e);
+        match data["workflow"].as_str() {
+            Some("ticker") => {
+                assert_eq!(data["labels"]["schedule"], "0", "{data}");
+                assert_eq!(data["input"]["said"], "tick", "{data}");
+                ticks.push((e.instance_id.clone(), e.at_ms));
+            }
+            Some("crony") => cron.push(e.instance_id.clone()),
+            other => panic!("an unexpected start of {other:?}"),
+        }
+    }
+    // An event may be published again (ADR 4), so instances are counted, not deliveries.
+    let ids: std::collections::BTreeSet<&String> = ticks.iter().map(|(id, _)| id).collect();
+    assert!(
+        (9..=11).contains(&ids.len()),
+        "{} instances in 20 s of a 2 s schedule: {ticks:?}",
+        ids.len()
+    );
+    // One per tick: the firings the instances are named after are 2 s apart.
+    let mut fired: Vec<i64> = ids
+        .iter()
+        .map(|id| {
+            id.rsplit('-')
+                .next()
+                .unwrap()
+                .parse()
+                .expect("ms in the id")
+        })
+        .collect();
+    fired.sort_unstable();
+    for pair in fired.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 1_500,
+            "two starts for one tick: {fired:?}"
+        );
+    }
+    let cron: std::collections::BTreeSet<String> = cron.into_iter().collect();
+    assert!(
+        cron.len() >= 5,
+        "the cron schedule fired {} times",
+        cron.len()
+    );
+    for id in &ids {
+        let status = env.finished(id, T).await;
+        assert_eq!(status["status"], "completed", "{status:#}");
+    }
+
+    // A version without schedules removes them: no start after it settles.
+    env.register(&ticker(2, "")).await;
+    env.query(
+        switchyard_proto::orchestrator::endpoint::DEFINITIONS_DELETE,
+        json!({ "tenant": TENANT, "name": "crony" }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    while tokio::time::timeout(Duration::from_millis(100), started.next())
+        .await
+        .is_ok()
+    {}
+    let quiet = tokio::time::timeout(Duration::from_secs(5), started.next()).await;
+    assert!(quiet.is_err(), "a start after the schedules were removed");
+    second.kill().ok();
+    second.wait().ok();
 }
