@@ -305,6 +305,76 @@ async fn a_triggered_workflow_runs_to_its_output_and_other_tenants_cannot_see_it
     .problem(404);
 }
 
+/// `not_before`: the instance is `scheduled` until then, then runs; a value that is not a
+/// time is a 400 naming the field.
+#[tokio::test]
+async fn a_trigger_with_not_before_runs_at_that_time() {
+    let env = env().await;
+    env.register(GREET).await;
+    let op = env.token(TENANT, Role::Operator);
+    let at = switchyard_proto::now_ms() + 1_500;
+    let reply = env
+        .call(
+            Method::POST,
+            "/api/v1/workflows/trigger",
+            Some(&op),
+            Some(json!({
+                "workflow_name": "greet",
+                "input": { "topic": "later" },
+                "not_before": at,
+            })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:#?}");
+    let id = reply.body["instance_id"].as_str().unwrap().to_owned();
+    let status = env
+        .wait_for(&id, "stored", |s| s["status"].is_string())
+        .await;
+    assert_eq!(status["status"], "scheduled", "{status:#}");
+    assert_eq!(status["not_before_ms"], at, "{status:#}");
+    let status = env.finished(&id).await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    assert!(
+        status["started_at_ms"].as_i64().unwrap() >= at,
+        "{status:#}"
+    );
+
+    // RFC 3339 in the past starts at once.
+    let reply = env
+        .call(
+            Method::POST,
+            "/api/v1/workflows/trigger",
+            Some(&op),
+            Some(json!({
+                "workflow_name": "greet",
+                "input": { "topic": "now" },
+                "not_before": "2020-01-01T00:00:00Z",
+            })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:#?}");
+    let status = env
+        .finished(reply.body["instance_id"].as_str().unwrap())
+        .await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+
+    for bad in [json!("tomorrow"), json!(-5), json!(true)] {
+        let reply = env
+            .call(
+                Method::POST,
+                "/api/v1/workflows/trigger",
+                Some(&op),
+                Some(json!({
+                    "workflow_name": "greet",
+                    "input": { "topic": "x" },
+                    "not_before": bad,
+                })),
+            )
+            .await;
+        assert_eq!(reply.problem(400)["field"], "not_before", "{reply:#?}");
+    }
+}
+
 #[tokio::test]
 async fn the_same_idempotency_key_starts_one_instance() {
     let env = env().await;
