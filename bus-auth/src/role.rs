@@ -222,6 +222,8 @@ impl Role {
                     format!("wf.cancel.{tenant}.*"),
                     format!("wf.rerun.{tenant}.*"),
                     format!("wf.signal.{tenant}.>"),
+                    // Its own events, which start the workflows whose triggers name them.
+                    subject::tenant_event(tenant, ">"),
                 ],
                 subscribe: vec![
                     format!("wf.events.{tenant}.>"),
@@ -241,6 +243,8 @@ fn gateway() -> Permissions {
             subject::ALL_CANCELS,
             subject::ALL_SIGNALS,
             subject::ALL_AUDIT,
+            // Signed inbound webhooks, as the tenant's events.
+            subject::ALL_TENANT_EVENTS,
             // Requests to the engine, the ledger and the workers' services, and the registry's
             // discovery of who serves what.
             "svc.>",
@@ -279,6 +283,9 @@ fn orchestrator() -> Permissions {
         stream::ORCHESTRATOR_SCHEDULES,
     ));
     p.publish.extend(get_message(stream::WF_SCHEDULES));
+    // Tenants' events, each turned into the starts of the workflows that name it.
+    p.publish
+        .extend(consume(stream::WF_TRIGGERS, stream::ORCHESTRATOR_TRIGGERS));
     p.publish
         .push(format!("$JS.API.STREAM.PURGE.{}", stream::WF_SCHEDULES));
     p.publish

@@ -54,6 +54,8 @@ pub struct Streams {
     /// `WF_SCHEDULES`: the definitions' schedules and their firings, with the server's
     /// message scheduler allowed on it.
     pub schedules: StreamSettings,
+    /// `WF_TRIGGERS`: tenants' own events, which start the workflows that name them.
+    pub triggers: StreamSettings,
 }
 
 /// The template for the per-kind `JOBS_<KIND>` streams and their `worker-<kind>` consumers.
@@ -82,6 +84,8 @@ pub struct Consumers {
     pub orchestrator_timers: ConsumerSettings,
     /// `orchestrator-schedules` on `WF_SCHEDULES` (schedule firings, turned into starts).
     pub orchestrator_schedules: ConsumerSettings,
+    /// `orchestrator-triggers` on `WF_TRIGGERS` (tenants' events, turned into starts).
+    pub orchestrator_triggers: ConsumerSettings,
     /// `ledger-usage` on `USAGE`.
     pub ledger_usage: ConsumerSettings,
     /// `ledger-events` on `WF_EVENTS`.
@@ -449,6 +453,7 @@ impl BusConfig {
             ("streams.dlq", &self.streams.dlq),
             ("streams.audit", &self.streams.audit),
             ("streams.schedules", &self.streams.schedules),
+            ("streams.triggers", &self.streams.triggers),
             ("jobs.stream", &self.jobs.stream),
         ];
         for (key, settings) in streams {
@@ -521,6 +526,11 @@ impl BusConfig {
             (stream::USAGE, subject::ALL_USAGE, &self.streams.usage),
             (stream::DLQ, subject::ALL_DLQ, &self.streams.dlq),
             (stream::AUDIT, subject::ALL_AUDIT, &self.streams.audit),
+            (
+                stream::WF_TRIGGERS,
+                subject::ALL_TENANT_EVENTS,
+                &self.streams.triggers,
+            ),
         ];
         specs.extend(
             others
@@ -573,7 +583,7 @@ impl BusConfig {
             .map(|kind| self.kind_consumer_spec(kind))
             .collect();
         let c = &self.consumers;
-        let others: [(&str, &str, &[&str], &ConsumerSettings); 7] = [
+        let others: [(&str, &str, &[&str], &ConsumerSettings); 8] = [
             (
                 stream::WF_INBOX,
                 stream::ORCHESTRATOR_COMMANDS,
@@ -602,6 +612,12 @@ impl BusConfig {
                 stream::ORCHESTRATOR_SCHEDULES,
                 &[subject::ALL_TICKS],
                 &c.orchestrator_schedules,
+            ),
+            (
+                stream::WF_TRIGGERS,
+                stream::ORCHESTRATOR_TRIGGERS,
+                &[subject::ALL_TENANT_EVENTS],
+                &c.orchestrator_triggers,
             ),
             (
                 stream::USAGE,
@@ -751,6 +767,7 @@ mod tests {
             stream::DLQ,
             stream::AUDIT,
             stream::WF_SCHEDULES,
+            stream::WF_TRIGGERS,
         ] {
             assert!(
                 streams.iter().any(|s| s == expected),
@@ -790,7 +807,7 @@ mod tests {
                 .iter()
                 .any(|s| s == subject::ALL_RESULTS)
         );
-        assert_eq!(consumers.len(), config.jobs.kinds.len() + 7);
+        assert_eq!(consumers.len(), config.jobs.kinds.len() + 8);
 
         // Only the schedules' stream runs the server's message scheduler.
         let specs = config.stream_specs();

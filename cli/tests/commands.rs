@@ -60,6 +60,8 @@ async fn bus_apply_is_idempotent_and_status_shows_every_object() {
             stream::WF_SCHEDULES,
             stream::ORCHESTRATOR_SCHEDULES
         ),
+        stream::WF_TRIGGERS.into(),
+        format!("{}/{}", stream::WF_TRIGGERS, stream::ORCHESTRATOR_TRIGGERS),
     ];
     for kind in &switchyard_bus_config::BusConfig::default().jobs.kinds {
         expected.push(stream::jobs(kind));

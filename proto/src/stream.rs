@@ -14,6 +14,9 @@ pub const DLQ: &str = "DLQ";
 /// Schedules (`wf.schedule.>`) and their firings (`wf.tick.>`): the definitions' `schedules:`
 /// as messages the server's scheduler fires (ADR 19). Created with message schedules allowed.
 pub const WF_SCHEDULES: &str = "WF_SCHEDULES";
+/// Tenants' own events (`evt.>`), each starting the workflows whose `triggers:` name its
+/// subject; deduplicated by `Nats-Msg-Id`. The front door for event-driven starts.
+pub const WF_TRIGGERS: &str = "WF_TRIGGERS";
 /// KV bucket holding each workflow instance's state, keyed by instance id.
 pub const WF_STATE_BUCKET: &str = "WF_STATE";
 /// KV bucket holding registered workflow definitions, one key per version.
@@ -57,6 +60,8 @@ pub const ORCHESTRATOR_RESULTS: &str = "orchestrator-results";
 pub const ORCHESTRATOR_TIMERS: &str = "orchestrator-timers";
 /// The orchestrator's consumer of schedule firings, which it turns into starts.
 pub const ORCHESTRATOR_SCHEDULES: &str = "orchestrator-schedules";
+/// The orchestrator's consumer of tenants' events, which it turns into starts.
+pub const ORCHESTRATOR_TRIGGERS: &str = "orchestrator-triggers";
 /// The ledger's consumer of usage events.
 pub const LEDGER_USAGE: &str = "ledger-usage";
 /// The ledger's consumer of workflow events.

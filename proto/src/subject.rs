@@ -79,6 +79,9 @@ pub const ALL_TIMERS: &str = "wf.timer.>";
 pub const ALL_SCHEDULES: &str = "wf.schedule.>";
 /// `wf.tick.>` — what the scheduler publishes when a schedule fires, one subject per schedule.
 pub const ALL_TICKS: &str = "wf.tick.>";
+/// `evt.>` — tenants' own events, which start the workflows whose `triggers:` name them
+/// (stream `WF_TRIGGERS`).
+pub const ALL_TENANT_EVENTS: &str = "evt.>";
 /// `wf.events.>`
 pub const ALL_EVENTS: &str = "wf.events.>";
 /// `usage.>`
@@ -143,6 +146,18 @@ pub fn parse_schedule(subject: &str) -> Option<(&str, &str, &str)> {
         return None;
     };
     Some((tenant, workflow, name))
+}
+
+/// `evt.<tenant>.<subject>`: an event of a tenant's own, on `subject` (tokens of its choosing).
+pub fn tenant_event(tenant: &str, subject: &str) -> String {
+    format!("evt.{tenant}.{subject}")
+}
+
+/// Tenant and subject of a [`tenant_event`] subject.
+pub fn parse_tenant_event(subject: &str) -> Option<(&str, &str)> {
+    let rest = subject.strip_prefix("evt.")?;
+    let (tenant, subject) = rest.split_once('.')?;
+    (!tenant.is_empty() && !subject.is_empty()).then_some((tenant, subject))
 }
 
 /// `wf.events.<tenant>.<instance>.<type>`

@@ -71,7 +71,7 @@ fn unknown_keys_are_named_with_their_path_line_and_a_suggestion() {
     );
     assert_eq!(
         only("name: t\nversion: 1\nsteps: [{ id: a, operation: test.echo }]\nouptut: {}\n"),
-        "ouptut: unknown key (did you mean \"output\"?); expected one of: name, version, description, input, steps, output, timeout, schedules"
+        "ouptut: unknown key (did you mean \"output\"?); expected one of: name, version, description, input, steps, output, timeout, schedules, triggers"
     );
 }
 
@@ -762,4 +762,63 @@ fn schedules_take_cron_or_an_interval_and_an_input_the_workflow_accepts() {
         let found = only(&format!("{steps}schedules:\n{schedules}"));
         assert!(found.starts_with(expected), "{found}\nexpected {expected}");
     }
+}
+
+#[test]
+fn triggers_name_a_subject_and_render_the_input_from_the_event() {
+    let def = parse(&format!(
+        "{}triggers:\n  - subject: orders.created\n    input: {{ topic: \"{{{{ event.order.title }}}}\", n: \"{{{{ event.order.lines | length }}}}\" }}\n  - subject: \"orders.*.>\"\n",
+        with_steps("  - id: a\n    operation: test.echo\n")
+    ))
+    .expect("valid");
+    assert_eq!(def.triggers.len(), 2);
+    assert!(def.triggers[0].matches("orders.created"));
+    assert!(!def.triggers[0].matches("orders.created.eu"));
+    assert!(!def.triggers[0].matches("orders"));
+    assert!(def.triggers[1].matches("orders.eu.created"));
+    assert!(def.triggers[1].matches("orders.eu.created.late"));
+    assert!(!def.triggers[1].matches("orders.eu"));
+    let event = serde_json::json!({ "order": { "title": "Mugs", "lines": [1, 2, 3] } });
+    let env = std::collections::BTreeMap::new();
+    assert_eq!(
+        def.render_trigger_input(0, &event, "orders.created", &env)
+            .unwrap(),
+        serde_json::json!({ "topic": "Mugs", "n": 3 })
+    );
+    assert_eq!(
+        def.render_trigger_input(1, &event, "orders.eu.created", &env)
+            .unwrap(),
+        event,
+        "without input the event is the input"
+    );
+
+    let steps = with_steps("  - id: a\n    operation: test.echo\n");
+    for (triggers, expected) in [
+        (
+            "  - subject: orders..created\n",
+            "triggers[0].subject: \"orders..created\" is not a subject of tokens and wildcards",
+        ),
+        (
+            "  - subject: \"orders.>.x\"\n",
+            "triggers[0].subject: > may only be the last token",
+        ),
+        (
+            "  - subject: orders\n    input: { topic: \"{{ input.topic }}\" }\n",
+            "triggers[0].input.topic: refers to input; a trigger's input can read event (the message), subject and env",
+        ),
+        (
+            "  - subject: orders\n    input: { n: 2 }\n",
+            "triggers[0].input.topic: missing required field",
+        ),
+    ] {
+        let found = only(&format!("{steps}triggers:\n{triggers}"));
+        assert!(found.starts_with(expected), "{found}\nexpected {expected}");
+    }
+    assert!(
+        only(&format!(
+            "{}  - id: b\n    operation: test.echo\n    input: {{ x: \"{{{{ event.id }}}}\" }}\n",
+            steps
+        ))
+        .contains("unknown variable \"event\""),
+    );
 }

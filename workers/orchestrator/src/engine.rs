@@ -44,6 +44,7 @@ use crate::{
     schedules, service,
     shared::Shared,
     transition::{self, Ctx, Decision, Input},
+    triggers,
 };
 
 /// Headers copied from an inbox message onto the jobs and events it leads to.
@@ -224,8 +225,26 @@ impl Orchestrator {
                 ),
             })?;
 
+        let events: PullConsumer = shared
+            .js
+            .get_stream(stream::WF_TRIGGERS)
+            .await
+            .map_err(|_| Error::NotProvisioned {
+                what: format!("stream {}", stream::WF_TRIGGERS),
+            })?
+            .get_consumer(stream::ORCHESTRATOR_TRIGGERS)
+            .await
+            .map_err(|_| Error::NotProvisioned {
+                what: format!(
+                    "consumer {} on {}",
+                    stream::ORCHESTRATOR_TRIGGERS,
+                    stream::WF_TRIGGERS
+                ),
+            })?;
+
         let tracker = TaskTracker::new();
         let service = service::start(shared.clone(), &tracker, shutdown.clone()).await?;
+        tracker.spawn(triggers::run(shared.clone(), events, shutdown.clone()));
         tracker.spawn(schedules::reconcile_loop(shared.clone(), shutdown.clone()));
         tracker.spawn(schedules::ticks(shared.clone(), ticks, shutdown.clone()));
         tracker.spawn(shared.lag.clone().sample(

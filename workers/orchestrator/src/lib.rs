@@ -18,6 +18,7 @@ pub mod schedules;
 pub mod service;
 mod shared;
 pub mod transition;
+pub mod triggers;
 
 use std::collections::BTreeMap;
 

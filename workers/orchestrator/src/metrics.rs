@@ -32,6 +32,8 @@ pub struct Metrics {
     pub kind_unserved_seconds: IntGaugeVec,
     /// Schedule firings handled, by outcome (`started`, `duplicate`, `dropped`, `retry`).
     pub schedule_ticks: IntCounterVec,
+    /// Tenants' events handled, by outcome (`started`, `unmatched`, `dead_letter`, `retry`).
+    pub trigger_events: IntCounterVec,
     /// The `tenant_id` label values.
     pub tenants: Arc<TenantLabels>,
 }
@@ -117,6 +119,13 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            trigger_events: IntCounterVec::new(
+                Opts::new(
+                    "switchyard_trigger_events_total",
+                    "Tenants' events the engine handled, by outcome (started, unmatched, dead_letter, retry)",
+                ),
+                &["outcome"],
+            )?,
             tenants: Arc::new(TenantLabels::default()),
         };
         registry.register(Box::new(m.messages.clone()))?;
@@ -130,6 +139,7 @@ impl Metrics {
         registry.register(Box::new(m.kind_replicas.clone()))?;
         registry.register(Box::new(m.kind_unserved_seconds.clone()))?;
         registry.register(Box::new(m.schedule_ticks.clone()))?;
+        registry.register(Box::new(m.trigger_events.clone()))?;
         Ok(m)
     }
 }

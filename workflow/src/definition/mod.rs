@@ -80,6 +80,8 @@ pub struct Definition {
     pub timeout: Option<Duration>,
     /// When instances start by themselves: run by the bus's message scheduler.
     pub schedules: Vec<Schedule>,
+    /// Subjects of the tenant's events whose messages start instances.
+    pub triggers: Vec<Trigger>,
     /// The text as given.
     pub source: String,
     index: HashMap<String, usize>,
@@ -93,6 +95,8 @@ struct Compiled {
     limits: RenderLimits,
     steps: Vec<CompiledStep>,
     output: Option<Unit<Node>>,
+    /// Each trigger's `input:`, by trigger.
+    triggers: Vec<Option<Node>>,
 }
 
 #[derive(Debug, Default)]
@@ -153,6 +157,31 @@ impl Step {
     /// Whether the step runs a job (an operation, or one chosen for its capability).
     pub fn runs_job(&self) -> bool {
         self.operation.is_some() || self.capability.is_some()
+    }
+}
+
+/// `triggers:` — a subject of the tenant's events whose every message starts an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    /// Dot-separated tokens after `evt.<tenant>.`, with NATS wildcards: `*` for one token,
+    /// `>` (last) for the rest.
+    pub subject: String,
+}
+
+impl Trigger {
+    /// Whether a message on `evt.<tenant>.<subject>` is one of this trigger's.
+    pub fn matches(&self, subject: &str) -> bool {
+        let mut pattern = self.subject.split('.');
+        let mut tokens = subject.split('.');
+        loop {
+            match (pattern.next(), tokens.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(_)) => {}
+                (Some(p), Some(t)) if p == t => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
     }
 }
 
@@ -432,6 +461,35 @@ impl Definition {
             });
         }
         Ok(Some(at.max(now_ms)))
+    }
+
+    /// The input of the instance trigger `index` starts for a message: its `input:` rendered
+    /// with `event` (the message's JSON, or its text when it is not JSON), `subject` (after
+    /// `evt.<tenant>.`) and `env` in scope; the event itself when the trigger has no `input:`.
+    ///
+    /// # Panics
+    ///
+    /// When `index` is out of range.
+    pub fn render_trigger_input(
+        &self,
+        index: usize,
+        event: &Value,
+        subject: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Value, RenderError> {
+        let Some(node) = &self.compiled.triggers[index] else {
+            return Ok(event.clone());
+        };
+        if let Node::Literal(value) = node {
+            return Ok(value.clone());
+        }
+        let ctx = template::trigger_context(event, subject, env);
+        Ok(template::render(
+            &self.compiled.env,
+            self.compiled.limits,
+            node,
+            &ctx,
+        )?)
     }
 
     /// Evaluates the step's `when` (Jinja truthiness); `true` when it has none.

@@ -39,6 +39,21 @@ pub(super) struct RawDefinition<S = RawStep, I = RawInputField, C = RawSchedule>
     /// When to start instances by themselves.
     #[serde(default = "Vec::new")]
     pub schedules: Vec<C>,
+    /// Subjects whose messages start instances.
+    #[serde(default)]
+    pub triggers: Vec<RawTrigger>,
+}
+
+/// One entry of `triggers:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a trigger (a mapping with subject and input)"
+)]
+pub(super) struct RawTrigger {
+    pub subject: String,
+    #[serde(default)]
+    pub input: Option<Value>,
 }
 
 /// One entry of `schedules:` as written.

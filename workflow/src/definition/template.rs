@@ -310,6 +310,19 @@ pub(super) fn context(scope: &Scope<'_>, steps: &StepsUsed) -> minijinja::Value 
     minijinja::Value::from_pairs(pairs)
 }
 
+/// What a trigger's `input:` reads: the event, its subject and the allowed environment.
+pub(super) fn trigger_context(
+    event: &Value,
+    subject: &str,
+    env: &std::collections::BTreeMap<String, String>,
+) -> minijinja::Value {
+    minijinja::Value::from_pairs([
+        ("event", minijinja::Value::from(Serde(event))),
+        ("subject", minijinja::Value::from(subject)),
+        ("env", minijinja::Value::from(Serde(env))),
+    ])
+}
+
 /// An error while rendering, by template name (the path of the templated value).
 pub(super) struct Failure {
     pub name: String,

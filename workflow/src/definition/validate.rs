@@ -6,13 +6,16 @@ use serde_json::Value;
 use switchyard_catalog::{Catalog, Lookup, Schema, Type};
 use switchyard_proto::subject::check_token;
 
-use super::parse::{self, Path, RawDefinition, RawSchedule, RawStep};
+use super::parse::{self, Path, RawDefinition, RawSchedule, RawStep, RawTrigger};
 use super::schedule::{self, MAX_SCHEDULES, Schedule, When};
 use super::template::{self, Compiler, Node, TemplateInfo};
 use super::{
     Compiled, CompiledStep, DeclaredContract, Definition, MAX_SLEEP, Problem, Problems, Sleep,
-    Step, Unit, ValidateOptions,
+    Step, Trigger, Unit, ValidateOptions,
 };
+
+/// Most triggers one definition may have.
+pub const MAX_TRIGGERS: usize = 20;
 
 /// The variables templates can read.
 const ROOTS: [&str; 6] = ["input", "steps", "item", "index", "signal", "env"];
@@ -67,6 +70,8 @@ enum Site {
     When(usize),
     ForEach(usize),
     Output,
+    /// A trigger's `input:`, which reads the event that started the instance.
+    Trigger,
 }
 
 /// What reference checks need to know about the steps.
@@ -134,6 +139,7 @@ impl<'a> Validator<'a> {
         }
         self.cycles(&raw.steps, &needs);
 
+        let raw_triggers = std::mem::take(&mut raw.triggers);
         let mut graph = self.graph(&raw, &index, &needs, &input);
         let mut compiled_steps = Vec::with_capacity(raw.steps.len());
         for (i, step) in raw.steps.iter().enumerate() {
@@ -148,6 +154,8 @@ impl<'a> Validator<'a> {
                 body: node,
             }
         });
+
+        let (triggers, compiled_triggers) = self.triggers(raw_triggers, &input, &graph);
 
         let steps = raw
             .steps
@@ -184,6 +192,7 @@ impl<'a> Validator<'a> {
             steps,
             timeout: raw.timeout,
             schedules,
+            triggers,
             source: source.to_string(),
             index,
             compiled: Compiled {
@@ -191,6 +200,7 @@ impl<'a> Validator<'a> {
                 env: std::mem::replace(&mut self.compiler.env, template::environment()),
                 steps: compiled_steps,
                 output,
+                triggers: compiled_triggers,
             },
         }
     }
@@ -286,6 +296,54 @@ impl<'a> Validator<'a> {
             });
         }
         schedules
+    }
+
+    /// Checks `triggers:`: a subject of tokens and wildcards, and an input that reads only
+    /// `event`, `subject` and `env` (checked against the workflow's input when it is literal).
+    fn triggers(
+        &mut self,
+        raw: Vec<RawTrigger>,
+        input: &Schema,
+        graph: &Graph<'_>,
+    ) -> (Vec<Trigger>, Vec<Option<Node>>) {
+        if raw.len() > MAX_TRIGGERS {
+            self.issue(
+                Path::root("triggers"),
+                format!(
+                    "{} triggers; a definition may have at most {MAX_TRIGGERS}",
+                    raw.len()
+                ),
+            );
+        }
+        let mut triggers = Vec::with_capacity(raw.len());
+        let mut nodes = Vec::with_capacity(raw.len());
+        for (i, entry) in raw.into_iter().enumerate() {
+            let path = Path::root("triggers").index(i);
+            if let Some(problem) = trigger_subject_problem(&entry.subject) {
+                self.issue(path.key("subject"), problem);
+            }
+            let node = entry.input.as_ref().map(|value| {
+                let input_path = path.key("input");
+                let node = self.compiler.value(value, &input_path);
+                let templates = self.compiler.take();
+                self.references(&templates, Site::Trigger, graph);
+                if let Node::Literal(literal) = &node {
+                    let mut literal = literal.clone();
+                    input.apply_defaults(&mut literal);
+                    if let Err(errors) = input.validate(&literal) {
+                        for error in errors {
+                            self.issue(input_path.schema_path(&error.path), error.message);
+                        }
+                    }
+                }
+                node
+            });
+            triggers.push(Trigger {
+                subject: entry.subject,
+            });
+            nodes.push(node);
+        }
+        (triggers, nodes)
     }
 
     /// The workflow's input schema: a closed object of the declared fields.
@@ -929,9 +987,14 @@ fn reference_problem(var: &str, site: Site, graph: &Graph<'_>) -> Option<String>
     if graph.globals.contains(*root) {
         return None;
     }
+    if site == Site::Trigger && !matches!(*root, "event" | "subject" | "env") {
+        return Some(format!(
+            "refers to {root}; a trigger's input can read event (the message), subject and env"
+        ));
+    }
     let own = match site {
         Site::Input(i) | Site::When(i) | Site::ForEach(i) => Some(i),
-        Site::Output => None,
+        Site::Output | Site::Trigger => None,
     };
     match *root {
         "input" => missing_field(graph.input, "input", rest, ""),
@@ -1000,6 +1063,7 @@ fn reference_problem(var: &str, site: Site, graph: &Graph<'_>) -> Option<String>
                     .into(),
             ),
         },
+        "event" | "subject" if site == Site::Trigger => None,
         "env" => match rest.first() {
             None => Some("refers to all of env; name one variable, as in env.NAME".into()),
             Some(name) if graph.env_allow.iter().any(|a| a == name) => None,
@@ -1073,6 +1137,30 @@ fn article(ty: Type) -> String {
         Type::Integer | Type::Array | Type::Object | Type::Any => format!("an {ty}"),
         _ => format!("a {ty}"),
     }
+}
+
+/// Why `subject` cannot be a trigger's subject, if it cannot.
+fn trigger_subject_problem(subject: &str) -> Option<String> {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    if tokens.len() > 16 {
+        return Some(format!("{} tokens; at most 16", tokens.len()));
+    }
+    for (i, token) in tokens.iter().enumerate() {
+        match *token {
+            "*" => {}
+            ">" if i + 1 == tokens.len() => {}
+            ">" => return Some("> may only be the last token".into()),
+            _ => {
+                if let Err(err) = check_token(token) {
+                    return Some(format!(
+                        "{subject:?} is not a subject of tokens and wildcards (* and a last >): \
+                         {err}"
+                    ));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// What a sleeping step's output is: when it woke.

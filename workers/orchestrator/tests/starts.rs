@@ -1,5 +1,6 @@
-//! Time in workflows, on a real server: sleeping steps that survive the orchestrator's death,
-//! delayed starts, and schedules run by the bus's message scheduler.
+//! Time and events in workflows, on a real server: sleeping steps that survive the
+//! orchestrator's death, delayed starts, schedules run by the bus's message scheduler, and
+//! starts from a tenant's events.
 
 mod common;
 
@@ -135,6 +136,66 @@ output: "{{ steps.e.output.said }}"
     let status = env.finished("called-off", T).await;
     assert_eq!(status["status"], "cancelled", "{status:#}");
     assert_eq!(step(&status, "e")["status"], "cancelled", "{status:#}");
+}
+
+/// An event on a trigger's subject starts one instance, also when published twice with the
+/// same message id; another message starts another; another tenant's event on the same
+/// subject starts nothing of this tenant's.
+#[tokio::test]
+async fn an_event_on_a_trigger_subject_starts_exactly_one_instance() {
+    let env = env().await;
+    env.register(
+        r#"
+name: on_order
+version: 1
+input:
+  order: { type: string, required: true }
+steps:
+  - { id: e, operation: test.echo, input: { said: "{{ input.order }}" } }
+output: "{{ steps.e.output.said }}"
+triggers:
+  - subject: orders.created
+    input: { order: "{{ event.order.id }}" }
+"#,
+    )
+    .await;
+    let mut started = env
+        .client
+        .subscribe(format!("wf.events.*.*.{}", event::STARTED))
+        .await
+        .expect("subscribe");
+    env.client.flush().await.expect("flush");
+    let publish = |tenant: &str, msg_id: &str, order: &str| {
+        let subject = subject::tenant_event(tenant, "orders.created");
+        let msg_id = msg_id.to_owned();
+        let body = serde_json::to_vec(&json!({ "order": { "id": order } })).unwrap();
+        let bus = &env.bus;
+        async move { bus.publish(&subject, &msg_id, body).await }
+    };
+    publish(TENANT, "order-1", "A-1").await;
+    publish(TENANT, "order-1", "A-1").await;
+    publish(TENANT, "order-2", "A-2").await;
+    publish("globex", "order-3", "G-3").await;
+
+    let mut instances = std::collections::BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, started.next()).await {
+        let e: switchyard_proto::WorkflowEvent =
+            switchyard_proto::decode(switchyard_proto::ContentType::Protobuf, &msg.payload)
+                .expect("an event");
+        instances.insert(e.instance_id.clone(), (e.tenant.clone(), event_data(&e)));
+    }
+    assert_eq!(instances.len(), 2, "{instances:#?}");
+    let mut outputs = Vec::new();
+    for (id, (tenant, data)) in &instances {
+        assert_eq!(tenant, TENANT);
+        assert_eq!(data["labels"]["trigger"], "orders.created", "{data}");
+        let status = env.finished(id, T).await;
+        assert_eq!(status["status"], "completed", "{status:#}");
+        outputs.push(status["output"].clone());
+    }
+    outputs.sort_by_key(ToString::to_string);
+    assert_eq!(outputs, [json!("A-1"), json!("A-2")]);
 }
 
 /// Waits until an orchestrator answers queries.
