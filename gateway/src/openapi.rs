@@ -39,6 +39,7 @@ use crate::{
         crate::api::bulk::cancel,
         crate::api::bulk::rerun,
         crate::api::workflows::signal,
+        crate::api::hooks::receive,
         crate::api::dlq::list,
         crate::api::dlq::show,
         crate::api::dlq::replay,

@@ -4,6 +4,7 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::*;
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 use switchyard_gateway::Role;
 use switchyard_proto::stream;
@@ -373,6 +374,123 @@ async fn a_trigger_with_not_before_runs_at_that_time() {
             .await;
         assert_eq!(reply.problem(400)["field"], "not_before", "{reply:#?}");
     }
+}
+
+const HOOK_SECRET: &str = "0123456789abcdef0123456789abcdef-hooks";
+
+/// A signed webhook becomes the tenant's event `hook.<source>` and starts the workflow whose
+/// trigger names it, once per delivery; a bad signature, an old timestamp, a tenant without a
+/// secret and a body that is not JSON are refused.
+#[tokio::test]
+async fn a_signed_webhook_starts_the_workflow_that_names_it_once_per_delivery() {
+    use switchyard_runtime::signature::sign;
+    let env = env_with(|c| {
+        c.gateway.webhook_secrets = [(
+            TENANT.to_owned(),
+            switchyard_runtime::config::Secret::new(HOOK_SECRET),
+        )]
+        .into();
+    })
+    .await;
+    env.register(&format!(
+        "{GREET}triggers:\n  - subject: hook.github\n    input: {{ topic: \"{{{{ event.repository.name }}}}\" }}\n"
+    ))
+    .await;
+    let mut started = env
+        .client
+        .subscribe(format!("wf.events.{TENANT}.*.started"))
+        .await
+        .unwrap();
+    env.client.flush().await.unwrap();
+    let url = format!("/api/v1/hooks/{TENANT}/github");
+    let body = json!({ "repository": { "name": "switchyard" } }).to_string();
+    let now = u64::try_from(switchyard_proto::now_ms() / 1000).unwrap();
+    let post =
+        |url: String, body: String, timestamp: u64, signature: String, delivery: &'static str| {
+            let env = &env;
+            async move {
+                let ts = timestamp.to_string();
+                let mut headers = vec![
+                    ("content-type", "application/json"),
+                    ("x-switchyard-timestamp", ts.as_str()),
+                    ("x-switchyard-signature", signature.as_str()),
+                ];
+                if !delivery.is_empty() {
+                    headers.push(("x-switchyard-delivery", delivery));
+                }
+                env.send(Method::POST, &url, None, &headers, Some(body))
+                    .await
+            }
+        };
+    let signed = sign(HOOK_SECRET.as_bytes(), now, body.as_bytes());
+    let first = post(url.clone(), body.clone(), now, signed.clone(), "d-1").await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:#?}");
+    assert_eq!(first.body["subject"], "hook.github");
+    assert_eq!(first.body["duplicate"], false);
+    let again = post(url.clone(), body.clone(), now, signed.clone(), "d-1").await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{again:#?}");
+    assert_eq!(again.body["duplicate"], true, "{again:#?}");
+
+    let mut ids = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, started.next()).await {
+        ids.insert(msg.subject.split('.').nth(3).unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1, "one instance for one delivery: {ids:?}");
+    let id = ids.first().unwrap();
+    let status = env.finished(id).await;
+    assert_eq!(status["output"]["topic"], "switchyard", "{status:#}");
+    assert_eq!(status["labels"]["trigger"], "hook.github", "{status:#}");
+
+    // Refusals.
+    let tampered = post(
+        url.clone(),
+        body.replace("switchyard", "other"),
+        now,
+        signed.clone(),
+        "d-2",
+    )
+    .await;
+    assert_eq!(tampered.problem(401)["status"], 401);
+    let old = now - 3_600;
+    let stale = post(
+        url.clone(),
+        body.clone(),
+        old,
+        sign(HOOK_SECRET.as_bytes(), old, body.as_bytes()),
+        "d-3",
+    )
+    .await;
+    stale.problem(401);
+    let unsigned = env
+        .send(
+            Method::POST,
+            &url,
+            None,
+            &[("content-type", "application/json")],
+            Some(body.clone()),
+        )
+        .await;
+    unsigned.problem(401);
+    let elsewhere = post(
+        format!("/api/v1/hooks/{OTHER_TENANT}/github"),
+        body.clone(),
+        now,
+        signed.clone(),
+        "d-4",
+    )
+    .await;
+    elsewhere.problem(404);
+    let text = "not json";
+    let not_json = post(
+        url.clone(),
+        text.to_owned(),
+        now,
+        sign(HOOK_SECRET.as_bytes(), now, text.as_bytes()),
+        "d-5",
+    )
+    .await;
+    assert_eq!(not_json.problem(400)["field"], "body");
 }
 
 #[tokio::test]

@@ -252,6 +252,10 @@ pub struct GatewaySettings {
     pub event_streams_per_tenant: usize,
     /// Event streams this gateway holds open at once, over all tenants. Default 1000.
     pub event_streams: usize,
+    /// Each tenant's key for signed inbound webhooks (`POST /api/v1/hooks/<tenant>/…`), by
+    /// tenant, at least 32 bytes: HMAC-SHA256 of `"<timestamp>.<body>"`. A tenant without one
+    /// receives no webhooks. Env e.g. `SWITCHYARD_GATEWAY__WEBHOOK_SECRETS__ACME`.
+    pub webhook_secrets: BTreeMap<String, Secret>,
 }
 
 impl Default for GatewaySettings {
@@ -265,6 +269,7 @@ impl Default for GatewaySettings {
             rate_limits: RateLimits::default(),
             event_streams_per_tenant: 20,
             event_streams: 1000,
+            webhook_secrets: BTreeMap::new(),
         }
     }
 }
@@ -1220,6 +1225,12 @@ impl Config {
                         d.gateway.event_streams,
                         problems,
                     ),
+                    webhook_secrets: field(
+                        &figment,
+                        "gateway.webhook_secrets",
+                        d.gateway.webhook_secrets,
+                        problems,
+                    ),
                 }
             }),
             integration: section(wants(Section::Integration), &mut problems, |problems| {
@@ -1400,6 +1411,23 @@ impl Config {
                 ),
             );
         }
+        for (tenant, secret) in &g.webhook_secrets {
+            let key = format!("gateway.webhook_secrets.{tenant}");
+            if switchyard_proto::subject::check_token(tenant).is_err() {
+                bad(
+                    &key,
+                    "not a tenant name (letters, digits, '-' and '_')".into(),
+                );
+            } else if secret.expose().len() < MIN_SECRET_LEN {
+                bad(
+                    &key,
+                    format!(
+                        "too short ({} bytes); an HMAC-SHA256 key needs at least {MIN_SECRET_LEN} random bytes, e.g. `openssl rand -hex 32`",
+                        secret.expose().len()
+                    ),
+                );
+            }
+        }
         let a = &g.auth;
         if let Some(secret) = &a.secret
             && secret.expose().len() < MIN_SECRET_LEN
@@ -1440,6 +1468,9 @@ impl Config {
         }
         if shown.gateway.auth.secret.is_some() {
             shown.gateway.auth.secret = Some(Secret::new("****"));
+        }
+        for secret in shown.gateway.webhook_secrets.values_mut() {
+            *secret = Secret::new("****");
         }
         shown.integration.redact();
         shown.ai.redact();
@@ -1598,6 +1629,8 @@ const KNOWN_KEYS: &[&str] = &[
     "gateway.request_timeout",
     "gateway.max_wait",
     "gateway.mcp_wait",
+    "gateway.webhook_secrets",
+    "gateway.webhook_secrets.*",
     "gateway.rate_limits",
     "gateway.rate_limits.start",
     "gateway.rate_limits.control",

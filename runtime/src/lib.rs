@@ -20,6 +20,7 @@ pub mod net;
 pub mod objects;
 pub mod process;
 pub mod shutdown;
+pub mod signature;
 pub mod sqlstate;
 pub mod telemetry;
 pub mod worker;

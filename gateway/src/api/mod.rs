@@ -6,6 +6,7 @@ pub(crate) mod cards;
 pub(crate) mod definitions;
 pub(crate) mod dlq;
 pub(crate) mod events;
+pub(crate) mod hooks;
 pub(crate) mod ledger;
 pub(crate) mod meetings;
 pub(crate) mod operations;
@@ -35,6 +36,7 @@ pub(crate) fn routes() -> Vec<RouteDef> {
     all.extend(bulk::routes());
     all.extend(dlq::routes());
     all.extend(events::routes());
+    all.extend(hooks::routes());
     all.extend(definitions::routes());
     all.extend(meetings::routes());
     all.extend(research::routes());

@@ -10,12 +10,13 @@
 //! The URL comes from job input, so it is checked ([`crate::AddressGuard`]): http(s)
 //! only, no non-public addresses unless configured, no redirects followed.
 
-use hmac::{Hmac, Mac as _};
 use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::Sha256;
 use switchyard_runtime::config::Secret;
+pub use switchyard_runtime::signature::{
+    DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign,
+};
 
 use crate::{
     Error,
@@ -23,10 +24,6 @@ use crate::{
     metrics::System,
     status::Check,
 };
-
-pub const TIMESTAMP_HEADER: &str = "X-Switchyard-Timestamp";
-pub const SIGNATURE_HEADER: &str = "X-Switchyard-Signature";
-pub const DELIVERY_HEADER: &str = "X-Switchyard-Delivery";
 
 /// `integration.webhook.post` input.
 #[derive(Debug, Clone, Deserialize)]
@@ -106,30 +103,5 @@ impl Webhook {
             }
         })
         .await
-    }
-}
-
-/// `v1=` and the hex HMAC-SHA256 of `"<timestamp>.<body>"`.
-pub fn sign(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signature_matches_a_known_vector() {
-        // python3 -c 'import hmac,hashlib;print(hmac.new(b"key",b"1700000000.{}",hashlib.sha256).hexdigest())'
-        assert_eq!(
-            sign(b"key", 1_700_000_000, b"{}"),
-            "v1=9d713ed406bb7076d4123f0dc2c39d2df5c654ed4b0cd56b52c8b4c940bd63ae"
-        );
     }
 }
