@@ -272,7 +272,6 @@ schedules:
     while began.elapsed() < Duration::from_secs(20) {
         if !killed && began.elapsed() >= Duration::from_secs(10) {
             first.kill().expect("SIGKILL");
-            first.wait().expect("reaped");
             killed = true;
         }
         let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(200), started.next()).await
@@ -293,6 +292,8 @@ schedules:
             other => panic!("an unexpected start of {other:?}"),
         }
     }
+    let _ = first.kill();
+    first.wait().expect("reaped");
     // An event may be published again (ADR 4), so instances are counted, not deliveries.
     let ids: std::collections::BTreeSet<&String> = ticks.iter().map(|(id, _)| id).collect();
     assert!(
