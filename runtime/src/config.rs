@@ -2044,6 +2044,37 @@ mod tests {
     }
 
     #[test]
+    fn webhook_secrets_are_read_per_tenant_checked_and_redacted() {
+        let key = "h".repeat(40);
+        let config = Config::load(&env(&[(
+            "SWITCHYARD_GATEWAY__WEBHOOK_SECRETS__ACME",
+            key.as_str(),
+        )]))
+        .expect("loads");
+        assert_eq!(
+            config
+                .gateway
+                .webhook_secrets
+                .get("acme")
+                .map(Secret::expose),
+            Some(key.as_str())
+        );
+        let shown = config.redacted_toml();
+        assert!(!shown.contains(&key) && shown.contains("****"), "{shown}");
+        let short = Config::load(&env(&[(
+            "SWITCHYARD_GATEWAY__WEBHOOK_SECRETS__ACME",
+            "short",
+        )]))
+        .expect_err("a short key is refused");
+        assert!(
+            short
+                .to_string()
+                .contains("WEBHOOK_SECRETS__ACME: too short"),
+            "{short}"
+        );
+    }
+
+    #[test]
     fn integration_settings_have_defaults_are_checked_and_secrets_redacted() {
         let i = Config::load(&Sources::default())
             .expect("defaults")

@@ -644,7 +644,9 @@ fn the_readme_example_is_valid() {
         .and_then(|rest| rest.split("```").next())
         .expect("yaml block");
     let def = parse(example).unwrap_or_else(|p| panic!("{p}"));
-    assert_eq!(def.steps.len(), 3);
+    assert_eq!(def.steps.len(), 4);
+    assert_eq!(def.schedules.len(), 2);
+    assert_eq!(def.triggers.len(), 1);
 }
 
 #[test]
