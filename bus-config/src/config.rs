@@ -110,6 +110,8 @@ pub struct KvBuckets {
     pub operations: KvSettings,
     /// `WF_DLQ_HANDLED`: the dead letters that were replayed.
     pub dlq_handled: KvSettings,
+    /// `WF_CONCURRENCY`: who holds and who waits for each concurrency key's slots.
+    pub concurrency: KvSettings,
 }
 
 /// The declared settings of one stream. Only these are compared with the server.
@@ -685,6 +687,10 @@ impl BusConfig {
             KvSpec {
                 bucket: stream::DLQ_HANDLED_BUCKET.to_owned(),
                 settings: self.kv.dlq_handled.clone(),
+            },
+            KvSpec {
+                bucket: stream::CONCURRENCY_BUCKET.to_owned(),
+                settings: self.kv.concurrency.clone(),
             },
         ]
     }

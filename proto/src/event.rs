@@ -4,6 +4,8 @@
 
 /// A start with `not_before` was accepted: the instance runs at `data.not_before_ms`.
 pub const SCHEDULED: &str = "scheduled";
+/// The instance waits for a slot of its concurrency key (`data.key`, `data.limit`).
+pub const QUEUED: &str = "queued";
 /// The instance was accepted and its first steps scheduled.
 pub const STARTED: &str = "started";
 /// Every step finished; `data` holds the workflow's output.

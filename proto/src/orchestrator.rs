@@ -524,6 +524,8 @@ pub struct DefinitionSource {
 pub enum InstanceStatus {
     /// Accepted with a `not_before` still ahead; nothing runs yet.
     Scheduled,
+    /// Waiting for a slot of its concurrency key; nothing runs yet.
+    Queued,
     Running,
     Completed,
     Failed,
@@ -534,6 +536,7 @@ impl InstanceStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             InstanceStatus::Scheduled => "scheduled",
+            InstanceStatus::Queued => "queued",
             InstanceStatus::Running => "running",
             InstanceStatus::Completed => "completed",
             InstanceStatus::Failed => "failed",

@@ -34,6 +34,9 @@ pub const OPERATIONS_BUCKET: &str = "WF_OPERATIONS";
 /// KV bucket of the dead letters that were replayed, keyed by their sequence in [`DLQ`]: a
 /// letter is replayed once, and a purge removes what was handled.
 pub const DLQ_HANDLED_BUCKET: &str = "WF_DLQ_HANDLED";
+/// KV bucket of the concurrency keys' slots: per `<tenant>.<workflow>.<key digest>`, the
+/// instances holding a slot and those waiting for one, in order (ADR 20).
+pub const CONCURRENCY_BUCKET: &str = "WF_CONCURRENCY";
 /// Object store for payloads too large to copy into every message (long transcripts); a
 /// message carries a reference instead (see [`OBJECT_REF_PREFIX`]).
 pub const WF_OBJECTS_BUCKET: &str = "WF_OBJECTS";

@@ -71,7 +71,7 @@ fn unknown_keys_are_named_with_their_path_line_and_a_suggestion() {
     );
     assert_eq!(
         only("name: t\nversion: 1\nsteps: [{ id: a, operation: test.echo }]\nouptut: {}\n"),
-        "ouptut: unknown key (did you mean \"output\"?); expected one of: name, version, description, input, steps, output, timeout, schedules, triggers"
+        "ouptut: unknown key (did you mean \"output\"?); expected one of: name, version, description, input, steps, output, timeout, schedules, triggers, concurrency"
     );
 }
 
@@ -822,5 +822,49 @@ fn triggers_name_a_subject_and_render_the_input_from_the_event() {
             steps
         ))
         .contains("unknown variable \"event\""),
+    );
+}
+
+#[test]
+fn a_concurrency_key_reads_the_input_and_has_a_limit() {
+    let def = parse(&format!(
+        "{}concurrency: {{ key: \"{{{{ input.topic }}}}-{{{{ input.n }}}}\", limit: 2 }}\n",
+        with_steps("  - id: a\n    operation: test.echo\n")
+    ))
+    .expect("valid");
+    assert_eq!(def.concurrency.map(|c| c.limit), Some(2));
+    let env = std::collections::BTreeMap::new();
+    assert_eq!(
+        def.concurrency_key(&serde_json::json!({"topic": "acme", "n": 2}), &env)
+            .unwrap()
+            .as_deref(),
+        Some("acme-2")
+    );
+    let def = parse(&format!(
+        "{}concurrency: {{ key: \"{{{{ input.n }}}}\", limit: 1 }}\n",
+        with_steps("  - id: a\n    operation: test.echo\n")
+    ))
+    .expect("valid");
+    assert_eq!(
+        def.concurrency_key(&serde_json::json!({"n": 7}), &env)
+            .unwrap()
+            .as_deref(),
+        Some("7"),
+        "a number keeps its JSON text"
+    );
+    assert!(def.concurrency_key(&serde_json::json!({}), &env).is_err());
+
+    let steps = with_steps("  - id: a\n    operation: test.echo\n");
+    assert_eq!(
+        only(&format!(
+            "{steps}concurrency: {{ key: \"{{{{ input.topic }}}}\", limit: 0 }}\n"
+        )),
+        "concurrency.limit: must be between 1 and 100, got 0"
+    );
+    assert!(
+        only(&format!(
+            "{steps}concurrency: {{ key: \"{{{{ steps.a.output }}}}\", limit: 2 }}\n"
+        ))
+        .starts_with("concurrency.key: refers to steps; a concurrency key can read input and env"),
     );
 }

@@ -53,7 +53,14 @@ fn parse_date(value: &str) -> Option<time::Date> {
 /// midnight UTC, or with `end_of_day` the next midnight, so `to=<date>` includes that day), or
 /// milliseconds since the epoch.
 /// The statuses the instance list filters by.
-pub(crate) const STATUSES: [&str; 5] = ["scheduled", "running", "completed", "failed", "cancelled"];
+pub(crate) const STATUSES: [&str; 6] = [
+    "scheduled",
+    "queued",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+];
 
 pub(crate) fn instant(field: &str, value: &str, end_of_day: bool) -> Result<i64, Error> {
     let bad = || {
@@ -293,7 +300,7 @@ struct StatsParams {
         ("to" = Option<String>, Query, description = "Instances created before")
     ),
     responses(
-        (status = 200, description = "`{workflows: [{workflow, counts: {scheduled, running, completed, failed, cancelled}, total, duration_ms: {p50, p95, p99}, sla_breaches, reruns: {instances, total}}]}`; percentiles over finished instances; `reruns` counts instances re-run at least once and re-runs in all", body = Object),
+        (status = 200, description = "`{workflows: [{workflow, counts: {scheduled, queued, running, completed, failed, cancelled}, total, duration_ms: {p50, p95, p99}, sla_breaches, reruns: {instances, total}}]}`; percentiles over finished instances; `reruns` counts instances re-run at least once and re-runs in all", body = Object),
         crate::responses::LedgerReadErrors
     ),
     security(("bearer" = []))

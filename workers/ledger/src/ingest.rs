@@ -59,8 +59,9 @@ impl Source {
 
 /// The workflow event types the instance read model is built from; every other type (token
 /// deltas, a worker's own progress events) is skipped by its subject, without decoding.
-const READ_MODEL_EVENTS: [&str; 16] = [
+const READ_MODEL_EVENTS: [&str; 17] = [
     event::SCHEDULED,
+    event::QUEUED,
     event::STARTED,
     event::RERUN,
     event::COMPLETED,

@@ -317,17 +317,18 @@ pub async fn stats(pool: &PgPool, tenant: &str, q: StatsQuery) -> Result<Value, 
     let rows = sqlx::query(
         "SELECT workflow,
                 count(*) FILTER (WHERE status = 'scheduled') AS scheduled,
+                count(*) FILTER (WHERE status = 'queued')    AS queued,
                 count(*) FILTER (WHERE status = 'running')   AS running,
                 count(*) FILTER (WHERE status = 'completed') AS completed,
                 count(*) FILTER (WHERE status = 'failed')    AS failed,
                 count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
                 count(*) AS total,
                 percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms)
-                    FILTER (WHERE ledger.status_rank(status) = 2) AS p50,
+                    FILTER (WHERE status IN ('completed', 'failed', 'cancelled')) AS p50,
                 percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms)
-                    FILTER (WHERE ledger.status_rank(status) = 2) AS p95,
+                    FILTER (WHERE status IN ('completed', 'failed', 'cancelled')) AS p95,
                 percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms)
-                    FILTER (WHERE ledger.status_rank(status) = 2) AS p99,
+                    FILTER (WHERE status IN ('completed', 'failed', 'cancelled')) AS p99,
                 COALESCE(sum(cardinality(sla_breached_steps)), 0)::int8 AS sla_breaches,
                 count(*) FILTER (WHERE run > 0) AS rerun_instances,
                 COALESCE(sum(run), 0)::int8 AS reruns
@@ -351,6 +352,7 @@ pub async fn stats(pool: &PgPool, tenant: &str, q: StatsQuery) -> Result<Value, 
             "workflow": (!workflow.is_empty()).then_some(workflow),
             "counts": {
                 "scheduled": r.try_get::<i64, _>("scheduled")?,
+                "queued": r.try_get::<i64, _>("queued")?,
                 "running": r.try_get::<i64, _>("running")?,
                 "completed": r.try_get::<i64, _>("completed")?,
                 "failed": r.try_get::<i64, _>("failed")?,

@@ -193,20 +193,23 @@ async fn insert_usage(
 pub mod status {
     /// Accepted with a `not_before` still ahead.
     pub const SCHEDULED: &str = "scheduled";
+    /// Waiting for a slot of its concurrency key.
+    pub const QUEUED: &str = "queued";
     pub const RUNNING: &str = "running";
     pub const COMPLETED: &str = "completed";
     pub const FAILED: &str = "failed";
     pub const CANCELLED: &str = "cancelled";
     /// Every status, for checking a filter.
-    pub const ALL: [&str; 5] = [SCHEDULED, RUNNING, COMPLETED, FAILED, CANCELLED];
+    pub const ALL: [&str; 6] = [SCHEDULED, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED];
 
     /// How far along a run the status is: a row's status moves only forward within a run
     /// (the SQL twin is `ledger.status_rank`).
     pub fn rank(status: &str) -> u8 {
         match status {
             SCHEDULED => 0,
-            RUNNING => 1,
-            _ => 2,
+            QUEUED => 1,
+            RUNNING => 2,
+            _ => 3,
         }
     }
 }
@@ -277,6 +280,7 @@ impl InstanceDelta {
             d.duration_ms = data.get("duration_ms").and_then(Value::as_i64);
         };
         match e.r#type.as_str() {
+            event::QUEUED => d.status = status::QUEUED,
             event::SCHEDULED => {
                 d.status = status::SCHEDULED;
                 d.labels = data

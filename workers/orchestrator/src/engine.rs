@@ -37,7 +37,7 @@ use switchyard_workflow::{
 };
 
 use crate::{
-    Error,
+    Error, concurrency,
     instance::{Effect, Instance, timer_id},
     metrics::Metrics,
     registry::{self, LiveRoutes, Replicas},
@@ -127,6 +127,7 @@ impl Orchestrator {
             }
         };
         let state = bucket(stream::WF_STATE_BUCKET).await?;
+        let concurrency = bucket(stream::CONCURRENCY_BUCKET).await?;
         let defs_kv = bucket(stream::WF_DEFINITIONS_BUCKET).await?;
         let operations = Arc::new(Operations::new(bucket(stream::OPERATIONS_BUCKET).await?));
         let definitions = Arc::new(
@@ -150,6 +151,7 @@ impl Orchestrator {
             client,
             js,
             state,
+            concurrency,
             definitions,
             routes: LiveRoutes {
                 operations: operations.clone(),
@@ -981,7 +983,10 @@ async fn republish_recent(
         .iter()
         .filter(|e| match e {
             Effect::Job { job } => state.awaits(job),
-            Effect::Event { .. } | Effect::Timer { .. } => true,
+            Effect::Event { .. }
+            | Effect::Timer { .. }
+            | Effect::Acquire { .. }
+            | Effect::Release { .. } => true,
         })
         .cloned()
         .collect();
@@ -994,8 +999,25 @@ pub(crate) async fn publish(
     effects: &[Effect],
     carried: &HeaderMap,
 ) -> Result<(), Error> {
-    let mut acks = Vec::with_capacity(effects.len());
+    // Slots first: a grant is a timer published with the rest.
+    let mut grants = Vec::new();
     for effect in effects {
+        match effect {
+            Effect::Acquire { slot } => {
+                grants.extend(concurrency::carry_out(shared, slot, false).await?);
+            }
+            Effect::Release { slot } => {
+                grants.extend(concurrency::carry_out(shared, slot, true).await?);
+            }
+            _ => {}
+        }
+    }
+    let grants: Vec<Effect> = grants
+        .into_iter()
+        .map(|timer| Effect::Timer { timer })
+        .collect();
+    let mut acks = Vec::with_capacity(effects.len() + grants.len());
+    for effect in effects.iter().chain(&grants) {
         let mut headers = carried.clone();
         headers.insert(header::CONTENT_TYPE, ContentType::Protobuf.header_value());
         let (subject_name, payload) = match effect {
@@ -1031,6 +1053,7 @@ pub(crate) async fn publish(
                 headers.insert(header::TENANT, timer.tenant.as_str());
                 (subject::timer(&timer.instance_id), encode_proto(timer))
             }
+            Effect::Acquire { .. } | Effect::Release { .. } => continue,
         };
         let ack = shared
             .js

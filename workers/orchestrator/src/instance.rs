@@ -113,9 +113,40 @@ pub struct PendingSignal {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
-    Job { job: Job },
-    Event { event: WorkflowEvent },
-    Timer { timer: Timer },
+    Job {
+        job: Job,
+    },
+    Event {
+        event: WorkflowEvent,
+    },
+    Timer {
+        timer: Timer,
+    },
+    /// Take a slot of the instance's concurrency key, or wait in line for one; a slot is
+    /// granted with a `grant` timer. Carried out by compare-and-set in `WF_CONCURRENCY`, so
+    /// doing it again changes nothing.
+    Acquire {
+        slot: Slot,
+    },
+    /// Give the slot back (or leave the line) and grant freed slots to those waiting.
+    Release {
+        slot: Slot,
+    },
+}
+
+/// An instance's place under a concurrency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// The key in `WF_CONCURRENCY`: `<tenant>.<workflow>.<digest of the key's value>`.
+    pub key: String,
+    /// The key's value, as rendered.
+    pub value: String,
+    pub limit: u32,
+    pub tenant: String,
+    pub instance: String,
+    /// The run that asked (its grant timer carries it).
+    #[serde(default)]
+    pub run: u32,
 }
 
 /// The whole state of one instance.
@@ -141,6 +172,9 @@ pub struct Instance {
     /// told apart.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub run: u32,
+    /// Its concurrency key, for a definition with `concurrency:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<Slot>,
     /// For a start with `not_before`: when it runs. Until then the instance is `scheduled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before_ms: Option<i64>,

@@ -8,6 +8,7 @@
 //! leader (any number of replicas). It never runs an
 //! operation itself; workers do.
 
+pub mod concurrency;
 pub mod dlq;
 pub mod engine;
 pub mod error;

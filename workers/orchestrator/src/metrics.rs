@@ -32,6 +32,11 @@ pub struct Metrics {
     pub kind_unserved_seconds: IntGaugeVec,
     /// Schedule firings handled, by outcome (`started`, `duplicate`, `dropped`, `retry`).
     pub schedule_ticks: IntCounterVec,
+    /// Concurrency slots, by workflow and what happened: `immediate` (a slot at once),
+    /// `queued` (waits in line), `dequeued` (granted from the line), `left` (gave up its place:
+    /// cancelled or failed while waiting), `released`. Instances waiting now:
+    /// `queued - dequeued - left`, summed over the replicas.
+    pub concurrency_slots: IntCounterVec,
     /// Tenants' events handled, by outcome (`started`, `unmatched`, `dead_letter`, `retry`).
     pub trigger_events: IntCounterVec,
     /// The `tenant_id` label values.
@@ -119,6 +124,13 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            concurrency_slots: IntCounterVec::new(
+                Opts::new(
+                    "switchyard_concurrency_slots_total",
+                    "Concurrency-key slots by workflow and outcome (immediate, queued, dequeued, left, released)",
+                ),
+                &["workflow", "outcome"],
+            )?,
             trigger_events: IntCounterVec::new(
                 Opts::new(
                     "switchyard_trigger_events_total",
@@ -140,6 +152,7 @@ impl Metrics {
         registry.register(Box::new(m.kind_unserved_seconds.clone()))?;
         registry.register(Box::new(m.schedule_ticks.clone()))?;
         registry.register(Box::new(m.trigger_events.clone()))?;
+        registry.register(Box::new(m.concurrency_slots.clone()))?;
         Ok(m)
     }
 }

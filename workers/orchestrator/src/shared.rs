@@ -20,6 +20,8 @@ pub(crate) struct Shared {
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
     pub(crate) state: kv::Store,
+    /// `WF_CONCURRENCY`: the concurrency keys' slots.
+    pub(crate) concurrency: kv::Store,
     pub(crate) definitions: Arc<Store>,
     /// The operations worker kinds declared at run time (also behind `definitions`).
     pub(crate) operations: Arc<Operations>,

@@ -15,8 +15,8 @@ use switchyard_catalog::{Catalog, OperationSpec};
 use switchyard_workflow::definition::{Definition, OnError, Scope, Step};
 
 use crate::instance::{
-    Effect, Failure, Instance, InstanceStatus, ItemState, PendingSignal, StepState, StepStatus,
-    event_id, item_of, job_id,
+    Effect, Failure, Instance, InstanceStatus, ItemState, PendingSignal, Slot, StepState,
+    StepStatus, event_id, item_of, job_id,
 };
 
 /// How many applied signal ids an instance remembers.
@@ -158,7 +158,7 @@ pub fn start(def: &Definition, msg: &StartWorkflow, instance_id: &str, ctx: Ctx<
                 push_event(&mut fx, &inst, event::SCHEDULED, None, data, ctx);
                 push_timer(&mut fx, &inst, "", TimerKind::Start, msg.not_before_ms);
             } else {
-                begin(def, &mut inst, ctx, &mut fx);
+                admit(def, &mut inst, ctx, &mut fx);
             }
         }
         Err(message) => {
@@ -172,6 +172,45 @@ pub fn start(def: &Definition, msg: &StartWorkflow, instance_id: &str, ctx: Ctx<
     }
     inst.outbox = fx;
     inst
+}
+
+/// Runs an accepted instance now, or for a definition with `concurrency:` queues it for a
+/// slot of its key (it runs when the slot is granted).
+fn admit(def: &Definition, inst: &mut Instance, ctx: Ctx<'_>, fx: &mut Vec<Effect>) {
+    let value = match def.concurrency_key(&inst.input, ctx.env) {
+        Ok(Some(value)) => value,
+        Ok(None) => return begin(def, inst, ctx, fx),
+        Err(e) => {
+            let failure = Failure {
+                step: None,
+                code: "template".into(),
+                message: format!("{}: {}", e.path, e.message),
+            };
+            return finish_failed(inst, failure, ctx, fx);
+        }
+    };
+    let limit = def.concurrency.map_or(1, |c| c.limit);
+    let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, value.as_bytes()).simple();
+    let slot = Slot {
+        key: format!("{}.{}.{digest}", inst.tenant, inst.workflow),
+        value,
+        limit,
+        tenant: inst.tenant.clone(),
+        instance: inst.id.clone(),
+        run: inst.run,
+    };
+    inst.status = InstanceStatus::Queued;
+    let data = json!({ "workflow": inst.workflow, "key": slot.value, "limit": limit });
+    push_event(fx, inst, event::QUEUED, None, data, ctx);
+    fx.push(Effect::Acquire { slot: slot.clone() });
+    inst.slot = Some(slot);
+}
+
+/// Gives back the instance's concurrency slot (or its place in line) as it finishes.
+fn release(inst: &Instance, fx: &mut Vec<Effect>) {
+    if let Some(slot) = &inst.slot {
+        fx.push(Effect::Release { slot: slot.clone() });
+    }
 }
 
 /// Runs an accepted instance: the `started` event, the workflow's timeout, the first steps.
@@ -413,11 +452,16 @@ pub fn rerun(
         "reason": req.reason,
     });
     push_event(&mut fx, &inst, event::RERUN, None, data, ctx);
-    if let Some(timeout) = def.timeout {
-        let due = ctx.now_ms.saturating_add(millis(timeout));
-        push_timer(&mut fx, &inst, "", TimerKind::WorkflowTimeout, due);
+    if def.concurrency.is_some() {
+        // A re-run takes a slot of its key like a start; it runs when granted.
+        admit(def, &mut inst, ctx, &mut fx);
+    } else {
+        if let Some(timeout) = def.timeout {
+            let due = ctx.now_ms.saturating_add(millis(timeout));
+            push_timer(&mut fx, &inst, "", TimerKind::WorkflowTimeout, due);
+        }
+        advance(def, &mut inst, ctx, &mut fx);
     }
-    advance(def, &mut inst, ctx, &mut fx);
     inst.outbox = fx;
     Ok(Rerun {
         instance: inst,
@@ -480,6 +524,7 @@ fn new_instance(
         error: None,
         labels: msg.labels.clone().into_iter().collect(),
         run: 0,
+        slot: None,
         not_before_ms: None,
         started_at_ms: ctx.now_ms,
         finished_at_ms: None,
@@ -720,6 +765,7 @@ fn on_cancel(
         "duration_ms": ctx.now_ms - inst.started_at_ms,
     });
     push_event(fx, inst, event::CANCELLED, None, data, ctx);
+    release(inst, fx);
     Ok(())
 }
 
@@ -793,6 +839,14 @@ fn on_timer(
     if TimerKind::try_from(t.kind) == Ok(TimerKind::Start) {
         if inst.status != InstanceStatus::Scheduled {
             return Err("start timer of an instance already running");
+        }
+        inst.started_at_ms = ctx.now_ms;
+        admit(def, inst, ctx, fx);
+        return Ok(());
+    }
+    if TimerKind::try_from(t.kind) == Ok(TimerKind::Grant) {
+        if inst.status != InstanceStatus::Queued {
+            return Err("a concurrency slot granted to an instance not waiting for one");
         }
         inst.started_at_ms = ctx.now_ms;
         begin(def, inst, ctx, fx);
@@ -1213,6 +1267,7 @@ fn finish_failed(inst: &mut Instance, failure: Failure, ctx: Ctx<'_>, fx: &mut V
     });
     inst.error = Some(failure);
     push_event(fx, inst, event::FAILED, None, data, ctx);
+    release(inst, fx);
 }
 
 fn finish_completed(def: &Definition, inst: &mut Instance, ctx: Ctx<'_>, fx: &mut Vec<Effect>) {
@@ -1235,6 +1290,7 @@ fn finish_completed(def: &Definition, inst: &mut Instance, ctx: Ctx<'_>, fx: &mu
             });
             inst.output = Some(output);
             push_event(fx, inst, event::COMPLETED, None, data, ctx);
+            release(inst, fx);
         }
         Err(e) => {
             let failure = Failure {

@@ -198,6 +198,103 @@ triggers:
     assert_eq!(outputs, [json!("A-1"), json!("A-2")]);
 }
 
+/// 50 starts with the same key and `limit: 2`, on two engine processes: never more than 2
+/// run at once (checked from their events), all 50 complete, and another key's instance is
+/// not held up by that queue. (The order slots are granted in is the unit tests' business:
+/// two replicas take the starts in parallel, so the order they queue in is not the order
+/// they were published in.)
+#[tokio::test]
+async fn a_concurrency_key_lets_limit_instances_run_at_once_across_replicas() {
+    let mut env = bus(Duration::from_secs(2)).await;
+    env.worker("w1").await;
+    let mut first = orchestrator_process(&env.server, "o-first");
+    let mut second = orchestrator_process(&env.server, "o-second");
+    answer(&env).await;
+    env.register(
+        r#"
+name: keyed
+version: 1
+input:
+  customer: { type: string, required: true }
+concurrency: { key: "{{ input.customer }}", limit: 2 }
+steps:
+  - { id: nap, operation: test.sleep, input: { ms: 100 } }
+"#,
+    )
+    .await;
+    let mut events = env
+        .client
+        .subscribe(format!("wf.events.{TENANT}.>"))
+        .await
+        .expect("subscribe");
+    env.client.flush().await.expect("flush");
+    let mut busy = Vec::new();
+    for i in 0..50 {
+        let id = format!("busy-{i:02}");
+        env.start_as("keyed", &id, json!({ "customer": "busy" }))
+            .await;
+        busy.push(id);
+    }
+    env.start_as("keyed", "quiet", json!({ "customer": "quiet" }))
+        .await;
+
+    // Each instance's start and end, from the events (a copy published twice counts once).
+    let mut spans: std::collections::BTreeMap<String, (Option<i64>, Option<i64>)> =
+        std::collections::BTreeMap::new();
+    let mut quiet_done_while_queued = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while spans.values().filter(|(_, end)| end.is_some()).count() < 51 {
+        let msg = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("every instance finishes in time")
+            .expect("subscription open");
+        let e: switchyard_proto::WorkflowEvent =
+            switchyard_proto::decode(switchyard_proto::ContentType::Protobuf, &msg.payload)
+                .expect("an event");
+        let span = spans.entry(e.instance_id.clone()).or_default();
+        match e.r#type.as_str() {
+            t if t == event::STARTED => span.0 = span.0.or(Some(e.at_ms)),
+            t if t == event::COMPLETED => {
+                span.1 = span.1.or(Some(e.at_ms));
+                if e.instance_id == "quiet" {
+                    let finished = spans.values().filter(|(_, end)| end.is_some()).count();
+                    quiet_done_while_queued = Some(finished);
+                }
+            }
+            t if t == event::FAILED || t == event::CANCELLED => panic!("{e:?}"),
+            _ => {}
+        }
+    }
+    let mut edges: Vec<(i64, i32)> = Vec::new();
+    for id in &busy {
+        let (Some(start), Some(end)) = spans[id] else {
+            panic!("{id}: {:?}", spans[id]);
+        };
+        edges.push((start, 1));
+        edges.push((end, -1));
+    }
+    // Ends before starts at the same millisecond: a slot is given back before it is taken.
+    edges.sort_by_key(|&(at, delta)| (at, delta));
+    let (mut running, mut most) = (0, 0);
+    for (_, delta) in edges {
+        running += delta;
+        most = most.max(running);
+    }
+    assert!(most <= 2, "{most} instances of one key ran at once");
+    assert_eq!(most, 2, "the limit is used");
+    let quiet = quiet_done_while_queued.expect("the other key's instance completed");
+    assert!(
+        quiet < 25,
+        "the other key waited behind the busy one: it finished {quiet}th"
+    );
+    let status = env.status("busy-49").await;
+    assert_eq!(status["status"], "completed", "{status:#}");
+    first.kill().ok();
+    second.kill().ok();
+    first.wait().ok();
+    second.wait().ok();
+}
+
 /// Waits until an orchestrator answers queries.
 async fn answer(env: &Env) {
     for _ in 0..200 {

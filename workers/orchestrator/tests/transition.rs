@@ -797,3 +797,90 @@ fn a_start_with_not_before_is_scheduled_then_runs_when_due() {
         Decision::Ignore(_)
     ));
 }
+
+#[test]
+fn a_concurrency_keyed_start_queues_runs_when_granted_and_gives_the_slot_back() {
+    let d = def(r#"
+name: keyed
+version: 1
+input:
+  customer: { type: string, required: true }
+concurrency: { key: "{{ input.customer }}", limit: 2 }
+steps:
+  - { id: e, operation: test.echo, input: { c: "{{ input.customer }}" } }
+"#);
+    let env = env();
+    let state = transition::start(
+        &d,
+        &StartWorkflow {
+            workflow: "keyed".into(),
+            ..start_msg(json!({"customer": "c-1"}))
+        },
+        "i1",
+        ctx_at(1_000, &env),
+    );
+    assert_eq!(state.status, InstanceStatus::Queued);
+    assert!(!state.status.is_finished());
+    assert_eq!(event_types(&state), ["queued:"]);
+    assert!(jobs(&state).is_empty());
+    let slot = state
+        .outbox
+        .iter()
+        .find_map(|e| match e {
+            Effect::Acquire { slot } => Some(slot.clone()),
+            _ => None,
+        })
+        .expect("an acquire");
+    assert_eq!((slot.value.as_str(), slot.limit), ("c-1", 2));
+    assert!(slot.key.starts_with("acme.keyed."), "{}", slot.key);
+    // The same value always names the same key; another value another.
+    let other = transition::start(
+        &d,
+        &start_msg(json!({"customer": "c-2"})),
+        "i2",
+        ctx_at(1_000, &env),
+    );
+    assert_ne!(other.slot.as_ref().map(|s| &s.key), Some(&slot.key));
+
+    let grant = Timer {
+        tenant: "acme".into(),
+        instance_id: "i1".into(),
+        kind: TimerKind::Grant as i32,
+        ..Timer::default()
+    };
+    let Decision::Apply(running) = decide(&d, &state, Input::Timer(grant.clone()), 2_000) else {
+        panic!("the grant applies");
+    };
+    assert_eq!(running.status, InstanceStatus::Running);
+    assert_eq!(running.started_at_ms, 2_000);
+    assert_eq!(event_types(&running), ["started:", "step_scheduled:e"]);
+    assert!(matches!(
+        decide(&d, &running, Input::Timer(grant), 2_010),
+        Decision::Ignore(_)
+    ));
+    let job = jobs(&running).pop().expect("the job");
+    let Decision::Apply(done) = decide(&d, &running, Input::Result(echo(&job)), 3_000) else {
+        panic!("the result applies");
+    };
+    assert_eq!(done.status, InstanceStatus::Completed);
+    assert!(
+        done.outbox
+            .iter()
+            .any(|e| matches!(e, Effect::Release { slot: s } if s.key == slot.key)),
+        "the slot is given back"
+    );
+
+    // Cancelled while queued: it leaves the line.
+    let cancel = CancelWorkflow {
+        tenant: "acme".into(),
+        instance_id: "i1".into(),
+        ..CancelWorkflow::default()
+    };
+    let cancelled = apply(&d, &state, Input::Cancel(cancel)).expect("cancel applies");
+    assert!(
+        cancelled
+            .outbox
+            .iter()
+            .any(|e| matches!(e, Effect::Release { .. }))
+    );
+}

@@ -82,6 +82,8 @@ pub struct Definition {
     pub schedules: Vec<Schedule>,
     /// Subjects of the tenant's events whose messages start instances.
     pub triggers: Vec<Trigger>,
+    /// At most this many instances per value of a key run at once; the others queue.
+    pub concurrency: Option<Concurrency>,
     /// The text as given.
     pub source: String,
     index: HashMap<String, usize>,
@@ -97,6 +99,8 @@ struct Compiled {
     output: Option<Unit<Node>>,
     /// Each trigger's `input:`, by trigger.
     triggers: Vec<Option<Node>>,
+    /// `concurrency.key`.
+    concurrency_key: Option<Node>,
 }
 
 #[derive(Debug, Default)]
@@ -184,6 +188,16 @@ impl Trigger {
         }
     }
 }
+
+/// `concurrency:` — at most `limit` instances per value of `key` (rendered from the input) run
+/// at once, across every engine replica; the others wait in order (ADR 20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Concurrency {
+    pub limit: u32,
+}
+
+/// The largest `concurrency.limit`.
+pub const MAX_CONCURRENCY_LIMIT: u32 = 100;
 
 /// How long a sleeping step sleeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -490,6 +504,31 @@ impl Definition {
             node,
             &ctx,
         )?)
+    }
+
+    /// The value of `concurrency.key` for an instance's input, as text (a string as it is,
+    /// other values as JSON); `None` when the definition has no `concurrency:`.
+    pub fn concurrency_key(
+        &self,
+        input: &Value,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Option<String>, RenderError> {
+        let Some(node) = &self.compiled.concurrency_key else {
+            return Ok(None);
+        };
+        let ctx = template::start_context(input, env);
+        let value = match node {
+            Node::Literal(v) => v.clone(),
+            node => template::render(&self.compiled.env, self.compiled.limits, node, &ctx)?,
+        };
+        match value {
+            Value::Null => Err(RenderError {
+                path: "concurrency.key".into(),
+                message: "renders to null; every instance needs a key".into(),
+            }),
+            Value::String(s) => Ok(Some(s)),
+            other => Ok(Some(other.to_string())),
+        }
     }
 
     /// Evaluates the step's `when` (Jinja truthiness); `true` when it has none.

@@ -42,6 +42,20 @@ pub(super) struct RawDefinition<S = RawStep, I = RawInputField, C = RawSchedule>
     /// Subjects whose messages start instances.
     #[serde(default)]
     pub triggers: Vec<RawTrigger>,
+    /// At most `limit` instances per key value at once.
+    #[serde(default)]
+    pub concurrency: Option<RawConcurrency>,
+}
+
+/// `concurrency:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a concurrency limit (a mapping with key and limit)"
+)]
+pub(super) struct RawConcurrency {
+    pub key: Value,
+    pub limit: u32,
 }
 
 /// One entry of `triggers:` as written.

@@ -310,6 +310,17 @@ pub(super) fn context(scope: &Scope<'_>, steps: &StepsUsed) -> minijinja::Value 
     minijinja::Value::from_pairs(pairs)
 }
 
+/// What `concurrency.key` reads: the instance's input and the allowed environment.
+pub(super) fn start_context(
+    input: &Value,
+    env: &std::collections::BTreeMap<String, String>,
+) -> minijinja::Value {
+    minijinja::Value::from_pairs([
+        ("input", minijinja::Value::from(Serde(input))),
+        ("env", minijinja::Value::from(Serde(env))),
+    ])
+}
+
 /// What a trigger's `input:` reads: the event, its subject and the allowed environment.
 pub(super) fn trigger_context(
     event: &Value,

@@ -10,8 +10,8 @@ use super::parse::{self, Path, RawDefinition, RawSchedule, RawStep, RawTrigger};
 use super::schedule::{self, MAX_SCHEDULES, Schedule, When};
 use super::template::{self, Compiler, Node, TemplateInfo};
 use super::{
-    Compiled, CompiledStep, DeclaredContract, Definition, MAX_SLEEP, Problem, Problems, Sleep,
-    Step, Trigger, Unit, ValidateOptions,
+    Compiled, CompiledStep, Concurrency, DeclaredContract, Definition, MAX_CONCURRENCY_LIMIT,
+    MAX_SLEEP, Problem, Problems, Sleep, Step, Trigger, Unit, ValidateOptions,
 };
 
 /// Most triggers one definition may have.
@@ -72,6 +72,8 @@ enum Site {
     Output,
     /// A trigger's `input:`, which reads the event that started the instance.
     Trigger,
+    /// `concurrency.key`, which reads the instance's input.
+    Start,
 }
 
 /// What reference checks need to know about the steps.
@@ -140,6 +142,7 @@ impl<'a> Validator<'a> {
         self.cycles(&raw.steps, &needs);
 
         let raw_triggers = std::mem::take(&mut raw.triggers);
+        let raw_concurrency = raw.concurrency.take();
         let mut graph = self.graph(&raw, &index, &needs, &input);
         let mut compiled_steps = Vec::with_capacity(raw.steps.len());
         for (i, step) in raw.steps.iter().enumerate() {
@@ -156,6 +159,25 @@ impl<'a> Validator<'a> {
         });
 
         let (triggers, compiled_triggers) = self.triggers(raw_triggers, &input, &graph);
+        let (concurrency, concurrency_key) = match raw_concurrency {
+            None => (None, None),
+            Some(c) => {
+                let path = Path::root("concurrency");
+                if !(1..=MAX_CONCURRENCY_LIMIT).contains(&c.limit) {
+                    self.issue(
+                        path.key("limit"),
+                        format!(
+                            "must be between 1 and {MAX_CONCURRENCY_LIMIT}, got {}",
+                            c.limit
+                        ),
+                    );
+                }
+                let node = self.compiler.value(&c.key, &path.key("key"));
+                let templates = self.compiler.take();
+                self.references(&templates, Site::Start, &graph);
+                (Some(Concurrency { limit: c.limit }), Some(node))
+            }
+        };
 
         let steps = raw
             .steps
@@ -193,6 +215,7 @@ impl<'a> Validator<'a> {
             timeout: raw.timeout,
             schedules,
             triggers,
+            concurrency,
             source: source.to_string(),
             index,
             compiled: Compiled {
@@ -201,6 +224,7 @@ impl<'a> Validator<'a> {
                 steps: compiled_steps,
                 output,
                 triggers: compiled_triggers,
+                concurrency_key,
             },
         }
     }
@@ -992,9 +1016,14 @@ fn reference_problem(var: &str, site: Site, graph: &Graph<'_>) -> Option<String>
             "refers to {root}; a trigger's input can read event (the message), subject and env"
         ));
     }
+    if site == Site::Start && !matches!(*root, "input" | "env") {
+        return Some(format!(
+            "refers to {root}; a concurrency key can read input and env, known at the start"
+        ));
+    }
     let own = match site {
         Site::Input(i) | Site::When(i) | Site::ForEach(i) => Some(i),
-        Site::Output | Site::Trigger => None,
+        Site::Output | Site::Trigger | Site::Start => None,
     };
     match *root {
         "input" => missing_field(graph.input, "input", rest, ""),
