@@ -318,6 +318,7 @@ fn orchestrator() -> Permissions {
     p.publish.extend(kv_write(stream::DLQ_HANDLED_BUCKET));
     // Concurrency keys: who holds a slot, who waits (ADR 20).
     p.publish.extend(kv_write(stream::CONCURRENCY_BUCKET));
+    p.publish.extend(kv_write(stream::RATES_BUCKET));
     // Worker kinds declare their operations to it: it stores them and creates a new kind's
     // work-queue stream and consumer (never changing or deleting existing ones; ADR 15).
     // Subject wildcards match whole tokens, so stream creation cannot be narrowed to

@@ -112,6 +112,8 @@ pub struct KvBuckets {
     pub dlq_handled: KvSettings,
     /// `WF_CONCURRENCY`: who holds and who waits for each concurrency key's slots.
     pub concurrency: KvSettings,
+    /// `WF_RATES`: when each rate-limited key may next run.
+    pub rates: KvSettings,
 }
 
 /// The declared settings of one stream. Only these are compared with the server.
@@ -691,6 +693,10 @@ impl BusConfig {
             KvSpec {
                 bucket: stream::CONCURRENCY_BUCKET.to_owned(),
                 settings: self.kv.concurrency.clone(),
+            },
+            KvSpec {
+                bucket: stream::RATES_BUCKET.to_owned(),
+                settings: self.kv.rates.clone(),
             },
         ]
     }

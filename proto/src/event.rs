@@ -28,6 +28,8 @@ pub const STEP_FAILED: &str = "step_failed";
 pub const STEP_SKIPPED: &str = "step_skipped";
 /// A step is waiting for a named signal.
 pub const STEP_WAITING: &str = "step_waiting";
+/// A step waits for its rate limit until `data.at_ms`.
+pub const STEP_DELAYED: &str = "step_delayed";
 /// A step sleeps until `data.until_ms`, holding no worker.
 pub const STEP_SLEEPING: &str = "step_sleeping";
 /// A waiting step got its signal.

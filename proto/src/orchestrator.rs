@@ -563,6 +563,8 @@ pub enum StepStatus {
     Waiting,
     /// Waiting for a time (`sleep`, `sleep_until`), holding no worker.
     Sleeping,
+    /// Waiting for its turn under its `rate_limit`.
+    Delayed,
     /// Its job (or jobs) are published; a result is awaited.
     Scheduled,
     Completed,
@@ -579,6 +581,7 @@ impl StepStatus {
             StepStatus::Pending => "pending",
             StepStatus::Waiting => "waiting",
             StepStatus::Sleeping => "sleeping",
+            StepStatus::Delayed => "delayed",
             StepStatus::Scheduled => "scheduled",
             StepStatus::Completed => "completed",
             StepStatus::Failed => "failed",

@@ -37,6 +37,9 @@ pub const DLQ_HANDLED_BUCKET: &str = "WF_DLQ_HANDLED";
 /// KV bucket of the concurrency keys' slots: per `<tenant>.<workflow>.<key digest>`, the
 /// instances holding a slot and those waiting for one, in order (ADR 20).
 pub const CONCURRENCY_BUCKET: &str = "WF_CONCURRENCY";
+/// KV bucket of the rate limits' schedules: per `<tenant>.<workflow>.<scope>.<key digest>`,
+/// the theoretical arrival time of the next run (GCRA; ADR 20).
+pub const RATES_BUCKET: &str = "WF_RATES";
 /// Object store for payloads too large to copy into every message (long transcripts); a
 /// message carries a reference instead (see [`OBJECT_REF_PREFIX`]).
 pub const WF_OBJECTS_BUCKET: &str = "WF_OBJECTS";

@@ -67,11 +67,11 @@ fn unknown_keys_are_named_with_their_path_line_and_a_suggestion() {
     assert_eq!(found[0].line, Some(8));
     assert_eq!(
         found[0].message,
-        "unknown key (did you mean \"operation\"?); expected one of: id, operation, capability, prefer, input, needs, when, for_each, retry, timeout, on_error, wait_for_signal, sleep, sleep_until"
+        "unknown key (did you mean \"operation\"?); expected one of: id, operation, capability, prefer, input, needs, when, for_each, retry, timeout, on_error, wait_for_signal, sleep, sleep_until, rate_limit"
     );
     assert_eq!(
         only("name: t\nversion: 1\nsteps: [{ id: a, operation: test.echo }]\nouptut: {}\n"),
-        "ouptut: unknown key (did you mean \"output\"?); expected one of: name, version, description, input, steps, output, timeout, schedules, triggers, concurrency"
+        "ouptut: unknown key (did you mean \"output\"?); expected one of: name, version, description, input, steps, output, timeout, schedules, triggers, concurrency, rate_limit"
     );
 }
 
@@ -85,7 +85,7 @@ fn every_structural_problem_is_reported_not_only_the_first() {
         got,
         vec![
             "input.topic.type: unknown value \"strin\" (did you mean \"string\"?); expected one of: string, integer, number, boolean, array, object, any (line 4)",
-            "steps[0].retries: unknown key (did you mean \"retry\"?); expected one of: id, operation, capability, prefer, input, needs, when, for_each, retry, timeout, on_error, wait_for_signal, sleep, sleep_until (line 8)",
+            "steps[0].retries: unknown key (did you mean \"retry\"?); expected one of: id, operation, capability, prefer, input, needs, when, for_each, retry, timeout, on_error, wait_for_signal, sleep, sleep_until, rate_limit (line 8)",
             "steps[1].timeout: invalid value: string \"3 parsecs\", expected a duration (line 11)",
             "steps[2].id: missing required key (line 12)",
         ]
@@ -867,4 +867,49 @@ fn a_concurrency_key_reads_the_input_and_has_a_limit() {
         ))
         .starts_with("concurrency.key: refers to steps; a concurrency key can read input and env"),
     );
+}
+
+#[test]
+fn rate_limits_take_a_key_a_limit_and_a_period() {
+    let def = parse(&format!(
+        "{}rate_limit: {{ key: \"{{{{ input.topic }}}}\", limit: 10, per: 1h }}\n",
+        with_steps(
+            "  - id: a\n    operation: test.echo\n    rate_limit: { key: provider, limit: 10, per: 1s }\n"
+        )
+    ))
+    .expect("valid");
+    assert_eq!(
+        def.rate_limit.map(|r| (r.limit, r.per)),
+        Some((10, std::time::Duration::from_secs(3600)))
+    );
+    assert_eq!(
+        def.steps[0].rate_limit.map(|r| (r.limit, r.per)),
+        Some((10, std::time::Duration::from_secs(1)))
+    );
+    let env = std::collections::BTreeMap::new();
+    let input = serde_json::json!({"topic": "acme"});
+    assert_eq!(
+        def.rate_key(None, &input, &env).unwrap().as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        def.rate_key(Some(0), &input, &env).unwrap().as_deref(),
+        Some("provider")
+    );
+    for (steps, expected) in [
+        (
+            "  - id: a\n    operation: test.echo\n    rate_limit: { key: x, limit: 0, per: 1s }\n",
+            "steps[0].rate_limit.limit: must be between 1 and 1000000, got 0",
+        ),
+        (
+            "  - id: a\n    operation: test.echo\n    rate_limit: { key: x, limit: 5, per: 2d }\n",
+            "steps[0].rate_limit.per: must be from 1ms to 1 day",
+        ),
+        (
+            "  - id: a\n    sleep: 1s\n    rate_limit: { key: x, limit: 5, per: 1s }\n",
+            "steps[0].rate_limit: only a step that runs an operation takes rate_limit",
+        ),
+    ] {
+        assert_eq!(only(&with_steps(steps)), expected);
+    }
 }

@@ -5,12 +5,20 @@
 //! process: it is given back by the effect of the transition that finishes the instance, which
 //! is stored with the state and published again if its replica dies (ADR 4), so a dead replica
 //! leaks no slot. Doing an acquire or a release twice changes nothing.
+//!
+//! Rate limits per key live beside them in `WF_RATES`: per key, the theoretical arrival time of
+//! its next turn (GCRA), moved on by compare-and-set; a turn is a `proceed` timer due when it
+//! comes. Taking a turn twice (a redelivery) wastes one: never more than the limit goes.
 
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 use switchyard_proto::{Timer, TimerKind};
 
-use crate::{Error, instance::Slot, shared::Shared};
+use crate::{
+    Error,
+    instance::{Rate, Slot},
+    shared::Shared,
+};
 
 /// Compare-and-set attempts before the effect is handed back (the message is redelivered).
 const ATTEMPTS: usize = 50;
@@ -241,5 +249,122 @@ mod tests {
         slots = out.next.expect("a change");
         assert!(slots.waiting.is_empty());
         assert_eq!(names(&slots.holders), ["b", "c"]);
+    }
+}
+
+/// The stored value of a rate-limited key: when its next turn is, in theory (GCRA).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Turns {
+    /// Theoretical arrival time of the next turn, µs since the epoch.
+    tat_us: i64,
+}
+
+/// The turn a request at `now_us` gets under a limit of `burst` at once and one per
+/// `interval_us` after that, and the next theoretical arrival time.
+fn next_turn(turns: Turns, now_us: i64, interval_us: u64, burst: u32) -> (i64, Turns) {
+    let interval = i64::try_from(interval_us).unwrap_or(i64::MAX);
+    let tolerance = interval.saturating_mul(i64::from(burst.saturating_sub(1)));
+    let tat = turns.tat_us.max(now_us);
+    let at = (tat.saturating_sub(tolerance)).max(now_us);
+    (
+        at,
+        Turns {
+            tat_us: tat.saturating_add(interval),
+        },
+    )
+}
+
+/// Takes the next turn under `rate`; returns the `proceed` timer due at it.
+pub(crate) async fn reserve(shared: &Shared, rate: &Rate) -> Result<Timer, Error> {
+    let kv = &shared.rates;
+    for _ in 0..ATTEMPTS {
+        let entry = kv
+            .entry(rate.key.as_str())
+            .await
+            .map_err(|e| Error::bus("reading a rate limit", e))?;
+        let (turns, revision) = match &entry {
+            None => (Turns::default(), None),
+            Some(e) if e.operation == kv::Operation::Put => (
+                serde_json::from_slice(&e.value)
+                    .map_err(|err| Error::bus("decoding a rate limit", err))?,
+                Some(e.revision),
+            ),
+            Some(e) => (Turns::default(), Some(e.revision)),
+        };
+        let now_us = switchyard_proto::now_ms().saturating_mul(1000);
+        let (at_us, next) = next_turn(turns, now_us, rate.interval_us, rate.burst);
+        let bytes = serde_json::to_vec(&next).map_err(|e| Error::Encode {
+            what: "a rate limit",
+            reason: e.to_string(),
+        })?;
+        let written = match revision {
+            None => kv
+                .create(rate.key.as_str(), bytes.into())
+                .await
+                .map(|_| ())
+                .map_err(|e| match e.kind() {
+                    kv::CreateErrorKind::AlreadyExists => None,
+                    _ => Some(Error::bus("creating a rate limit", e)),
+                }),
+            Some(rev) => kv
+                .update(rate.key.as_str(), bytes.into(), rev)
+                .await
+                .map(|_| ())
+                .map_err(|e| match e.kind() {
+                    kv::UpdateErrorKind::WrongLastRevision => None,
+                    _ => Some(Error::bus("updating a rate limit", e)),
+                }),
+        };
+        match written {
+            Ok(()) => {}
+            Err(None) => continue,
+            Err(Some(e)) => return Err(e),
+        }
+        let workflow = rate.key.split('.').nth(1).unwrap_or_default();
+        let waited = if at_us > now_us {
+            "delayed"
+        } else {
+            "immediate"
+        };
+        shared
+            .metrics
+            .rate_turns
+            .with_label_values(&[workflow, waited])
+            .inc();
+        return Ok(Timer {
+            tenant: rate.tenant.clone(),
+            instance_id: rate.instance.clone(),
+            step_id: rate.step.clone(),
+            kind: TimerKind::Proceed as i32,
+            due_at_ms: at_us.div_euclid(1000) + i64::from(at_us.rem_euclid(1000) > 0),
+            run: rate.run,
+        });
+    }
+    Err(Error::Bus {
+        action: "taking a rate-limit turn",
+        reason: format!("{ATTEMPTS} compare-and-set conflicts in a row"),
+    })
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_goes_at_once_then_one_turn_per_interval() {
+        // 10 per second: a burst of 10, then one every 100 ms.
+        let (mut turns, now) = (Turns::default(), 5_000_000);
+        let mut at = Vec::new();
+        for _ in 0..25 {
+            let (t, next) = next_turn(turns, now, 100_000, 10);
+            at.push(t - now);
+            turns = next;
+        }
+        assert!(at[..10].iter().all(|&t| t == 0), "{at:?}");
+        assert_eq!(&at[10..13], [100_000, 200_000, 300_000]);
+        assert_eq!(at[24], 1_500_000);
+        // After a quiet while the burst is back.
+        let (t, _) = next_turn(turns, now + 10_000_000, 100_000, 10);
+        assert_eq!(t, now + 10_000_000);
     }
 }

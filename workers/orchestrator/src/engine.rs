@@ -128,6 +128,7 @@ impl Orchestrator {
         };
         let state = bucket(stream::WF_STATE_BUCKET).await?;
         let concurrency = bucket(stream::CONCURRENCY_BUCKET).await?;
+        let rates = bucket(stream::RATES_BUCKET).await?;
         let defs_kv = bucket(stream::WF_DEFINITIONS_BUCKET).await?;
         let operations = Arc::new(Operations::new(bucket(stream::OPERATIONS_BUCKET).await?));
         let definitions = Arc::new(
@@ -152,6 +153,7 @@ impl Orchestrator {
             js,
             state,
             concurrency,
+            rates,
             definitions,
             routes: LiveRoutes {
                 operations: operations.clone(),
@@ -986,7 +988,8 @@ async fn republish_recent(
             Effect::Event { .. }
             | Effect::Timer { .. }
             | Effect::Acquire { .. }
-            | Effect::Release { .. } => true,
+            | Effect::Release { .. }
+            | Effect::Reserve { .. } => true,
         })
         .cloned()
         .collect();
@@ -1009,6 +1012,7 @@ pub(crate) async fn publish(
             Effect::Release { slot } => {
                 grants.extend(concurrency::carry_out(shared, slot, true).await?);
             }
+            Effect::Reserve { rate } => grants.push(concurrency::reserve(shared, rate).await?),
             _ => {}
         }
     }
@@ -1053,7 +1057,7 @@ pub(crate) async fn publish(
                 headers.insert(header::TENANT, timer.tenant.as_str());
                 (subject::timer(&timer.instance_id), encode_proto(timer))
             }
-            Effect::Acquire { .. } | Effect::Release { .. } => continue,
+            Effect::Acquire { .. } | Effect::Release { .. } | Effect::Reserve { .. } => continue,
         };
         let ack = shared
             .js

@@ -132,6 +132,28 @@ pub enum Effect {
     Release {
         slot: Slot,
     },
+    /// Take the next turn under a rate limit (GCRA in `WF_RATES`); a `proceed` timer due at
+    /// that turn goes on.
+    Reserve {
+        rate: Rate,
+    },
+}
+
+/// A turn under a rate limit, asked for by a start (`step` empty) or a step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rate {
+    /// The key in `WF_RATES`: `<tenant>.<workflow>.<scope>.<digest of the key's value>`.
+    pub key: String,
+    pub tenant: String,
+    pub instance: String,
+    #[serde(default)]
+    pub step: String,
+    #[serde(default)]
+    pub run: u32,
+    /// Microseconds between turns: the period over the limit.
+    pub interval_us: u64,
+    /// Turns that may be taken at once: the limit.
+    pub burst: u32,
 }
 
 /// An instance's place under a concurrency key.
@@ -172,6 +194,9 @@ pub struct Instance {
     /// told apart.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub run: u32,
+    /// Whether its start passed the definition's `rate_limit`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rate_passed: bool,
     /// Its concurrency key, for a definition with `concurrency:`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<Slot>,

@@ -37,6 +37,9 @@ pub struct Metrics {
     /// cancelled or failed while waiting), `released`. Instances waiting now:
     /// `queued - dequeued - left`, summed over the replicas.
     pub concurrency_slots: IntCounterVec,
+    /// Rate-limit turns taken, by workflow and whether they had to wait (`immediate`,
+    /// `delayed`).
+    pub rate_turns: IntCounterVec,
     /// Tenants' events handled, by outcome (`started`, `unmatched`, `dead_letter`, `retry`).
     pub trigger_events: IntCounterVec,
     /// The `tenant_id` label values.
@@ -131,6 +134,13 @@ impl Metrics {
                 ),
                 &["workflow", "outcome"],
             )?,
+            rate_turns: IntCounterVec::new(
+                Opts::new(
+                    "switchyard_rate_limit_turns_total",
+                    "Rate-limit turns taken, by workflow and whether they waited (immediate, delayed)",
+                ),
+                &["workflow", "outcome"],
+            )?,
             trigger_events: IntCounterVec::new(
                 Opts::new(
                     "switchyard_trigger_events_total",
@@ -153,6 +163,7 @@ impl Metrics {
         registry.register(Box::new(m.schedule_ticks.clone()))?;
         registry.register(Box::new(m.trigger_events.clone()))?;
         registry.register(Box::new(m.concurrency_slots.clone()))?;
+        registry.register(Box::new(m.rate_turns.clone()))?;
         Ok(m)
     }
 }

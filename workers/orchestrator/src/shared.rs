@@ -22,6 +22,8 @@ pub(crate) struct Shared {
     pub(crate) state: kv::Store,
     /// `WF_CONCURRENCY`: the concurrency keys' slots.
     pub(crate) concurrency: kv::Store,
+    /// `WF_RATES`: the rate limits' turns.
+    pub(crate) rates: kv::Store,
     pub(crate) definitions: Arc<Store>,
     /// The operations worker kinds declared at run time (also behind `definitions`).
     pub(crate) operations: Arc<Operations>,

@@ -15,7 +15,7 @@ use switchyard_catalog::{Catalog, OperationSpec};
 use switchyard_workflow::definition::{Definition, OnError, Scope, Step};
 
 use crate::instance::{
-    Effect, Failure, Instance, InstanceStatus, ItemState, PendingSignal, Slot, StepState,
+    Effect, Failure, Instance, InstanceStatus, ItemState, PendingSignal, Rate, Slot, StepState,
     StepStatus, event_id, item_of, job_id,
 };
 
@@ -177,6 +177,35 @@ pub fn start(def: &Definition, msg: &StartWorkflow, instance_id: &str, ctx: Ctx<
 /// Runs an accepted instance now, or for a definition with `concurrency:` queues it for a
 /// slot of its key (it runs when the slot is granted).
 fn admit(def: &Definition, inst: &mut Instance, ctx: Ctx<'_>, fx: &mut Vec<Effect>) {
+    if let Some(limit) = def.rate_limit
+        && !inst.rate_passed
+    {
+        match def.rate_key(None, &inst.input, ctx.env) {
+            Ok(Some(value)) => {
+                inst.status = InstanceStatus::Queued;
+                let data = json!({
+                    "workflow": inst.workflow,
+                    "reason": "rate_limit",
+                    "key": value,
+                    "limit": limit.limit,
+                    "per_ms": millis(limit.per),
+                });
+                push_event(fx, inst, event::QUEUED, None, data, ctx);
+                let rate = rate_of(inst, "", "start", &value, limit);
+                fx.push(Effect::Reserve { rate });
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let failure = Failure {
+                    step: None,
+                    code: "template".into(),
+                    message: format!("{}: {}", e.path, e.message),
+                };
+                return finish_failed(inst, failure, ctx, fx);
+            }
+        }
+    }
     let value = match def.concurrency_key(&inst.input, ctx.env) {
         Ok(Some(value)) => value,
         Ok(None) => return begin(def, inst, ctx, fx),
@@ -200,10 +229,36 @@ fn admit(def: &Definition, inst: &mut Instance, ctx: Ctx<'_>, fx: &mut Vec<Effec
         run: inst.run,
     };
     inst.status = InstanceStatus::Queued;
-    let data = json!({ "workflow": inst.workflow, "key": slot.value, "limit": limit });
+    let data = json!({
+        "workflow": inst.workflow,
+        "reason": "concurrency",
+        "key": slot.value,
+        "limit": limit,
+    });
     push_event(fx, inst, event::QUEUED, None, data, ctx);
     fx.push(Effect::Acquire { slot: slot.clone() });
     inst.slot = Some(slot);
+}
+
+/// A turn under `limit` for the instance's start (`step` empty) or a step.
+fn rate_of(
+    inst: &Instance,
+    step: &str,
+    scope: &str,
+    value: &str,
+    limit: switchyard_workflow::definition::RateLimit,
+) -> Rate {
+    let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, value.as_bytes()).simple();
+    let per_us = u64::try_from(limit.per.as_micros()).unwrap_or(u64::MAX);
+    Rate {
+        key: format!("{}.{}.{scope}.{digest}", inst.tenant, inst.workflow),
+        tenant: inst.tenant.clone(),
+        instance: inst.id.clone(),
+        step: step.to_owned(),
+        run: inst.run,
+        interval_us: (per_us / u64::from(limit.limit.max(1))).max(1),
+        burst: limit.limit.max(1),
+    }
 }
 
 /// Gives back the instance's concurrency slot (or its place in line) as it finishes.
@@ -524,6 +579,7 @@ fn new_instance(
         error: None,
         labels: msg.labels.clone().into_iter().collect(),
         run: 0,
+        rate_passed: false,
         slot: None,
         not_before_ms: None,
         started_at_ms: ctx.now_ms,
@@ -844,6 +900,15 @@ fn on_timer(
         admit(def, inst, ctx, fx);
         return Ok(());
     }
+    if TimerKind::try_from(t.kind) == Ok(TimerKind::Proceed) && t.step_id.is_empty() {
+        if inst.status != InstanceStatus::Queued || inst.rate_passed {
+            return Err("a rate-limit turn for a start already past it");
+        }
+        inst.rate_passed = true;
+        inst.started_at_ms = ctx.now_ms;
+        admit(def, inst, ctx, fx);
+        return Ok(());
+    }
     if TimerKind::try_from(t.kind) == Ok(TimerKind::Grant) {
         if inst.status != InstanceStatus::Queued {
             return Err("a concurrency slot granted to an instance not waiting for one");
@@ -896,6 +961,10 @@ fn on_timer(
             });
             let id = step.id.clone();
             push_event(fx, inst, event::SLA_BREACHED, Some(&id), data, ctx);
+            Ok(())
+        }
+        Ok(TimerKind::Proceed) if step.status == StepStatus::Delayed => {
+            proceed(def, inst, index, ctx, fx);
             Ok(())
         }
         Ok(TimerKind::Wake) if step.status == StepStatus::Sleeping => {
@@ -984,6 +1053,48 @@ fn start_step(
             return;
         }
     }
+    if let Some(limit) = spec.rate_limit {
+        match def.rate_key(Some(index), &inst.input, ctx.env) {
+            Ok(Some(value)) => {
+                let step = &mut inst.steps[index];
+                step.status = StepStatus::Delayed;
+                step.scheduled_at_ms = Some(ctx.now_ms);
+                let data =
+                    json!({ "key": value, "limit": limit.limit, "per_ms": millis(limit.per) });
+                push_event(fx, inst, event::STEP_DELAYED, Some(&spec.id), data, ctx);
+                let rate = rate_of(inst, &spec.id, &format!("step-{}", spec.id), &value, limit);
+                fx.push(Effect::Reserve { rate });
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let failure = template_failure(&spec.id, &e);
+                fail_step(def, inst, index, failure, ctx, fx);
+                return;
+            }
+        }
+    }
+    proceed(def, inst, index, ctx, fx);
+}
+
+/// Goes on with a step whose `when` held (and whose rate limit, if any, gave it its turn):
+/// sleeps, waits for its signal, or schedules its job.
+fn proceed(
+    def: &Definition,
+    inst: &mut Instance,
+    index: usize,
+    ctx: Ctx<'_>,
+    fx: &mut Vec<Effect>,
+) {
+    let spec = &def.steps[index];
+    let steps = steps_view(inst);
+    let scope = Scope {
+        input: &inst.input,
+        steps: &steps,
+        item: None,
+        signal: None,
+        env: ctx.env,
+    };
     if spec.sleep.is_some() {
         let wake = def.wake_at_ms(index, &scope, ctx.now_ms);
         sleep(def, inst, index, wake, ctx, fx);

@@ -295,6 +295,77 @@ steps:
     second.wait().ok();
 }
 
+/// A step with `rate_limit` of 10 per second, in 100 instances on two engine replicas: its
+/// runs spread over at least 9 s (a burst of 10, then one per 100 ms), none is lost.
+#[tokio::test]
+async fn a_step_rate_limit_spreads_its_runs_and_loses_none() {
+    let mut env = env().await;
+    env.orchestrator("o2").await;
+    env.register(
+        r#"
+name: paced
+version: 1
+input:
+  n: { type: integer, required: true }
+steps:
+  - id: call
+    operation: test.echo
+    rate_limit: { key: "provider", limit: 10, per: 1s }
+    input: { n: "{{ input.n }}" }
+output: "{{ steps.call.output.n }}"
+"#,
+    )
+    .await;
+    let mut events = env
+        .client
+        .subscribe(format!("wf.events.{TENANT}.>"))
+        .await
+        .expect("subscribe");
+    env.client.flush().await.expect("flush");
+    let mut ids = Vec::new();
+    for n in 0..100 {
+        let id = format!("paced-{n:03}");
+        env.start_as("paced", &id, json!({ "n": n })).await;
+        ids.push(id);
+    }
+    let mut delayed: std::collections::BTreeMap<String, i64> = Default::default();
+    let mut scheduled: std::collections::BTreeMap<String, i64> = Default::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while scheduled.len() < 100 {
+        let msg = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("every step runs in time")
+            .expect("subscription open");
+        let e: switchyard_proto::WorkflowEvent =
+            switchyard_proto::decode(switchyard_proto::ContentType::Protobuf, &msg.payload)
+                .expect("an event");
+        match e.r#type.as_str() {
+            t if t == event::STEP_DELAYED => {
+                delayed.entry(e.instance_id).or_insert(e.at_ms);
+            }
+            t if t == event::STEP_SCHEDULED => {
+                scheduled.entry(e.instance_id).or_insert(e.at_ms);
+            }
+            _ => {}
+        }
+    }
+    let first_asked = delayed.values().min().copied().expect("delayed events");
+    let mut runs: Vec<i64> = scheduled.values().copied().collect();
+    runs.sort_unstable();
+    let spread = runs[99] - first_asked;
+    assert!(spread >= 9_000, "100 runs at 10/s spread over {spread} ms");
+    // No second holds more than the burst and the second's own turns.
+    for (i, &at) in runs.iter().enumerate() {
+        let within = runs[i..].iter().take_while(|&&t| t < at + 1_000).count();
+        assert!(within <= 20, "{within} runs within a second from {at}");
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let status = env.finished(id, T).await;
+        assert_eq!(status["status"], "completed", "{status:#}");
+        assert_eq!(status["output"], n, "{status:#}");
+    }
+}
+
 /// Waits until an orchestrator answers queries.
 async fn answer(env: &Env) {
     for _ in 0..200 {

@@ -884,3 +884,88 @@ steps:
             .any(|e| matches!(e, Effect::Release { .. }))
     );
 }
+
+#[test]
+fn rate_limits_hold_a_start_or_a_step_until_its_turn() {
+    let d = def(r#"
+name: paced
+version: 1
+input:
+  user: { type: string, required: true }
+rate_limit: { key: "{{ input.user }}", limit: 5, per: 1m }
+concurrency: { key: "{{ input.user }}", limit: 1 }
+steps:
+  - id: call
+    operation: test.echo
+    rate_limit: { key: "all", limit: 10, per: 1s }
+    input: { u: "{{ input.user }}" }
+"#);
+    let env = env();
+    let state = transition::start(
+        &d,
+        &start_msg(json!({"user": "u-1"})),
+        "i1",
+        ctx_at(1_000, &env),
+    );
+    assert_eq!(state.status, InstanceStatus::Queued);
+    let rate = state
+        .outbox
+        .iter()
+        .find_map(|e| match e {
+            Effect::Reserve { rate } => Some(rate.clone()),
+            _ => None,
+        })
+        .expect("a turn is asked for");
+    assert_eq!(
+        (rate.interval_us, rate.burst, rate.step.as_str()),
+        (12_000_000, 5, "")
+    );
+    assert!(rate.key.starts_with("acme.paced.start."), "{}", rate.key);
+
+    // Its turn: it then queues for its concurrency slot.
+    let proceed = Timer {
+        tenant: "acme".into(),
+        instance_id: "i1".into(),
+        kind: TimerKind::Proceed as i32,
+        ..Timer::default()
+    };
+    let Decision::Apply(slotted) = decide(&d, &state, Input::Timer(proceed.clone()), 2_000) else {
+        panic!("the turn applies");
+    };
+    assert_eq!(slotted.status, InstanceStatus::Queued);
+    assert!(slotted.rate_passed);
+    assert!(
+        slotted
+            .outbox
+            .iter()
+            .any(|e| matches!(e, Effect::Acquire { .. }))
+    );
+    assert!(matches!(
+        decide(&d, &slotted, Input::Timer(proceed), 2_010),
+        Decision::Ignore(_)
+    ));
+    let grant = Timer {
+        tenant: "acme".into(),
+        instance_id: "i1".into(),
+        kind: TimerKind::Grant as i32,
+        ..Timer::default()
+    };
+    let Decision::Apply(running) = decide(&d, &slotted, Input::Timer(grant), 3_000) else {
+        panic!("the grant applies");
+    };
+    // The step waits for its own turn, then its job goes out.
+    assert_eq!(running.steps[0].status, StepStatus::Delayed);
+    assert!(jobs(&running).is_empty());
+    let step_turn = Timer {
+        tenant: "acme".into(),
+        instance_id: "i1".into(),
+        step_id: "call".into(),
+        kind: TimerKind::Proceed as i32,
+        ..Timer::default()
+    };
+    let Decision::Apply(called) = decide(&d, &running, Input::Timer(step_turn), 4_000) else {
+        panic!("the step's turn applies");
+    };
+    assert_eq!(called.steps[0].status, StepStatus::Scheduled);
+    assert_eq!(jobs(&called).len(), 1);
+}

@@ -84,6 +84,8 @@ pub struct Definition {
     pub triggers: Vec<Trigger>,
     /// At most this many instances per value of a key run at once; the others queue.
     pub concurrency: Option<Concurrency>,
+    /// At most this many starts per key value per period; the others wait their turn.
+    pub rate_limit: Option<RateLimit>,
     /// The text as given.
     pub source: String,
     index: HashMap<String, usize>,
@@ -101,6 +103,8 @@ struct Compiled {
     triggers: Vec<Option<Node>>,
     /// `concurrency.key`.
     concurrency_key: Option<Node>,
+    /// `rate_limit.key` of the definition.
+    rate_key: Option<Node>,
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +114,8 @@ struct CompiledStep {
     for_each: Option<Unit<Node>>,
     /// `sleep_until:`, rendered when the step is reached.
     sleep_until: Option<Unit<Node>>,
+    /// `rate_limit.key` of the step.
+    rate_key: Option<Node>,
     /// The schemas of an operation declared at run time, which the engine enforces itself:
     /// a worker in another language need not validate, and must not be trusted to.
     declared: Option<DeclaredContract>,
@@ -153,6 +159,8 @@ pub struct Step {
     /// A step that only waits for a time: it holds no worker, and its timer is a stored
     /// message, so it survives restarts.
     pub sleep: Option<Sleep>,
+    /// At most this many runs of the step per key value per period, over every instance.
+    pub rate_limit: Option<RateLimit>,
     pub has_when: bool,
     pub has_for_each: bool,
 }
@@ -194,6 +202,14 @@ impl Trigger {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Concurrency {
     pub limit: u32,
+}
+
+/// `rate_limit:` — at most `limit` per value of `key` per `per`, a burst of up to `limit` at
+/// once; what is over it waits its turn rather than failing (ADR 20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub limit: u32,
+    pub per: Duration,
 }
 
 /// The largest `concurrency.limit`.
@@ -513,22 +529,40 @@ impl Definition {
         input: &Value,
         env: &BTreeMap<String, String>,
     ) -> Result<Option<String>, RenderError> {
-        let Some(node) = &self.compiled.concurrency_key else {
-            return Ok(None);
+        key_text(
+            self,
+            self.compiled.concurrency_key.as_ref(),
+            input,
+            env,
+            "concurrency.key",
+        )
+    }
+
+    /// The value of a `rate_limit.key` for an instance's input: of step `step`, or of the
+    /// definition when `None`; `Ok(None)` when there is no such rate limit.
+    ///
+    /// # Panics
+    ///
+    /// When `step` is out of range.
+    pub fn rate_key(
+        &self,
+        step: Option<usize>,
+        input: &Value,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Option<String>, RenderError> {
+        let node = match step {
+            None => &self.compiled.rate_key,
+            Some(i) => &self.compiled.steps[i].rate_key,
         };
-        let ctx = template::start_context(input, env);
-        let value = match node {
-            Node::Literal(v) => v.clone(),
-            node => template::render(&self.compiled.env, self.compiled.limits, node, &ctx)?,
+        let path = match step {
+            None => "rate_limit.key".to_owned(),
+            Some(i) => Path::root("steps")
+                .index(i)
+                .key("rate_limit")
+                .key("key")
+                .to_string(),
         };
-        match value {
-            Value::Null => Err(RenderError {
-                path: "concurrency.key".into(),
-                message: "renders to null; every instance needs a key".into(),
-            }),
-            Value::String(s) => Ok(Some(s)),
-            other => Ok(Some(other.to_string())),
-        }
+        key_text(self, node.as_ref(), input, env, &path)
     }
 
     /// Evaluates the step's `when` (Jinja truthiness); `true` when it has none.
@@ -638,6 +672,33 @@ impl Definition {
             &unit.body,
             &ctx,
         )?)
+    }
+}
+
+/// A key template rendered from the input, as text (a string as it is, other values as
+/// JSON); `Ok(None)` without a template.
+fn key_text(
+    def: &Definition,
+    node: Option<&Node>,
+    input: &Value,
+    env: &BTreeMap<String, String>,
+    path: &str,
+) -> Result<Option<String>, RenderError> {
+    let Some(node) = node else {
+        return Ok(None);
+    };
+    let ctx = template::start_context(input, env);
+    let value = match node {
+        Node::Literal(v) => v.clone(),
+        node => template::render(&def.compiled.env, def.compiled.limits, node, &ctx)?,
+    };
+    match value {
+        Value::Null => Err(RenderError {
+            path: path.to_owned(),
+            message: "renders to null; every instance needs a key".into(),
+        }),
+        Value::String(s) => Ok(Some(s)),
+        other => Ok(Some(other.to_string())),
     }
 }
 

@@ -45,6 +45,22 @@ pub(super) struct RawDefinition<S = RawStep, I = RawInputField, C = RawSchedule>
     /// At most `limit` instances per key value at once.
     #[serde(default)]
     pub concurrency: Option<RawConcurrency>,
+    /// At most `limit` starts per key value per `per`.
+    #[serde(default)]
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// `rate_limit:` as written, on a definition or a step.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a rate limit (a mapping with key, limit and per)"
+)]
+pub(super) struct RawRateLimit {
+    pub key: Value,
+    pub limit: u32,
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
 }
 
 /// `concurrency:` as written.
@@ -123,6 +139,8 @@ pub(super) struct RawStep {
     pub sleep: Option<Duration>,
     #[serde(default)]
     pub sleep_until: Option<Value>,
+    #[serde(default)]
+    pub rate_limit: Option<RawRateLimit>,
 }
 
 /// One field of the workflow's `input:` section: a schema, with `required` as a flag.

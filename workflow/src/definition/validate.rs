@@ -6,13 +6,16 @@ use serde_json::Value;
 use switchyard_catalog::{Catalog, Lookup, Schema, Type};
 use switchyard_proto::subject::check_token;
 
-use super::parse::{self, Path, RawDefinition, RawSchedule, RawStep, RawTrigger};
+use super::parse::{self, Path, RawDefinition, RawRateLimit, RawSchedule, RawStep, RawTrigger};
 use super::schedule::{self, MAX_SCHEDULES, Schedule, When};
 use super::template::{self, Compiler, Node, TemplateInfo};
 use super::{
     Compiled, CompiledStep, Concurrency, DeclaredContract, Definition, MAX_CONCURRENCY_LIMIT,
-    MAX_SLEEP, Problem, Problems, Sleep, Step, Trigger, Unit, ValidateOptions,
+    MAX_SLEEP, Problem, Problems, RateLimit, Sleep, Step, Trigger, Unit, ValidateOptions,
 };
+
+/// The largest `rate_limit.limit`.
+const MAX_RATE: u32 = 1_000_000;
 
 /// Most triggers one definition may have.
 pub const MAX_TRIGGERS: usize = 20;
@@ -143,6 +146,7 @@ impl<'a> Validator<'a> {
 
         let raw_triggers = std::mem::take(&mut raw.triggers);
         let raw_concurrency = raw.concurrency.take();
+        let raw_rate = raw.rate_limit.take();
         let mut graph = self.graph(&raw, &index, &needs, &input);
         let mut compiled_steps = Vec::with_capacity(raw.steps.len());
         for (i, step) in raw.steps.iter().enumerate() {
@@ -178,6 +182,13 @@ impl<'a> Validator<'a> {
                 (Some(Concurrency { limit: c.limit }), Some(node))
             }
         };
+        let (rate_limit, rate_key) = match &raw_rate {
+            None => (None, None),
+            Some(r) => {
+                let (rate, node) = self.rate_limit(r, &Path::root("rate_limit"), &graph);
+                (Some(rate), Some(node))
+            }
+        };
 
         let steps = raw
             .steps
@@ -194,6 +205,10 @@ impl<'a> Validator<'a> {
                 timeout: step.timeout,
                 on_error: step.on_error,
                 wait_for_signal: step.wait_for_signal,
+                rate_limit: step.rate_limit.as_ref().map(|r| RateLimit {
+                    limit: r.limit,
+                    per: r.per,
+                }),
                 sleep: match (step.sleep, step.sleep_until.is_some()) {
                     (Some(d), _) => Some(Sleep::For(d)),
                     (None, true) => Some(Sleep::Until),
@@ -216,6 +231,7 @@ impl<'a> Validator<'a> {
             schedules,
             triggers,
             concurrency,
+            rate_limit,
             source: source.to_string(),
             index,
             compiled: Compiled {
@@ -225,6 +241,7 @@ impl<'a> Validator<'a> {
                 output,
                 triggers: compiled_triggers,
                 concurrency_key,
+                rate_key,
             },
         }
     }
@@ -320,6 +337,34 @@ impl<'a> Validator<'a> {
             });
         }
         schedules
+    }
+
+    /// Checks a `rate_limit:` and compiles its key (which reads the input and env).
+    fn rate_limit(
+        &mut self,
+        raw: &RawRateLimit,
+        path: &Path,
+        graph: &Graph<'_>,
+    ) -> (RateLimit, Node) {
+        if !(1..=MAX_RATE).contains(&raw.limit) {
+            self.issue(
+                path.key("limit"),
+                format!("must be between 1 and {MAX_RATE}, got {}", raw.limit),
+            );
+        }
+        if raw.per.as_millis() == 0 || raw.per > std::time::Duration::from_secs(86_400) {
+            self.issue(path.key("per"), "must be from 1ms to 1 day");
+        }
+        let node = self.compiler.value(&raw.key, &path.key("key"));
+        let templates = self.compiler.take();
+        self.references(&templates, Site::Start, graph);
+        (
+            RateLimit {
+                limit: raw.limit,
+                per: raw.per,
+            },
+            node,
+        )
     }
 
     /// Checks `triggers:`: a subject of tokens and wildcards, and an input that reads only
@@ -740,6 +785,18 @@ impl<'a> Validator<'a> {
                 steps: template::steps_used(templates.iter().flat_map(|t| &t.vars)),
                 body,
             });
+        }
+
+        if let Some(rate) = &step.rate_limit {
+            let rate_path = path.key("rate_limit");
+            if step.operation.is_none() && step.capability.is_none() {
+                self.issue(
+                    rate_path.clone(),
+                    "only a step that runs an operation takes rate_limit",
+                );
+            }
+            let (_, node) = self.rate_limit(rate, &rate_path, graph);
+            compiled.rate_key = Some(node);
         }
 
         if let Some(until) = &step.sleep_until {
