@@ -257,6 +257,56 @@ pub fn print_nats_direct(rows: &[workflows::NatsDirect]) {
     }
 }
 
+/// `keyed` flags.
+#[derive(Debug, Clone, Args)]
+pub struct KeyedArgs {
+    /// Workflows of each kind.
+    #[arg(long, default_value_t = 5000)]
+    pub workflows: usize,
+    #[command(flatten)]
+    pub engine: EngineBinaries,
+    #[arg(long, default_value = "loadtest/results/keyed.json")]
+    pub out: PathBuf,
+}
+
+/// What a concurrency key costs a start: 1-step workflows published at full speed, without a
+/// key, with a key per start (no waiting; the cost of taking and giving back a slot), and with
+/// one key of limit 100 for all (every slot change on one KV key), on one engine in one run.
+pub async fn keyed(args: KeyedArgs) -> anyhow::Result<Vec<workflows::Run>> {
+    let n = u32::try_from(args.workflows).unwrap_or(u32::MAX);
+    let chains = [
+        Chain::OneStep,
+        Chain::Keyed { keys: n, limit: 1 },
+        Chain::Keyed {
+            keys: 1,
+            limit: 100,
+        },
+    ];
+    let engine = Engine::start(args.engine.binaries(), Setup::default(), &chains).await?;
+    let mut rows = Vec::new();
+    for chain in chains {
+        rows.push(engine.run("keyed", chain, args.workflows, None).await?);
+    }
+    let base = rows[0].completed_per_s;
+    println!(
+        "{:<44} {:>10} {:>13} {:>10} {:>10} {:>10}",
+        "workflow", "workflows", "completed/s", "vs none", "p50", "p99"
+    );
+    for (chain, r) in chains.iter().zip(&rows) {
+        println!(
+            "{:<44} {:>10} {:>13.0} {:>10.3} {:>7.1} ms {:>7.1} ms",
+            chain.label(),
+            r.workflows,
+            r.completed_per_s,
+            r.completed_per_s / base,
+            r.latency.p50_ms,
+            r.latency.p99_ms
+        );
+    }
+    write_json(&args.out, &rows)?;
+    Ok(rows)
+}
+
 /// `e2e` flags.
 #[derive(Debug, Clone, Args)]
 pub struct E2eArgs {

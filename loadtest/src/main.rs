@@ -77,6 +77,9 @@ enum Scenario {
     /// N workflows of 1- and/or 3-step `test.echo` chains at a fixed start rate (or full
     /// speed): start-to-completed latency from `WF_EVENTS` and sustained throughput.
     E2e(cli::E2eArgs),
+    /// 1-step workflows without a concurrency key, with a key per start and with one key for
+    /// all (limit 100), at full speed on one engine: what a key costs a start.
+    Keyed(cli::KeyedArgs),
     /// Workflows of one fixed-latency job (`test.sleep`) through 1, 2 and 4 worker replica
     /// processes with a fixed per-replica concurrency: horizontal scaling.
     Scale(cli::ScaleArgs),
@@ -178,6 +181,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Scenario::E2e(args) => {
             cli::e2e(args).await?;
+        }
+        Scenario::Keyed(args) => {
+            cli::keyed(args).await?;
         }
         Scenario::Scale(args) => {
             cli::scale(args).await?;

@@ -58,6 +58,8 @@ pub enum Chain {
     ThreeSteps,
     /// One `test.sleep` step of this many milliseconds.
     Sleep(u64),
+    /// One `test.echo` step under `concurrency: {key, limit}`, start `i` with key `i % keys`.
+    Keyed { keys: u32, limit: u32 },
 }
 
 impl Chain {
@@ -75,13 +77,14 @@ impl Chain {
             Chain::OneStep => "one_step".into(),
             Chain::ThreeSteps => "three_steps".into(),
             Chain::Sleep(ms) => format!("sleep_{ms}ms"),
+            Chain::Keyed { keys, limit } => format!("keyed_{keys}_{limit}"),
         }
     }
 
     pub fn steps(self) -> usize {
         match self {
             Chain::ThreeSteps => 3,
-            Chain::OneStep | Chain::Sleep(_) => 1,
+            Chain::OneStep | Chain::Sleep(_) | Chain::Keyed { .. } => 1,
         }
     }
 
@@ -91,6 +94,9 @@ impl Chain {
             Chain::OneStep => "1-step".into(),
             Chain::ThreeSteps => "3-step".into(),
             Chain::Sleep(ms) => format!("1-step {ms} ms sleep"),
+            Chain::Keyed { keys, limit } => {
+                format!("1-step, {keys} concurrency key(s), limit {limit}")
+            }
         }
     }
 
@@ -119,6 +125,19 @@ output: "{{ steps.c.output.n }}"
             Chain::Sleep(ms) => format!(
                 "name: sleep_{ms}ms\nversion: 1\nsteps:\n  - {{ id: a, operation: test.sleep, input: {{ ms: {ms} }} }}\n"
             ),
+            Chain::Keyed { keys, limit } => format!(
+                "name: keyed_{keys}_{limit}\nversion: 1\ninput:\n  k: {{ type: integer, required: true }}\nconcurrency: {{ key: \"{{{{ input.k }}}}\", limit: {limit} }}\nsteps:\n  - {{ id: a, operation: test.echo, input: {{ n: 1 }} }}\n"
+            ),
+        }
+    }
+
+    /// The input of start `i`.
+    fn input(self, i: usize) -> Vec<u8> {
+        match self {
+            Chain::Keyed { keys, .. } => {
+                format!("{{\"k\": {}}}", i % keys.max(1) as usize).into_bytes()
+            }
+            _ => b"{}".to_vec(),
         }
     }
 }
@@ -244,7 +263,12 @@ impl Engine {
 
     /// The raw pipelined JetStream publish rate of this server, with a start message's size.
     pub async fn raw_publish_rate(&self, count: usize) -> anyhow::Result<f64> {
-        raw_publish_rate(&self.js, count, start_message("raw", "raw-0")).await
+        raw_publish_rate(
+            &self.js,
+            count,
+            start_message("raw", "raw-0", b"{}".to_vec()),
+        )
+        .await
     }
 
     async fn wait_for_replicas(&self) -> anyhow::Result<()> {
@@ -313,6 +337,7 @@ impl Engine {
             Arc::new((0..workflows).map(|_| AtomicU64::new(0)).collect());
         let publisher = tokio::spawn(publish_starts(
             self.js.clone(),
+            chain,
             workflow.clone(),
             prefix.clone(),
             workflows,
@@ -404,20 +429,22 @@ impl Engine {
 }
 
 /// The start message of instance `instance` of `workflow`.
-fn start_message(workflow: &str, instance: &str) -> Vec<u8> {
+fn start_message(workflow: &str, instance: &str, input: Vec<u8>) -> Vec<u8> {
     encode_proto(&StartWorkflow {
         tenant: TENANT.into(),
         workflow: workflow.into(),
         instance_id: instance.into(),
-        input: b"{}".to_vec(),
+        input,
         ..StartWorkflow::default()
     })
 }
 
 /// Publishes the starts, recording in `sent[i]` when start `i` went out (ns after `origin`);
 /// at most [`WINDOW`] PubAcks outstanding. Returns the PubAck'd count and their rate.
+#[allow(clippy::too_many_arguments)]
 async fn publish_starts(
     js: jetstream::Context,
+    chain: Chain,
     workflow: String,
     prefix: String,
     count: usize,
@@ -440,7 +467,7 @@ async fn publish_starts(
         let instance = format!("{prefix}-{i}");
         let mut headers = HeaderMap::new();
         headers.insert(header::MSG_ID, instance.as_str());
-        let payload = start_message(&workflow, &instance);
+        let payload = start_message(&workflow, &instance, chain.input(i));
         slot.store(origin.elapsed().as_nanos() as u64, Ordering::Release);
         pending.push_back(
             js.publish_with_headers(subject_name.clone(), headers, payload.into())

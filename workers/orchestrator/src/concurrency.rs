@@ -146,7 +146,20 @@ pub(crate) async fn carry_out(
                 what: "a concurrency key",
                 reason: e.to_string(),
             })?;
+            let empty = next.holders.is_empty() && next.waiting.is_empty();
             let written = match revision {
+                // The last one out removes the key: one per key value ever used would pile up.
+                Some(rev) if empty => kv
+                    .purge_expect_revision(slot.key.as_str(), Some(rev))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        if e.to_string().contains("wrong last sequence") {
+                            None
+                        } else {
+                            Some(Error::bus("removing a concurrency key", e))
+                        }
+                    }),
                 None => kv
                     .create(slot.key.as_str(), bytes.into())
                     .await

@@ -289,6 +289,18 @@ steps:
     );
     let status = env.status("busy-49").await;
     assert_eq!(status["status"], "completed", "{status:#}");
+    // The last one out of a key removes it: no key is left behind.
+    let slots = env
+        .js
+        .get_key_value(switchyard_proto::stream::CONCURRENCY_BUCKET)
+        .await
+        .expect("the bucket");
+    let mut left = Vec::new();
+    let mut keys = slots.keys().await.expect("keys");
+    while let Some(key) = keys.next().await {
+        left.push(key.expect("a key"));
+    }
+    assert!(left.is_empty(), "keys left behind: {left:?}");
     first.kill().ok();
     second.kill().ok();
     first.wait().ok();
