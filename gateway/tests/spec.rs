@@ -50,8 +50,17 @@ async fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
             .replace("{name}", "x");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let reply = env.call(method.clone(), &uri, None, None).await;
+        // A 404 of the route itself, not of a thing it names (a tenant without webhooks).
+        let no_route = reply.status == StatusCode::NOT_FOUND
+            && reply.body["type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("no-route"));
         assert!(
-            reply.status != StatusCode::NOT_FOUND && reply.status != StatusCode::METHOD_NOT_ALLOWED,
+            !no_route && reply.status != StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri}: {reply:#?}"
+        );
+        assert!(
+            reply.status != StatusCode::NOT_FOUND || path.starts_with("/api/v1/hooks/"),
             "{method} {uri}: {reply:#?}"
         );
     }

@@ -51,6 +51,7 @@ pub(crate) const MAX_DELIVERY_LEN: usize = 200;
         (status = 401, description = "No valid signature, or a timestamp too far from now", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "The tenant receives no webhooks (no secret is configured for it)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than the gateway takes", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the tenant's start rate; `Retry-After` says when to send again", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "The bus did not store the event; send it again", body = crate::error::Problem, content_type = "application/problem+json")
     )
 )]
@@ -87,6 +88,22 @@ pub(crate) async fn receive(
         return Err(refuse("webhook_signature"));
     }
     check_token("source", &source)?;
+    // A verified webhook counts against its tenant's start rate, like a trigger.
+    let caller = crate::auth::Caller {
+        subject: format!("webhook:{source}"),
+        tenant: tenant.clone(),
+        roles: Vec::new(),
+    };
+    state
+        .limits()
+        .check(Group::Start, &caller)
+        .inspect_err(|_| {
+            state
+                .metrics()
+                .rate_limited
+                .with_label_values(&[Group::Start.as_str()])
+                .inc();
+        })?;
     if serde_json::from_slice::<Value>(&body).is_err() {
         return Err(Error::field("body", "expected JSON"));
     }
@@ -141,7 +158,8 @@ pub(crate) fn routes() -> Vec<RouteDef> {
     vec![route(
         Method::POST,
         "/api/v1/hooks/{tenant}/{source}",
-        Group::Open,
+        // Checked by the handler, after the signature: no token names the tenant before.
+        Group::Start,
         Deadline::Request,
         receive,
     )]

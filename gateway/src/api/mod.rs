@@ -157,6 +157,7 @@ mod tests {
             ),
             ("PUT", "/api/v1/cards/types/{type}", Definitions),
             ("POST", "/api/v1/research", Research),
+            ("POST", "/api/v1/hooks/{tenant}/{source}", Start),
             ("GET", "/health", Open),
             ("GET", "/ready", Open),
             ("GET", "/metrics", Open),
