@@ -277,7 +277,7 @@ async fn start_for(shared: &Shared, msg: &jetstream::Message) -> Result<&'static
         warn!(subject = %msg.subject, "a tick without Nats-Schedule-Next; dropped");
         return Ok("dropped");
     };
-    let instance_id = instance_id(workflow, name, next);
+    let instance_id = instance_id(tenant, workflow, name, next);
     let start = StartWorkflow {
         tenant: tenant.to_owned(),
         workflow: workflow.to_owned(),
@@ -313,32 +313,61 @@ async fn start_for(shared: &Shared, msg: &jetstream::Message) -> Result<&'static
     Ok("started")
 }
 
-/// The instance a firing starts: `<workflow>-<schedule>-<ms of the next firing>`, or for
-/// names too long for a subject token a digest of them.
-fn instance_id(workflow: &str, name: &str, next_ms: i64) -> String {
-    let id = format!("{workflow}-{name}-{next_ms}");
+/// The instance a firing starts: `<workflow>-<schedule>-<tenant digest>-<ms of the next
+/// firing>`, or for names too long for a subject token `sched-<digest>-<ms>`. Instance ids
+/// are global, so the tenant is part of it: another tenant's schedule of the same names
+/// firing at the same tick names another instance.
+fn instance_id(tenant: &str, workflow: &str, name: &str, next_ms: i64) -> String {
+    let of = |text: String| {
+        let uuid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, text.as_bytes());
+        uuid.simple().to_string()
+    };
+    let id = format!(
+        "{workflow}-{name}-{}-{next_ms}",
+        &of(tenant.to_owned())[..12]
+    );
     if subject::check_token(&id).is_ok() {
         return id;
     }
-    let digest = crc32fast::hash(format!("{workflow}\u{1f}{name}").as_bytes());
-    format!("sched-{digest:08x}-{next_ms}")
+    let digest = of(format!("{tenant}\u{1f}{workflow}\u{1f}{name}"));
+    format!("sched-{digest}-{next_ms}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Instance ids are global (the key in `WF_STATE`): two tenants with a schedule of the
+    /// same name on a workflow of the same name fire at the same tick, and neither may take
+    /// the other's instance id (a start for an existing id is ignored).
+    #[test]
+    fn two_tenants_schedules_never_name_the_same_instance() {
+        assert_ne!(
+            instance_id("acme", "digest", "0", 1_700_000_000_000),
+            instance_id("globex", "digest", "0", 1_700_000_000_000)
+        );
+    }
+
     #[test]
     fn a_firing_names_its_instance_within_a_subject_token() {
-        assert_eq!(instance_id("digest", "mornings", 42), "digest-mornings-42");
+        assert_eq!(
+            instance_id("acme", "digest", "mornings", 42),
+            instance_id("acme", "digest", "mornings", 42)
+        );
         let long = "w".repeat(120);
-        let id = instance_id(&long, "mornings", 1_700_000_000_000);
+        let id = instance_id("acme", &long, "mornings", 1_700_000_000_000);
         assert!(subject::check_token(&id).is_ok(), "{id}");
         assert!(
             id.starts_with("sched-") && id.ends_with("-1700000000000"),
             "{id}"
         );
-        assert_eq!(id, instance_id(&long, "mornings", 1_700_000_000_000));
-        assert_ne!(id, instance_id(&long, "evenings", 1_700_000_000_000));
+        assert_eq!(
+            id,
+            instance_id("acme", &long, "mornings", 1_700_000_000_000)
+        );
+        assert_ne!(
+            id,
+            instance_id("acme", &long, "evenings", 1_700_000_000_000)
+        );
     }
 }
